@@ -1,0 +1,149 @@
+"""Every citylake setting in one declarative table.
+
+Each setting is read, lowest to highest precedence, from: its default, a ``citylake.toml``
+(``--config FILE``, else ``$CITYLAKE_CONFIG``, else ``./citylake.toml``), its environment
+variable, and a command-line flag where one exists. ``citylake settings`` shows the values
+in force and where each came from; the README documents them all (a test checks that).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from h3_index.errors import CitylakeError
+from lake.engines import DEFAULT_EXTENSION_DIR
+from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES
+
+
+class SettingError(CitylakeError, ValueError):
+    def __init__(self, name: str, value: object, source: str, why: str) -> None:
+        self.name, self.value, self.source = name, value, source
+        super().__init__(f"setting {name} = {value!r} (from {source}) is not valid: {why}")
+
+
+def _resolution(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 15:
+        raise ValueError("H3 resolutions run from 0 to 15")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number >= 0")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError("must be text")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any]
+    env: str = ""
+
+    @property
+    def env_var(self) -> str:
+        return self.env or "CITYLAKE_" + self.name.upper().replace(".", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("lake", "./citylake-data", "Directory of the lake (also the global --lake option).", _text, env="CITYLAKE_LAKE"),
+    Setting(
+        "h3.cell_resolution",
+        DEFAULT_CELL_RES,
+        "H3 resolution of the h3_cell stored on every row and of place covers. Fixed when the lake is made.",
+        _resolution,
+    ),
+    Setting(
+        "h3.partition_resolution",
+        DEFAULT_PARTITION_RES,
+        "H3 resolution of the partition cell of readings and pings. Fixed when the lake is made.",
+        _resolution,
+    ),
+    Setting("lake.target_file_mb", 128, "File size `citylake maintain compact` aims for, in MiB.", _positive_int),
+    Setting(
+        "lake.vacuum_retention_hours",
+        168,
+        "`maintain vacuum` keeps files that versions younger than this still need (time travel window).",
+        _positive_int,
+    ),
+    Setting(
+        "duckdb.extension_directory",
+        str(DEFAULT_EXTENSION_DIR),
+        "Private directory DuckDB installs the PyPI-shipped extensions into (never downloads).",
+        _text,
+    ),
+    Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
+    Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def load(
+    *, config: str | Path | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings in force: defaults, then the TOML file, then environment, then ``overrides``."""
+    env = os.environ if env is None else env
+    values = {s.name: s.default for s in SETTINGS}
+    sources = {s.name: "default" for s in SETTINGS}
+    path = Path(config or env.get("CITYLAKE_CONFIG") or "citylake.toml")
+    if config or path.is_file():
+        for name, value in _read_toml(path).items():
+            values[name], sources[name] = value, str(path)
+    for s in SETTINGS:
+        if s.env_var in env:
+            values[s.name], sources[s.name] = env[s.env_var], f"${s.env_var}"
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name], sources[name] = value, "command line"
+    return Settings({n: _parse(BY_NAME[n], v, sources[n]) for n, v in values.items()}, sources)
+
+
+def _parse(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.parse(value)
+    except (TypeError, ValueError) as err:
+        raise SettingError(setting.name, value, source, str(err)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SettingError("config", str(path), "--config", "no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SettingError("config", str(path), str(path), f"not valid TOML ({err})") from None
+    flat = dict(_flatten(document))
+    for name in flat:
+        if name not in BY_NAME:
+            raise SettingError(name, flat[name], str(path), f"no such setting; known: {', '.join(BY_NAME)}")
+    return flat
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = ""):
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

@@ -1,0 +1,58 @@
+"""Errors of the lake room."""
+
+from __future__ import annotations
+
+from h3_index.errors import CitylakeError
+
+
+class LakeError(CitylakeError):
+    """Root of the lake's errors."""
+
+
+class LakeNotFound(LakeError, FileNotFoundError):
+    def __init__(self, root: str) -> None:
+        self.root = root
+        super().__init__(f"no citylake lake at {root}; run `citylake init` (or pass --lake DIR / set CITYLAKE_LAKE)")
+
+
+class UnknownTable(LakeError, KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"table {name!r} is not in the lake; tables are: {', '.join(known)}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+class TableNotEmpty(LakeError, FileExistsError):
+    def __init__(self, name: str, rows: int) -> None:
+        self.name, self.rows = name, rows
+        super().__init__(
+            f"table {name!r} already holds {rows:,} rows and writes refuse to clobber by default; "
+            "pass mode='append' to add rows or mode='overwrite' to replace them"
+        )
+
+
+class BadWriteMode(LakeError, ValueError):
+    def __init__(self, mode: object) -> None:
+        super().__init__(f"write mode {mode!r} is not known; use 'error', 'append' or 'overwrite'")
+
+
+class SchemaMismatch(LakeError, ValueError):
+    def __init__(self, table: str, column: str, why: str) -> None:
+        self.table, self.column = table, column
+        super().__init__(f"table {table!r}, column {column!r}: {why}")
+
+
+class NoSuchVersion(LakeError, ValueError):
+    def __init__(self, table: str, as_of: object, why: str) -> None:
+        self.table, self.as_of = table, as_of
+        super().__init__(f"table {table!r} has no version as of {as_of!r}: {why}; see `citylake maintain history {table}`")
+
+
+class ExtensionMissing(LakeError, ImportError):
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(
+            f"DuckDB extension {name!r} is not installed; pip install duckdb-extension-{name}=={version} "
+            "(extensions come from PyPI, never downloaded at run time)"
+        )

@@ -1,0 +1,286 @@
+"""The lake: a directory of Delta tables with the schemas of ``lake.schemas``.
+
+Every write is one Delta commit, so readers see all of it or none of it, and a writer
+killed mid-write leaves only files no commit names (``vacuum`` removes them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import deltalake
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from h3_index import check_resolution
+from h3_index.buckets import partition_keys
+from lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, SchemaMismatch, TableNotEmpty, UnknownTable
+from lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
+
+WriteMode = Literal["error", "append", "overwrite"]
+AsOf = int | str | dt.datetime | None
+
+# Resolution of the cell stored on every row (h3_cell): res 11 cells are about 25 m
+# across, so few points fall in the boundary cells of a place's cover (DESIGN: place_cells).
+DEFAULT_CELL_RES = 11
+# Partition cell resolution: res 5 cells (about 250 km^2) give a city a handful of
+# partitions per day, so files stay large; measured against res 4 and 6 in `make bench`.
+DEFAULT_PARTITION_RES = 5
+MARKER = "citylake.json"
+TABLES_DIR = "tables"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TableStats:
+    name: str
+    version: int
+    rows: int
+    files: int
+    bytes: int
+    partitions: int
+
+
+class Lake:
+    """A citylake lake rooted at a directory. Open one with ``Lake.open`` or ``Lake.init``."""
+
+    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int) -> None:
+        self.root = Path(root)
+        self.cell_res = check_resolution(cell_res)
+        self.partition_res = check_resolution(partition_res)
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls, root: str | Path, /, *, cell_res: int = DEFAULT_CELL_RES, partition_res: int = DEFAULT_PARTITION_RES
+    ) -> Lake:
+        """Create the lake (or complete a partial one) and every table; safe to run twice.
+
+        The resolutions are fixed when the lake is first made: every row already written
+        depends on them. An existing lake keeps its own.
+        """
+        root = Path(root)
+        marker = root / MARKER
+        if marker.exists():
+            lake = cls.open(root)
+        else:
+            if partition_res >= cell_res:
+                raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
+            lake = cls(root, cell_res=cell_res, partition_res=partition_res)
+        (root / TABLES_DIR).mkdir(parents=True, exist_ok=True)
+        for spec in TABLES.values():
+            lake._create_table(spec)
+        if not marker.exists():
+            facts = {"format": FORMAT_VERSION, "cell_res": lake.cell_res, "partition_res": lake.partition_res}
+            marker.write_text(json.dumps(facts, indent=2) + "\n")
+        return lake
+
+    @classmethod
+    def open(cls, root: str | Path, /) -> Lake:
+        """Open an existing lake, with the resolutions it was made with."""
+        marker = Path(root) / MARKER
+        if not marker.is_file():
+            raise LakeNotFound(str(root))
+        facts = json.loads(marker.read_text())
+        return cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"])
+
+    def _create_table(self, spec: TableSpec) -> None:
+        path = self.path(spec.name)
+        if deltalake.DeltaTable.is_deltatable(str(path)):
+            return
+        deltalake.DeltaTable.create(
+            str(path),
+            schema=spec.schema(cell_res=self.cell_res, partition_res=self.partition_res),
+            partition_by=list(spec.partition_by) or None,
+            name=spec.name,
+            description=spec.description,
+        )
+
+    # -- tables ---------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(TABLES)
+
+    def spec(self, name: str) -> TableSpec:
+        try:
+            return TABLES[name]
+        except KeyError:
+            raise UnknownTable(name, self.names) from None
+
+    def path(self, name: str) -> Path:
+        self.spec(name)
+        return self.root / TABLES_DIR / name
+
+    def table(self, name: str, /, *, as_of: AsOf = None) -> deltalake.DeltaTable:
+        """The Delta table, at its latest version or as of a version number or a time."""
+        table = deltalake.DeltaTable(str(self.path(name)))
+        version = self.resolve_version(name, as_of, table=table)
+        if version is not None and version != table.version():
+            table.load_as_version(version)
+        return table
+
+    def resolve_version(self, name: str, as_of: AsOf, *, table: deltalake.DeltaTable | None = None) -> int | None:
+        """The version number ``as_of`` means: itself if a number, else the last commit at or before that time."""
+        if as_of is None:
+            return None
+        table = table or deltalake.DeltaTable(str(self.path(name)))
+        if isinstance(as_of, (int, np.integer)) and not isinstance(as_of, bool):
+            if not 0 <= as_of <= table.version():
+                raise NoSuchVersion(name, as_of, f"versions run from 0 to {table.version()}")
+            return int(as_of)
+        when = _as_utc(name, as_of)
+        commits = sorted((c["version"], c["timestamp"]) for c in table.history())
+        at_or_before = [v for v, ms in commits if ms <= when.timestamp() * 1000]
+        if not at_or_before:
+            first = dt.datetime.fromtimestamp(commits[0][1] / 1000, dt.timezone.utc)
+            raise NoSuchVersion(name, as_of, f"the table was created at {first.isoformat()}")
+        return at_or_before[-1]
+
+    def rows(self, name: str, /, *, as_of: AsOf = None) -> int:
+        return self.stats(name, as_of=as_of).rows
+
+    def stats(self, name: str, /, *, as_of: AsOf = None) -> TableStats:
+        """Rows, files, bytes and partitions of a table, read from its Delta log (no data scan)."""
+        table = self.table(name, as_of=as_of)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        partitions = 0
+        spec = self.spec(name)
+        if spec.partition_by and actions.num_rows:
+            keys = [actions.column(f"partition.{c}") for c in spec.partition_by]
+            partitions = pa.table(dict(zip(spec.partition_by, keys))).group_by(list(spec.partition_by)).aggregate([]).num_rows
+        return TableStats(
+            name=name,
+            version=table.version(),
+            rows=int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0,
+            files=actions.num_rows,
+            bytes=int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0,
+            partitions=partitions,
+        )
+
+    # -- writing --------------------------------------------------------------------------
+    def write(
+        self, name: str, data: Any, /, *, mode: WriteMode = "error", metadata: dict[str, str] | None = None
+    ) -> int:
+        """Write rows to a table in one atomic commit and return the new version.
+
+        ``mode="error"`` (the default) refuses to write into a table that holds rows;
+        ``"append"`` adds rows; ``"overwrite"`` replaces them all. ``metadata`` is stored
+        with the commit (see ``history``).
+        """
+        if mode not in ("error", "append", "overwrite"):
+            raise BadWriteMode(mode)
+        table = deltalake.DeltaTable(str(self.path(name)))
+        if mode == "error":
+            held = self.rows(name)
+            if held:
+                raise TableNotEmpty(name, held)
+        rows = self.conform(name, data, schema=table.schema().to_arrow())
+        deltalake.write_deltalake(
+            table,
+            rows,
+            mode="overwrite" if mode == "overwrite" else "append",
+            commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
+        )
+        return deltalake.DeltaTable(str(self.path(name))).version()
+
+    def conform(self, name: str, data: Any, /, *, schema: Any = None) -> pa.Table:
+        """Cast ``data`` to the table's current schema, add partition keys, sort as the table wants."""
+        spec = self.spec(name)
+        rows = _as_arrow(data)
+        target = pa.schema(schema) if schema is not None else deltalake.DeltaTable(str(self.path(name))).schema().to_arrow()
+        target = pa.schema([pa.field(f.name, f.type, f.nullable) for f in target])
+        extra = set(rows.column_names) - set(target.names)
+        if extra:
+            column = sorted(extra)[0]
+            raise SchemaMismatch(name, column, "the table has no such column; add it first with Lake.add_column")
+        if spec.partitioned_by_cell:
+            rows = self._with_partition_keys(name, rows)
+        columns = [_conform_column(name, rows, f) for f in target]
+        out = pa.Table.from_arrays(columns, schema=target)
+        keys = [*spec.partition_by, *spec.sort_by]
+        return out.sort_by([(k, "ascending") for k in keys]) if keys and out.num_rows else out
+
+    def _with_partition_keys(self, name: str, rows: pa.Table) -> pa.Table:
+        for column in ("h3_cell", "ts"):
+            if column not in rows.column_names or rows.column(column).null_count:
+                raise SchemaMismatch(name, column, "is required to place each row in its partition")
+        cells = rows.column("h3_cell").to_numpy().astype(np.int64)
+        ts = _utc_microseconds(name, rows.column("ts"))
+        parents, dates = partition_keys(cells, ts, self.partition_res)
+        rows = rows.drop_columns([c for c in (PARTITION_CELL, PARTITION_DATE) if c in rows.column_names])
+        return rows.append_column(PARTITION_CELL, pa.array(parents)).append_column(PARTITION_DATE, pa.array(dates, pa.date32()))
+
+    # -- maintenance ----------------------------------------------------------------------
+    def history(self, name: str, /, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits of a table, newest first: version, time, operation and its metrics."""
+        return deltalake.DeltaTable(str(self.path(name))).history(limit)
+
+    def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
+        """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
+        table = deltalake.DeltaTable(str(self.path(name)))
+        return table.optimize.compact(target_size=target_mb * 1024 * 1024)
+
+    def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+        """Files no longer referenced by versions newer than ``retention_hours`` (deleted unless dry_run).
+
+        Time travel to versions older than the retention stops working once they are removed.
+        """
+        table = deltalake.DeltaTable(str(self.path(name)))
+        return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+
+    def add_column(self, name: str, column: str, type_: str, /) -> int:
+        """Add a nullable column (schema evolution); existing rows read it as NULL."""
+        table = deltalake.DeltaTable(str(self.path(name)))
+        if column in table.schema().to_arrow().names:
+            raise SchemaMismatch(name, column, "the column already exists")
+        table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
+        return deltalake.DeltaTable(str(self.path(name))).version()
+
+
+def _as_arrow(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "to_arrow"):  # polars
+        return data.to_arrow()
+    return pa.table(data)
+
+
+def _conform_column(name: str, rows: pa.Table, target: pa.Field) -> pa.ChunkedArray:
+    if target.name not in rows.column_names:
+        if not target.nullable:
+            raise SchemaMismatch(name, target.name, "is required but missing from the data")
+        return pa.chunked_array([pa.nulls(rows.num_rows, target.type)])
+    column = rows.column(target.name)
+    try:
+        column = column.cast(target.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise SchemaMismatch(name, target.name, f"cannot be read as {target.type}: {err}") from None
+    if not target.nullable and column.null_count:
+        raise SchemaMismatch(name, target.name, f"has {column.null_count} NULL values but is required")
+    return column
+
+
+def _utc_microseconds(name: str, column: pa.ChunkedArray) -> np.ndarray:
+    if not pa.types.is_timestamp(column.type):
+        raise SchemaMismatch(name, "ts", f"must be a timestamp, not {column.type}")
+    if column.type.tz is None:
+        raise SchemaMismatch(name, "ts", "has no time zone; give UTC timestamps (naive local times are ambiguous)")
+    return column.cast(pa.timestamp("us", tz="UTC")).to_numpy().astype("datetime64[us]")
+
+
+def _as_utc(name: str, as_of: str | dt.datetime) -> dt.datetime:
+    if isinstance(as_of, str):
+        try:
+            as_of = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise NoSuchVersion(name, as_of, "give a version number or an ISO time such as 2026-11-22T10:00:00Z") from None
+    if not isinstance(as_of, dt.datetime):
+        raise NoSuchVersion(name, as_of, "give a version number or an ISO time such as 2026-11-22T10:00:00Z")
+    return as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.timezone.utc)

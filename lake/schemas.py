@@ -1,0 +1,168 @@
+"""The lake's tables: explicit Arrow schemas, partitioning, sort order and dedupe keys.
+
+Conventions (DESIGN.md): WGS84 coordinates; UTC microsecond timestamps; H3 cells as
+int64 (Delta has no unsigned type, and a valid cell's top bit is always 0). Column
+metadata carries what a reader needs to interpret a column: the geometry column's CRS
+and encoding, and each cell column's H3 resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+CRS = "EPSG:4326"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+BBOX = pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()), ("xmax", pa.float64()), ("ymax", pa.float64())])
+PARTITION_CELL, PARTITION_DATE = "partition_cell", "date"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the lake knows about one table."""
+
+    name: str
+    fields: tuple[pa.Field, ...]
+    description: str
+    partition_by: tuple[str, ...] = ()
+    sort_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # rows with equal key are the same row: reruns must not add it twice
+    people: bool = False  # holds data about people: raw rows for the steward role only
+    cell_columns: tuple[str, ...] = field(default=("h3_cell",))
+
+    @property
+    def partitioned_by_cell(self) -> bool:
+        return PARTITION_CELL in self.partition_by
+
+    def schema(self, *, cell_res: int, partition_res: int) -> pa.Schema:
+        """Arrow schema with the H3 resolutions recorded on the cell columns."""
+        out = []
+        for f in self.fields:
+            if f.name in self.cell_columns:
+                f = f.with_metadata({"h3_resolution": str(cell_res)})
+            elif f.name == PARTITION_CELL:
+                f = f.with_metadata({"h3_resolution": str(partition_res)})
+            out.append(f)
+        return pa.schema(out)
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = True, **metadata: str) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata=metadata or None)
+
+
+_GEOMETRY = _f("geometry", pa.binary(), False, crs=CRS, encoding="WKB")
+_PARTITION = (_f(PARTITION_CELL, pa.int64(), False), _f(PARTITION_DATE, pa.date32(), False))
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "places",
+            (
+                _f("place_id", pa.string(), False),
+                _f("name", pa.string()),
+                _f("category", pa.string(), False),
+                _GEOMETRY,
+                _f("bbox", BBOX, False),
+                _f("h3_cell", pa.int64(), False),
+                _f("source", pa.string(), False),
+                _f("attributes", pa.string()),
+                _f("loaded_at", TIMESTAMP, False),
+            ),
+            "Places from map data (POIs, parks, districts, roads, buildings); h3_cell is the centroid's cell.",
+            key=("place_id",),
+        ),
+        TableSpec(
+            "place_cells",
+            (
+                _f("place_id", pa.string(), False),
+                _f("h3_cell", pa.int64(), False),
+                _f("interior", pa.bool_(), False),
+            ),
+            "H3 cover of each place; interior cells lie wholly inside it, boundary cells need an exact test.",
+            sort_by=("h3_cell",),
+            key=("place_id", "h3_cell"),
+        ),
+        TableSpec(
+            "sensors",
+            (
+                _f("sensor_id", pa.string(), False),
+                _f("kind", pa.string(), False),
+                _f("unit", pa.string()),
+                _f("lat", pa.float64(), False),
+                _f("lon", pa.float64(), False),
+                _f("h3_cell", pa.int64(), False),
+                _f("place_id", pa.string()),
+                _f("attributes", pa.string()),
+                _f("loaded_at", TIMESTAMP, False),
+            ),
+            "IoT sensor registry; place_id is the containing or nearest place.",
+            key=("sensor_id",),
+        ),
+        TableSpec(
+            "readings",
+            (
+                _f("sensor_id", pa.string(), False),
+                _f("ts", TIMESTAMP, False),
+                _f("metric", pa.string(), False),
+                _f("value", pa.float64(), False),
+                _f("h3_cell", pa.int64(), False),
+                *_PARTITION,
+            ),
+            "Sensor readings, partitioned by coarse H3 cell and UTC date, sorted by cell then time.",
+            partition_by=(PARTITION_CELL, PARTITION_DATE),
+            sort_by=("h3_cell", "ts"),
+            key=("sensor_id", "ts", "metric"),
+        ),
+        TableSpec(
+            "pings",
+            (
+                _f("device_id", pa.int64(), False),  # keyed-hash pseudonym, never the raw id
+                _f("ts", TIMESTAMP, False),
+                _f("lat", pa.float64(), False),
+                _f("lon", pa.float64(), False),
+                _f("accuracy_m", pa.float32()),
+                _f("h3_cell", pa.int64(), False),
+                *_PARTITION,
+            ),
+            "Anonymised device pings, partitioned by coarse H3 cell and UTC date, sorted by cell then time.",
+            partition_by=(PARTITION_CELL, PARTITION_DATE),
+            sort_by=("h3_cell", "ts"),
+            key=("device_id", "ts", "lat", "lon"),
+            people=True,
+        ),
+        TableSpec(
+            "quarantine",
+            (
+                _f("batch_id", pa.string(), False),
+                _f("table_name", pa.string(), False),
+                _f("source", pa.string(), False),
+                _f("row_number", pa.int64()),
+                _f("raw", pa.string()),
+                _f("reason", pa.string(), False),
+                _f("quarantined_at", TIMESTAMP, False),
+            ),
+            "Every rejected input row with its source, position, raw text and the reason.",
+            cell_columns=(),
+        ),
+        TableSpec(
+            "batches",
+            (
+                _f("batch_id", pa.string(), False),
+                _f("table_name", pa.string(), False),
+                _f("source", pa.string(), False),
+                _f("fingerprint", pa.string(), False),
+                _f("rows_in", pa.int64(), False),
+                _f("rows_accepted", pa.int64(), False),
+                _f("rows_rejected", pa.int64(), False),
+                _f("rows_duplicate", pa.int64(), False),
+                _f("version", pa.int64()),
+                _f("started_at", TIMESTAMP, False),
+                _f("finished_at", TIMESTAMP, False),
+            ),
+            "One row per ingestion batch: source fingerprint, row counts and the commit version.",
+            cell_columns=(),
+        ),
+    )
+}
