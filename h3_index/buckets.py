@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from h3_index.cells import check_cells, check_resolution, parent_bits, RES_MASK, RES_SHIFT
+from h3_index.cells import RES_MASK, RES_SHIFT, check_cells, check_resolution, parent_bits
 from h3_index.errors import BadFrequency, BadResolution
 
 # Width of each named bucket in microseconds, the lake's timestamp unit.

@@ -12,8 +12,8 @@ GIL, so chunks run on every core through a thread pool.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 import h3
 import h3ronpy

@@ -7,7 +7,7 @@ they run the same code. NULL in gives NULL out; invalid values raise the typed e
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import duckdb
 import numpy as np

@@ -1,0 +1,57 @@
+"""Shared fixtures: throwaway lakes, seeded data, a private DuckDB extension directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, settings
+
+from h3_index import latlng_to_cells
+from lake import Lake
+
+settings.register_profile("default", deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_extension_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests install DuckDB extensions from the PyPI packages into their own directory."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake.init(tmp_path / "lake")
+
+
+def make_pings(n: int, *, seed: int = 0, days: int = 3, cell_res: int = 11, start: str = "2026-11-01") -> pa.Table:
+    """Pings spread over a ~50 km city and ``days`` days, seeded."""
+    rng = np.random.default_rng(seed)
+    lat = rng.uniform(31.0, 31.5, n)
+    lon = rng.uniform(121.2, 121.8, n)
+    ts = np.datetime64(start, "us") + rng.integers(0, days * 86400 * 10**6, n).astype("timedelta64[us]")
+    return pa.table({
+        "device_id": rng.integers(0, 2**62, n),
+        "ts": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+        "lat": lat,
+        "lon": lon,
+        "accuracy_m": rng.uniform(3, 40, n).astype(np.float32),
+        "h3_cell": latlng_to_cells(lat, lon, cell_res),
+    })
+
+
+@pytest.fixture
+def pings() -> pa.Table:
+    return make_pings(20_000)
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.timezone.utc)
