@@ -94,7 +94,7 @@ def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int) ->
     result = con.sql(query)
     if result is None:
         return
-    table = result.fetch_arrow_table()
+    table = result.to_arrow_table()
     shown = table.slice(0, max_rows) if fmt == "table" and max_rows else table
     _emit(shown, fmt)
     if fmt == "table" and shown.num_rows < table.num_rows:

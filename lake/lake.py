@@ -226,12 +226,14 @@ class Lake:
         return table.optimize.compact(target_size=target_mb * 1024 * 1024)
 
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-        """Files no longer referenced by versions newer than ``retention_hours`` (deleted unless dry_run).
+        """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
 
-        Time travel to versions older than the retention stops working once they are removed.
+        That includes files a killed writer left behind (a full vacuum: every file the log does
+        not name). The retention window protects in-flight writers and time travel: versions
+        older than it stop working once their files are removed.
         """
         table = deltalake.DeltaTable(str(self.path(name)))
-        return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+        return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True)
 
     def add_column(self, name: str, column: str, type_: str, /) -> int:
         """Add a nullable column (schema evolution); existing rows read it as NULL."""
