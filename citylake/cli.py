@@ -150,15 +150,7 @@ def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dr
 def history(ctx: Context, name: str, limit: int, fmt: str) -> None:
     """Commits of a table, newest first (version, time, operation, metrics)."""
     lake = ctx.open()
-    rows = [
-        {
-            "version": c.get("version"),
-            "time": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
-            "operation": c.get("operation"),
-            "details": json.dumps({k: v for k, v in c.items() if k not in ("version", "timestamp", "operation")}, default=str)[:200],
-        }
-        for c in lake.history(name, limit=limit)
-    ]
+    rows = [_commit_row(commit) for commit in lake.history(name, limit=limit)]
     _emit(pa.Table.from_pylist(rows), fmt, title=f"history of {name}")
 
 
@@ -188,6 +180,27 @@ def sample(ctx: Context, devices: int, days: int, seed: int) -> None:
         counts = write_sample(lake, devices=devices, days=days, seed=seed)
     summary = ", ".join(f"{n:,} {t}" for t, n in counts.items())
     out.print(f"sample city written in {time.perf_counter() - started:.1f}s: {summary}")
+
+
+# Delta commit metrics worth a planner's glance, by the name delta-rs gives them.
+COMMIT_METRICS = ("num_added_files", "num_removed_files", "numFilesAdded", "numFilesRemoved", "num_output_rows",
+                  "numDeletedFiles", "numFilesToDelete", "numFilesDeleted")
+
+
+def _commit_row(commit: dict[str, Any]) -> dict[str, Any]:
+    metrics = commit.get("operationMetrics") or {}
+    details = {k: metrics[k] for k in COMMIT_METRICS if k in metrics}
+    params = commit.get("operationParameters") or {}
+    if "mode" in params:
+        details["mode"] = params["mode"]
+    if "citylake.rows" in commit:
+        details["rows"] = commit["citylake.rows"]
+    return {
+        "version": commit.get("version"),
+        "time": dt.datetime.fromtimestamp(commit["timestamp"] / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
+        "operation": commit.get("operation"),
+        "details": ", ".join(f"{k}={v}" for k, v in details.items()),
+    }
 
 
 def _as_of(value: str | None) -> int | str | None:

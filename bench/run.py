@@ -1,0 +1,188 @@
+"""citylake benchmarks: every figure is measured against a baseline in the same run.
+
+    python bench/run.py --out bench/results.json [--rows 10000000]
+
+Figures (see README "Benchmarks"):
+- point -> cell: citylake's h3_index vs an h3-py loop (baseline), h3ronpy in one call, polars-h3;
+- lake write: Lake.write of pings (validate, partition keys, sort, Delta commit) vs DuckDB's own
+  COPY ... (FORMAT parquet, PARTITION_BY ...) of the same rows (the floor: no checks, no log);
+- partition resolution: files, write time and query times for coarse cells at res 4, 5, 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from h3_index import latlng_to_cells  # noqa: E402
+from lake import Lake, connect, duckdb_for  # noqa: E402
+
+CITY = {"lat": (31.0, 31.5), "lon": (121.2, 121.8)}  # ~55 km square: a large city
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs (the machine is shared: the minimum is the least noisy)."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def city_points(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(*CITY["lat"], n), rng.uniform(*CITY["lon"], n)
+
+
+def bench_point_to_cell(n: int, res: int = 11) -> dict:
+    import h3
+    import h3ronpy.vector
+    import polars as pl
+    import polars_h3
+
+    lat, lon = city_points(n)
+    out: dict = {"points": n, "resolution": res}
+    loop_n = min(n, 2_000_000)
+
+    def h3py_loop():
+        return [h3.latlng_to_cell(a, b, res) for a, b in zip(lat[:loop_n].tolist(), lon[:loop_n].tolist())]
+
+    seconds, _ = timed(h3py_loop)
+    out["h3py_loop_s"] = seconds * n / loop_n
+    out["h3py_loop_note"] = f"timed on {loop_n:,} points and scaled to {n:,} (a pure-Python loop is linear)"
+    out["citylake_s"], ours = timed(lambda: latlng_to_cells(lat, lon, res), repeat=3)
+    out["h3ronpy_single_call_s"], _ = timed(lambda: h3ronpy.vector.coordinates_to_cells(lat, lon, res), repeat=3)
+    frame = pl.DataFrame({"lat": lat, "lon": lon})
+    out["polars_h3_s"], theirs = timed(lambda: frame.select(polars_h3.latlng_to_cell("lat", "lon", res)), repeat=3)
+    assert np.array_equal(ours, theirs.to_series().to_numpy().view(np.int64)), "polars-h3 and citylake disagree"
+    for key in ("citylake_s", "h3ronpy_single_call_s", "polars_h3_s", "h3py_loop_s"):
+        out[key[:-2] + "_mpoints_per_s"] = round(n / out[key] / 1e6, 2)
+    out["speedup_vs_h3py_loop"] = round(out["h3py_loop_s"] / out["citylake_s"], 1)
+    out["speedup_vs_polars_h3"] = round(out["polars_h3_s"] / out["citylake_s"], 2)
+    return out
+
+
+def make_pings(n: int, cell_res: int, seed: int = 7, days: int = 3) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    lat, lon = city_points(n, seed)
+    ts = np.datetime64("2026-11-01", "us") + rng.integers(0, days * 86400 * 10**6, n).astype("timedelta64[us]")
+    return pa.table({
+        "device_id": rng.integers(0, 2**62, n),
+        "ts": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+        "lat": lat, "lon": lon,
+        "accuracy_m": rng.uniform(3, 40, n).astype(np.float32),
+        "h3_cell": latlng_to_cells(lat, lon, cell_res),
+    })
+
+
+def bench_lake_write(pings: pa.Table, work: Path) -> dict:
+    out: dict = {"rows": pings.num_rows}
+    lake = Lake.init(work / "write-lake")
+    seconds, _ = timed(lambda: lake.write("pings", pings))
+    out["citylake_write_s"] = seconds
+    stats = lake.stats("pings")
+    out["citylake_files"], out["citylake_bytes"] = stats.files, stats.bytes
+    # The floor: DuckDB writes the same rows (partition columns included) with no checks and no log.
+    conformed = lake.conform("pings", pings)
+    con = connect(extension_dir=work / "ext")
+    con.register("rows", conformed)
+    target = work / "duckdb-copy"
+
+    def duckdb_copy():
+        shutil.rmtree(target, ignore_errors=True)
+        con.execute(f"COPY rows TO '{target}' (FORMAT parquet, PARTITION_BY (partition_cell, date))")
+
+    out["duckdb_copy_s"], _ = timed(duckdb_copy)
+    out["duckdb_copy_files"] = sum(1 for _ in target.rglob("*.parquet"))
+    out["citylake_rows_per_s"] = round(pings.num_rows / out["citylake_write_s"])
+    out["duckdb_copy_rows_per_s"] = round(pings.num_rows / out["duckdb_copy_s"])
+    out["citylake_over_floor"] = round(out["citylake_write_s"] / out["duckdb_copy_s"], 2)
+    shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+def bench_partition_resolution(pings: pa.Table, work: Path, resolutions: tuple[int, ...] = (4, 5, 6)) -> dict:
+    out: dict = {}
+    for res in resolutions:
+        lake = Lake.init(work / f"part-{res}", partition_res=res)
+        write_s, _ = timed(lambda lake=lake: lake.write("pings", pings))
+        stats = lake.stats("pings")
+        con = duckdb_for(lake, extension_dir=work / "ext")
+        cell, day = con.execute(
+            "SELECT partition_cell, date FROM pings GROUP BY ALL ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+        one_s, _ = timed(lambda con=con, cell=cell, day=day: con.execute(
+            f"SELECT count(DISTINCT device_id) FROM pings WHERE partition_cell = {cell} AND date = DATE '{day}'").fetchall(), repeat=3)
+        day_s, _ = timed(lambda con=con, day=day: con.execute(
+            f"SELECT h3_cell_to_parent(h3_cell, 8) c, count(*) FROM pings WHERE date = DATE '{day}' GROUP BY 1").fetchall(), repeat=3)
+        out[f"res{res}"] = {
+            "write_s": round(write_s, 2), "files": stats.files, "partitions": stats.partitions,
+            "mean_file_mb": round(stats.bytes / max(stats.files, 1) / 2**20, 2),
+            "one_partition_query_s": round(one_s, 4), "one_day_citywide_query_s": round(day_s, 4),
+        }
+        shutil.rmtree(lake.root, ignore_errors=True)
+    return out
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    packages = ["duckdb", "deltalake", "polars", "pyarrow", "h3", "h3ronpy", "polars-h3", "shapely", "numpy"]
+    return {
+        "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1), "processor": platform.processor() or platform.machine(),
+        "versions": {p: version(p) for p in packages},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench/results.json", help="where to write the results (JSON)")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="points and pings per figure")
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results.update({"machine": machine(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    work = Path(tempfile.mkdtemp(prefix="citylake-bench-"))
+    try:
+        steps = [
+            ("point_to_cell", lambda: bench_point_to_cell(args.rows)),
+            ("lake_write", lambda: bench_lake_write(pings(), work)),
+            ("partition_resolution", lambda: bench_partition_resolution(pings(), work)),
+        ]
+        cache: dict = {}
+
+        def pings() -> pa.Table:
+            if "pings" not in cache:
+                cache["pings"] = make_pings(args.rows, Lake.init(work / "probe").cell_res)
+            return cache["pings"]
+
+        for name, step in steps:
+            print(f"bench: {name} …", flush=True)
+            results[name] = step()
+            results[name]["peak_rss_mb_so_far"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            print(json.dumps(results[name], indent=1), flush=True)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"bench: results in {out_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The citylake command, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_pings
+
+from lake import Lake
+
+pytestmark = pytest.mark.integration
+
+
+def citylake(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "citylake.cli", *args],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300,
+    )
+
+
+def ok(*args: str, **kw) -> str:
+    result = citylake(*args, **kw)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def sample_lake(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("cli") / "lake")
+    ok("--lake", root, "init")
+    ok("--lake", root, "sample", "--devices", "300", "--days", "1", "--seed", "3")
+    return root
+
+
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("citylake: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_tables_reports_what_the_lake_holds(sample_lake):
+    rows = {r["name"]: r for r in json.loads(ok("--lake", sample_lake, "tables", "--format", "json"))}
+    assert rows["pings"]["rows"] == 300 * 48
+    assert rows["places"]["rows"] == 12 and rows["quarantine"]["rows"] == 0
+    assert rows["pings"]["partitions"] >= 1 and rows["pings"]["files"] >= rows["pings"]["partitions"]
+    assert rows["pings"]["bytes"] > 0 and rows["pings"]["version"] == 1
+
+
+def test_sql_in_every_format(sample_lake):
+    query = "SELECT h3_cell_to_string(h3_cell_to_parent(h3_cell, 7)) AS cell, count(*) AS n FROM pings GROUP BY 1 ORDER BY 2 DESC, 1"
+    as_json = json.loads(ok("--lake", sample_lake, "sql", query, "--format", "json"))
+    as_csv = list(csv.DictReader(io.StringIO(ok("--lake", sample_lake, "sql", query, "--format", "csv"))))
+    assert sum(r["n"] for r in as_json) == 300 * 48
+    assert [(r["cell"], int(r["n"])) for r in as_csv] == [(r["cell"], r["n"]) for r in as_json]
+    table = ok("--lake", sample_lake, "sql", query)
+    assert as_json[0]["cell"] in table
+
+
+def test_lake_from_environment_then_default_directory(sample_lake, tmp_path):
+    assert "pings" in ok("tables", env={"CITYLAKE_LAKE": sample_lake})
+    ok("init", cwd=tmp_path)
+    assert (tmp_path / "citylake-data" / "citylake.json").is_file()
+
+
+def test_time_travel_from_the_command_line(sample_lake):
+    rows = json.loads(ok("--lake", sample_lake, "tables", "--as-of", "0", "--format", "json"))
+    assert {r["rows"] for r in rows} == {0}
+
+
+def test_maintenance_commands(tmp_path):
+    lake = Lake.init(tmp_path / "lake")
+    for seed in range(3):  # three appends to the same partitions: fragmented
+        lake.write("pings", make_pings(1_000, seed=seed, days=1), mode="append")
+    files, partitions = lake.stats("pings").files, lake.stats("pings").partitions
+    before = set(lake.table("pings").file_uris())
+    compacted = ok("--lake", str(lake.root), "maintain", "compact", "pings")
+    assert f"pings: {files:,} files → {partitions:,}" in compacted  # one file per partition
+    replaced = before - set(lake.table("pings").file_uris())
+    dry = ok("--lake", str(lake.root), "maintain", "vacuum", "pings", "--retention-hours", "0")
+    assert f"would remove {len(replaced):,} files" in dry and "nothing deleted" in dry
+    applied = ok("--lake", str(lake.root), "maintain", "vacuum", "pings", "--retention-hours", "0", "--apply")
+    assert f"removed {len(replaced):,} files" in applied
+    assert not any(Path(uri).exists() for uri in replaced)
+    history = json.loads(ok("--lake", str(lake.root), "maintain", "history", "pings", "--format", "json"))
+    assert [h["operation"] for h in history] == ["VACUUM END", "VACUUM START", "OPTIMIZE", "WRITE", "WRITE", "WRITE", "CREATE TABLE"]
+    assert lake.rows("pings") == 3_000
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["sql", "SELECT * FROM nope"], ["nope", "does not exist"]),
+    (["sql", "SELEC 1"], ["syntax error"]),
+    (["sql", "SELECT h3_latlng_to_cell(95.0, 0.0, 9)"], ["lat 95.0", "EPSG:4326"]),
+    (["maintain", "history", "pingz"], ["'pingz'", "tables are:"]),
+    (["tables", "--as-of", "99"], ["versions run from 0 to"]),
+])
+def test_user_mistakes_print_one_line(sample_lake, args, fragments):
+    one_line_error(citylake("--lake", sample_lake, *args), *fragments)
+
+
+def test_missing_lake_says_to_init(tmp_path):
+    one_line_error(citylake("--lake", str(tmp_path / "none"), "tables"), "citylake init")
+
+
+def test_bad_setting_names_its_source(tmp_path):
+    one_line_error(citylake("tables", env={"CITYLAKE_H3_CELL_RESOLUTION": "17"}, cwd=tmp_path), "$CITYLAKE_H3_CELL_RESOLUTION")
+    (tmp_path / "citylake.toml").write_text("[h3]\ncell_resolutoin = 9\n")
+    one_line_error(citylake("tables", cwd=tmp_path), "h3.cell_resolutoin", "no such setting")
+
+
+def test_help_explains_with_examples():
+    top = ok("--help")
+    for command in ("init", "tables", "sql", "maintain", "settings", "sample"):
+        assert command in top
+    assert "citylake sql" in ok("sql", "--help")
+    assert "--dry-run / --apply" in ok("maintain", "vacuum", "--help")
+
+
+def test_settings_lists_every_setting_with_its_source(tmp_path):
+    text = ok("settings", cwd=tmp_path, env={"CITYLAKE_DUCKDB_THREADS": "2"})
+    assert "h3.partition_resolution" in text and "$CITYLAKE_DUCKDB_THREADS" in text
