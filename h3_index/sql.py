@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import duckdb
+import h3ronpy
 import numpy as np
 import pyarrow as pa
 
@@ -82,8 +83,6 @@ def _string_to_cell(text: pa.Array) -> pa.Array:
 def _is_valid_cell(cell: pa.Array) -> pa.Array:
     rows = _valid_rows(cell)
     values = _numpy(cell, rows, "int64")
-    import h3ronpy  # local: only this function needs the raw validity mask
-
     ok = h3ronpy.cells_valid(pa.array(values.view(np.uint64)), booleanarray=True)
     return _scatter(pa.array(ok).to_numpy(zero_copy_only=False), rows, pa.bool_())
 
