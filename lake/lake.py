@@ -165,13 +165,21 @@ class Lake:
 
     # -- writing --------------------------------------------------------------------------
     def write(
-        self, name: str, data: Any, /, *, mode: WriteMode = "error", metadata: dict[str, str] | None = None
+        self,
+        name: str,
+        data: Any,
+        /,
+        *,
+        mode: WriteMode = "error",
+        metadata: dict[str, str] | None = None,
+        transaction: tuple[str, int] | None = None,
     ) -> int:
         """Write rows to a table in one atomic commit and return the new version.
 
         ``mode="error"`` (the default) refuses to write into a table that holds rows;
         ``"append"`` adds rows; ``"overwrite"`` replaces them all. ``metadata`` is stored
-        with the commit (see ``history``).
+        with the commit (see ``history``). ``transaction=(app_id, n)`` records, in the same
+        commit, that step ``n`` of ``app_id`` is done (see ``committed_step``).
         """
         if mode not in ("error", "append", "overwrite"):
             raise BadWriteMode(mode)
@@ -181,13 +189,83 @@ class Lake:
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
+        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata, transaction=transaction)
+
+    def _commit(
+        self,
+        table: deltalake.DeltaTable,
+        rows: pa.Table,
+        *,
+        mode: str,
+        metadata: dict[str, str] | None,
+        transaction: tuple[str, int] | None,
+    ) -> int:
+        apps = [deltalake.Transaction(app_id=transaction[0], version=transaction[1])] if transaction else None
         deltalake.write_deltalake(
             table,
             rows,
-            mode="overwrite" if mode == "overwrite" else "append",
-            commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
+            mode=mode,
+            commit_properties=deltalake.CommitProperties(
+                custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}, app_transactions=apps
+            ),
         )
-        return deltalake.DeltaTable(str(self.path(name))).version()
+        return deltalake.DeltaTable(table.table_uri).version()
+
+    def committed_step(self, name: str, app_id: str, /) -> int:
+        """The last step of ``app_id`` committed to this table, or -1: how a rerun knows what landed."""
+        version = deltalake.DeltaTable(str(self.path(name))).transaction_version(app_id)
+        return -1 if version is None else int(version)
+
+    def append_new(
+        self,
+        name: str,
+        data: Any,
+        /,
+        *,
+        metadata: dict[str, str] | None = None,
+        transaction: tuple[str, int] | None = None,
+    ) -> tuple[int, int, int]:
+        """Append the rows whose key the table does not hold yet, in one commit.
+
+        Rows repeated inside ``data`` count once. Returns ``(version, inserted, duplicates)``.
+        Only the partitions the new rows fall in are read, and only their key columns.
+        """
+        spec = self.spec(name)
+        table = deltalake.DeltaTable(str(self.path(name)))
+        rows = pl.from_arrow(self.conform(name, data, schema=table.schema().to_arrow()))
+        offered = rows.height
+        rows = rows.unique(subset=list(spec.key), keep="first", maintain_order=True)
+        if rows.height and self.rows(name):
+            rows = rows.join(self._existing_keys(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
+        counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
+        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, transaction=transaction)
+        return version, rows.height, offered - rows.height
+
+    def _existing_keys(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
+        spec = self.spec(name)
+        found = pl.scan_delta(str(self.path(name)))
+        for column in spec.partition_by:
+            found = found.filter(pl.col(column).is_in(rows[column].unique().implode()))
+        return found.select(list(spec.key)).collect()
+
+    def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
+        """Insert new rows and replace rows with the same key (registries: places, sensors).
+
+        Returns ``(version, inserted, updated)``; one commit.
+        """
+        spec = self.spec(name)
+        table = deltalake.DeltaTable(str(self.path(name)))
+        rows = pl.from_arrow(self.conform(name, data, schema=table.schema().to_arrow()))
+        rows = rows.unique(subset=list(spec.key), keep="last", maintain_order=True).to_arrow()
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+        result = (
+            table.merge(rows, predicate=on, source_alias="s", target_alias="t",
+                        commit_properties=deltalake.CommitProperties(custom_metadata=metadata or {}))
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return table.version(), result["num_target_rows_inserted"], result["num_target_rows_updated"]
 
     def conform(self, name: str, data: Any, /, *, schema: Any = None) -> pa.Table:
         """Cast ``data`` to the table's current schema, add partition keys, sort as the table wants."""

@@ -144,6 +144,7 @@ TABLES: dict[str, TableSpec] = {
                 _f("quarantined_at", TIMESTAMP, False),
             ),
             "Every rejected input row with its source, position, raw text and the reason.",
+            key=("batch_id", "row_number"),
             cell_columns=(),
         ),
         TableSpec(
@@ -162,6 +163,7 @@ TABLES: dict[str, TableSpec] = {
                 _f("finished_at", TIMESTAMP, False),
             ),
             "One row per ingestion batch: source fingerprint, row counts and the commit version.",
+            key=("batch_id",),
             cell_columns=(),
         ),
     )

@@ -1,0 +1,156 @@
+"""One ingestion run: chunks of validated rows committed exactly once, bad rows quarantined,
+one ``batches`` row per chunk, a progress bar and a one-line summary.
+
+Exactly once, across crashes: each chunk's data commit records the Delta application
+transaction ``(citylake:<table>:<file fingerprint>, chunk index)`` atomically with the rows,
+so a rerun of the same file skips chunks that already landed. Quarantine and ``batches``
+rows are keyed by the chunk's batch id and inserted only if missing, so a crash between
+those commits is mended by the rerun. Rows of other files are deduplicated by the table's
+key (``Lake.append_new``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+import pyarrow as pa
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from lake import Lake
+
+UTC = dt.timezone.utc
+
+
+@dataclass
+class Chunk:
+    """A validated chunk: rows ready for the table, rejected rows (position, raw, reason)."""
+
+    good: pa.Table | pl.DataFrame
+    bad: pl.DataFrame
+    rows_in: int
+    bytes_done: int = 0
+
+
+@dataclass
+class IngestReport:
+    table: str
+    source: str
+    rows_in: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one-line summary printed after an ingest."""
+        why = ""
+        if self.reasons:
+            top = ", ".join(f"{n:,} {r}" for r, n in self.reasons.most_common(3))
+            more = len(self.reasons) - 3
+            why = f" ({top}{f', +{more} more reasons' if more > 0 else ''})"
+        rate = self.rows_in / self.seconds if self.seconds else 0
+        notes = "".join(f"; {n}" for n in self.notes)
+        return (
+            f"{self.source} → {self.table}: {self.accepted:,} accepted, {self.rejected:,} rejected{why}, "
+            f"{self.duplicates:,} duplicates skipped; {self.seconds:.1f}s, {rate:,.0f} rows/s{notes}"
+        )
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 of the file's bytes: the same content is the same source, whatever its name."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class BatchWriter:
+    """Commits the chunks of one source into one table."""
+
+    def __init__(self, lake: Lake, table: str, source: str, fingerprint: str, *, registry: bool = False) -> None:
+        self.lake, self.table, self.source, self.fingerprint = lake, table, source, fingerprint
+        self.registry = registry  # registries (places, sensors) replace rows by key instead of skipping them
+        self.app_id = f"citylake:{table}:{fingerprint}"
+        self.done_upto = lake.committed_step(table, self.app_id)
+        self.earlier = self._earlier_commits() if self.done_upto >= 0 else {}
+        self.report = IngestReport(table, source)
+
+    def _earlier_commits(self) -> dict[str, dict]:
+        return {c["citylake.batch_id"]: c for c in self.lake.history(self.table) if "citylake.batch_id" in c}
+
+    def commit(self, index: int, chunk: Chunk) -> None:
+        started = dt.datetime.now(UTC)
+        batch_id = f"{self.fingerprint[:16]}:{index}"
+        offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
+        if index <= self.done_upto:  # landed in an earlier run
+            earlier = self.earlier.get(batch_id, {})
+            version, inserted, duplicates = int(earlier.get("version", -1)), 0, offered
+            recorded = int(earlier.get("citylake.inserted", 0)), int(earlier.get("citylake.duplicates", offered))
+        else:
+            meta = {"citylake.batch_id": batch_id, "citylake.source": self.source}
+            if self.registry:
+                version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
+                duplicates = offered - inserted - updated
+                self.lake.write(self.table, chunk.good.slice(0, 0), mode="append", transaction=(self.app_id, index), metadata=meta)
+            else:
+                version, inserted, duplicates = self.lake.append_new(
+                    self.table, chunk.good, metadata=meta, transaction=(self.app_id, index)
+                )
+            recorded = inserted, duplicates
+        self._quarantine(batch_id, chunk.bad)
+        self._record_batch(batch_id, chunk, recorded, version, started)
+        self._count(chunk, inserted, duplicates)
+
+    def _quarantine(self, batch_id: str, bad: pl.DataFrame) -> None:
+        if not bad.height:
+            return
+        rows = bad.select(
+            pl.lit(batch_id).alias("batch_id"),
+            pl.lit(self.table).alias("table_name"),
+            pl.lit(self.source).alias("source"),
+            pl.col("_position").cast(pl.Int64).alias("row_number"),
+            pl.col("raw").str.slice(0, 10_000),  # a huge line is kept in part: enough to find it
+            pl.col("reason"),
+            pl.lit(dt.datetime.now(UTC)).dt.cast_time_unit("us").alias("quarantined_at"),
+        )
+        self.lake.append_new("quarantine", rows)
+
+    def _record_batch(self, batch_id: str, chunk: Chunk, recorded: tuple[int, int], version: int, started: dt.datetime) -> None:
+        self.lake.append_new("batches", pl.DataFrame({
+            "batch_id": [batch_id], "table_name": [self.table], "source": [self.source], "fingerprint": [self.fingerprint],
+            "rows_in": [chunk.rows_in], "rows_accepted": [recorded[0]], "rows_rejected": [chunk.bad.height],
+            "rows_duplicate": [recorded[1]], "version": [version],
+            "started_at": [started], "finished_at": [dt.datetime.now(UTC)],
+        }, schema_overrides={"started_at": pl.Datetime("us", "UTC"), "finished_at": pl.Datetime("us", "UTC")}))
+
+    def _count(self, chunk: Chunk, inserted: int, duplicates: int) -> None:
+        r = self.report
+        r.rows_in += chunk.rows_in
+        r.accepted += inserted
+        r.duplicates += duplicates
+        r.rejected += chunk.bad.height
+        if chunk.bad.height:
+            r.reasons.update(dict(chunk.bad["kind"].value_counts().iter_rows()))
+
+
+def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
+    """Commit every chunk, with a progress bar over the input's bytes."""
+    started = time.perf_counter()
+    bar = Progress(
+        TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}"), BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not progress,
+    )
+    with bar:
+        task = bar.add_task("ingest", total=total_bytes or None)
+        for index, chunk in enumerate(chunks):
+            writer.commit(index, chunk)
+            bar.update(task, completed=chunk.bytes_done)
+    writer.report.seconds = time.perf_counter() - started
+    return writer.report

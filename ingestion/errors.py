@@ -1,0 +1,39 @@
+"""Errors of the ingestion room: problems with a whole input, not with single rows
+(bad rows are quarantined, never raised)."""
+
+from __future__ import annotations
+
+from h3_index.errors import CitylakeError
+
+
+class IngestError(CitylakeError):
+    """Root of ingestion errors."""
+
+
+class UnreadableInput(IngestError, ValueError):
+    def __init__(self, source: str, why: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {why}")
+
+
+class MissingColumns(IngestError, ValueError):
+    def __init__(self, source: str, missing: list[str], found: list[str], hint: str = "") -> None:
+        self.source, self.missing, self.found = source, missing, found
+        shown = ", ".join(found[:12]) + (" …" if len(found) > 12 else "")
+        super().__init__(
+            f"{source}: missing column(s) {', '.join(missing)}; found {shown or 'none'}"
+            f"{'; ' + hint if hint else ''}; rename columns with --map target=source"
+        )
+
+
+class BadOption(IngestError, ValueError):
+    def __init__(self, option: str, value: object, why: str) -> None:
+        super().__init__(f"{option} {value!r}: {why}")
+
+
+class NoPseudonymKey(IngestError, PermissionError):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no pseudonym key: set CITYLAKE_PSEUDONYM_KEY or run `citylake init` to create {path} "
+            "(the key stays outside the lake; without it device ids cannot be pseudonymised)"
+        )

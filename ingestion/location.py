@@ -1,0 +1,113 @@
+"""Location-service feed: device pings from CSV or Parquet into ``pings``.
+
+Device ids are replaced by keyed-hash pseudonyms before anything is written; timestamps
+with offsets, ``Z``, naive local times (``tz``) or epoch seconds/millis become UTC; bad rows
+are quarantined with their line and reason. Files stream in chunks of ``batch_rows``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import polars as pl
+import pyarrow as pa
+
+from h3_index import latlng_to_cells
+from ingestion import validate as V
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from ingestion.errors import BadOption, MissingColumns
+from ingestion.pseudonym import pseudonymise
+from ingestion.textfile import RawChunk, chunks
+from lake import Lake
+
+REQUIRED = ("device_id", "ts", "lat", "lon")
+OPTIONAL = ("accuracy_m",)
+DEFAULT_BATCH_ROWS = 1_000_000
+DEFAULT_FUTURE_TOLERANCE = dt.timedelta(minutes=10)  # clocks drift; more than this is a bad clock or a bad row
+
+
+def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
+    """``"device_id=uid,ts=time"`` → ``{"device_id": "uid", "ts": "time"}`` (lake column = source column)."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        target, sep, source = part.partition("=")
+        if not sep or not source.strip():
+            raise BadOption("--map", text, "write target=source pairs separated by commas, e.g. device_id=uid,ts=time")
+        if target.strip() not in known:
+            raise BadOption("--map", text, f"{target.strip()!r} is not a column of this table; targets are {', '.join(known)}")
+        mapping[target.strip()] = source.strip()
+    return mapping
+
+
+def read_pings(
+    path: str | Path, /, *, key: bytes, cell_res: int = 11, mapping: Mapping[str, str] | None = None, tz: str = "UTC",
+    delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, now: dt.datetime | None = None,
+) -> tuple[pa.Table, pl.DataFrame]:
+    """All valid pings of a file as a table ready for the lake, and the rejected rows."""
+    parts = list(_pings_chunks(Path(path), key=key, cell_res=cell_res, mapping=mapping or {}, tz=tz,
+                               delimiter=delimiter, batch_rows=batch_rows, now=now))
+    good = pa.concat_tables([p.good for p in parts]) if parts else pa.table({})
+    bad = pl.concat([p.bad for p in parts]) if parts else pl.DataFrame()
+    return good, bad
+
+
+def ingest_pings(
+    lake: Lake, path: str | Path, /, *, key: bytes, mapping: Mapping[str, str] | None = None, tz: str = "UTC",
+    delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None,
+) -> IngestReport:
+    """Ingest a pings file into the lake: exactly once, bad rows quarantined."""
+    path = Path(path)
+    V.check_timezone(tz)
+    writer = BatchWriter(lake, "pings", str(path), fingerprint(path))
+    parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
+                          delimiter=delimiter, batch_rows=batch_rows, now=now)
+    return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
+
+
+def _pings_chunks(
+    path: Path, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, delimiter: str | None,
+    batch_rows: int, now: dt.datetime | None,
+) -> Iterator[Chunk]:
+    latest = (now or dt.datetime.now(dt.timezone.utc)) + DEFAULT_FUTURE_TOLERANCE
+    for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter):
+        yield _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest)
+
+
+def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pa.Table:
+    """Rename source columns to lake columns and check the required ones are there."""
+    reverse = {src: target for target, src in mapping.items()}
+    rows = rows.rename_columns([reverse.get(c, c) for c in rows.column_names])
+    missing = [c for c in required if c not in rows.column_names]
+    if missing:
+        hint = ""
+        if len(rows.column_names) == 1 and any(d in rows.column_names[0] for d in ",;\t|"):
+            hint = "the header is one column: is the delimiter right? pass --delimiter"
+        raise MissingColumns(source, missing, rows.column_names, hint)
+    return rows.select([c for c in (*required, *optional) if c in rows.column_names])
+
+
+def _validate(
+    raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, latest: dt.datetime
+) -> Chunk:
+    rows = rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
+    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions))
+    ts = V.timestamps("ts", tz, frame.schema["ts"])
+    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", ts, latest=latest), *V.coordinates()]
+    has_accuracy = "accuracy_m" in frame.columns
+    if has_accuracy:
+        acc = V.number("accuracy_m")
+        checks += [*V.numeric("accuracy_m", optional=True),
+                   V.Check(acc < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
+    good, bad = V.split(frame, checks)
+    good = good.select(
+        pl.col("device_id"), ts.alias("ts"), V.number("lat").alias("lat"), V.number("lon").alias("lon"),
+        (V.number("accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
+    )
+    good = good.with_columns(
+        pseudonymise(good["device_id"], key),
+        pl.Series("h3_cell", latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)),
+    )
+    bad = pl.concat([V.unreadable(raw.rejected), bad]) if raw.rejected else bad
+    return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)

@@ -1,0 +1,65 @@
+"""Pseudonyms for device identifiers: HMAC-SHA256 with a key held outside the lake,
+truncated to 64 bits. The same device gets the same pseudonym in every batch; without the
+key nobody can recompute it from a raw id, and the raw id is never written."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+import polars as pl
+
+from ingestion.errors import BadOption, NoPseudonymKey
+
+KEY_ENV = "CITYLAKE_PSEUDONYM_KEY"
+KEY_BYTES = 32  # a full SHA-256 block of entropy
+
+
+def create_key(key_file: str | Path, /, *, lake_root: str | Path | None = None) -> Path:
+    """Create the key file (readable by its owner only) unless it exists; return its path."""
+    path = Path(key_file).expanduser()
+    if lake_root is not None and _inside(path, Path(lake_root)):
+        raise BadOption("privacy.pseudonym_key_file", str(path), "the key must live outside the lake directory")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+    return path
+
+
+def load_key(key_file: str | Path, /, *, env: Mapping[str, str] | None = None) -> bytes:
+    """The key from $CITYLAKE_PSEUDONYM_KEY, else from the key file."""
+    env = os.environ if env is None else env
+    if env.get(KEY_ENV):
+        return env[KEY_ENV].encode()
+    path = Path(key_file).expanduser()
+    if not path.is_file():
+        raise NoPseudonymKey(str(path))
+    return path.read_text().strip().encode()
+
+
+def pseudonym(raw_id: str, key: bytes) -> int:
+    """The 64-bit pseudonym of one raw identifier (signed, to fit Delta's long)."""
+    digest = hmac.new(key, raw_id.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
+    """Pseudonyms for a column of raw ids, hashing each distinct id once."""
+    raw = ids.cast(pl.String)
+    distinct = raw.unique()
+    hashed = pl.Series([pseudonym(v, key) for v in distinct.to_list()], dtype=pl.Int64)
+    return raw.replace_strict(distinct, hashed, return_dtype=pl.Int64).alias(ids.name)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False

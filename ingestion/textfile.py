@@ -1,0 +1,243 @@
+"""Read delimited text, JSON Lines and Parquet in bounded chunks, keeping each row's position.
+
+CSV is cut into newline-aligned byte blocks here rather than by pyarrow's streaming reader,
+because quarantine needs the file line of every bad row (pyarrow's invalid-row hook does not
+give it), lines that are not UTF-8 must be set aside before parsing, and one huge line must
+not stop the file. Values stay text; ``validate`` turns them into types row by row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from ingestion.errors import UnreadableInput
+
+DELIMITERS = ",;\t|"
+SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
+MAX_HEADER_BYTES = 1 << 20
+
+
+@dataclass
+class RawChunk:
+    """Rows of one chunk as read, where each came from, and the rows that could not be read."""
+
+    rows: pa.Table
+    positions: np.ndarray  # file line (text) or 1-based row (Parquet) of each row
+    rejected: list[tuple[int, str, str, str]] = field(default_factory=list)  # (position, raw text, reason, kind)
+    bytes_done: int = 0
+
+    @property
+    def rows_in(self) -> int:
+        return self.rows.num_rows + len(self.rejected)
+
+
+def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None) -> Iterator[RawChunk]:
+    """Chunks of about ``batch_rows`` rows from a CSV, JSON Lines or Parquet file (by its extension)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableInput(str(path), "no such file")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return parquet_chunks(path, batch_rows=batch_rows)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return jsonl_chunks(path, batch_rows=batch_rows)
+    return csv_chunks(path, batch_rows=batch_rows, delimiter=delimiter)
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def read_header(path: Path, delimiter: str | None) -> tuple[list[str], str, int]:
+    """Column names, the delimiter (sniffed if not given) and the header's length in bytes."""
+    with path.open("rb") as f:
+        line = f.readline(MAX_HEADER_BYTES)
+    if not line:
+        raise UnreadableInput(str(path), "the file is empty; nothing to ingest")
+    try:
+        text = line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UnreadableInput(str(path), "the header line is not UTF-8 text; re-save the file as UTF-8") from None
+    if not text.strip():
+        raise UnreadableInput(str(path), "the first line is blank; it must be the header naming the columns")
+    if delimiter is None:
+        delimiter = max(DELIMITERS, key=text.count) if any(d in text for d in DELIMITERS) else ","
+    columns = [c.strip() for c in next(csv.reader([text], delimiter=delimiter))]
+    repeated = [c for c, n in Counter(columns).items() if n > 1]
+    if repeated:
+        raise UnreadableInput(str(path), f"column {repeated[0]!r} appears twice in the header")
+    return columns, delimiter, len(line)
+
+
+def csv_chunks(path: Path, *, batch_rows: int, delimiter: str | None = None) -> Iterator[RawChunk]:
+    columns, delimiter, header_bytes = read_header(path, delimiter)
+    block_bytes = _block_bytes(path, header_bytes, batch_rows)
+    parser = _BlockParser(columns, delimiter)
+    line_no = 2  # the header is line 1
+    done = header_bytes
+    with path.open("rb") as f:
+        f.seek(header_bytes)
+        carry = b""
+        while True:
+            data = f.read(block_bytes)
+            at_end = not data
+            buf = carry + data
+            cut = len(buf) if at_end else buf.rfind(b"\n") + 1
+            if cut == 0 and not at_end:  # a line longer than a block: keep reading until it ends
+                carry = buf
+                continue
+            block, carry = buf[:cut], buf[cut:]
+            if block:
+                done += len(block)
+                chunk = parser.parse(block, line_no)
+                chunk.bytes_done = done
+                line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                yield chunk
+            if at_end:
+                return
+
+
+def _block_bytes(path: Path, header_bytes: int, batch_rows: int) -> int:
+    with path.open("rb") as f:
+        f.seek(header_bytes)
+        sample = f.read(SAMPLE_BYTES)
+    per_row = len(sample) / max(sample.count(b"\n"), 1)
+    return max(int(per_row * batch_rows), 1 << 12)
+
+
+class _BlockParser:
+    def __init__(self, columns: list[str], delimiter: str) -> None:
+        self.columns, self.delimiter = columns, delimiter
+
+    def parse(self, block: bytes, first_line: int) -> RawChunk:
+        rejected: list[tuple[int, str, str, str]] = []
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            block = self._drop_non_utf8_lines(block, first_line, rejected)
+        invalid: Counter[str] = Counter()
+        reasons: dict[str, str] = {}
+
+        def on_invalid(row: pcsv.InvalidRow) -> str:
+            invalid[row.text] += 1
+            reasons[row.text] = f"has {row.actual_columns} fields, expected {row.expected_columns} (truncated line or wrong delimiter?)"
+            return "skip"
+
+        table = pcsv.read_csv(
+            io.BytesIO(block),
+            read_options=pcsv.ReadOptions(column_names=self.columns, block_size=max(len(block) + 1, 1 << 20)),
+            parse_options=pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid, newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+        if not invalid and not rejected and not _has_blank_lines(block):
+            positions = np.arange(first_line, first_line + table.num_rows, dtype=np.int64)
+        else:
+            positions = self._positions(block, first_line, invalid, reasons, rejected)
+        if positions.size != table.num_rows:
+            raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
+        rejected.sort()
+        return RawChunk(table, positions, rejected)
+
+    @staticmethod
+    def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:
+        kept = []
+        for i, line in enumerate(block.split(b"\n")):
+            try:
+                line.decode("utf-8")
+                kept.append(line)
+            except UnicodeDecodeError:
+                rejected.append((first_line + i, line.decode("utf-8", "replace"), "is not valid UTF-8 text", "not UTF-8"))
+                kept.append(b"")  # an empty line keeps the numbering; the parser skips it
+        return b"\n".join(kept)
+
+    @staticmethod
+    def _positions(block: bytes, first_line: int, invalid: Counter, reasons: dict, rejected: list) -> np.ndarray:
+        """Line numbers of the rows the parser kept (slow path: only blocks with bad or blank lines)."""
+        kept = []
+        for i, line in enumerate(block.split(b"\n")):
+            line = line.rstrip(b"\r")
+            if not line:
+                continue
+            text = line.decode("utf-8")
+            if invalid.get(text):
+                invalid[text] -= 1
+                rejected.append((first_line + i, text, reasons[text], "wrong number of fields"))
+            else:
+                kept.append(first_line + i)
+        return np.asarray(kept, dtype=np.int64)
+
+
+def _has_blank_lines(block: bytes) -> bool:
+    return block.startswith((b"\n", b"\r\n")) or b"\n\n" in block or b"\n\r\n" in block
+
+
+# --- JSON Lines and Parquet -------------------------------------------------------------------
+
+
+def jsonl_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
+    """JSON Lines: one object per line; other lines are rejected with the reason."""
+    records: list[dict] = []
+    positions: list[int] = []
+    rejected: list[tuple[int, str, str, str]] = []
+    done = 0
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            done += len(raw)
+            record = _json_record(raw, line_no, rejected)
+            if record is not None:
+                records.append(record)
+                positions.append(line_no)
+            if len(records) + len(rejected) >= batch_rows:
+                yield _jsonl_chunk(records, positions, rejected, done)
+                records, positions, rejected = [], [], []
+    if records or rejected:
+        yield _jsonl_chunk(records, positions, rejected, done)
+
+
+def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        rejected.append((line_no, text[:10_000], "is not valid JSON (or not UTF-8)", "not JSON"))
+        return None
+    if not isinstance(record, dict):
+        rejected.append((line_no, text[:10_000], "is not a JSON object", "not a JSON object"))
+        return None
+    return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}
+
+
+def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done: int) -> RawChunk:
+    names = sorted({k for r in records for k in r})
+    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names}) if records else pa.table({})
+    return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, done)
+
+
+def parquet_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UnreadableInput(str(path), f"not a readable Parquet file ({err})") from None
+    row = 1
+    done = 0
+    size = path.stat().st_size
+    total = max(source.metadata.num_rows, 1)
+    for batch in source.iter_batches(batch_size=batch_rows):
+        positions = np.arange(row, row + batch.num_rows, dtype=np.int64)
+        row += batch.num_rows
+        done = int(size * (row - 1) / total)
+        yield RawChunk(pa.Table.from_batches([batch]), positions, [], done)
