@@ -86,6 +86,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Private directory DuckDB installs the PyPI-shipped extensions into (never downloads).",
         _text,
     ),
+    Setting(
+        "privacy.pseudonym_key_file",
+        str(Path("~/.config/citylake/pseudonym.key")),
+        "Key for device-id pseudonyms (HMAC-SHA256); created by `citylake init`, never inside the lake. "
+        "$CITYLAKE_PSEUDONYM_KEY, if set, is the key itself and wins.",
+        _text,
+    ),
+    Setting("ingest.batch_rows", 1_000_000, "Rows per ingestion commit; larger files stream in batches of this many.", _positive_int),
+    Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
+    Setting("mqtt.commit_messages", 5_000, "The MQTT feed commits after this many messages…", _positive_int),
+    Setting("mqtt.commit_seconds", 10, "…or after this many seconds, whichever comes first.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
 )

@@ -124,9 +124,12 @@ def raw_text(columns: list[str], delimiter: str = ",") -> pl.Expr:
     return pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)
 
 
-def split(frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(good rows, bad rows as position/raw/reason/kind). ``frame`` carries a POSITION column."""
-    columns = [c for c in frame.columns if c != POSITION]
+def split(
+    frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(good rows, bad rows as position/raw/reason/kind). ``frame`` carries a POSITION column;
+    a bad row's raw text joins ``raw_columns`` (default: all the input columns)."""
+    columns = raw_columns or [c for c in frame.columns if c != POSITION]
     marked = frame.with_columns(first_failure(checks))
     good = marked.filter(pl.col(REASON).is_null()).drop(REASON, KIND)
     bad = marked.filter(pl.col(REASON).is_not_null()).select(

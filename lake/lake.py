@@ -294,6 +294,28 @@ class Lake:
         rows = rows.drop_columns([c for c in (PARTITION_CELL, PARTITION_DATE) if c in rows.column_names])
         return rows.append_column(PARTITION_CELL, pa.array(parents)).append_column(PARTITION_DATE, pa.array(dates, pa.date32()))
 
+    def replace_keys(self, name: str, data: Any, /, *, column: str, values: list[str]) -> int:
+        """Make the rows whose ``column`` is in ``values`` exactly ``data``, in one commit.
+
+        Rows of those values missing from ``data`` are deleted (a place's old cover cells);
+        identical rows are left untouched, so a rerun changes nothing.
+        """
+        spec = self.spec(name)
+        table = deltalake.DeltaTable(str(self.path(name)))
+        rows = self.conform(name, data, schema=table.schema().to_arrow())
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+        others = [c for c in rows.column_names if c not in spec.key]
+        changed = " OR ".join(f"t.{c} IS DISTINCT FROM s.{c}" for c in others) or "false"
+        quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+        (
+            table.merge(rows, predicate=on, source_alias="s", target_alias="t")
+            .when_matched_update_all(predicate=changed)
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(predicate=f"t.{column} IN ({quoted})")
+            .execute()
+        )
+        return table.version()
+
     # -- maintenance ----------------------------------------------------------------------
     def history(self, name: str, /, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of a table, newest first: version, time, operation and its metrics."""

@@ -1,0 +1,178 @@
+"""IoT feed: the sensor registry into ``sensors``, readings into ``readings``.
+
+Readings come from files (CSV, JSON Lines, Parquet) or live from an MQTT broker (see
+``ingestion.mqtt``). A reading of a sensor the registry does not know is quarantined, not
+dropped: register the sensor and re-ingest the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import shapely
+
+from h3_index import latlng_to_cells
+from ingestion import validate as V
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from ingestion.errors import UnreadableInput
+from ingestion.location import DEFAULT_BATCH_ROWS, DEFAULT_FUTURE_TOLERANCE, rename
+from ingestion.textfile import RawChunk, chunks
+from lake import Lake, scan
+
+SENSOR_REQUIRED = ("sensor_id", "kind", "lat", "lon")
+SENSOR_OPTIONAL = ("unit", "place_id")
+READING_REQUIRED = ("sensor_id", "ts", "metric", "value")
+NEAREST_PLACE_M = 500.0  # a sensor farther than this from every place belongs to none
+METRES_PER_DEGREE = 111_320.0
+
+
+# --- sensors ------------------------------------------------------------------------------------
+
+
+def read_sensors(path: str | Path, /, *, lake: Lake | None = None, cell_res: int = 11) -> tuple[pa.Table, pl.DataFrame]:
+    """Valid sensors of a registry file (CSV, Parquet, GeoJSON) and the rejected rows."""
+    parts = list(_sensor_chunks(Path(path), lake=lake, cell_res=cell_res))
+    return pa.concat_tables([p.good for p in parts]), pl.concat([p.bad for p in parts])
+
+
+def ingest_sensors(lake: Lake, path: str | Path, /, *, progress: bool = False) -> IngestReport:
+    """Add or update sensors (by sensor_id) from a registry file."""
+    path = Path(path)
+    writer = BatchWriter(lake, "sensors", str(path), fingerprint(path), registry=True)
+    return run(writer, _sensor_chunks(path, lake=lake, cell_res=lake.cell_res), total_bytes=path.stat().st_size, progress=progress)
+
+
+def _sensor_chunks(path: Path, *, lake: Lake | None, cell_res: int) -> Iterator[Chunk]:
+    raws = [_geojson_points(path)] if path.suffix.lower() in (".geojson", ".json") else chunks(path, batch_rows=DEFAULT_BATCH_ROWS)
+    for raw in raws:
+        yield _validate_sensors(raw, str(path), lake=lake, cell_res=cell_res)
+
+
+def _geojson_points(path: Path) -> RawChunk:
+    try:
+        document = json.loads(path.read_bytes())
+        features = document["features"]
+    except (ValueError, KeyError, TypeError):
+        raise UnreadableInput(str(path), "not a GeoJSON FeatureCollection") from None
+    rows, rejected = [], []
+    for i, feature in enumerate(features, start=1):
+        geometry = (feature or {}).get("geometry") or {}
+        if geometry.get("type") != "Point":
+            rejected.append((i, json.dumps(feature)[:10_000], f"geometry is {geometry.get('type')}, not a Point", "not a point"))
+            continue
+        lon, lat = geometry["coordinates"][:2]
+        props = {k: None if v is None else str(v) for k, v in (feature.get("properties") or {}).items()}
+        rows.append({**props, "lat": str(lat), "lon": str(lon), "_position": i})
+    names = sorted({k for r in rows for k in r} - {"_position"})
+    table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
+    return RawChunk(table, np.array([r["_position"] for r in rows], dtype=np.int64), rejected, path.stat().st_size)
+
+
+def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res: int) -> Chunk:
+    extra = [c for c in raw.rows.column_names if c not in (*SENSOR_REQUIRED, *SENSOR_OPTIONAL)]
+    attributes = _attributes_json(raw.rows, extra)
+    rows = rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL).append_column("attributes", attributes)
+    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions))
+    good, bad = V.split(frame, [*V.required(["sensor_id", "kind"]), *V.coordinates()])
+    lat, lon = V.number("lat"), V.number("lon")
+    good = good.select(
+        V.text("sensor_id").alias("sensor_id"), V.text("kind").alias("kind"),
+        (V.text("unit") if "unit" in good.columns else pl.lit(None, pl.String)).alias("unit"),
+        lat.alias("lat"), lon.alias("lon"), pl.col("attributes"),
+        (V.text("place_id") if "place_id" in good.columns else pl.lit(None, pl.String)).alias("place_id"),
+    )
+    cells = latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)
+    places = place_of(lake, good["lat"].to_numpy(), good["lon"].to_numpy()) if lake is not None else [None] * good.height
+    good = good.with_columns(
+        pl.Series("h3_cell", cells),
+        pl.coalesce(pl.col("place_id"), pl.Series("found", places, dtype=pl.String)).alias("place_id"),
+        pl.lit(dt.datetime.now(dt.timezone.utc)).dt.cast_time_unit("us").alias("loaded_at"),
+    )
+    bad = pl.concat([V.unreadable(raw.rejected), bad]) if raw.rejected else bad
+    return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)
+
+
+def _attributes_json(rows: pa.Table, columns: list[str]) -> pa.Array:
+    if not columns:
+        return pa.nulls(rows.num_rows, pa.string())
+    records = rows.select(columns).to_pylist()
+    return pa.array([json.dumps({k: v for k, v in r.items() if v not in (None, "")}) for r in records], pa.string())
+
+
+def place_of(lake: Lake, lat: np.ndarray, lon: np.ndarray) -> list[str | None]:
+    """For each point: the smallest place containing it, else the nearest within NEAREST_PLACE_M."""
+    places = scan(lake, "places").select("place_id", "geometry").collect()
+    if places.is_empty() or lat.size == 0:
+        return [None] * lat.size
+    ids = places["place_id"].to_list()
+    shapes = shapely.from_wkb(places["geometry"].to_numpy())
+    areas = shapely.area(shapes)
+    points = shapely.points(lon, lat)
+    tree = shapely.STRtree(shapes)
+    found: list[str | None] = [None] * lat.size
+    point_idx, shape_idx = tree.query(points, predicate="within")
+    best: dict[int, int] = {}
+    for p, s in zip(point_idx.tolist(), shape_idx.tolist()):
+        if p not in best or areas[s] < areas[best[p]]:
+            best[p] = s
+    for p, s in best.items():
+        found[p] = ids[s]
+    missing = np.array([i for i in range(lat.size) if found[i] is None], dtype=np.int64)
+    if missing.size:
+        max_deg = NEAREST_PLACE_M / METRES_PER_DEGREE / max(np.cos(np.radians(np.abs(lat[missing]).max())), 0.01)
+        near_p, near_s = tree.query_nearest(points[missing], max_distance=max_deg, all_matches=False)
+        for p, s in zip(near_p.tolist(), near_s.tolist()):
+            found[int(missing[p])] = ids[s]
+    return found
+
+
+# --- readings -----------------------------------------------------------------------------------
+
+
+def sensor_cells(lake: Lake) -> pl.DataFrame:
+    """sensor_id → h3_cell of every registered sensor."""
+    return scan(lake, "sensors").select("sensor_id", "h3_cell").collect()
+
+
+def ingest_readings(
+    lake: Lake, path: str | Path, /, *, mapping: Mapping[str, str] | None = None, tz: str = "UTC", delimiter: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None,
+) -> IngestReport:
+    """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined."""
+    path = Path(path)
+    V.check_timezone(tz)
+    writer = BatchWriter(lake, "readings", str(path), fingerprint(path))
+    known = sensor_cells(lake)
+    latest = (now or dt.datetime.now(dt.timezone.utc)) + DEFAULT_FUTURE_TOLERANCE
+    parts = (validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, latest=latest)
+             for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter))
+    return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
+
+
+def validate_readings(
+    raw: RawChunk, source: str, *, known: pl.DataFrame, mapping: Mapping[str, str], tz: str, latest: dt.datetime
+) -> Chunk:
+    """Check readings and attach each sensor's cell; unknown sensors are rejected with the fix."""
+    rows = rename(raw.rows, mapping, source, READING_REQUIRED, ())
+    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), V.text("sensor_id").alias("sensor_id"))
+    frame = frame.join(known, on="sensor_id", how="left", maintain_order="left")
+    ts = V.timestamps("ts", tz, frame.schema["ts"])
+    checks = [
+        *V.required(["sensor_id", "metric"]),
+        V.Check(pl.col("h3_cell").is_null(), pl.format("sensor {} is not in the registry; ingest it with `citylake ingest sensors`",
+                                                      pl.col("sensor_id")), "unknown sensor"),
+        *V.timestamp_checks("ts", ts, latest=latest),
+        *V.numeric("value"),
+    ]
+    good, bad = V.split(frame.select([*READING_REQUIRED, V.POSITION, "h3_cell"]), checks, raw_columns=list(READING_REQUIRED))
+    good = good.select(
+        pl.col("sensor_id"), ts.alias("ts"), V.text("metric").alias("metric"), V.number("value").alias("value"), pl.col("h3_cell")
+    )
+    bad = pl.concat([V.unreadable(raw.rejected), bad]) if raw.rejected else bad
+    return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)
