@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_LAKE ?= demo-lake
+DEMO_CITY ?= demo-city
+# The demo keeps its pseudonym key beside the lake directory, never inside it.
+CITYLAKE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-pseudonym.key $(BIN)/citylake --lake $(DEMO_LAKE)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test bench lint clean
@@ -21,16 +24,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install citylake with test and bench extras
 
-demo: $(STAMP) ## Build a sample city lake in ./demo-lake and show what it holds
-	rm -rf $(DEMO_LAKE)
-	$(BIN)/citylake --lake $(DEMO_LAKE) init
-	$(BIN)/citylake --lake $(DEMO_LAKE) sample --devices 2000 --days 2 --seed 7
-	$(BIN)/citylake --lake $(DEMO_LAKE) tables
-	@echo "Footfall per park: pings in interior cells count directly; boundary cells get the exact test"
-	$(BIN)/citylake --lake $(DEMO_LAKE) sql "SELECT p.name, count(*) AS pings, count(DISTINCT device_id) AS devices \
+demo: $(STAMP) ## Generate a sample city, ingest it into ./demo-lake and show what it holds
+	rm -rf $(DEMO_LAKE) $(DEMO_CITY)
+	$(CITYLAKE) init
+	$(BIN)/citylake generate-city --out $(DEMO_CITY) --devices 2000 --days 7 --seed 1
+	$(CITYLAKE) ingest places $(DEMO_CITY)/places.geojson
+	$(CITYLAKE) ingest sensors $(DEMO_CITY)/sensors.csv
+	$(CITYLAKE) ingest readings $(DEMO_CITY)/readings.csv
+	$(CITYLAKE) ingest pings $(DEMO_CITY)/pings.csv
+	$(CITYLAKE) tables
+	$(CITYLAKE) sql "SELECT reason, count(*) AS rows FROM quarantine GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+	@echo "Footfall per place: pings in interior cells count directly; boundary cells get the exact test"
+	$(CITYLAKE) sql "SELECT p.name, p.category, count(*) AS pings, count(DISTINCT device_id) AS devices \
 	  FROM pings JOIN place_cells c USING (h3_cell) JOIN places p USING (place_id) \
-	  WHERE c.interior OR ST_Contains(ST_GeomFromWKB(p.geometry), ST_Point(pings.lon, pings.lat)) \
-	  GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+	  WHERE p.category IN ('park', 'business_district', 'expo') \
+	    AND (c.interior OR ST_Contains(ST_GeomFromWKB(p.geometry), ST_Point(pings.lon, pings.lat))) \
+	  GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"
 
 test: $(STAMP) ## Run the test suite (unit, property, integration and slow tests)
 	$(BIN)/python -m pytest
@@ -42,4 +51,4 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/python -m ruff check citylake h3_index lake ingestion queries analytics viz tests bench
 
 clean: ## Remove the environment, demo lake and caches
-	rm -rf $(VENV) $(DEMO_LAKE) .pytest_cache .hypothesis test-artifacts bench/work
+	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work

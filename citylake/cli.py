@@ -6,9 +6,11 @@ exit 1; a traceback means a bug in citylake.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -59,8 +61,13 @@ def cli(ctx: click.Context, lake: str | None, config: str | None) -> None:
 @click.pass_obj
 def init(ctx: Context) -> None:
     """Create the lake and its tables (safe to run again on an existing lake)."""
+    from ingestion.pseudonym import KEY_ENV, create_key
+
     lake = api.init_lake(settings=ctx.settings)
     out.print(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res})")
+    if not os.environ.get(KEY_ENV):
+        key = create_key(ctx.settings["privacy.pseudonym_key_file"], lake_root=lake.root)
+        out.print(f"pseudonym key: {key} (keep it outside the lake; back it up: without it pseudonyms change)")
 
 
 @cli.command()
@@ -154,6 +161,156 @@ def history(ctx: Context, name: str, limit: int, fmt: str) -> None:
     _emit(pa.Table.from_pylist(rows), fmt, title=f"history of {name}")
 
 
+@cli.group()
+def ingest() -> None:
+    """Bring feeds into the lake: exactly once, bad rows quarantined with a reason.
+
+    \b
+    Every file is fingerprinted: re-ingesting it, or a file that overlaps it, adds nothing twice.
+    A summary line follows each file; `citylake sql "SELECT * FROM quarantine"` shows what was set aside.
+    """
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _print_report(report) -> None:
+    out.print(report.line(), highlight=False, soft_wrap=True)
+
+
+MAP_HELP = "Rename source columns: target=source pairs, e.g. device_id=uid,ts=time,lat=y,lon=x."
+TZ_HELP = "Time zone of timestamps that carry no offset (setting ingest.timezone; default UTC)."
+
+
+@ingest.command(name="pings")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--map", "mapping", metavar="PAIRS", help=MAP_HELP)
+@click.option("--tz", help=TZ_HELP)
+@click.option("--delimiter", help="CSV delimiter; sniffed from the header when not given.")
+@click.pass_obj
+def ingest_pings_command(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
+    """Device pings (CSV or Parquet: device_id, ts, lat, lon[, accuracy_m]) into `pings`.
+
+    Device ids are replaced by keyed-hash pseudonyms before anything is written.
+
+    \b
+    Example:
+      citylake ingest pings pings-2026-11-01.csv --tz Asia/Shanghai --map device_id=uid
+    """
+    from ingestion.location import OPTIONAL, REQUIRED, ingest_pings, parse_mapping
+    from ingestion.pseudonym import load_key
+
+    lake = ctx.open()
+    key = load_key(ctx.settings["privacy.pseudonym_key_file"])
+    pairs = parse_mapping(mapping, (*REQUIRED, *OPTIONAL))
+    for path in files:
+        _print_report(ingest_pings(lake, path, key=key, mapping=pairs, tz=tz or ctx.settings["ingest.timezone"],
+                                   delimiter=delimiter, batch_rows=ctx.settings["ingest.batch_rows"], progress=_progress()))
+
+
+@ingest.command(name="sensors")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.pass_obj
+def ingest_sensors_command(ctx: Context, files: tuple[str, ...]) -> None:
+    """The sensor registry (CSV/Parquet with sensor_id, kind, lat, lon[, unit, place_id], or GeoJSON points).
+
+    Sensors are added or updated by sensor_id; each gets its cell and the place that contains
+    it (or the nearest within 500 m). Other columns are kept as attributes.
+
+    \b
+    Example:
+      citylake ingest sensors sensors.csv
+    """
+    from ingestion.iot import ingest_sensors
+
+    lake = ctx.open()
+    for path in files:
+        _print_report(ingest_sensors(lake, path, progress=_progress()))
+
+
+@ingest.command(name="readings")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--map", "mapping", metavar="PAIRS", help=MAP_HELP)
+@click.option("--tz", help=TZ_HELP)
+@click.option("--delimiter", help="CSV delimiter; sniffed from the header when not given.")
+@click.pass_obj
+def ingest_readings_command(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
+    """Sensor readings (CSV, JSON Lines or Parquet: sensor_id, ts, metric, value) into `readings`.
+
+    Readings of sensors not in the registry are quarantined: register them and ingest again.
+
+    \b
+    Example:
+      citylake ingest readings readings-*.csv readings.jsonl
+    """
+    from ingestion.iot import READING_REQUIRED, ingest_readings
+    from ingestion.location import parse_mapping
+
+    lake = ctx.open()
+    pairs = parse_mapping(mapping, READING_REQUIRED)
+    for path in files:
+        _print_report(ingest_readings(lake, path, mapping=pairs, tz=tz or ctx.settings["ingest.timezone"], delimiter=delimiter,
+                                      batch_rows=ctx.settings["ingest.batch_rows"], progress=_progress()))
+
+
+@ingest.command(name="places")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--category", help="Category of every place in the file (else its 'category' column, else OSM tags).")
+@click.option("--name-field", help="Column holding the place name (default: name).")
+@click.option("--id-field", help="Column holding the source's id (default: id, osm_id, …; else a hash of the geometry).")
+@click.option("--crs", help="CRS of a file that names none, e.g. EPSG:3067.")
+@click.pass_obj
+def ingest_places_command(ctx: Context, files: tuple[str, ...], category: str | None, name_field: str | None,
+                          id_field: str | None, crs: str | None) -> None:
+    """Map data (GeoJSON, GeoParquet, Shapefile or .zip, GeoPackage, CSV with WKT or lat/lon, OSM .pbf) into `places`.
+
+    Shapes are reprojected to EPSG:4326 and repaired if invalid; each place is covered with
+    H3 cells (place_cells), flagged interior or boundary.
+
+    \b
+    Example:
+      citylake ingest places parks.geojson --category park --name-field NAME
+    """
+    from ingestion.map import ingest_places
+
+    lake = ctx.open()
+    for path in files:
+        _print_report(ingest_places(lake, path, category=category, name_field=name_field, id_field=id_field, crs=crs,
+                                    progress=_progress()))
+
+
+@ingest.command(name="mqtt")
+@click.option("--broker", required=True, metavar="mqtt://HOST:PORT", help="The MQTT broker.")
+@click.option("--topic", required=True, help="Topic filter, e.g. 'city/sensors/#'.")
+@click.option("--max-seconds", type=float, help="Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")
+@click.option("--max-messages", type=int, help="Stop after this many messages.")
+@click.option("--client-id", default="citylake-ingest", show_default=True,
+              help="MQTT client id; the broker keeps unacknowledged messages for it across restarts.")
+@click.option("--tz", help=TZ_HELP)
+@click.pass_obj
+def ingest_mqtt_command(ctx: Context, broker: str, topic: str, max_seconds: float | None, max_messages: int | None,
+                        client_id: str, tz: str | None) -> None:
+    """Live readings from an MQTT broker, committed every N messages or T seconds.
+
+    Each message is a JSON reading {"sensor_id", "ts", "metric", "value"} or a list of them.
+    Messages are acknowledged only once committed; SIGINT/SIGTERM flush what is held first.
+
+    \b
+    Example:
+      citylake ingest mqtt --broker mqtt://localhost:1883 --topic 'city/sensors/#' --max-seconds 60
+    """
+    from ingestion.mqtt import ingest_mqtt
+
+    lake = ctx.open()
+    report = ingest_mqtt(
+        lake, broker, topic, client_id=client_id, commit_messages=ctx.settings["mqtt.commit_messages"],
+        commit_seconds=ctx.settings["mqtt.commit_seconds"], max_seconds=max_seconds, max_messages=max_messages,
+        tz=tz or ctx.settings["ingest.timezone"], on_commit=lambda r: click.echo(f"committed: {r.accepted:,} readings so far", err=True),
+    )
+    _print_report(report)
+
+
 @cli.command(name="settings")
 @click.pass_obj
 def show_settings(ctx: Context) -> None:
@@ -165,26 +322,37 @@ def show_settings(ctx: Context) -> None:
     _emit(pa.Table.from_pylist(rows), "table")
 
 
-@cli.command(name="sample")
+@cli.command(name="generate-city")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write the feed files into.")
 @click.option("--devices", default=2000, show_default=True, help="Devices whose pings to generate.")
-@click.option("--days", default=2, show_default=True, help="Days of data.")
-@click.option("--seed", default=7, show_default=True, help="Random seed: the same seed gives the same city.")
-@click.pass_obj
-def sample(ctx: Context, devices: int, days: int, seed: int) -> None:
-    """Write a small sample city (parks, sensors, readings, pings) into the lake, replacing its tables."""
-    from ingestion.sample import write_sample  # the CLI is the only caller; keep start-up light
+@click.option("--days", default=7, show_default=True, help="Days of data.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same city.")
+@click.option("--start", default="2026-11-02", show_default=True, help="First day (UTC).")
+@click.option("--pings-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--mess", default=0.001, show_default=True, help="Share of rows duplicated or with swapped coordinates.")
+def generate_city_command(out_dir: str, devices: int, days: int, seed: int, start: str, pings_format: str, mess: float) -> None:
+    """Write a realistic sample city as feed files, with the injected events as truth.
 
-    lake = api.init_lake(settings=ctx.settings)
+    \b
+    Writes places.geojson, sensors.csv, readings.csv, pings.csv|parquet, events.json, manifest.json.
+    Example:
+      citylake generate-city --out city --devices 2000 --days 7 --seed 1
+      citylake ingest places city/places.geojson && citylake ingest sensors city/sensors.csv
+      citylake ingest readings city/readings.csv && citylake ingest pings city/pings.csv
+    """
+    from ingestion.city import generate_city
+
     started = time.perf_counter()
-    with out.status("generating sample city…"):
-        counts = write_sample(lake, devices=devices, days=days, seed=seed)
-    summary = ", ".join(f"{n:,} {t}" for t, n in counts.items())
-    out.print(f"sample city written in {time.perf_counter() - started:.1f}s: {summary}")
+    with out_status(f"generating a city of {devices:,} devices over {days} days…"):
+        manifest = generate_city(out_dir, devices=devices, days=days, seed=seed, start=start, pings_format=pings_format, mess=mess)
+    rows = ", ".join(f"{n:,} {t}" for t, n in manifest["rows"].items())
+    out.print(f"city written to {out_dir} in {time.perf_counter() - started:.1f}s: {rows}; injected events in {out_dir}/events.json")
 
 
-# Delta commit metrics worth a planner's glance, by the name delta-rs gives them.
-COMMIT_METRICS = ("num_added_files", "num_removed_files", "numFilesAdded", "numFilesRemoved", "num_output_rows",
-                  "numDeletedFiles", "numFilesToDelete", "numFilesDeleted")
+# Delta commit metrics worth a glance, by the names delta-rs gives them.
+COMMIT_METRICS = ("num_added_files", "num_removed_files", "num_added_rows", "num_target_rows_inserted",
+                  "num_target_rows_updated", "num_target_rows_deleted", "numFilesAdded", "numFilesRemoved",
+                  "numDeletedFiles", "numFilesDeleted")
 
 
 def _commit_row(commit: dict[str, Any]) -> dict[str, Any]:
@@ -193,14 +361,19 @@ def _commit_row(commit: dict[str, Any]) -> dict[str, Any]:
     params = commit.get("operationParameters") or {}
     if "mode" in params:
         details["mode"] = params["mode"]
-    if "citylake.rows" in commit:
-        details["rows"] = commit["citylake.rows"]
+    for key in ("citylake.rows", "citylake.batch_id", "citylake.inserted", "citylake.duplicates"):
+        if key in commit:
+            details[key.removeprefix("citylake.")] = commit[key]
     return {
         "version": commit.get("version"),
         "time": dt.datetime.fromtimestamp(commit["timestamp"] / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
         "operation": commit.get("operation"),
         "details": ", ".join(f"{k}={v}" for k, v in details.items()),
     }
+
+
+def out_status(text: str):
+    return out.status(text) if sys.stderr.isatty() else contextlib.nullcontext()
 
 
 def _as_of(value: str | None) -> int | str | None:

@@ -30,7 +30,7 @@ RES_SHIFT = 52  # the 4 resolution bits sit at 52..55
 RES_MASK = np.int64(0xF) << RES_SHIFT  # clears the resolution field
 DIGIT_BITS = 3  # each of the 15 child digits takes 3 bits; unused digits are all ones (7)
 # Below this many points the thread pool costs more than it saves.
-PARALLEL_CHUNK = 1_000_000
+PARALLEL_CHUNK = 200_000
 
 
 def check_resolution(res: object) -> int:

@@ -13,6 +13,7 @@ import duckdb
 import h3ronpy
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from h3_index import cells as C
 from h3_index.buckets import BUCKETS_US
@@ -29,6 +30,10 @@ def _valid_rows(*columns: pa.Array) -> np.ndarray:
 
 
 def _numpy(column: pa.Array, rows: np.ndarray, dtype: str) -> np.ndarray:
+    # Fill NULLs first: numpy has no integer NULL, and pyarrow would otherwise hand back
+    # float64, rounding every 64-bit cell in the chunk. The filled rows are masked out anyway.
+    if column.null_count:
+        column = pc.fill_null(column, 0)
     values = column.to_numpy(zero_copy_only=False)
     return values[rows].astype(dtype, copy=False)
 

@@ -15,9 +15,9 @@ import datetime as dt
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 import pyarrow as pa

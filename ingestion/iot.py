@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import polars as pl
@@ -78,9 +78,9 @@ def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res
     extra = [c for c in raw.rows.column_names if c not in (*SENSOR_REQUIRED, *SENSOR_OPTIONAL)]
     attributes = _attributes_json(raw.rows, extra)
     rows = rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL).append_column("attributes", attributes)
-    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions))
+    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), *V.typed_numbers(["lat", "lon"]))
     good, bad = V.split(frame, [*V.required(["sensor_id", "kind"]), *V.coordinates()])
-    lat, lon = V.number("lat"), V.number("lon")
+    lat, lon = pl.col("_lat"), pl.col("_lon")
     good = good.select(
         V.text("sensor_id").alias("sensor_id"), V.text("kind").alias("kind"),
         (V.text("unit") if "unit" in good.columns else pl.lit(None, pl.String)).alias("unit"),
@@ -162,17 +162,17 @@ def validate_readings(
     rows = rename(raw.rows, mapping, source, READING_REQUIRED, ())
     frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), V.text("sensor_id").alias("sensor_id"))
     frame = frame.join(known, on="sensor_id", how="left", maintain_order="left")
-    ts = V.timestamps("ts", tz, frame.schema["ts"])
+    frame = frame.with_columns(V.timestamps(frame["ts"], tz).alias("_ts"), *V.typed_numbers(["value"]))
     checks = [
         *V.required(["sensor_id", "metric"]),
         V.Check(pl.col("h3_cell").is_null(), pl.format("sensor {} is not in the registry; ingest it with `citylake ingest sensors`",
                                                       pl.col("sensor_id")), "unknown sensor"),
-        *V.timestamp_checks("ts", ts, latest=latest),
+        *V.timestamp_checks("ts", "_ts", latest=latest),
         *V.numeric("value"),
     ]
-    good, bad = V.split(frame.select([*READING_REQUIRED, V.POSITION, "h3_cell"]), checks, raw_columns=list(READING_REQUIRED))
+    good, bad = V.split(frame, checks, raw_columns=list(READING_REQUIRED))
     good = good.select(
-        pl.col("sensor_id"), ts.alias("ts"), V.text("metric").alias("metric"), V.number("value").alias("value"), pl.col("h3_cell")
+        pl.col("sensor_id"), pl.col("_ts").alias("ts"), V.text("metric").alias("metric"), pl.col("_value").alias("value"), pl.col("h3_cell")
     )
     bad = pl.concat([V.unreadable(raw.rejected), bad]) if raw.rejected else bad
     return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)

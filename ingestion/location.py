@@ -8,8 +8,8 @@ are quarantined with their line and reason. Files stream in chunks of ``batch_ro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import polars as pl
 import pyarrow as pa
@@ -92,18 +92,20 @@ def _validate(
     raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, latest: dt.datetime
 ) -> Chunk:
     rows = rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
-    frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions))
-    ts = V.timestamps("ts", tz, frame.schema["ts"])
-    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", ts, latest=latest), *V.coordinates()]
+    frame = pl.from_arrow(rows)
     has_accuracy = "accuracy_m" in frame.columns
+    frame = frame.with_columns(
+        pl.Series(V.POSITION, raw.positions), V.timestamps(frame["ts"], tz).alias("_ts"),
+        *V.typed_numbers(["lat", "lon", *(["accuracy_m"] if has_accuracy else [])]),
+    )
+    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", "_ts", latest=latest), *V.coordinates()]
     if has_accuracy:
-        acc = V.number("accuracy_m")
         checks += [*V.numeric("accuracy_m", optional=True),
-                   V.Check(acc < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
+                   V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
     good, bad = V.split(frame, checks)
     good = good.select(
-        pl.col("device_id"), ts.alias("ts"), V.number("lat").alias("lat"), V.number("lon").alias("lon"),
-        (V.number("accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
+        pl.col("device_id"), pl.col("_ts").alias("ts"), pl.col("_lat").alias("lat"), pl.col("_lon").alias("lon"),
+        (pl.col("_accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
     )
     good = good.with_columns(
         pseudonymise(good["device_id"], key),

@@ -16,14 +16,13 @@ import polars as pl
 from ingestion.errors import BadOption
 
 
-
 class Check(NamedTuple):
     bad: pl.Expr
     reason: pl.Expr
     kind: str
 
 
-REASON, KIND = "_reason", "_kind"
+FAILED = "_failed"  # index of the first failing check
 POSITION = "_position"
 # Numbers below this are epoch seconds, below the next epoch milliseconds, else microseconds:
 # 1e11 s is the year 5138, 1e14 ms the year 5138 too; real feeds stay far below both.
@@ -46,7 +45,8 @@ def text(column: str) -> pl.Expr:
 
 
 def is_missing(column: str) -> pl.Expr:
-    return text(column).is_null() | (text(column) == "")
+    raw = pl.col(column).cast(pl.String)
+    return raw.is_null() | (raw == "")
 
 
 def number(column: str) -> pl.Expr:
@@ -54,19 +54,43 @@ def number(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def timestamps(column: str, tz: str, dtype: pl.DataType) -> pl.Expr:
-    """UTC timestamps from ISO text with an offset or Z, naive local text (in ``tz``), or epoch numbers."""
+def typed_numbers(columns: list[str]) -> list[pl.Expr]:
+    """``_<column>`` as floats, computed once for the checks and the output to share."""
+    return [number(c).alias(f"_{c}") for c in columns]
+
+
+def timestamps(values: pl.Series, tz: str) -> pl.Series:
+    """UTC timestamps from ISO text with an offset or Z, naive local text (in ``tz``), or epoch numbers.
+
+    Formats are tried in turn, each only on the rows the earlier ones could not read, so a
+    file in one format pays for one parse.
+    """
+    dtype = values.dtype
     if isinstance(dtype, pl.Datetime):
-        col = pl.col(column).cast(pl.Datetime("us", dtype.time_zone))
+        col = values.cast(pl.Datetime("us", dtype.time_zone))
         return col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone(tz).dt.convert_time_zone("UTC")
     if dtype.is_numeric():
-        return _from_epoch(pl.col(column).cast(pl.Float64))
-    raw = text(column).str.replace(r"[Zz]$", "+00:00")
-    parse = lambda fmt: raw.str.to_datetime(fmt, strict=False, time_unit="us")  # noqa: E731
-    with_offset = pl.coalesce([parse(f) for f in OFFSET_FORMATS]).dt.convert_time_zone("UTC")
-    local = pl.coalesce([parse(f) for f in NAIVE_FORMATS])
-    local = local.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
-    return pl.coalesce([with_offset, local, _from_epoch(raw.cast(pl.Float64, strict=False))])
+        return pl.select(_from_epoch(pl.lit(values.cast(pl.Float64)))).to_series()
+    raw = values.cast(pl.String).str.strip_chars().str.replace("Z", "+00:00", literal=True).str.replace("z", "+00:00", literal=True)
+    out = pl.Series(values.name, [None] * len(raw), dtype=pl.Datetime("us", "UTC"))
+    attempts = [(f, lambda p: p.dt.convert_time_zone("UTC")) for f in OFFSET_FORMATS]
+    attempts += [(f, lambda p: p.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC"))
+                 for f in NAIVE_FORMATS]
+    todo = raw.is_not_null()
+    for fmt, to_utc in attempts:
+        rows = todo.arg_true()
+        if rows.len() == 0:
+            return out
+        parsed = to_utc(raw.gather(rows).str.to_datetime(fmt, strict=False, time_unit="us"))
+        hit = parsed.is_not_null()
+        out = out.scatter(rows.filter(hit), parsed.filter(hit))
+        todo = todo & out.is_null()
+    rows = todo.arg_true()
+    if rows.len():
+        epoch = pl.select(_from_epoch(pl.lit(raw.gather(rows).cast(pl.Float64, strict=False)))).to_series()
+        hit = epoch.is_not_null()
+        out = out.scatter(rows.filter(hit), epoch.filter(hit))
+    return out
 
 
 def _from_epoch(value: pl.Expr) -> pl.Expr:
@@ -83,8 +107,8 @@ def required(columns: list[str]) -> list[Check]:
 
 
 def numeric(column: str, *, optional: bool = False) -> list[Check]:
-    """``column`` must parse as a finite number (or be empty, if optional)."""
-    value = number(column)
+    """``column`` (typed as ``_<column>`` by ``typed_numbers``) must be a finite number, or empty if optional."""
+    value = pl.col(f"_{column}")
     present = ~is_missing(column)
     return [
         Check(present & value.is_null(), pl.format(f"{column} {{}} is not a number", text(column)), f"{column} not a number"),
@@ -93,7 +117,7 @@ def numeric(column: str, *, optional: bool = False) -> list[Check]:
 
 
 def coordinates(lat: str = "lat", lon: str = "lon") -> list[Check]:
-    la, lo = number(lat), number(lon)
+    la, lo = pl.col(f"_{lat}"), pl.col(f"_{lon}")
     return [
         *numeric(lat), *numeric(lon),
         Check(la.abs() > 90, pl.format("lat {} is out of range ±90 (lat/lon swapped?)", text(lat)), "lat out of range"),
@@ -102,7 +126,9 @@ def coordinates(lat: str = "lat", lon: str = "lon") -> list[Check]:
     ]
 
 
-def timestamp_checks(column: str, parsed: pl.Expr, *, latest: dt.datetime) -> list[Check]:
+def timestamp_checks(column: str, parsed: str, *, latest: dt.datetime) -> list[Check]:
+    """Checks of a timestamp column already parsed into the column ``parsed``."""
+    parsed = pl.col(parsed)
     return [
         Check(is_missing(column), pl.lit(f"{column} is missing"), f"{column} missing"),
         Check(parsed.is_null(), pl.format(f"{column} {{}} is not a timestamp (ISO 8601 or epoch seconds/millis)", text(column)),
@@ -110,14 +136,6 @@ def timestamp_checks(column: str, parsed: pl.Expr, *, latest: dt.datetime) -> li
         Check(parsed > pl.lit(latest).dt.cast_time_unit("us"), pl.format(f"{column} {{}} is in the future", text(column)),
               f"{column} in the future"),
     ]
-
-
-def first_failure(checks: list[Check]) -> list[pl.Expr]:
-    """The reason and kind of the first failing check of each row (NULL when all pass)."""
-    reason, kind = pl.when(checks[0].bad).then(checks[0].reason), pl.when(checks[0].bad).then(pl.lit(checks[0].kind))
-    for check in checks[1:]:
-        reason, kind = reason.when(check.bad).then(check.reason), kind.when(check.bad).then(pl.lit(check.kind))
-    return [reason.otherwise(pl.lit(None, pl.String)).alias(REASON), kind.otherwise(pl.lit(None, pl.String)).alias(KIND)]
 
 
 def raw_text(columns: list[str], delimiter: str = ",") -> pl.Expr:
@@ -128,14 +146,20 @@ def split(
     frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str] | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(good rows, bad rows as position/raw/reason/kind). ``frame`` carries a POSITION column;
-    a bad row's raw text joins ``raw_columns`` (default: all the input columns)."""
-    columns = raw_columns or [c for c in frame.columns if c != POSITION]
-    marked = frame.with_columns(first_failure(checks))
-    good = marked.filter(pl.col(REASON).is_null()).drop(REASON, KIND)
-    bad = marked.filter(pl.col(REASON).is_not_null()).select(
-        pl.col(POSITION).cast(pl.Int64), raw_text(columns, delimiter).alias("raw"), pl.col(REASON).alias("reason"),
-        pl.col(KIND).alias("kind"),
-    )
+    a bad row's raw text joins ``raw_columns`` (default: all the input columns). Checks are
+    cheap comparisons; reason text is built only for the rows that fail."""
+    columns = raw_columns or [c for c in frame.columns if c != POSITION and not c.startswith("_")]
+    failed = pl.when(checks[0].bad).then(pl.lit(0, pl.Int16))
+    for i, check in enumerate(checks[1:], start=1):
+        failed = failed.when(check.bad).then(pl.lit(i, pl.Int16))
+    marked = frame.with_columns(failed.otherwise(pl.lit(None, pl.Int16)).alias(FAILED))
+    good = marked.filter(pl.col(FAILED).is_null()).drop(FAILED)
+    bad = marked.filter(pl.col(FAILED).is_not_null())
+    reason, kind = pl.lit(None, pl.String), pl.lit(None, pl.String)
+    for i, check in reversed(list(enumerate(checks))):
+        reason = pl.when(pl.col(FAILED) == i).then(check.reason).otherwise(reason)
+        kind = pl.when(pl.col(FAILED) == i).then(pl.lit(check.kind)).otherwise(kind)
+    bad = bad.select(pl.col(POSITION).cast(pl.Int64), raw_text(columns, delimiter).alias("raw"), reason.alias("reason"), kind.alias("kind"))
     return good, bad
 
 

@@ -25,6 +25,9 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def _private_extension_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests install DuckDB extensions from the PyPI packages into their own directory."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    # ...and keep their pseudonym key out of the developer's home
+    os.environ["CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE"] = str(tmp_path_factory.mktemp("keys") / "pseudonym.key")
+    os.environ.pop("CITYLAKE_PSEUDONYM_KEY", None)
 
 
 @pytest.fixture

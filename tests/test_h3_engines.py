@@ -8,6 +8,7 @@ import duckdb
 import h3
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,6 +130,17 @@ def test_sql_nulls_stay_null(con):
     ).fetchall()
     assert row[0][:4] == (None, None, None, None) and row[0][4] == h3.str_to_int(h3.latlng_to_cell(1, 1, 9))
     assert row[1][4] is None
+
+
+def test_sql_null_cells_do_not_disturb_their_neighbours(con):
+    """A NULL among cells must not push the chunk through float64 (which rounds 64-bit cells)."""
+    cells = [h3.str_to_int(h3.latlng_to_cell(31 + i / 1000, 121 + i / 1000, 11)) for i in range(3000)]
+    values = pa.table({"cell": pa.array([None if i % 7 == 0 else c for i, c in enumerate(cells)], pa.int64())})
+    con.register("cells_with_nulls", values)
+    got = [r[0] for r in con.execute("SELECT h3_cell_to_parent(cell, 7) FROM cells_with_nulls").fetchall()]
+    con.unregister("cells_with_nulls")
+    want = [None if i % 7 == 0 else h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), 7)) for i, c in enumerate(cells)]
+    assert got == want
 
 
 @pytest.mark.parametrize("query, message", [
