@@ -1,12 +1,13 @@
 """One ingestion run: chunks of validated rows committed exactly once, bad rows quarantined,
 one ``batches`` row per chunk, a progress bar and a one-line summary.
 
-Exactly once, across crashes: each chunk's data commit records the Delta application
-transaction ``(citylake:<table>:<file fingerprint>, chunk index)`` atomically with the rows,
-so a rerun of the same file skips chunks that already landed. Quarantine and ``batches``
-rows are keyed by the chunk's batch id and inserted only if missing, so a crash between
-those commits is mended by the rerun. Rows of other files are deduplicated by the table's
-key (``Lake.append_new``).
+Exactly once, across crashes and reruns: every chunk is appended with ``Lake.append_new``,
+which skips rows whose key the table already holds, so rerunning a file (after a crash, or
+after registering the sensors whose readings were quarantined) lands only what is missing.
+The chunk's data commit carries its batch id and counts in the Delta commit metadata,
+atomically with the rows; the ``batches`` table (one row per run and chunk) and the
+``quarantine`` table (one row per rejected file line, keyed by chunk and line) follow in
+their own commits and are mended by a rerun if a crash falls between.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from ingestion.errors import UnreadableInput
 from lake import Lake
 
 UTC = dt.timezone.utc
@@ -67,8 +69,11 @@ class IngestReport:
 
 def fingerprint(path: str | Path) -> str:
     """SHA-256 of the file's bytes: the same content is the same source, whatever its name."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise UnreadableInput(str(path), err.strerror.lower() if err.strerror else "cannot be opened") from None
 
 
 class BatchWriter:
@@ -77,35 +82,21 @@ class BatchWriter:
     def __init__(self, lake: Lake, table: str, source: str, fingerprint: str, *, registry: bool = False) -> None:
         self.lake, self.table, self.source, self.fingerprint = lake, table, source, fingerprint
         self.registry = registry  # registries (places, sensors) replace rows by key instead of skipping them
-        self.app_id = f"citylake:{table}:{fingerprint}"
-        self.done_upto = lake.committed_step(table, self.app_id)
-        self.earlier = self._earlier_commits() if self.done_upto >= 0 else {}
         self.report = IngestReport(table, source)
-
-    def _earlier_commits(self) -> dict[str, dict]:
-        return {c["citylake.batch_id"]: c for c in self.lake.history(self.table) if "citylake.batch_id" in c}
 
     def commit(self, index: int, chunk: Chunk) -> None:
         started = dt.datetime.now(UTC)
-        batch_id = f"{self.fingerprint[:16]}:{index}"
+        batch_id = f"{self.fingerprint[:16]}:{index}"  # the same file chunk has the same id in every run
         offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
-        if index <= self.done_upto:  # landed in an earlier run
-            earlier = self.earlier.get(batch_id, {})
-            version, inserted, duplicates = int(earlier.get("version", -1)), 0, offered
-            recorded = int(earlier.get("citylake.inserted", 0)), int(earlier.get("citylake.duplicates", offered))
+        meta = {"citylake.batch_id": batch_id, "citylake.source": self.source, "citylake.rows_in": str(chunk.rows_in),
+                "citylake.rejected": str(chunk.bad.height)}
+        if self.registry:
+            version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
+            duplicates = offered - inserted - updated
         else:
-            meta = {"citylake.batch_id": batch_id, "citylake.source": self.source}
-            if self.registry:
-                version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
-                duplicates = offered - inserted - updated
-                self.lake.write(self.table, chunk.good.slice(0, 0), mode="append", transaction=(self.app_id, index), metadata=meta)
-            else:
-                version, inserted, duplicates = self.lake.append_new(
-                    self.table, chunk.good, metadata=meta, transaction=(self.app_id, index)
-                )
-            recorded = inserted, duplicates
+            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta)
         self._quarantine(batch_id, chunk.bad)
-        self._record_batch(batch_id, chunk, recorded, version, started)
+        self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
         self._count(chunk, inserted, duplicates)
 
     def _quarantine(self, batch_id: str, bad: pl.DataFrame) -> None:

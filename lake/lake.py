@@ -172,14 +172,12 @@ class Lake:
         *,
         mode: WriteMode = "error",
         metadata: dict[str, str] | None = None,
-        transaction: tuple[str, int] | None = None,
     ) -> int:
         """Write rows to a table in one atomic commit and return the new version.
 
         ``mode="error"`` (the default) refuses to write into a table that holds rows;
         ``"append"`` adds rows; ``"overwrite"`` replaces them all. ``metadata`` is stored
-        with the commit (see ``history``). ``transaction=(app_id, n)`` records, in the same
-        commit, that step ``n`` of ``app_id`` is done (see ``committed_step``).
+        with the commit (see ``history``).
         """
         if mode not in ("error", "append", "overwrite"):
             raise BadWriteMode(mode)
@@ -189,7 +187,7 @@ class Lake:
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
-        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata, transaction=transaction)
+        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata)
 
     def _commit(
         self,
@@ -198,23 +196,14 @@ class Lake:
         *,
         mode: str,
         metadata: dict[str, str] | None,
-        transaction: tuple[str, int] | None,
     ) -> int:
-        apps = [deltalake.Transaction(app_id=transaction[0], version=transaction[1])] if transaction else None
         deltalake.write_deltalake(
             table,
             rows,
             mode=mode,
-            commit_properties=deltalake.CommitProperties(
-                custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}, app_transactions=apps
-            ),
+            commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
         return deltalake.DeltaTable(table.table_uri).version()
-
-    def committed_step(self, name: str, app_id: str, /) -> int:
-        """The last step of ``app_id`` committed to this table, or -1: how a rerun knows what landed."""
-        version = deltalake.DeltaTable(str(self.path(name))).transaction_version(app_id)
-        return -1 if version is None else int(version)
 
     def append_new(
         self,
@@ -223,7 +212,6 @@ class Lake:
         /,
         *,
         metadata: dict[str, str] | None = None,
-        transaction: tuple[str, int] | None = None,
     ) -> tuple[int, int, int]:
         """Append the rows whose key the table does not hold yet, in one commit.
 
@@ -238,7 +226,7 @@ class Lake:
         if rows.height and self.rows(name):
             rows = rows.join(self._existing_keys(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
-        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, transaction=transaction)
+        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
         return version, rows.height, offered - rows.height
 
     def _existing_keys(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:

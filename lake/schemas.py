@@ -162,8 +162,8 @@ TABLES: dict[str, TableSpec] = {
                 _f("started_at", TIMESTAMP, False),
                 _f("finished_at", TIMESTAMP, False),
             ),
-            "One row per ingestion batch: source fingerprint, row counts and the commit version.",
-            key=("batch_id",),
+            "One row per ingestion run and chunk: source fingerprint, row counts and the commit version.",
+            key=("batch_id", "started_at"),
             cell_columns=(),
         ),
     )

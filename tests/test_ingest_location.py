@@ -1,0 +1,183 @@
+"""Pings ingestion: pseudonyms, UTC timestamps, quarantine, idempotency, streaming."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import stat
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingestion import pseudonym as P
+from ingestion.errors import BadOption, MissingColumns, NoPseudonymKey, UnreadableInput
+from ingestion.location import ingest_pings, parse_mapping
+from lake import duckdb_for, scan
+
+KEY = b"test-key"
+HEADER = "device_id,ts,lat,lon,accuracy_m\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def quarantine(lake) -> list[tuple[int, str]]:
+    return duckdb_for(lake).execute("SELECT row_number, reason FROM quarantine ORDER BY row_number").fetchall()
+
+
+def oracle_pseudonym(raw: str) -> int:
+    return int.from_bytes(hmac.new(KEY, raw.encode(), hashlib.sha256).digest()[:8], "big", signed=True)
+
+
+def test_raw_device_ids_never_reach_the_lake(lake, tmp_path):
+    ids = ["alice@example.org", "imei-356938035643809", "bob-phone"]
+    rows = "".join(f"{d},2026-11-01T0{i}:00:00Z,31.2{i},121.4{i},5\n" for i, d in enumerate(ids))
+    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + rows), key=KEY)
+    assert report.accepted == 3
+    got = scan(lake, "pings").sort("ts").select("device_id").collect()["device_id"].to_list()
+    assert got == [oracle_pseudonym(d) for d in ids]
+    for path in Path(lake.root).rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert not any(d.encode() in blob for d in ids), f"raw id found in {path}"
+
+
+def test_the_same_device_gets_the_same_pseudonym_across_files(lake, tmp_path):
+    ingest_pings(lake, write(tmp_path / "a.csv", HEADER + "dev-1,2026-11-01T00:00:00Z,31.2,121.4,5\n"), key=KEY)
+    ingest_pings(lake, write(tmp_path / "b.csv", HEADER + "dev-1,2026-11-02T00:00:00Z,31.3,121.5,5\n"), key=KEY)
+    assert scan(lake, "pings").select(pl.col("device_id").n_unique()).collect().item() == 1
+
+
+@pytest.mark.parametrize("text, want", [
+    ("2026-11-01T08:00:00+08:00", dt.datetime(2026, 11, 1, 0, 0)),
+    ("2026-11-01 08:00:00.250-05:00", dt.datetime(2026, 11, 1, 13, 0, 0, 250000)),
+    ("2026-11-01T00:00:00Z", dt.datetime(2026, 11, 1)),
+    ("2026-11-01T08:30", dt.datetime(2026, 11, 1, 0, 30)),  # naive, read in --tz Asia/Shanghai
+    ("1793491200", dt.datetime(2026, 11, 1)),  # epoch seconds
+    ("1793491200500", dt.datetime(2026, 11, 1, 0, 0, 0, 500000)),  # epoch milliseconds
+])
+def test_timestamps_become_utc(lake, tmp_path, text, want):
+    ingest_pings(lake, write(tmp_path / "p.csv", HEADER + f"d,{text},31.2,121.4,5\n"), key=KEY, tz="Asia/Shanghai")
+    got = scan(lake, "pings").select("ts").collect().item()
+    assert got == want.replace(tzinfo=dt.timezone.utc)
+
+
+@given(st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2026, 1, 1)), st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
+       st.sampled_from(["T", " "]), st.booleans())
+def test_timestamp_round_trip(tmp_path_factory, when, offset_min, sep, with_fraction):
+    from ingestion.validate import timestamps
+
+    when = when.replace(microsecond=when.microsecond if with_fraction else 0)
+    zone = dt.timezone(dt.timedelta(minutes=offset_min))
+    text = when.replace(tzinfo=zone).isoformat(sep=sep)
+    got = timestamps(pl.Series([text]), "UTC").item()
+    assert got == when.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+
+
+def test_bad_rows_are_quarantined_with_line_and_reason_and_good_rows_land(lake, tmp_path):
+    text = HEADER + "\n".join([
+        "ok-1,2026-11-01T00:00:00Z,31.2,121.4,5",
+        "d,garbage,31.2,121.4,5",
+        "d,2026-11-01T00:00:00Z,121.4,31.2,5",
+        "d,2026-11-01T00:00:00Z,0,0,5",
+        ",2026-11-01T00:00:00Z,31.2,121.4,5",
+        "d,2099-01-01T00:00:00Z,31.2,121.4,5",
+        "d,2026-11-01T00:00:00Z,north,121.4,5",
+        "d,2026-11-01T00:00:00Z,inf,121.4,5",
+        "d,2026-11-01T00:00:00Z,31.2,121.4,-1",
+        "d,2026-11-01T00:00:00Z,31.2",
+        "ok-2,2026-11-01T00:00:00Z,31.2,121.4,",
+    ]) + "\n"
+    report = ingest_pings(lake, write(tmp_path / "p.csv", text), key=KEY)
+    assert (report.accepted, report.rejected) == (2, 9)
+    reasons = dict(quarantine(lake))
+    assert sorted(reasons) == list(range(3, 12))
+    assert "ts garbage is not a timestamp" in reasons[3]
+    assert "lat 121.4 is out of range" in reasons[4] and "swapped" in reasons[4]
+    assert "(0, 0)" in reasons[5] and "device_id is missing" in reasons[6] and "future" in reasons[7]
+    assert "lat north is not a number" in reasons[8] and "lat inf is not finite" in reasons[9]
+    assert "accuracy_m -1 is negative" in reasons[10] and "has 3 fields, expected 5" in reasons[11]
+    raw = duckdb_for(lake).execute("SELECT raw FROM quarantine WHERE row_number = 11").fetchone()[0]
+    assert raw == "d,2026-11-01T00:00:00Z,31.2"
+
+
+def test_rerun_and_overlapping_files_add_nothing_twice(lake, tmp_path):
+    rows = [f"d{i % 7},2026-11-01T{i % 24:02d}:{i % 60:02d}:00Z,31.{i:04d},121.4,5\n" for i in range(300)]
+    first = write(tmp_path / "first.csv", HEADER + "".join(rows[:200]))
+    overlap = write(tmp_path / "overlap.csv", HEADER + "".join(rows[150:] + rows[150:160]))
+    assert ingest_pings(lake, first, key=KEY).accepted == 200
+    again = ingest_pings(lake, first, key=KEY)
+    assert (again.accepted, again.duplicates) == (0, 200)
+    report = ingest_pings(lake, overlap, key=KEY)
+    assert (report.accepted, report.duplicates) == (100, 60)
+    assert lake.rows("pings") == 300
+    batches = duckdb_for(lake).execute("SELECT sum(rows_accepted), sum(rows_duplicate), count(*) FROM batches").fetchone()
+    assert batches == (300, 260, 3)
+
+
+def test_large_files_stream_in_batches_with_exact_line_numbers(lake, tmp_path):
+    lines = [f"d{i % 50},2026-11-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z,31.{1000 + i},121.4,5\n" for i in range(5_000)]
+    for bad in (17, 2_222, 4_999):
+        lines[bad] = f"d,not-a-time,31.2,121.4,5\n"
+    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(lines)), key=KEY, batch_rows=700)
+    assert (report.accepted, report.rejected) == (4_997, 3)
+    assert [r for r, _ in quarantine(lake)] == [bad + 2 for bad in (17, 2_222, 4_999)]  # +1 header, +1 one-based
+    assert lake.stats("batches").rows == len(lake.history("pings")) - 1 > 5
+
+
+def test_parquet_input_with_typed_columns(lake, tmp_path):
+    table = pa.table({
+        "uid": ["a", "b", "c"], "time": pa.array([dt.datetime(2026, 11, 1, h) for h in range(3)], pa.timestamp("ms", tz="UTC")),
+        "y": [31.2, 95.0, 31.3], "x": [121.4, 121.4, 121.5],
+    })
+    pq.write_table(table, tmp_path / "p.parquet")
+    report = ingest_pings(lake, tmp_path / "p.parquet", key=KEY, mapping=parse_mapping("device_id=uid,ts=time,lat=y,lon=x",
+                                                                                     ("device_id", "ts", "lat", "lon", "accuracy_m")))
+    assert (report.accepted, report.rejected) == (2, 1)
+    assert quarantine(lake)[0][0] == 2
+
+
+def test_missing_columns_name_what_was_found_and_the_fix(lake, tmp_path):
+    with pytest.raises(MissingColumns, match=r"missing column\(s\) lat, lon; found device_id, ts, y, x.*--map"):
+        ingest_pings(lake, write(tmp_path / "p.csv", "device_id,ts,y,x\nd,2026-11-01T00:00:00Z,1,2\n"), key=KEY, delimiter=",")
+    assert lake.rows("pings") == 0
+
+
+def test_bad_options_are_named():
+    with pytest.raises(BadOption, match="target=source"):
+        parse_mapping("device_id:uid", ("device_id",))
+    with pytest.raises(BadOption, match="not a column"):
+        parse_mapping("colour=c", ("device_id",))
+
+
+def test_unknown_timezone_is_refused(lake, tmp_path):
+    with pytest.raises(BadOption, match="IANA"):
+        ingest_pings(lake, write(tmp_path / "p.csv", HEADER), key=KEY, tz="Mars/Olympus")
+
+
+def test_key_file_is_private_and_outside_the_lake(tmp_path):
+    key = P.create_key(tmp_path / "conf" / "pseudonym.key", lake_root=tmp_path / "lake")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(P.load_key(key, env={})) == 64
+    assert P.create_key(key) == key and P.load_key(key, env={}) == P.load_key(key, env={})  # created once
+    with pytest.raises(BadOption, match="outside the lake"):
+        P.create_key(tmp_path / "lake" / "k.key", lake_root=tmp_path / "lake")
+    assert P.load_key(key, env={P.KEY_ENV: "from-env"}) == b"from-env"
+    with pytest.raises(NoPseudonymKey, match="citylake init"):
+        P.load_key(tmp_path / "absent.key", env={})
+
+
+def test_empty_and_missing_files_say_so(lake, tmp_path):
+    with pytest.raises(UnreadableInput, match="empty"):
+        ingest_pings(lake, write(tmp_path / "empty.csv", ""), key=KEY)
+    with pytest.raises(UnreadableInput, match="no such file"):
+        ingest_pings(lake, tmp_path / "absent.csv", key=KEY)
+    assert os.path.exists(tmp_path / "empty.csv")
