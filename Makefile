@@ -10,7 +10,9 @@ DEMO_CITY ?= demo-city
 CITYLAKE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-pseudonym.key $(BIN)/citylake --lake $(DEMO_LAKE)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test bench lint clean
+.PHONY: help install system-deps demo test bench lint clean
+# apt-get needs root: use sudo when not already root
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +43,13 @@ demo: $(STAMP) ## Generate a sample city, ingest it into ./demo-lake and show wh
 	    AND (c.interior OR ST_Contains(ST_GeomFromWKB(p.geometry), ST_Point(pings.lon, pings.lat))) \
 	  GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"
 
-test: $(STAMP) ## Run the test suite (unit, property, integration and slow tests)
+system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker) with apt-get
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	  echo "installing mosquitto (MQTT broker for the live-feed tests)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps ## Run the test suite (unit, property, integration and slow tests)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) ## Run the benchmarks and write bench/results.json

@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import pyarrow as pa
 
 from ingestion.batch import BatchWriter, IngestReport
@@ -31,6 +33,8 @@ from ingestion.textfile import RawChunk
 from lake import Lake
 
 CONNECT_TIMEOUT_S = 10
+SESSION_EXPIRY_S = 7 * 86400  # the broker keeps unacknowledged messages for a stopped ingester this long
+MAX_RECEIVE = 65_535  # MQTT v5's largest Receive Maximum: a commit may hold at most this many messages
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ def ingest_mqtt(
     """Subscribe and commit readings every ``commit_messages`` messages or ``commit_seconds``,
     until ``max_seconds``/``max_messages`` or a SIGINT/SIGTERM."""
     address = Broker.parse(broker)
+    commit_messages = min(commit_messages, MAX_RECEIVE)
     inbox: queue.Queue[Message] = queue.Queue()
-    client = _connect(address, topic, client_id, inbox)
+    client = _connect(address, topic, client_id, inbox, window=commit_messages)
     session = hashlib.sha256(f"{address}/{topic}/{client_id}/{time.time_ns()}".encode()).hexdigest()
     writer = BatchWriter(lake, "readings", f"{address}/{topic}", session)
     stop = _stop_on_signals()
@@ -97,8 +102,13 @@ def ingest_mqtt(
     return writer.report
 
 
-def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue) -> paho.Client:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue, *, window: int) -> paho.Client:
+    """MQTT v5 with a persistent session, manual acks, and a Receive Maximum of one commit's worth:
+    the broker may send that many messages before any is acknowledged (v3.1.1 brokers stop at ~20)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True)
+    connect = Properties(PacketTypes.CONNECT)
+    connect.ReceiveMaximum = window
+    connect.SessionExpiryInterval = SESSION_EXPIRY_S
     subscribed = threading.Event()
     seq = iter(range(1, 1 << 62))
 
@@ -113,7 +123,7 @@ def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue) ->
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_message = on_message
     try:
-        client.connect(address.host, address.port, keepalive=30)
+        client.connect(address.host, address.port, keepalive=30, clean_start=False, properties=connect)
     except OSError as err:
         raise UnreadableInput(str(address), f"cannot connect to the broker ({err}); is it running?") from None
     client.loop_start()
