@@ -213,7 +213,7 @@ def _as_chunk(places: gpd.GeoDataFrame, cell_res: int) -> Chunk:
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
     bad = pl.DataFrame({
         V.POSITION: np.flatnonzero(missing) + 1,
-        "raw": places.loc[missing, "place_id"].astype(str).tolist(),
+        "raw": places.loc[missing, "place_id"].fillna("(no id)").astype(str).tolist(),
         "reason": ["geometry is missing, empty or could not be repaired"] * int(missing.sum()),
         "kind": ["geometry missing"] * int(missing.sum()),
     }, schema=V.BAD_SCHEMA)
