@@ -25,6 +25,7 @@ from ingestion.errors import UnreadableInput
 
 DELIMITERS = ",;\t|"
 SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
+MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20
 
 
@@ -112,7 +113,7 @@ def _block_bytes(path: Path, header_bytes: int, batch_rows: int) -> int:
         f.seek(header_bytes)
         sample = f.read(SAMPLE_BYTES)
     per_row = len(sample) / max(sample.count(b"\n"), 1)
-    return max(int(per_row * batch_rows), 1 << 12)
+    return min(max(int(per_row * batch_rows), 1 << 12), MAX_BLOCK_BYTES)
 
 
 class _BlockParser:

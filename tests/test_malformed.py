@@ -1,0 +1,104 @@
+"""A corpus of malformed inputs, run through the CLI as a user would: every case ends with a
+clear one-line message or quarantined rows, never a traceback, and every valid row lands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingestion.location import ingest_pings
+from lake import Lake, duckdb_for
+
+pytestmark = pytest.mark.integration
+GOOD = "good-{i},2026-11-01T00:{i:02d}:00Z,31.2{i},121.4{i},5"
+HEADER = b"device_id,ts,lat,lon,accuracy_m\n"
+
+
+def good_rows(n: int, start: int = 0) -> bytes:
+    return "".join(GOOD.format(i=i) + "\n" for i in range(start, start + n)).encode()
+
+
+# name -> (file bytes, valid rows that must land, error fragment if the whole file is refused)
+CORPUS = {
+    "truncated last line": (HEADER + good_rows(3) + b"cut-off,2026-11-01T00:0", 3, None),
+    "wrong delimiter": (HEADER.replace(b",", b";") + good_rows(2).replace(b",", b";"), 2, None),  # sniffed
+    "missing columns": (b"device_id,ts,lat\nd,2026-11-01T00:00:00Z,31.2\n", 0, "missing column(s) lon"),
+    "text in numeric column": (HEADER + good_rows(2) + b"d,2026-11-01T00:00:00Z,north,east,5\n", 2, None),
+    "NaN and inf": (HEADER + good_rows(2) + b"d,2026-11-01T00:00:00Z,NaN,121.4,5\nd,2026-11-01T00:00:00Z,31.2,inf,5\n", 2, None),
+    "lat/lon swapped": (HEADER + good_rows(2) + b"d,2026-11-01T00:00:00Z,121.4,31.2,5\n", 2, None),
+    "out of range": (HEADER + good_rows(1) + b"d,2026-11-01T00:00:00Z,-91,200,5\n", 1, None),
+    "empty file": (b"", 0, "empty"),
+    "header only": (HEADER, 0, None),
+    "duplicated header": (HEADER + good_rows(2) + HEADER + good_rows(2, start=2), 4, None),
+    "non-UTF-8 bytes": (HEADER + good_rows(2) + b"d\xff\xfe,2026-11-01T00:00:00Z,31.2,121.4,5\n" + good_rows(1, start=5), 3, None),
+    "a huge line": (HEADER + good_rows(2) + b"d," + b"9" * 5_000_000 + b",31.2,121.4,5\n" + good_rows(1, start=7), 3, None),
+    "blank lines and CRLF": (HEADER + b"\r\n" + good_rows(2).replace(b"\n", b"\r\n") + b"\n\n", 2, None),
+    "quoted commas": (HEADER + b'"dev, with comma",2026-11-01T00:00:00Z,31.2,121.4,5\n', 1, None),
+    "duplicate delivery": (HEADER + good_rows(2) + good_rows(2), 2, None),
+    "not a CSV at all": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, 0, "header line is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_malformed_pings_file(tmp_path, name):
+    content, valid, error = CORPUS[name]
+    path = tmp_path / "pings.csv"
+    path.write_bytes(content)
+    lake = Lake.init(tmp_path / "lake")
+    result = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": "k"})
+    assert "Traceback" not in result.stderr + result.stdout
+    if error:
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and error in lines[0], result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert f" {valid:,} accepted" in result.stdout, result.stdout
+    assert lake.rows("pings") == valid
+
+
+def test_quarantine_keeps_the_raw_text_and_line(tmp_path):
+    content, _, _ = CORPUS["non-UTF-8 bytes"]
+    (tmp_path / "p.csv").write_bytes(content + b"d,2026-11-01T00:00:00Z,121.4,31.2,5\n")
+    lake = Lake.init(tmp_path / "lake")
+    ingest_pings(lake, tmp_path / "p.csv", key=b"k")
+    rows = duckdb_for(lake).execute("SELECT row_number, reason, raw FROM quarantine ORDER BY row_number").fetchall()
+    assert rows[0][:2] == (4, "is not valid UTF-8 text") and rows[0][2].startswith("d\ufffd")
+    assert rows[1][0] == 6 and "swapped" in rows[1][1] and rows[1][2] == "d,2026-11-01T00:00:00Z,121.4,31.2,5"
+
+
+# --- generated: rows that are valid by construction, mixed with rows broken in random ways ---------
+
+valid_row = st.builds(
+    lambda d, m, lat, lon: f"{d},2026-11-0{1 + m % 9}T{m % 24:02d}:{m % 60:02d}:00Z,{lat:.6f},{lon:.6f},5",
+    st.text("abcdefghij0123456789-", min_size=1, max_size=12), st.integers(0, 10_000),
+    st.floats(-89, 89).filter(lambda v: abs(v) > 1e-3), st.floats(-179, 179).filter(lambda v: abs(v) > 1e-3),
+)
+broken_row = st.one_of(
+    st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t),
+    st.builds(lambda v: f"d,2026-11-01T00:00:00Z,{v},121.4,5", st.sampled_from(["", "x", "NaN", "inf", "-inf", "1e999", "95", "0x10"])),
+    st.builds(lambda v: f"d,{v},31.2,121.4,5", st.text(max_size=20).filter(lambda t: "," not in t and "\n" not in t and "\r" not in t)),
+    st.just("d,2026-11-01T00:00:00Z,0,0,5"),
+    st.just(",,,,"),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), valid_row, broken_row), min_size=1, max_size=40))
+def test_generated_files_land_every_valid_row(tmp_path_factory, rows):
+    tmp = tmp_path_factory.mktemp("gen")
+    lake = Lake.init(tmp / "lake")
+    lines = [v if ok else b for ok, v, b in rows]
+    (tmp / "p.csv").write_text(HEADER.decode() + "\n".join(lines) + "\n")
+    report = ingest_pings(lake, tmp / "p.csv", key=b"k")
+    distinct_valid = len({v for ok, v, _ in rows if ok})
+    assert report.accepted >= distinct_valid  # a broken row can be valid by accident; a valid row never fails
+    assert report.rows_in == report.accepted + report.rejected + report.duplicates
+    assert lake.rows("quarantine") == report.rejected
