@@ -104,7 +104,8 @@ def _events(rng: np.random.Generator, start: dt.datetime, days: int, sensors: di
     jam_day = min(days - 1, max(0, surge_day - 1))
     at = lambda d, h: (start + dt.timedelta(days=d, hours=h)).isoformat().replace("+00:00", "Z")  # noqa: E731
     return [
-        {"kind": "crowd_surge", "place_id": "places:expo", "sensors": ["FF-expo", "NS-expo"], "start": at(surge_day, 10), "end": at(surge_day, 16)},
+        {"kind": "crowd_surge", "place_id": "places:expo", "sensors": ["FF-expo", "NS-expo"],
+         "start": at(surge_day, 10), "end": at(surge_day, 16)},
         {"kind": "sensor_failure", "sensor_id": failing, "mode": "flatline then jumps", "start": at(jam_day, 6), "end": at(jam_day + 1, 6)},
         {"kind": "traffic_jam", "place_id": "places:road-1", "sensors": ["TR10", "TR11"], "start": at(jam_day, 17), "end": at(jam_day, 19)},
     ]
@@ -170,7 +171,8 @@ def _pings(rng: np.random.Generator, start: dt.datetime, days: int, devices: int
     cbd, expo = by_cat("business_district")[0], by_cat("expo")[0]
     home = _points_in(rng, [d.geometry for d in districts], devices)
     works_in_cbd = rng.random(devices) < 0.4
-    work = np.where(works_in_cbd[:, None], _points_in(rng, [cbd.geometry], devices), _points_in(rng, [d.geometry for d in districts], devices))
+    in_cbd, elsewhere = _points_in(rng, [cbd.geometry], devices), _points_in(rng, [d.geometry for d in districts], devices)
+    work = np.where(works_in_cbd[:, None], in_cbd, elsewhere)
     per_day = rng.integers(30, 90, devices)  # pings per device per day
     total = int(per_day.sum() * days)
     dev = np.repeat(np.repeat(np.arange(devices), per_day), days)
@@ -194,7 +196,8 @@ def _pings(rng: np.random.Generator, start: dt.datetime, days: int, devices: int
     visit_end = visit_start + rng.uniform(0.5, 3.0, (devices, days))
     targets = _points_in(rng, [p.geometry.buffer(0) for p in parks], devices * days, per_shape=True)
     poi_xy = np.array([[p.geometry.y, p.geometry.x] for p in pois])
-    spot = np.where((visit_place < len(parks))[..., None], targets.reshape(devices, days, 2), poi_xy[np.clip(visit_place - len(parks), 0, None)])
+    at_poi = poi_xy[np.clip(visit_place - len(parks), 0, None)]
+    spot = np.where((visit_place < len(parks))[..., None], targets.reshape(devices, days, 2), at_poi)
     visiting = visits[dev, day] & (hour >= visit_start[dev, day]) & (hour < visit_end[dev, day])
     position[visiting] = spot[dev[visiting], day[visiting]]
     ts = np.datetime64(start.replace(tzinfo=None), "us") + ((day * 86400 + seconds) * 1e6).astype("timedelta64[us]")

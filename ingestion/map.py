@@ -222,7 +222,8 @@ def _as_chunk(places: gpd.GeoDataFrame, cell_res: int) -> Chunk:
     bounds = shapely.bounds(shapes)
     centroids = shapely.centroid(shapes)
     table = pa.table({
-        "place_id": good["place_id"].tolist(), "name": pa.array(good["name"].astype(object).where(good["name"].notna(), None).tolist(), pa.string()),
+        "place_id": good["place_id"].tolist(),
+        "name": pa.array(good["name"].astype(object).where(good["name"].notna(), None).tolist(), pa.string()),
         "category": good["category"].astype(str).tolist(), "geometry": shapely.to_wkb(shapes).tolist(),
         "bbox": [dict(zip(("xmin", "ymin", "xmax", "ymax"), b)) for b in bounds.tolist()],
         "h3_cell": latlng_to_cells(shapely.get_y(centroids), shapely.get_x(centroids), cell_res),

@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 import paho.mqtt.client as paho
+import pyarrow as pa
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-import pyarrow as pa
 
 from ingestion.batch import BatchWriter, IngestReport
 from ingestion.errors import BadOption, UnreadableInput

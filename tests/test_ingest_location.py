@@ -127,7 +127,7 @@ def test_rerun_and_overlapping_files_add_nothing_twice(lake, tmp_path):
 def test_large_files_stream_in_batches_with_exact_line_numbers(lake, tmp_path):
     lines = [f"d{i % 50},2026-11-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z,31.{1000 + i},121.4,5\n" for i in range(5_000)]
     for bad in (17, 2_222, 4_999):
-        lines[bad] = f"d,not-a-time,31.2,121.4,5\n"
+        lines[bad] = "d,not-a-time,31.2,121.4,5\n"
     report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(lines)), key=KEY, batch_rows=700)
     assert (report.accepted, report.rejected) == (4_997, 3)
     assert [r for r, _ in quarantine(lake)] == [bad + 2 for bad in (17, 2_222, 4_999)]  # +1 header, +1 one-based

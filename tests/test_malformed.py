@@ -3,7 +3,6 @@ clear one-line message or quarantined rows, never a traceback, and every valid r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
