@@ -140,6 +140,76 @@ def bench_partition_resolution(pings: pa.Table, work: Path, resolutions: tuple[i
     return out
 
 
+def write_pings_csv(path: Path, n: int, seed: int = 11) -> None:
+    """A pings CSV as a location-service provider would deliver it (ISO times with Z)."""
+    import pyarrow.csv as pcsv
+
+    rng = np.random.default_rng(seed)
+    lat, lon = city_points(n, seed)
+    ts = np.datetime64("2026-11-01T00:00:00", "s") + rng.integers(0, 3 * 86400, n).astype("timedelta64[s]")
+    pcsv.write_csv(pa.table({
+        "device_id": np.char.add("dev-", rng.integers(0, max(n // 200, 1), n).astype(str)),
+        "ts": np.char.add(np.datetime_as_string(ts, unit="s").astype(str), "Z"),
+        "lat": np.round(lat, 6), "lon": np.round(lon, 6), "accuracy_m": np.round(rng.uniform(3, 40, n), 1),
+    }), path)
+
+
+def bench_ingest_pings(n: int, work: Path) -> dict:
+    from ingestion.location import ingest_pings
+
+    path = work / "pings.csv"
+    write_pings_csv(path, n)
+    lake = Lake.init(work / "ingest-lake")
+    seconds, report = timed(lambda: ingest_pings(lake, path, key=b"bench-key"))
+    out = {"rows": n, "file_mb": round(path.stat().st_size / 2**20, 1), "citylake_s": round(seconds, 2),
+           "accepted": report.accepted, "citylake_rows_per_s": round(n / seconds)}
+    con = connect(extension_dir=work / "ext")
+    target = work / "duckdb-floor"
+
+    def duckdb_floor():  # read the same CSV, write partitioned Parquet; no validation, no H3, no log
+        shutil.rmtree(target, ignore_errors=True)
+        con.execute(f"COPY (SELECT *, CAST(ts AS DATE) AS date FROM read_csv('{path}')) TO '{target}' "
+                    "(FORMAT parquet, PARTITION_BY (date))")
+
+    out["duckdb_floor_s"], _ = timed(duckdb_floor)
+    out["duckdb_floor_rows_per_s"] = round(n / out["duckdb_floor_s"])
+    out["citylake_over_floor"] = round(seconds / out["duckdb_floor_s"], 2)
+    out["targets"] = "within 2.5x of the floor and at least 1M rows/s (issue 3)"
+    shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+# ru_maxrss is inherited across fork, so the child reads its own high-water mark (reset at exec).
+RSS_SCRIPT = """
+import sys, tempfile
+from ingestion.location import ingest_pings
+from lake import Lake
+lake = Lake.init(tempfile.mkdtemp(dir=sys.argv[2]) + "/lake")
+ingest_pings(lake, sys.argv[1], key=b"k", batch_rows=int(sys.argv[3]))
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024)
+"""
+
+
+def bench_ingest_memory(batch_rows: int, work: Path) -> dict:
+    """Peak RSS ingesting files of 1x, 5x and 10x the batch size, each in a fresh process.
+
+    Two chunks are in memory at once (one validating while the other commits), so a file of
+    one batch uses less; flat means 10x uses no more than 5x."""
+    import subprocess
+
+    out: dict = {"batch_rows": batch_rows}
+    for times in (1, 5, 10):
+        path = work / f"rss-{times}x.csv"
+        write_pings_csv(path, batch_rows * times, seed=times)
+        peak = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path), str(work), str(batch_rows)], check=True,
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout.split()[-1]
+        out[f"peak_rss_mb_{times}x"] = int(peak)
+        path.unlink()
+    out["growth_5x_over_1x"] = round(out["peak_rss_mb_5x"] / out["peak_rss_mb_1x"], 2)
+    out["growth_10x_over_5x"] = round(out["peak_rss_mb_10x"] / out["peak_rss_mb_5x"], 2)
+    return out
+
+
 def machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     packages = ["duckdb", "deltalake", "polars", "pyarrow", "h3", "h3ronpy", "polars-h3", "shapely", "numpy"]
@@ -154,6 +224,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results.json", help="where to write the results (JSON)")
     parser.add_argument("--rows", type=int, default=10_000_000, help="points and pings per figure")
+    parser.add_argument("--ingest-rows", type=int, default=5_000_000, help="rows of the pings CSV ingested")
+    parser.add_argument("--only", nargs="*", help="run only these figures (names as in results.json)")
     args = parser.parse_args()
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
@@ -164,7 +236,10 @@ def main() -> None:
             ("point_to_cell", lambda: bench_point_to_cell(args.rows)),
             ("lake_write", lambda: bench_lake_write(pings(), work)),
             ("partition_resolution", lambda: bench_partition_resolution(pings(), work)),
+            ("ingest_pings_csv", lambda: bench_ingest_pings(args.ingest_rows, work)),
+            ("ingest_memory", lambda: bench_ingest_memory(args.ingest_rows // 10, work)),
         ]
+        steps = [s for s in steps if not args.only or s[0] in args.only]
         cache: dict = {}
 
         def pings() -> pa.Table:

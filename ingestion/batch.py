@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,19 @@ class BatchWriter:
             r.reasons.update(dict(chunk.bad["kind"].value_counts().iter_rows()))
 
 
+def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Read and validate the next chunk on a thread while the current one commits.
+
+    The heavy work on both sides (CSV parsing, Polars, H3, the Delta writer) releases the
+    GIL, so the two overlap on separate cores. At most two chunks are in memory.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
+
+
 def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
     """Commit every chunk, with a progress bar over the input's bytes."""
     started = time.perf_counter()
@@ -140,7 +154,7 @@ def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, p
     )
     with bar:
         task = bar.add_task("ingest", total=total_bytes or None)
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(prefetch(chunks)):
             writer.commit(index, chunk)
             bar.update(task, completed=chunk.bytes_done)
     writer.report.seconds = time.perf_counter() - started

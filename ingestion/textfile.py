@@ -27,6 +27,7 @@ DELIMITERS = ",;\t|"
 SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
 MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20
+PARSE_BLOCK_BYTES = 8 << 20  # pyarrow parses blocks of this size on all cores
 
 
 @dataclass
@@ -134,14 +135,11 @@ class _BlockParser:
             reasons[row.text] = f"has {row.actual_columns} fields, expected {row.expected_columns} (truncated line or wrong delimiter?)"
             return "skip"
 
-        table = pcsv.read_csv(
-            io.BytesIO(block),
-            read_options=pcsv.ReadOptions(column_names=self.columns, block_size=max(len(block) + 1, 1 << 20)),
-            parse_options=pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid, newlines_in_values=False),
-            convert_options=pcsv.ConvertOptions(
-                column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
+        try:
+            table = self._read(block, PARSE_BLOCK_BYTES, on_invalid)
+        except pa.ArrowInvalid:  # a line longer than a parse block: parse the chunk as one block
+            invalid.clear()
+            table = self._read(block, len(block) + 1, on_invalid)
         if not invalid and not rejected and not _has_blank_lines(block):
             positions = np.arange(first_line, first_line + table.num_rows, dtype=np.int64)
         else:
@@ -150,6 +148,16 @@ class _BlockParser:
             raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
         rejected.sort()
         return RawChunk(table, positions, rejected)
+
+    def _read(self, block: bytes, block_size: int, on_invalid) -> pa.Table:
+        return pcsv.read_csv(
+            io.BytesIO(block),
+            read_options=pcsv.ReadOptions(column_names=self.columns, block_size=block_size),
+            parse_options=pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid, newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
 
     @staticmethod
     def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:

@@ -224,17 +224,21 @@ class Lake:
         offered = rows.height
         rows = rows.unique(subset=list(spec.key), keep="first", maintain_order=True)
         if rows.height and self.rows(name):
-            rows = rows.join(self._existing_keys(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
+            rows = rows.join(self._keys_present(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
         return version, rows.height, offered - rows.height
 
-    def _existing_keys(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
+    def _keys_present(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
+        """Keys of ``rows`` the table already holds. The table's keys stream past a hash table of
+        the new rows' keys, so memory follows the batch, not the table; only the partitions the
+        rows fall in, and only the key columns, are read."""
         spec = self.spec(name)
-        found = pl.scan_delta(str(self.path(name)))
+        keys = list(spec.key)
+        existing = pl.scan_delta(str(self.path(name)))
         for column in spec.partition_by:
-            found = found.filter(pl.col(column).is_in(rows[column].unique().implode()))
-        return found.select(list(spec.key)).collect()
+            existing = existing.filter(pl.col(column).is_in(rows[column].unique().implode()))
+        return existing.select(keys).join(rows.lazy().select(keys), on=keys, how="semi", nulls_equal=True).collect(engine="streaming")
 
     def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
         """Insert new rows and replace rows with the same key (registries: places, sensors).
