@@ -183,12 +183,21 @@ MAP_HELP = "Rename source columns: target=source pairs, e.g. device_id=uid,ts=ti
 TZ_HELP = "Time zone of timestamps that carry no offset (setting ingest.timezone; default UTC)."
 
 
+def tabular_feed_options(command):
+    """FILES… with --map, --tz and --delimiter: the options every row-per-record feed takes."""
+    for option in reversed((
+        click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False)),
+        click.option("--map", "mapping", metavar="PAIRS", help=MAP_HELP),
+        click.option("--tz", help=TZ_HELP),
+        click.option("--delimiter", help="CSV delimiter; sniffed from the header when not given."),
+        click.pass_obj,
+    )):
+        command = option(command)
+    return command
+
+
 @ingest.command(name="pings")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--map", "mapping", metavar="PAIRS", help=MAP_HELP)
-@click.option("--tz", help=TZ_HELP)
-@click.option("--delimiter", help="CSV delimiter; sniffed from the header when not given.")
-@click.pass_obj
+@tabular_feed_options
 def ingest_pings_command(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
     """Device pings (CSV or Parquet: device_id, ts, lat, lon[, accuracy_m]) into `pings`.
 
@@ -230,11 +239,7 @@ def ingest_sensors_command(ctx: Context, files: tuple[str, ...]) -> None:
 
 
 @ingest.command(name="readings")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--map", "mapping", metavar="PAIRS", help=MAP_HELP)
-@click.option("--tz", help=TZ_HELP)
-@click.option("--delimiter", help="CSV delimiter; sniffed from the header when not given.")
-@click.pass_obj
+@tabular_feed_options
 def ingest_readings_command(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
     """Sensor readings (CSV, JSON Lines or Parquet: sensor_id, ts, metric, value) into `readings`.
 

@@ -39,6 +39,7 @@ class Chunk:
     bad: pl.DataFrame
     rows_in: int
     bytes_done: int = 0
+    prepared: bool = False  # good rows already conformed to the table (BatchWriter.prepare)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class BatchWriter:
 
     def commit(self, index: int, chunk: Chunk) -> None:
         started = dt.datetime.now(UTC)
+        chunk = self.prepare(chunk)
         batch_id = f"{self.fingerprint[:16]}:{index}"  # the same file chunk has the same id in every run
         offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
         meta = {"citylake.batch_id": batch_id, "citylake.source": self.source, "citylake.rows_in": str(chunk.rows_in),
@@ -95,10 +97,16 @@ class BatchWriter:
             version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
             duplicates = offered - inserted - updated
         else:
-            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta)
+            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True)
         self._quarantine(batch_id, chunk.bad)
         self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
         self._count(chunk, inserted, duplicates)
+
+    def prepare(self, chunk: Chunk) -> Chunk:
+        """Cast, partition and sort the good rows (runs on the prefetch thread, off the commit path)."""
+        if not self.registry and not chunk.prepared:
+            chunk.good, chunk.prepared = self.lake.conform(self.table, chunk.good), True
+        return chunk
 
     def _quarantine(self, batch_id: str, bad: pl.DataFrame) -> None:
         if not bad.height:
@@ -154,7 +162,7 @@ def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, p
     )
     with bar:
         task = bar.add_task("ingest", total=total_bytes or None)
-        for index, chunk in enumerate(prefetch(chunks)):
+        for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):
             writer.commit(index, chunk)
             bar.update(task, completed=chunk.bytes_done)
     writer.report.seconds = time.perf_counter() - started
