@@ -26,7 +26,7 @@ from citylake import settings as S
 from h3_index.errors import CitylakeError
 
 FORMATS = click.Choice(["table", "csv", "json"])
-out = Console()
+out = Console(soft_wrap=True)  # long status lines stay whole when piped or logged
 
 
 class Context:
