@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from h3_index.errors import CitylakeError
+from ingestion.location import DEFAULT_BATCH_ROWS
+from ingestion.mqtt import COMMIT_MESSAGES, COMMIT_SECONDS
 from lake.engines import DEFAULT_EXTENSION_DIR
 from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES
 
@@ -93,10 +95,10 @@ SETTINGS: tuple[Setting, ...] = (
         "$CITYLAKE_PSEUDONYM_KEY, if set, is the key itself and wins.",
         _text,
     ),
-    Setting("ingest.batch_rows", 1_000_000, "Rows per ingestion commit; larger files stream in batches of this many.", _positive_int),
+    Setting("ingest.batch_rows", DEFAULT_BATCH_ROWS, "Rows per ingestion commit; larger files stream in batches of this many.", _positive_int),
     Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
-    Setting("mqtt.commit_messages", 5_000, "The MQTT feed commits after this many messages…", _positive_int),
-    Setting("mqtt.commit_seconds", 10, "…or after this many seconds, whichever comes first.", _positive_int),
+    Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
+    Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
 )

@@ -34,6 +34,8 @@ from lake import Lake
 
 CONNECT_TIMEOUT_S = 10
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps unacknowledged messages for a stopped ingester this long
+COMMIT_MESSAGES = 5_000  # a commit every this many messages…
+COMMIT_SECONDS = 10  # …or this many seconds: small files stay rare, readings land within seconds
 MAX_RECEIVE = 65_535  # MQTT v5's largest Receive Maximum: a commit may hold at most this many messages
 
 
@@ -62,8 +64,8 @@ class Message:
 
 
 def ingest_mqtt(
-    lake: Lake, broker: str, topic: str, /, *, client_id: str = "citylake-ingest", commit_messages: int = 5_000,
-    commit_seconds: float = 10.0, max_seconds: float | None = None, max_messages: int | None = None, tz: str = "UTC",
+    lake: Lake, broker: str, topic: str, /, *, client_id: str = "citylake-ingest", commit_messages: int = COMMIT_MESSAGES,
+    commit_seconds: float = COMMIT_SECONDS, max_seconds: float | None = None, max_messages: int | None = None, tz: str = "UTC",
     on_commit=None,
 ) -> IngestReport:
     """Subscribe and commit readings every ``commit_messages`` messages or ``commit_seconds``,

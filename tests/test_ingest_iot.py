@@ -111,3 +111,11 @@ def test_readings_from_json_lines_and_parquet(places_lake, tmp_path):
     report = ingest_readings(places_lake, tmp_path / "r.parquet")
     assert (report.accepted, report.rejected) == (1, 1)
     assert places_lake.rows("readings") == 3
+
+
+def test_read_sensors_without_a_lake(tmp_path):
+    from ingestion.iot import read_sensors
+
+    good, bad = read_sensors(write_sensors(tmp_path / "sensors.csv"))
+    assert good.num_rows == 4 and set(good.column("place_id").to_pylist()) == {None}
+    assert bad.height == 1 and "lat 95" in bad["reason"][0]

@@ -181,3 +181,11 @@ def test_empty_and_missing_files_say_so(lake, tmp_path):
     with pytest.raises(UnreadableInput, match="no such file"):
         ingest_pings(lake, tmp_path / "absent.csv", key=KEY)
     assert os.path.exists(tmp_path / "empty.csv")
+
+
+def test_read_pings_returns_the_rows_it_would_write(tmp_path):
+    from ingestion.location import read_pings
+
+    good, bad = read_pings(write(tmp_path / "p.csv", HEADER + "a,2026-11-01T00:00:00Z,31.2,121.4,5\nb,nope,31.2,121.4,5\n"), key=KEY)
+    assert good.num_rows == 1 and good.column("device_id").to_pylist() == [oracle_pseudonym("a")]
+    assert bad["reason"].to_list() == ["ts nope is not a timestamp (ISO 8601 or epoch seconds/millis)"]

@@ -43,6 +43,15 @@ def sensor_lake(lake, tmp_path):
     return lake
 
 
+def start_ingester(lake, broker: str, topic: str, client_id: str) -> subprocess.Popen:
+    """`citylake ingest mqtt` in its own process, committing only when stopped (or killed)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "mqtt", "--broker", broker,
+         "--topic", topic, "--client-id", client_id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CITYLAKE_MQTT_COMMIT_SECONDS": "3600"},
+    )
+
+
 def subscribe_once(lake, broker: str, topic: str, client_id: str) -> None:
     """Open the persistent session so the broker queues what is published next."""
     ingest_mqtt(lake, broker, topic, client_id=client_id, max_seconds=0.3)
@@ -69,11 +78,7 @@ def test_sigterm_flushes_what_is_held(sensor_lake, mosquitto):
     client_id, topic = f"t-{uuid.uuid4().hex[:8]}", f"city/{uuid.uuid4().hex[:6]}"
     subscribe_once(sensor_lake, mosquitto, topic, client_id)
     publish(mosquitto, topic, [reading("S1", m) for m in range(25)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "citylake.cli", "--lake", str(sensor_lake.root), "ingest", "mqtt", "--broker", mosquitto,
-         "--topic", topic, "--client-id", client_id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CITYLAKE_MQTT_COMMIT_SECONDS": "3600"},
-    )
+    proc = start_ingester(sensor_lake, mosquitto, topic, client_id)
     time.sleep(3)  # connected and holding 25 messages, far from a commit
     assert sensor_lake.rows("readings") == 0
     proc.send_signal(signal.SIGTERM)
@@ -88,11 +93,7 @@ def test_a_killed_ingester_loses_nothing(sensor_lake, mosquitto):
     client_id, topic = f"t-{uuid.uuid4().hex[:8]}", f"city/{uuid.uuid4().hex[:6]}"
     subscribe_once(sensor_lake, mosquitto, topic, client_id)
     publish(mosquitto, topic, [reading("S1", m) for m in range(40)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "citylake.cli", "--lake", str(sensor_lake.root), "ingest", "mqtt", "--broker", mosquitto,
-         "--topic", topic, "--client-id", client_id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CITYLAKE_MQTT_COMMIT_SECONDS": "3600"},
-    )
+    proc = start_ingester(sensor_lake, mosquitto, topic, client_id)
     time.sleep(3)
     proc.kill()
     proc.wait()
