@@ -20,6 +20,7 @@ from ingestion.location import DEFAULT_BATCH_ROWS
 from ingestion.mqtt import COMMIT_MESSAGES, COMMIT_SECONDS
 from lake.engines import DEFAULT_EXTENSION_DIR
 from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES
+from queries.base import DEFAULT_K
 
 
 class SettingError(CitylakeError, ValueError):
@@ -100,6 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
     Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
     Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),
+    Setting("privacy.k_anonymity", DEFAULT_K, "Groups about people with fewer distinct devices than this are withheld from "
+            "every result, report and map.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
 )

@@ -1,0 +1,56 @@
+"""One query interface, one implementation per engine, the same answers.
+
+Every result about people passes ``k_anonymous`` before it leaves: a group with fewer than
+``k`` distinct devices is withheld and counted in ``QueryResult.suppressed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import polars as pl
+import pyarrow as pa
+
+from queries.filters import Filters
+
+FootfallBy = Literal["place", "category", "cell"]
+DEFAULT_K = 10  # DESIGN.md: groups of fewer than 10 distinct devices are never shown
+FOOTFALL_SCHEMA = {"pings": pl.Int64, "devices": pl.Int64}
+POLYGONAL = ("Polygon", "MultiPolygon")  # footfall is about being inside; lines and points have no inside
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    table: pa.Table
+    suppressed: int  # groups withheld for having fewer than k distinct devices
+    k: int
+    engine: str
+
+    def summary(self) -> str:
+        return f"{self.table.num_rows:,} rows; {self.suppressed:,} withheld (fewer than {self.k} devices) — {self.engine}"
+
+
+class Engine(Protocol):
+    name: str
+
+    def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
+        """Pings and distinct devices per group and time bucket, before k-anonymity."""
+        ...
+
+
+def group_columns(by: FootfallBy) -> list[str]:
+    return {"place": ["place_id", "name", "category"], "category": ["category"], "cell": ["h3_cell"]}[by]
+
+
+def k_anonymous(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
+    kept = frame.filter(pl.col("devices") >= k)
+    return kept, frame.height - kept.height
+
+
+def tidy(frame: pl.DataFrame, by: FootfallBy) -> pl.DataFrame:
+    """Same column order, types and row order from every engine."""
+    keys = group_columns(by)
+    frame = frame.with_columns(pl.col("bucket").dt.cast_time_unit("us").dt.convert_time_zone("UTC"), pl.col("pings").cast(pl.Int64),
+                               pl.col("devices").cast(pl.Int64))
+    return frame.select([*keys, "bucket", "pings", "devices"]).sort([*keys, "bucket"])

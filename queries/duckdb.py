@@ -1,0 +1,42 @@
+"""The DuckDB engine: SQL over the lake's views, spatial for the exact test on boundary cells."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from lake import Lake, duckdb_for
+from queries.base import FootfallBy
+from queries.filters import Filters
+
+
+class DuckDBEngine:
+    name = "duckdb"
+
+    def __init__(self, lake: Lake, **connect_options: object) -> None:
+        self.lake = lake
+        self.con = duckdb_for(lake, **connect_options)
+
+    def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
+        bucket = f"time_bucket_of(p.ts, '{freq}')"
+        if by == "cell":
+            cell = "p.h3_cell" if res == self.lake.cell_res else f"h3_cell_to_parent(p.h3_cell, {res})"
+            sql = f"""SELECT {cell} AS h3_cell, {bucket} AS bucket, count(*) AS pings, count(DISTINCT p.device_id) AS devices
+                      FROM pings p WHERE {filters.ping_sql('p')} GROUP BY ALL"""
+            return self.con.execute(sql).pl()
+        hits = f"""
+            WITH pl AS (
+                SELECT place_id, name, category, ST_GeomFromWKB(geometry) AS geom FROM places pl
+                WHERE {filters.place_sql('pl')}
+                  AND ST_GeometryType(ST_GeomFromWKB(geometry))::VARCHAR IN ('POLYGON', 'MULTIPOLYGON')
+            )
+            SELECT p.device_id, p.ts, p.lat, p.lon, pl.place_id, pl.name, pl.category
+            FROM pings p JOIN place_cells c USING (h3_cell) JOIN pl USING (place_id)
+            WHERE {filters.ping_sql('p')} AND (c.interior OR ST_Contains(pl.geom, ST_Point(p.lon, p.lat)))"""
+        if by == "place":
+            sql = f"""SELECT place_id, name, category, {bucket} AS bucket, count(*) AS pings, count(DISTINCT device_id) AS devices
+                      FROM ({hits}) p GROUP BY ALL"""
+        else:  # a ping inside two places of one category counts once for it
+            sql = f"""SELECT category, {bucket} AS bucket, count(DISTINCT (device_id, ts, lat, lon)) AS pings,
+                             count(DISTINCT device_id) AS devices
+                      FROM ({hits}) p GROUP BY ALL"""
+        return self.con.execute(sql).pl()

@@ -1,0 +1,139 @@
+"""Footfall on both engines: the same answers, shapely's answers, k-anonymous."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import h3
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import shapely
+
+from ingestion.city import generate_city
+from ingestion.iot import ingest_sensors
+from ingestion.location import ingest_pings
+from ingestion.map import ingest_places
+from lake import Lake, scan
+from queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def city_lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("queries")
+    generate_city(root / "city", devices=400, days=4, seed=9)
+    lake = Lake.init(root / "lake")
+    ingest_places(lake, root / "city" / "places.geojson")
+    ingest_sensors(lake, root / "city" / "sensors.csv")
+    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
+    return lake
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    return request.param
+
+
+def oracle_footfall(lake: Lake, filters: Filters, freq_us: int) -> pl.DataFrame:
+    """Brute force: every ping against every polygonal place with shapely, no H3 at all."""
+    pings = scan(lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon").collect()
+    places = scan(lake, "places").filter(filters.place_expr()).collect()
+    rows = []
+    for place in places.iter_rows(named=True):
+        shape = shapely.from_wkb(place["geometry"])
+        if shape.geom_type not in ("Polygon", "MultiPolygon"):
+            continue
+        inside = pings.filter(pl.Series(shapely.contains_xy(shape, pings["lon"].to_numpy(), pings["lat"].to_numpy())))
+        rows.append(inside.with_columns(pl.lit(place["place_id"]).alias("place_id")))
+    hits = pl.concat(rows)
+    micros = hits["ts"].dt.epoch("us")
+    hits = hits.with_columns(pl.Series("bucket", (micros - micros % freq_us)).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+    return (hits.group_by("place_id", "bucket").agg(pl.len().cast(pl.Int64).alias("pings"),
+                                                     pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
+            .sort("place_id", "bucket"))
+
+
+def test_footfall_matches_the_shapely_oracle(city_lake, engine):
+    got = pl.from_arrow(footfall(city_lake, freq="1h", k=1, engine_name=engine).table).select("place_id", "bucket", "pings", "devices")
+    want = oracle_footfall(city_lake, Filters(), 3600 * 10**6)
+    assert got.height > 100 and got.equals(want)
+
+
+@pytest.mark.parametrize("by, res", [("place", None), ("category", None), ("cell", 8), ("cell", None)])
+def test_both_engines_give_the_same_answer(city_lake, by, res):
+    filters = Filters(start=dt.datetime(2026, 11, 3, tzinfo=UTC), end=dt.datetime(2026, 11, 5, 12, tzinfo=UTC), hours=tuple(range(8, 20)))
+    results = [footfall(city_lake, by=by, res=res, freq="15min", filters=filters, k=3, engine_name=e) for e in ENGINES]
+    assert results[0].table.num_rows > 0
+    assert results[0].table.equals(results[1].table)
+    assert results[0].suppressed == results[1].suppressed
+
+
+def test_cells_match_h3_parents(city_lake, engine):
+    got = pl.from_arrow(footfall(city_lake, by="cell", res=7, freq="1d", k=1, engine_name=engine).table)
+    pings = scan(city_lake, "pings").select("h3_cell", "ts").collect()
+    parents = [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), 7)) for c in pings["h3_cell"].to_list()]
+    want = pings.with_columns(pl.Series("parent", parents), pl.col("ts").dt.truncate("1d").alias("bucket"))
+    want = want.group_by("parent", "bucket").len().sort("parent", "bucket")
+    assert got.select("h3_cell", "bucket", pl.col("pings").cast(pl.UInt32)).rows() == want.rows()
+
+
+def test_k_anonymity_withholds_small_groups_and_says_how_many(city_lake, engine):
+    everything = pl.from_arrow(footfall(city_lake, freq="15min", k=1, engine_name=engine).table)
+    safe = footfall(city_lake, freq="15min", k=10, engine_name=engine)
+    table = pl.from_arrow(safe.table)
+    assert table["devices"].min() >= 10
+    assert safe.suppressed == everything.filter(pl.col("devices") < 10).height > 0
+    assert table.height + safe.suppressed == everything.height
+
+
+def test_filters_agree_with_the_oracle(city_lake, engine):
+    filters = Filters(start=dt.datetime(2026, 11, 3, 6, tzinfo=UTC), end=dt.datetime(2026, 11, 5, tzinfo=UTC),
+                      hours=tuple(range(10, 16)), weekdays=(1, 2, 3), categories=("park", "expo"),
+                      bbox=(121.38, 31.14, 121.52, 31.26))
+    got = pl.from_arrow(footfall(city_lake, freq="1h", filters=filters, k=1, engine_name=engine).table)
+    want = oracle_footfall(city_lake, filters, 3600 * 10**6)
+    assert got.height > 5 and got.select("place_id", "bucket", "pings", "devices").equals(want)
+    assert set(got["category"]) <= {"park", "expo"}
+    assert all(10 <= b.hour < 16 and b.weekday() in (1, 2, 3) for b in got["bucket"])
+
+
+def test_a_ping_in_two_places_of_a_category_counts_once(city_lake, engine):
+    by_place = pl.from_arrow(footfall(city_lake, by="place", freq="1d", k=1, engine_name=engine,
+                                      filters=Filters(categories=("district",))).table)
+    by_category = pl.from_arrow(footfall(city_lake, by="category", freq="1d", k=1, engine_name=engine,
+                                         filters=Filters(categories=("district",))).table)
+    # districts tile the city and share edges: a ping is inside at most one of them
+    assert by_category["pings"].sum() == by_place["pings"].sum() > 0
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda lk: footfall(lk, res=12), BadFilter), (lambda lk: footfall(lk, freq="2h"), BadFilter),
+    (lambda lk: footfall(lk, engine_name="spark"), UnknownEngine), (lambda lk: footfall(lk, k=0), BadFilter),
+    (lambda lk: Filters(hours=(25,)), BadFilter),
+    (lambda lk: Filters(start=dt.datetime(2026, 1, 2), end=dt.datetime(2026, 1, 1)), BadFilter),
+])
+def test_bad_requests_are_named(city_lake, call, error):
+    with pytest.raises(error):
+        call(city_lake)
+
+
+def test_cli_footfall_formats(city_lake, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300, env={**os.environ})
+    as_json = run("--category", "park", "--freq", "1d", "--format", "json", "--engine", "polars")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert rows and all(r["devices"] >= 10 and r["category"] == "park" for r in rows)
+    assert "withheld (fewer than 10 devices)" in as_json.stderr
+    out = run("--by", "cell", "--res", "7", "--format", "parquet", "--out", str(tmp_path / "f.parquet"))
+    assert out.returncode == 0, out.stderr
+    cells = pq.read_table(tmp_path / "f.parquet").to_pylist()
+    assert cells and all(h3.str_to_int(r["cell"]) == r["h3_cell"] for r in cells[:50])
+    bad = run("--weekdays", "funday")
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("citylake: error: filter weekdays")
