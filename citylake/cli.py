@@ -50,9 +50,12 @@ def cli(ctx: click.Context, lake: str | None, config: str | None) -> None:
 
     \b
     Start here:
-      citylake init                        create the lake
-      citylake tables                      what it holds
-      citylake sql "SELECT count(*) FROM pings"
+      citylake init                                    create the lake and the pseudonym key
+      citylake generate-city --out city                a sample city as feed files
+      citylake ingest places city/places.geojson       then sensors, readings, pings likewise
+      citylake tables                                  what the lake holds
+      citylake query footfall --category park          visitors per park per hour
+      citylake sql "SELECT count(*) FROM pings"        anything else, in SQL
     """
     ctx.obj = Context(lake, config)
 
