@@ -7,6 +7,7 @@ are quarantined with their line and reason. Files stream in chunks of ``batch_ro
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from h3_index import latlng_to_cells
 from ingestion import validate as V
 from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
 from ingestion.errors import BadOption, MissingColumns
-from ingestion.pseudonym import pseudonymise
+from ingestion.pseudonym import pseudonym, pseudonymise
 from ingestion.textfile import RawChunk, chunks
 from lake import Lake
 
@@ -102,14 +103,39 @@ def _validate(
     if has_accuracy:
         checks += [*V.numeric("accuracy_m", optional=True),
                    V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
-    good, bad = V.split(frame, checks)
+    # Quarantined text must not carry the raw device id either: its field becomes the pseudonym.
+    frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"))
+    frame = frame.with_columns(device_ref_expr())
+    good, bad = V.split(frame, checks, raw_columns=[DEVICE_REF, *[c for c in rows.column_names if c != "device_id"]])
     good = good.select(
-        pl.col("device_id"), pl.col("_ts").alias("ts"), pl.col("_lat").alias("lat"), pl.col("_lon").alias("lon"),
+        pl.col("_pseudonym").alias("device_id"), pl.col("_ts").alias("ts"), pl.col("_lat").alias("lat"), pl.col("_lon").alias("lon"),
         (pl.col("_accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
     )
-    good = good.with_columns(
-        pseudonymise(good["device_id"], key),
-        pl.Series("h3_cell", latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)),
-    )
-    bad = pl.concat([V.unreadable(raw.rejected), bad]) if raw.rejected else bad
+    good = good.with_columns(pl.Series("h3_cell", latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)))
+    if raw.rejected:
+        device_field = rows.column_names.index("device_id") if raw.rows.num_columns else 0
+        unreadable = [(pos, redact_line(text, device_field, raw.delimiter, key), why, kind) for pos, text, why, kind in raw.rejected]
+        bad = pl.concat([V.unreadable(unreadable), bad])
     return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)
+
+
+DEVICE_REF = "_device_ref"
+WITHHELD = "[line withheld: its device id could not be separated from the rest]"
+
+
+def device_ref_expr() -> pl.Expr:
+    """What quarantine shows in place of a raw device id: ``pseudonym:<the device_id stored in pings>``."""
+    return (pl.when(V.is_missing("device_id")).then(pl.lit("")).otherwise(pl.format("pseudonym:{}", pl.col("_pseudonym")))
+            .alias(DEVICE_REF))
+
+
+def redact_line(text: str, field: int, delimiter: str, key: bytes) -> str:
+    """A rejected line with its device-id field replaced by the pseudonym, or withheld whole."""
+    try:
+        fields = next(csv.reader([text], delimiter=delimiter))
+    except (csv.Error, StopIteration):
+        return WITHHELD
+    if field >= len(fields):
+        return WITHHELD
+    fields[field] = f"pseudonym:{pseudonym(fields[field], key)}" if fields[field].strip() else ""
+    return delimiter.join(fields)

@@ -38,6 +38,7 @@ class RawChunk:
     positions: np.ndarray  # file line (text) or 1-based row (Parquet) of each row
     rejected: list[tuple[int, str, str, str]] = field(default_factory=list)  # (position, raw text, reason, kind)
     bytes_done: int = 0
+    delimiter: str = ","  # how a rejected line's fields are separated (CSV), so a field can be redacted
 
     @property
     def rows_in(self) -> int:
@@ -147,7 +148,7 @@ class _BlockParser:
         if positions.size != table.num_rows:
             raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
         rejected.sort()
-        return RawChunk(table, positions, rejected)
+        return RawChunk(table, positions, rejected, delimiter=self.delimiter)
 
     def _read(self, block: bytes, block_size: int, on_invalid) -> pa.Table:
         return pcsv.read_csv(

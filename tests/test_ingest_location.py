@@ -39,16 +39,24 @@ def oracle_pseudonym(raw: str) -> int:
 
 
 def test_raw_device_ids_never_reach_the_lake(lake, tmp_path):
+    """Not in pings, and not in quarantine either: rejected rows carry the pseudonym in the id's place."""
     ids = ["alice@example.org", "imei-356938035643809", "bob-phone"]
+    secret = ["carol-bad-coords", "dave-truncated", "erin-\u00e9"]
     rows = "".join(f"{d},2026-11-01T0{i}:00:00Z,31.2{i},121.4{i},5\n" for i, d in enumerate(ids))
-    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + rows), key=KEY)
-    assert report.accepted == 3
+    rows += f"{secret[0]},2026-11-01T00:00:00Z,121.4,31.2,5\n{secret[1]},2026-11-01T00:00:00Z\n"
+    (tmp_path / "p.csv").write_bytes((HEADER + rows).encode() + secret[2].encode() + b"\xff,2026-11-01T00:00:00Z,31.2,121.4,5\n")
+    report = ingest_pings(lake, tmp_path / "p.csv", key=KEY)
+    assert (report.accepted, report.rejected) == (3, 3)
+    raw = dict(duckdb_for(lake).execute("SELECT row_number, raw FROM quarantine").fetchall())
+    assert raw[5] == f"pseudonym:{oracle_pseudonym(secret[0])},2026-11-01T00:00:00Z,121.4,31.2,5"
+    assert raw[6] == f"pseudonym:{oracle_pseudonym(secret[1])},2026-11-01T00:00:00Z"
+    assert not any(s in text for s in secret + ids for text in raw.values())
     got = scan(lake, "pings").sort("ts").select("device_id").collect()["device_id"].to_list()
     assert got == [oracle_pseudonym(d) for d in ids]
     for path in Path(lake.root).rglob("*"):
         if path.is_file():
             blob = path.read_bytes()
-            assert not any(d.encode() in blob for d in ids), f"raw id found in {path}"
+            assert not any(d.encode() in blob for d in ids + secret), f"raw id found in {path}"
 
 
 def test_the_same_device_gets_the_same_pseudonym_across_files(lake, tmp_path):
@@ -107,7 +115,7 @@ def test_bad_rows_are_quarantined_with_line_and_reason_and_good_rows_land(lake, 
     assert "lat north is not a number" in reasons[8] and "lat inf is not finite" in reasons[9]
     assert "accuracy_m -1 is negative" in reasons[10] and "has 3 fields, expected 5" in reasons[11]
     raw = duckdb_for(lake).execute("SELECT raw FROM quarantine WHERE row_number = 11").fetchone()[0]
-    assert raw == "d,2026-11-01T00:00:00Z,31.2"
+    assert raw == f"pseudonym:{oracle_pseudonym('d')},2026-11-01T00:00:00Z,31.2"  # the raw line, id pseudonymised
 
 
 def test_rerun_and_overlapping_files_add_nothing_twice(lake, tmp_path):

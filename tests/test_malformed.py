@@ -69,8 +69,8 @@ def test_quarantine_keeps_the_raw_text_and_line(tmp_path):
     lake = Lake.init(tmp_path / "lake")
     ingest_pings(lake, tmp_path / "p.csv", key=b"k")
     rows = duckdb_for(lake).execute("SELECT row_number, reason, raw FROM quarantine ORDER BY row_number").fetchall()
-    assert rows[0][:2] == (4, "is not valid UTF-8 text") and rows[0][2].startswith("d\ufffd")
-    assert rows[1][0] == 6 and "swapped" in rows[1][1] and rows[1][2] == "d,2026-11-01T00:00:00Z,121.4,31.2,5"
+    assert rows[0][:2] == (4, "is not valid UTF-8 text") and rows[0][2].startswith("pseudonym:")  # the id field, pseudonymised
+    assert rows[1][0] == 6 and "swapped" in rows[1][1] and rows[1][2].endswith(",2026-11-01T00:00:00Z,121.4,31.2,5")
 
 
 # --- generated: rows that are valid by construction, mixed with rows broken in random ways ---------
