@@ -44,9 +44,21 @@ def connect(lake: Lake, /, *, as_of: str | None = None, settings: S.Settings | N
     )
 
 
-def sql(lake: Lake, query: str, /, *, as_of: str | None = None) -> duckdb.DuckDBPyRelation:
-    """Run SQL against the lake's views."""
-    return connect(lake, as_of=as_of).sql(query)
+def workspace(lake: Lake, /, *, role: str = "analyst", as_of: str | None = None, settings: S.Settings | None = None):
+    """The SQL workspace for a role: analysts read-only without personal data; stewards (key holders) everything."""
+    from ingestion.pseudonym import load_key
+    from queries.sandbox import STEWARD, Workspace
+
+    settings = settings or S.load()
+    if role == STEWARD:
+        load_key(settings["privacy.pseudonym_key_file"])  # only the key's holder is a steward
+    return Workspace(lake, role=role, as_of=as_of, extension_dir=settings["duckdb.extension_directory"],
+                     memory_limit=settings["duckdb.memory_limit"] or None, threads=settings["duckdb.threads"] or None)
+
+
+def sql(lake: Lake, query: str, /, *, role: str = "analyst", as_of: str | None = None) -> duckdb.DuckDBPyRelation | None:
+    """Run SQL in the workspace of ``role`` (analyst by default)."""
+    return workspace(lake, role=role, as_of=as_of).sql(query)
 
 
 def frame(lake: Lake, table: str, /, *, as_of: int | str | None = None) -> pl.LazyFrame:

@@ -26,7 +26,8 @@ from citylake import settings as S
 from h3_index.errors import CitylakeError
 
 FORMATS = click.Choice(["table", "csv", "json"])
-out = Console(soft_wrap=True)  # long status lines stay whole when piped or logged
+# Long lines stay whole when piped or logged; a pipe gets a wide page instead of 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 class Context:
@@ -90,9 +91,15 @@ def tables(ctx: Context, fmt: str, as_of: str | None) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("--as-of", metavar="TIME", help="Query the lake as it was at this ISO time.")
 @click.option("--max-rows", default=1000, show_default=True, help="Rows to print in table format (0 for all).")
+@click.option("--role", type=click.Choice(["analyst", "steward"]), default="analyst", show_default=True,
+              help="analyst: read-only, no raw pings or quarantine, no files; steward: everything (needs the pseudonym key).")
 @click.pass_obj
-def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int) -> None:
-    """Run SQL against the lake. Every table is a view; h3_* and spatial ST_* functions are loaded.
+def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int, role: str) -> None:
+    """Run SQL against the lake. Tables are views; h3_* and spatial ST_* functions are loaded.
+
+    Analysts (the default role) get a read-only workspace: SELECT and EXPLAIN over places,
+    place_cells, sensors, readings and batches, with no access to other files. Raw pings and the
+    quarantine are for the steward role, which needs the pseudonym key.
 
     \b
     Example:
@@ -100,8 +107,7 @@ def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int) ->
                            count(*) AS pings FROM pings GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
     """
     lake = ctx.open()
-    con = api.connect(lake, as_of=as_of, settings=ctx.settings)
-    result = con.sql(query)
+    result = api.workspace(lake, role=role, as_of=as_of, settings=ctx.settings).sql(query)
     if result is None:
         return
     table = result.to_arrow_table()
