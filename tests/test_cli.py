@@ -69,10 +69,10 @@ def test_tables_reports_what_the_lake_holds(sample_lake, city):
 
 
 def test_sql_in_every_format(sample_lake):
-    query = "SELECT h3_cell_to_string(h3_cell_to_parent(h3_cell, 7)) AS cell, count(*) AS n FROM pings GROUP BY 1 ORDER BY 2 DESC, 1"
+    query = "SELECT h3_cell_to_string(h3_cell_to_parent(h3_cell, 7)) AS cell, count(*) AS n FROM readings GROUP BY 1 ORDER BY 2 DESC, 1"
     as_json = json.loads(ok("--lake", sample_lake, "sql", query, "--format", "json"))
     as_csv = list(csv.DictReader(io.StringIO(ok("--lake", sample_lake, "sql", query, "--format", "csv"))))
-    total = json.loads(ok("--lake", sample_lake, "sql", "SELECT count(*) AS n FROM pings", "--format", "json"))[0]["n"]
+    total = json.loads(ok("--lake", sample_lake, "sql", "SELECT count(*) AS n FROM readings", "--format", "json"))[0]["n"]
     assert sum(r["n"] for r in as_json) == total > 0
     assert [(r["cell"], int(r["n"])) for r in as_csv] == [(r["cell"], r["n"]) for r in as_json]
     table = ok("--lake", sample_lake, "sql", query)
