@@ -375,6 +375,46 @@ def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str
     click.echo(result.summary(), err=True)
 
 
+@query.command(name="dwell")
+@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
+@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@click.option("--place", "place_ids", multiple=True, metavar="ID", help="Only this place (repeatable).")
+@click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable).")
+@click.option("--max-gap", default=30, show_default=True, help="Minutes of silence inside a place that end a stay.")
+@click.option("--min-dwell", default=5, show_default=True, help="Minutes a stay must last to count.")
+@click.option("--visits", "visits_freq", type=click.Choice(["15min", "1h", "1d"]), help="Show visits per place per bucket instead.")
+@click.option("--save", is_flag=True, help="Also write the stays as the derived table `stays` (steward data: per device).")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@click.pass_obj
+def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tuple[str, ...], categories: tuple[str, ...],
+                max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, engine_name: str, fmt: str, out: str | None) -> None:
+    """How long people stay in places: visits, devices, median and p90 stay per place (k-anonymous).
+
+    A stay is a run of one device's consecutive pings inside a place with no silence longer than
+    --max-gap, lasting at least --min-dwell.
+
+    \b
+    Example: dwell in parks last weekend, and visits per hour
+      citylake query dwell --category park --from 2026-11-07 --to 2026-11-09
+      citylake query dwell --category park --visits 1h
+    """
+    from queries import Filters, dwell, save_stays, stays, visits
+
+    lake = ctx.open()
+    filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
+    found = stays(lake, filters=filters, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
+    if save:
+        version = save_stays(lake, found, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60)
+        click.echo(f"stays: {found.height:,} rows written (version {version})", err=True)
+    k = ctx.settings["privacy.k_anonymity"]
+    result = (visits(found, freq=visits_freq, k=k, engine_name=engine_name) if visits_freq
+              else dwell(found, k=k, engine_name=engine_name))
+    _write_result(result.table, fmt, out)
+    click.echo(result.summary(), err=True)
+
+
 def _when(option: str, text: str | None) -> dt.datetime | None:
     if text is None:
         return None

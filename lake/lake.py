@@ -88,7 +88,10 @@ class Lake:
         if not marker.is_file():
             raise LakeNotFound(str(root))
         facts = json.loads(marker.read_text())
-        return cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"])
+        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"])
+        for spec in TABLES.values():  # a lake made by an older citylake gains the tables added since
+            lake._create_table(spec)
+        return lake
 
     def _create_table(self, spec: TableSpec) -> None:
         path = self.path(spec.name)

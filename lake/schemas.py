@@ -133,6 +133,24 @@ TABLES: dict[str, TableSpec] = {
             people=True,
         ),
         TableSpec(
+            "stays",
+            (
+                _f("device_id", pa.int64(), False),
+                _f("place_id", pa.string(), False),
+                _f("start", TIMESTAMP, False),
+                _f("end", TIMESTAMP, False),
+                _f("duration_s", pa.float64(), False),
+                _f("pings", pa.int64(), False),
+                _f("max_gap_s", pa.int64(), False),
+                _f("min_dwell_s", pa.int64(), False),
+                _f("computed_at", TIMESTAMP, False),
+            ),
+            "Derived: stays of devices in places (runs of consecutive pings inside a place), with the parameters that made them.",
+            key=("device_id", "place_id", "start", "max_gap_s", "min_dwell_s"),
+            people=True,
+            cell_columns=(),
+        ),
+        TableSpec(
             "quarantine",
             (
                 _f("batch_id", pa.string(), False),

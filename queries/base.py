@@ -38,6 +38,10 @@ class Engine(Protocol):
         """Pings and distinct devices per group and time bucket, before k-anonymity."""
         ...
 
+    def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+        """device_id, place_id, start, end, pings of every stay (see ``queries.stays``)."""
+        ...
+
 
 def group_columns(by: FootfallBy) -> list[str]:
     return {"place": ["place_id", "name", "category"], "category": ["category"], "cell": ["h3_cell"]}[by]

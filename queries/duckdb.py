@@ -23,15 +23,7 @@ class DuckDBEngine:
             sql = f"""SELECT {cell} AS h3_cell, {bucket} AS bucket, count(*) AS pings, count(DISTINCT p.device_id) AS devices
                       FROM pings p WHERE {filters.ping_sql('p')} GROUP BY ALL"""
             return self.con.execute(sql).pl()
-        hits = f"""
-            WITH pl AS (
-                SELECT place_id, name, category, ST_GeomFromWKB(geometry) AS geom FROM places pl
-                WHERE {filters.place_sql('pl')}
-                  AND ST_GeometryType(ST_GeomFromWKB(geometry))::VARCHAR IN ('POLYGON', 'MULTIPOLYGON')
-            )
-            SELECT p.device_id, p.ts, p.lat, p.lon, pl.place_id, pl.name, pl.category
-            FROM pings p JOIN place_cells c USING (h3_cell) JOIN pl USING (place_id)
-            WHERE {filters.ping_sql('p')} AND (c.interior OR ST_Contains(pl.geom, ST_Point(p.lon, p.lat)))"""
+        hits = self._hits_sql(filters)
         if by == "place":
             sql = f"""SELECT place_id, name, category, {bucket} AS bucket, count(*) AS pings, count(DISTINCT device_id) AS devices
                       FROM ({hits}) p GROUP BY ALL"""
@@ -40,3 +32,31 @@ class DuckDBEngine:
                              count(DISTINCT device_id) AS devices
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
+
+    def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+        # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
+        numbered = f"""SELECT p.*, row_number() OVER (PARTITION BY p.device_id ORDER BY p.ts, p.lat, p.lon) AS seq
+                       FROM pings p WHERE {filters.ping_sql('p')}"""
+        sql = f"""
+            WITH hits AS ({self._hits_sql(filters, pings=f"({numbered})", extra=", p.seq")}),
+            marked AS (
+                SELECT *, CASE WHEN seq = lag(seq) OVER w + 1 AND epoch_us(ts) - epoch_us(lag(ts) OVER w) <= {max_gap_s * 10**6}
+                               THEN 0 ELSE 1 END AS new_stay
+                FROM hits WINDOW w AS (PARTITION BY device_id, place_id ORDER BY seq)),
+            runs AS (SELECT *, sum(new_stay) OVER (PARTITION BY device_id, place_id ORDER BY seq) AS stay FROM marked)
+            SELECT device_id, place_id, min(ts) AS start, max(ts) AS "end", count(*) AS pings
+            FROM runs GROUP BY device_id, place_id, stay
+            HAVING epoch_us(max(ts)) - epoch_us(min(ts)) >= {min_dwell_s * 10**6}"""
+        return self.con.execute(sql).pl()
+
+    def _hits_sql(self, filters: Filters, *, pings: str = "pings", extra: str = "") -> str:
+        """Pings inside each selected polygonal place: interior cells as they are, boundary cells tested exactly."""
+        return f"""
+            WITH pl AS (
+                SELECT place_id, name, category, ST_GeomFromWKB(geometry) AS geom FROM places pl
+                WHERE {filters.place_sql('pl')}
+                  AND ST_GeometryType(ST_GeomFromWKB(geometry))::VARCHAR IN ('POLYGON', 'MULTIPOLYGON')
+            )
+            SELECT p.device_id, p.ts, p.lat, p.lon, pl.place_id, pl.name, pl.category{extra}
+            FROM {pings} p JOIN place_cells c USING (h3_cell) JOIN pl USING (place_id)
+            WHERE {filters.ping_sql('p')} AND (c.interior OR ST_Contains(pl.geom, ST_Point(p.lon, p.lat)))"""

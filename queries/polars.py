@@ -31,6 +31,19 @@ class PolarsEngine:
         once = hits.unique(subset=["device_id", "ts", "lat", "lon", "category"])  # a ping counts once per category
         return once.group_by("category", bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
 
+    def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+        # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
+        pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
+                 .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq")))
+        hits = self._hits(pings, filters).sort("device_id", "place_id", "seq")
+        run = ["device_id", "place_id"]
+        new_stay = ((pl.col("seq") != pl.col("seq").shift(1).over(run) + 1)
+                    | ((pl.col("ts") - pl.col("ts").shift(1).over(run)).dt.total_microseconds() > max_gap_s * 10**6)).fill_null(True)
+        stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().over(run).alias("stay"))
+                 .group_by("device_id", "place_id", "stay")
+                 .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings")))
+        return stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6).drop("stay")
+
     def _hits(self, pings: pl.LazyFrame, filters: Filters) -> pl.DataFrame:
         """Pings inside each selected polygonal place: interior cells as they are, boundary cells tested exactly."""
         places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
