@@ -415,6 +415,38 @@ def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tup
     click.echo(result.summary(), err=True)
 
 
+@query.command(name="od")
+@click.option("--category", "categories", multiple=True, help="Zones: places of this category (repeatable), e.g. district.")
+@click.option("--place", "place_ids", multiple=True, metavar="ID", help="Zones: these places (repeatable).")
+@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
+@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@click.option("--freq", type=click.Choice(["1h", "1d"]), default="1d", show_default=True, help="Bucket of the departure time.")
+@click.option("--max-gap", default=30, show_default=True, help="Minutes of silence inside a zone that end a stay.")
+@click.option("--min-dwell", default=5, show_default=True, help="Minutes a stay must last to count as a trip end.")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@click.pass_obj
+def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ...], start: str | None, end: str | None, freq: str,
+             max_gap: int, min_dwell: int, engine_name: str, fmt: str, out: str | None) -> None:
+    """Origin–destination flows: trips between consecutive stays in different zones (k-anonymous).
+
+    Zones should not overlap (one category such as district): a stay inside two overlapping
+    zones at once would read as a trip between them.
+
+    \b
+    Example: flows between districts per day
+      citylake query od --category district --freq 1d
+    """
+    from queries import Filters, od, stays
+
+    filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
+    found = stays(ctx.open(), filters=filters, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
+    result = od(found, freq=freq, k=ctx.settings["privacy.k_anonymity"], engine_name=engine_name)
+    _write_result(result.table, fmt, out)
+    click.echo(result.summary(), err=True)
+
+
 def _when(option: str, text: str | None) -> dt.datetime | None:
     if text is None:
         return None

@@ -88,6 +88,22 @@ def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K
     return QueryResult(kept.to_arrow(), suppressed, k, engine_name)
 
 
+def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+    """Trips between consecutive stays of each device in different places, per (origin, destination, bucket of departure):
+    trips and distinct devices; k-anonymous. Choose the zones with the stays' filters (e.g. categories=("district",))."""
+    from h3_index import polars_expr as X
+
+    ordered = stays_frame.sort("device_id", "start", "place_id")
+    trips = ordered.with_columns(pl.col("place_id").shift(-1).over("device_id").alias("destination"),
+                                 pl.col("start").shift(-1).over("device_id").alias("arrival"))
+    trips = trips.filter(pl.col("destination").is_not_null() & (pl.col("destination") != pl.col("place_id")))
+    flows = (trips.group_by(pl.col("place_id").alias("origin"), "destination", X.time_bucket("end", check_freq(freq)).alias("bucket"))
+             .agg(pl.len().cast(pl.Int64).alias("trips"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
+             .sort("origin", "destination", "bucket"))
+    kept, suppressed = k_anonymous(flows, k)
+    return QueryResult(kept.to_arrow(), suppressed, k, engine_name)
+
+
 def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> int:
     """Write stays as the derived table ``stays``, with the parameters that made them (one commit; replaces earlier runs)."""
     import datetime as dt
@@ -97,5 +113,7 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
     return lake.write("stays", rows, mode="overwrite")
 
 
-__all__ = ["BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "dwell", "engine", "footfall", "save_stays",
-           "stays", "visits"]
+__all__ = [
+    "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "dwell", "engine", "footfall", "od",
+    "save_stays", "stays", "visits",
+]
