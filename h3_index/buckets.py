@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from h3_index.cells import RES_MASK, RES_SHIFT, check_cells, check_resolution, parent_bits
-from h3_index.errors import BadFrequency, BadResolution
+from h3_index.cells import cell_to_parent
+from h3_index.errors import BadFrequency
 
 # Width of each named bucket in microseconds, the lake's timestamp unit.
 BUCKETS_US: dict[str, int] = {
@@ -37,10 +37,5 @@ def time_bucket(ts: np.ndarray, freq: str) -> np.ndarray:
 
 def partition_keys(cells: np.ndarray, ts: np.ndarray, coarse_res: int) -> tuple[np.ndarray, np.ndarray]:
     """The lake partition of each row: its cell's ancestor at ``coarse_res`` and its UTC date."""
-    coarse_res = check_resolution(coarse_res)
-    arr = check_cells(cells)
-    finest = int(((arr & RES_MASK) >> RES_SHIFT).min(initial=15))
-    if arr.size and coarse_res > finest:
-        raise BadResolution(coarse_res, why=f"the partition cell must be coarser than the row cells (resolution {finest})")
     dates = np.asarray(ts, dtype="datetime64[us]").astype("datetime64[D]")
-    return parent_bits(arr, coarse_res), dates
+    return cell_to_parent(cells, coarse_res), dates

@@ -50,7 +50,7 @@ def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None) -
     path = Path(path)
     if not path.is_file():
         raise UnreadableInput(str(path), "no such file")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return parquet_chunks(path, batch_rows=batch_rows)
     if suffix in (".jsonl", ".ndjson", ".json"):
