@@ -120,9 +120,13 @@ class Lake:
         self.spec(name)
         return self.root / TABLES_DIR / name
 
+    def _delta(self, name: str) -> deltalake.DeltaTable:
+        """The table's latest version, as delta-rs opens it."""
+        return deltalake.DeltaTable(str(self.path(name)))
+
     def table(self, name: str, /, *, as_of: AsOf = None) -> deltalake.DeltaTable:
         """The Delta table, at its latest version or as of a version number or a time."""
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         version = self.resolve_version(name, as_of, table=table)
         if version is not None and version != table.version():
             table.load_as_version(version)
@@ -132,7 +136,7 @@ class Lake:
         """The version number ``as_of`` means: itself if a number, else the last commit at or before that time."""
         if as_of is None:
             return None
-        table = table or deltalake.DeltaTable(str(self.path(name)))
+        table = table or self._delta(name)
         if isinstance(as_of, (int, np.integer)) and not isinstance(as_of, bool):
             if not 0 <= as_of <= table.version():
                 raise NoSuchVersion(name, as_of, f"versions run from 0 to {table.version()}")
@@ -151,7 +155,7 @@ class Lake:
     def stats(self, name: str, /, *, as_of: AsOf = None) -> TableStats:
         """Rows, files, bytes and partitions of a table, read from its Delta log (no data scan)."""
         table = self.table(name, as_of=as_of)
-        actions = pa.table(table.get_add_actions(flatten=True))
+        actions = _add_actions(table)
         partitions = 0
         spec = self.spec(name)
         if spec.partition_by and actions.num_rows:
@@ -160,7 +164,7 @@ class Lake:
         return TableStats(
             name=name,
             version=table.version(),
-            rows=int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0,
+            rows=_row_count(actions),
             files=actions.num_rows,
             bytes=int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0,
             partitions=partitions,
@@ -184,9 +188,9 @@ class Lake:
         """
         if mode not in ("error", "append", "overwrite"):
             raise BadWriteMode(mode)
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         if mode == "error":
-            held = self.rows(name)
+            held = _row_count(_add_actions(table))
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
@@ -224,13 +228,13 @@ class Lake:
         ``conformed=True`` says ``data`` already came from ``conform`` (done ahead, off the commit path).
         """
         spec = self.spec(name)
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         rows = pl.from_arrow(data if conformed else self.conform(name, data, schema=table.schema().to_arrow()))
         offered = rows.height
         key = pl.struct(list(spec.key))
         if rows.select(key.is_duplicated().any()).item():  # cheap test first: most batches have no repeats
             rows = rows.filter(key.is_first_distinct())
-        if rows.height and self.rows(name):
+        if rows.height and _row_count(_add_actions(table)):
             rows = rows.join(self._keys_present(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
@@ -253,7 +257,7 @@ class Lake:
         Returns ``(version, inserted, updated)``; one commit.
         """
         spec = self.spec(name)
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         rows = pl.from_arrow(self.conform(name, data, schema=table.schema().to_arrow()))
         rows = rows.unique(subset=list(spec.key), keep="last", maintain_order=True).to_arrow()
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
@@ -271,7 +275,7 @@ class Lake:
         spec = self.spec(name)
         rows = _as_arrow(data)
         if schema is None:
-            schema = deltalake.DeltaTable(str(self.path(name))).schema().to_arrow()
+            schema = self._delta(name).schema().to_arrow()
         target = pa.schema([pa.field(f.name, f.type, f.nullable) for f in pa.schema(schema)])
         extra = set(rows.column_names) - set(target.names)
         if extra:
@@ -300,7 +304,7 @@ class Lake:
         identical rows are left untouched, so a rerun changes nothing.
         """
         spec = self.spec(name)
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         others = [c for c in rows.column_names if c not in spec.key]
@@ -318,11 +322,11 @@ class Lake:
     # -- maintenance ----------------------------------------------------------------------
     def history(self, name: str, /, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of a table, newest first: version, time, operation and its metrics."""
-        return deltalake.DeltaTable(str(self.path(name))).history(limit)
+        return self._delta(name).history(limit)
 
     def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
         """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         return table.optimize.compact(target_size=target_mb * 1024 * 1024)
 
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
@@ -332,16 +336,25 @@ class Lake:
         not name). The retention window protects in-flight writers and time travel: versions
         older than it stop working once their files are removed.
         """
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True)
 
     def add_column(self, name: str, column: str, type_: str, /) -> int:
         """Add a nullable column (schema evolution); existing rows read it as NULL."""
-        table = deltalake.DeltaTable(str(self.path(name)))
+        table = self._delta(name)
         if column in table.schema().to_arrow().names:
             raise SchemaMismatch(name, column, "the column already exists")
         table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
-        return deltalake.DeltaTable(str(self.path(name))).version()
+        return self._delta(name).version()
+
+
+def _add_actions(table: deltalake.DeltaTable) -> pa.Table:
+    """The data files of a table version with their sizes, row counts and partition values (from the log)."""
+    return pa.table(table.get_add_actions(flatten=True))
+
+
+def _row_count(actions: pa.Table) -> int:
+    return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
 
 
 def _as_arrow(data: Any) -> pa.Table:
