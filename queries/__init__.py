@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from lake import Lake
-from queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, k_anonymous, tidy
+from queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
 from queries.errors import BadFilter, QueryError, UnknownEngine
 from queries.filters import Filters, check_freq
 
@@ -43,8 +43,7 @@ def footfall(
         raise BadFilter("k", k, "k-anonymity needs k >= 1")
     runner = engine(engine_name, lake)
     raw = runner.footfall(by=by, freq=check_freq(freq), res=res, filters=filters)
-    table, suppressed = k_anonymous(tidy(raw, by), k)
-    return QueryResult(table.to_arrow(), suppressed, k, runner.name)
+    return private_result(tidy(raw, by), k=k, engine=runner.name)
 
 
 DEFAULT_MAX_GAP_S = 30 * 60  # a device silent for longer than this inside a place has left and come back
@@ -73,8 +72,7 @@ def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str 
                       (pl.col("duration_s").median() / 60).round(1).alias("median_min"),
                       (pl.col("duration_s").quantile(0.9, "linear") / 60).round(1).alias("p90_min"))
                  .sort("place_id"))
-    kept, suppressed = k_anonymous(per_place, k)
-    return QueryResult(kept.to_arrow(), suppressed, k, engine_name)  # engine_name: where the stays were found
+    return private_result(per_place, k=k, engine=engine_name)  # engine_name: where the stays were found
 
 
 def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
@@ -84,8 +82,7 @@ def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K
     per_bucket = (stays_frame.group_by("place_id", X.time_bucket("start", check_freq(freq)).alias("bucket"))
                   .agg(pl.len().cast(pl.Int64).alias("visits"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
                   .sort("place_id", "bucket"))
-    kept, suppressed = k_anonymous(per_bucket, k)
-    return QueryResult(kept.to_arrow(), suppressed, k, engine_name)
+    return private_result(per_bucket, k=k, engine=engine_name)
 
 
 def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
@@ -100,8 +97,7 @@ def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, en
     flows = (trips.group_by(pl.col("place_id").alias("origin"), "destination", X.time_bucket("end", check_freq(freq)).alias("bucket"))
              .agg(pl.len().cast(pl.Int64).alias("trips"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
              .sort("origin", "destination", "bucket"))
-    kept, suppressed = k_anonymous(flows, k)
-    return QueryResult(kept.to_arrow(), suppressed, k, engine_name)
+    return private_result(flows, k=k, engine=engine_name)
 
 
 def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> int:

@@ -1,6 +1,6 @@
 """One query interface, one implementation per engine, the same answers.
 
-Every result about people passes ``k_anonymous`` before it leaves: a group with fewer than
+Every result about people passes ``private_result`` before it leaves: a group with fewer than
 ``k`` distinct devices is withheld and counted in ``QueryResult.suppressed``.
 """
 
@@ -47,9 +47,10 @@ def group_columns(by: FootfallBy) -> list[str]:
     return {"place": ["place_id", "name", "category"], "category": ["category"], "cell": ["h3_cell"]}[by]
 
 
-def k_anonymous(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
+def private_result(frame: pl.DataFrame, *, k: int, engine: str) -> QueryResult:
+    """The only way a result about people leaves: groups with fewer than ``k`` distinct devices withheld and counted."""
     kept = frame.filter(pl.col("devices") >= k)
-    return kept, frame.height - kept.height
+    return QueryResult(kept.to_arrow(), frame.height - kept.height, k, engine)
 
 
 def tidy(frame: pl.DataFrame, by: FootfallBy) -> pl.DataFrame:
