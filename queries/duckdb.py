@@ -49,8 +49,11 @@ class DuckDBEngine:
             HAVING epoch_us(max(ts)) - epoch_us(min(ts)) >= {min_dwell_s * 10**6}"""
         return self.con.execute(sql).pl()
 
-    def _hits_sql(self, filters: Filters, *, pings: str = "pings", extra: str = "") -> str:
-        """Pings inside each selected polygonal place: interior cells as they are, boundary cells tested exactly."""
+    def _hits_sql(self, filters: Filters, *, pings: str | None = None, extra: str = "") -> str:
+        """Pings inside each selected polygonal place: interior cells as they are, boundary cells tested exactly.
+
+        ``pings`` is a subquery already filtered by the caller; without it the pings table is read and filtered here."""
+        source, ping_filter = ("pings", filters.ping_sql("p")) if pings is None else (pings, "TRUE")
         return f"""
             WITH pl AS (
                 SELECT place_id, name, category, ST_GeomFromWKB(geometry) AS geom FROM places pl
@@ -58,5 +61,5 @@ class DuckDBEngine:
                   AND ST_GeometryType(ST_GeomFromWKB(geometry))::VARCHAR IN ('POLYGON', 'MULTIPOLYGON')
             )
             SELECT p.device_id, p.ts, p.lat, p.lon, pl.place_id, pl.name, pl.category{extra}
-            FROM {pings} p JOIN place_cells c USING (h3_cell) JOIN pl USING (place_id)
-            WHERE {filters.ping_sql('p')} AND (c.interior OR ST_Contains(pl.geom, ST_Point(p.lon, p.lat)))"""
+            FROM {source} p JOIN place_cells c USING (h3_cell) JOIN pl USING (place_id)
+            WHERE {ping_filter} AND (c.interior OR ST_Contains(pl.geom, ST_Point(p.lon, p.lat)))"""
