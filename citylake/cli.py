@@ -259,7 +259,7 @@ def ingest_readings_command(ctx: Context, files: tuple[str, ...], mapping: str |
       citylake ingest readings readings-*.csv readings.jsonl
     """
     from ingestion.iot import READING_REQUIRED, ingest_readings
-    from ingestion.location import parse_mapping
+    from ingestion.validate import parse_mapping
 
     lake = ctx.open()
     pairs = parse_mapping(mapping, READING_REQUIRED)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from h3_index.errors import CitylakeError
-from ingestion.location import DEFAULT_BATCH_ROWS
 from ingestion.mqtt import COMMIT_MESSAGES, COMMIT_SECONDS
+from ingestion.textfile import DEFAULT_BATCH_ROWS
 from lake.engines import DEFAULT_EXTENSION_DIR
 from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES
 from queries.base import DEFAULT_K

@@ -21,8 +21,7 @@ from h3_index import latlng_to_cells
 from ingestion import validate as V
 from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
 from ingestion.errors import UnreadableInput
-from ingestion.location import DEFAULT_BATCH_ROWS, DEFAULT_FUTURE_TOLERANCE, rename
-from ingestion.textfile import RawChunk, chunks
+from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from lake import Lake, scan
 
 SENSOR_REQUIRED = ("sensor_id", "kind", "lat", "lon")
@@ -77,7 +76,7 @@ def _geojson_points(path: Path) -> RawChunk:
 def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res: int) -> Chunk:
     extra = [c for c in raw.rows.column_names if c not in (*SENSOR_REQUIRED, *SENSOR_OPTIONAL)]
     attributes = _attributes_json(raw.rows, extra)
-    rows = rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL).append_column("attributes", attributes)
+    rows = V.rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL).append_column("attributes", attributes)
     frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), *V.typed_numbers(["lat", "lon"]))
     good, bad = V.split(frame, [*V.required(["sensor_id", "kind"]), *V.coordinates()])
     lat, lon = pl.col("_lat"), pl.col("_lon")
@@ -149,7 +148,7 @@ def ingest_readings(
     V.check_timezone(tz)
     writer = BatchWriter(lake, "readings", str(path), fingerprint(path))
     known = sensor_cells(lake)
-    latest = (now or dt.datetime.now(dt.timezone.utc)) + DEFAULT_FUTURE_TOLERANCE
+    latest = V.latest_allowed(now)
     parts = (validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, latest=latest)
              for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter))
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
@@ -159,7 +158,7 @@ def validate_readings(
     raw: RawChunk, source: str, *, known: pl.DataFrame, mapping: Mapping[str, str], tz: str, latest: dt.datetime
 ) -> Chunk:
     """Check readings and attach each sensor's cell; unknown sensors are rejected with the fix."""
-    rows = rename(raw.rows, mapping, source, READING_REQUIRED, ())
+    rows = V.rename(raw.rows, mapping, source, READING_REQUIRED, ())
     frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), V.text("sensor_id").alias("sensor_id"))
     frame = frame.join(known, on="sensor_id", how="left", maintain_order="left")
     frame = frame.with_columns(V.timestamps(frame["ts"], tz).alias("_ts"), *V.typed_numbers(["value"]))

@@ -18,28 +18,13 @@ import pyarrow as pa
 from h3_index import latlng_to_cells
 from ingestion import validate as V
 from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
-from ingestion.errors import BadOption, MissingColumns
 from ingestion.pseudonym import pseudonym, pseudonymise
-from ingestion.textfile import RawChunk, chunks
+from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from ingestion.validate import parse_mapping
 from lake import Lake
 
 REQUIRED = ("device_id", "ts", "lat", "lon")
 OPTIONAL = ("accuracy_m",)
-DEFAULT_BATCH_ROWS = 1_000_000
-DEFAULT_FUTURE_TOLERANCE = dt.timedelta(minutes=10)  # clocks drift; more than this is a bad clock or a bad row
-
-
-def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
-    """``"device_id=uid,ts=time"`` → ``{"device_id": "uid", "ts": "time"}`` (lake column = source column)."""
-    mapping: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        target, sep, source = part.partition("=")
-        if not sep or not source.strip():
-            raise BadOption("--map", text, "write target=source pairs separated by commas, e.g. device_id=uid,ts=time")
-        if target.strip() not in known:
-            raise BadOption("--map", text, f"{target.strip()!r} is not a column of this table; targets are {', '.join(known)}")
-        mapping[target.strip()] = source.strip()
-    return mapping
 
 
 def read_pings(
@@ -71,28 +56,15 @@ def _pings_chunks(
     path: Path, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, delimiter: str | None,
     batch_rows: int, now: dt.datetime | None,
 ) -> Iterator[Chunk]:
-    latest = (now or dt.datetime.now(dt.timezone.utc)) + DEFAULT_FUTURE_TOLERANCE
+    latest = V.latest_allowed(now)
     for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter):
         yield _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest)
-
-
-def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pa.Table:
-    """Rename source columns to lake columns and check the required ones are there."""
-    reverse = {src: target for target, src in mapping.items()}
-    rows = rows.rename_columns([reverse.get(c, c) for c in rows.column_names])
-    missing = [c for c in required if c not in rows.column_names]
-    if missing:
-        hint = ""
-        if len(rows.column_names) == 1 and any(d in rows.column_names[0] for d in ",;\t|"):
-            hint = "the header is one column: is the delimiter right? pass --delimiter"
-        raise MissingColumns(source, missing, rows.column_names, hint)
-    return rows.select([c for c in (*required, *optional) if c in rows.column_names])
 
 
 def _validate(
     raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, latest: dt.datetime
 ) -> Chunk:
-    rows = rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
+    rows = V.rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
     frame = pl.from_arrow(rows)
     has_accuracy = "accuracy_m" in frame.columns
     frame = frame.with_columns(
@@ -139,3 +111,6 @@ def redact_line(text: str, field: int, delimiter: str, key: bytes) -> str:
         return WITHHELD
     fields[field] = f"pseudonym:{pseudonym(fields[field], key)}" if fields[field].strip() else ""
     return delimiter.join(fields)
+
+
+__all__ = ["OPTIONAL", "REQUIRED", "ingest_pings", "parse_mapping", "read_pings"]

@@ -9,7 +9,6 @@ dedupe keeps redelivered readings from landing twice. SIGINT/SIGTERM flush what 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import queue
@@ -28,8 +27,8 @@ from paho.mqtt.properties import Properties
 from ingestion.batch import BatchWriter, IngestReport
 from ingestion.errors import BadOption, UnreadableInput
 from ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
-from ingestion.location import DEFAULT_FUTURE_TOLERANCE
 from ingestion.textfile import RawChunk
+from ingestion.validate import latest_allowed
 from lake import Lake
 
 CONNECT_TIMEOUT_S = 10
@@ -136,7 +135,7 @@ def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue, *,
 
 
 def _commit(lake: Lake, writer: BatchWriter, client: paho.Client, held: list[Message], index: int, tz: str) -> None:
-    latest = dt.datetime.now(dt.timezone.utc) + DEFAULT_FUTURE_TOLERANCE
+    latest = latest_allowed()
     chunk = validate_readings(_as_rows(held), writer.source, known=sensor_cells(lake), mapping={}, tz=tz, latest=latest)
     writer.commit(index, chunk)
     for message in held:  # only now may the broker forget them

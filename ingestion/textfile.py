@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ingestion.errors import UnreadableInput
 
 DELIMITERS = ",;\t|"
+DEFAULT_BATCH_ROWS = 1_000_000  # rows per chunk, and so per commit (setting ingest.batch_rows)
 SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
 MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion.errors import BadOption
+from ingestion.errors import BadOption, MissingColumns
 
 
 class Check(NamedTuple):
@@ -29,8 +30,40 @@ POSITION = "_position"
 # Numbers below this are epoch seconds, below the next epoch milliseconds, else microseconds:
 # 1e11 s is the year 5138, 1e14 ms the year 5138 too; real feeds stay far below both.
 EPOCH_SECONDS_BELOW, EPOCH_MILLIS_BELOW = 1e11, 1e14
+FUTURE_TOLERANCE = dt.timedelta(minutes=10)  # clocks drift; more than this is a bad clock or a bad row
 OFFSET_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M%:z")
 NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S")
+
+
+def latest_allowed(now: dt.datetime | None = None) -> dt.datetime:
+    """Timestamps after this are in the future: a bad clock or a bad row."""
+    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_TOLERANCE
+
+
+def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
+    """``"device_id=uid,ts=time"`` → ``{"device_id": "uid", "ts": "time"}`` (lake column = source column)."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        target, sep, source = part.partition("=")
+        if not sep or not source.strip():
+            raise BadOption("--map", text, "write target=source pairs separated by commas, e.g. device_id=uid,ts=time")
+        if target.strip() not in known:
+            raise BadOption("--map", text, f"{target.strip()!r} is not a column of this table; targets are {', '.join(known)}")
+        mapping[target.strip()] = source.strip()
+    return mapping
+
+
+def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pa.Table:
+    """Rename source columns to lake columns and check the required ones are there."""
+    reverse = {src: target for target, src in mapping.items()}
+    rows = rows.rename_columns([reverse.get(c, c) for c in rows.column_names])
+    missing = [c for c in required if c not in rows.column_names]
+    if missing:
+        hint = ""
+        if len(rows.column_names) == 1 and any(d in rows.column_names[0] for d in ",;\t|"):
+            hint = "the header is one column: is the delimiter right? pass --delimiter"
+        raise MissingColumns(source, missing, rows.column_names, hint)
+    return rows.select([c for c in (*required, *optional) if c in rows.column_names])
 
 
 def check_timezone(tz: str) -> str:
