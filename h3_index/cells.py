@@ -128,13 +128,19 @@ def cell_to_children(cell: int, res: int) -> np.ndarray:
 
 def grid_disk(cells: Iterable[int] | np.ndarray, k: int) -> list[np.ndarray]:
     """For each cell, every cell within ``k`` grid steps (the k-ring disk, itself included)."""
+    flat, owner = grid_disk_flat(cells, k)
+    return np.split(flat, np.flatnonzero(np.diff(owner)) + 1) if flat.size else []
+
+
+def grid_disk_flat(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's grid disk of radius ``k`` as one flat array, with the position of the cell it belongs to."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"grid distance k={k!r} is not valid; pass a whole number >= 0")
     arr = check_cells(cells)
     disks = pa.array(h3ronpy.grid_disk(pa.array(arr.view(np.uint64)), int(k)))
     offsets = disks.offsets.to_numpy()
     flat = disks.values.to_numpy(zero_copy_only=False).view(np.int64)
-    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return flat, np.repeat(np.arange(arr.size), np.diff(offsets))
 
 
 def cells_to_strings(cells: Iterable[int] | np.ndarray) -> list[str]:
