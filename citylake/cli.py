@@ -447,6 +447,81 @@ def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ..
     click.echo(result.summary(), err=True)
 
 
+@query.command(name="near")
+@click.option("--place", "place_ids", multiple=True, metavar="ID", help="Around this place (repeatable); with --of sensors, these sensors.")
+@click.option("--category", "categories", multiple=True, help="Around places of this category (repeatable), e.g. expo.")
+@click.option("--what", type=click.Choice(["sensors", "pois"]), default="sensors", show_default=True, help="What to look for.")
+@click.option("--radius", default=300.0, show_default=True, help="Metres from the place's outline (0 inside it).")
+@click.option("--knn", "k", type=int, help="Instead of a radius: the K nearest (from each place, or each sensor with --of sensors).")
+@click.option("--of", "of", type=click.Choice(["places", "sensors"]), default="places", show_default=True,
+              help="Whose neighbours --knn finds.")
+@click.option("--readings", is_flag=True, help="Show what the nearby sensors read during each place's busy hours.")
+@click.option("--from", "start", metavar="TIME", help="Start (ISO) for --readings, inclusive.")
+@click.option("--to", "end", metavar="TIME", help="End (ISO) for --readings, exclusive.")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@click.pass_obj
+def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], what: str, radius: float, k: int | None,
+               of: str, readings: bool, start: str | None, end: str | None, engine_name: str, fmt: str, out: str | None) -> None:
+    """Things near places: sensors or POIs within --radius metres, or the --knn nearest, with distances on the sphere.
+
+    \b
+    Examples:
+      citylake query near --place places:expo --radius 300                 # sensors within 300 m of the expo hall
+      citylake query near --category park --what pois --knn 3              # 3 nearest POIs of each park
+      citylake query near --place places:expo --readings --from 2026-11-04 # what they read while the expo was busy
+    """
+    from queries import Filters, conditions
+    from queries.near import near, nearest_things
+
+    filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
+    lake = ctx.open()
+    if readings:
+        table = conditions(lake, radius_m=radius, filters=filters, k=ctx.settings["privacy.k_anonymity"], engine_name=engine_name)
+    elif k is not None:
+        table = nearest_things(lake, of=of, what=what, k=k, filters=filters)
+    else:
+        table = near(lake, what=what, radius_m=radius, filters=filters)
+    _write_result(table.to_arrow(), fmt, out)
+    click.echo(f"{table.height:,} rows", err=True)
+
+
+@query.command(name="profile")
+@click.option("--place", "place_ids", multiple=True, metavar="ID", help="This place (repeatable).")
+@click.option("--category", "categories", multiple=True, help="Places of this category (repeatable).")
+@click.option("--radius", default=300.0, show_default=True, help="Sensors within this many metres of the place count as its own.")
+@click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket.")
+@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
+@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@click.pass_obj
+def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], radius: float, freq: str, start: str | None,
+                  end: str | None, engine_name: str, fmt: str, out: str | None) -> None:
+    """People–things–places: footfall of each place per bucket beside its nearby sensors' mean readings.
+
+    One column per metric (e.g. pm25, laeq, people_count); the correlation of devices with each
+    metric is printed after the table. k-anonymous: buckets with fewer than k devices are absent.
+
+    \b
+    Example: the expo hall during the event, hourly
+      citylake query profile --place places:expo --from 2026-11-04 --to 2026-11-06
+    """
+    import polars as pl
+
+    from queries import Filters, correlations, profile
+
+    filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
+    result = profile(ctx.open(), radius_m=radius, freq=freq, filters=filters, k=ctx.settings["privacy.k_anonymity"],
+                     engine_name=engine_name)
+    _write_result(result.table, fmt, out)
+    for row in correlations(pl.from_arrow(result.table)).filter(pl.col("buckets") >= 3).iter_rows(named=True):
+        click.echo(f"{row['place_id']}: devices vs {row['metric']}: r = {row['r']} over {row['buckets']} buckets", err=True)
+    click.echo(result.summary(), err=True)
+
+
 def _when(option: str, text: str | None) -> dt.datetime | None:
     if text is None:
         return None

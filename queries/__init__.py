@@ -100,6 +100,56 @@ def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, en
     return private_result(flows, k=k, engine=engine_name)
 
 
+def conditions(
+    lake: Lake, /, *, radius_m: float = 300.0, filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = "duckdb",
+) -> pl.DataFrame:
+    """What the sensors within ``radius_m`` of each place read during the place's busy hours (hours of day whose
+    mean footfall reaches half the busiest hour's, from k-anonymous footfall): per place and metric, the busy
+    hours, readings, sensors, mean, min and max."""
+    from queries.near import busy_hours, readings_near
+
+    hourly = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=filters, k=k, engine_name=engine_name).table)
+    busy = busy_hours(hourly)
+    readings = readings_near(lake, radius_m=radius_m, freq="1h", filters=filters, engine_name=engine_name)
+    during = readings.with_columns(pl.col("bucket").dt.hour().cast(pl.Int8).alias("hour")).join(busy, on=["place_id", "hour"])
+    hours = busy.group_by("place_id").agg(pl.col("hour").sort().cast(pl.String).str.join(",").alias("busy_hours"))
+    return (during.group_by("place_id", "metric")
+            .agg(pl.col("readings").sum(), pl.col("sensors").max(),
+                 ((pl.col("mean") * pl.col("readings")).sum() / pl.col("readings").sum()).round(3).alias("mean"),
+                 pl.col("min").min(), pl.col("max").max())
+            .join(hours, on="place_id").select("place_id", "busy_hours", "metric", "readings", "sensors", "mean", "min", "max")
+            .sort("place_id", "metric"))
+
+
+def profile(
+    lake: Lake, /, *, radius_m: float = 300.0, freq: str = "1h", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
+    engine_name: str = "duckdb",
+) -> QueryResult:
+    """People–things–places: each place's footfall per bucket beside the mean reading of every metric of the
+    sensors within ``radius_m`` (one column per metric), the table to plot one against the other. k-anonymous:
+    a bucket whose footfall is withheld is absent."""
+    from queries.near import readings_near
+
+    people = footfall(lake, by="place", freq=freq, filters=filters, k=k, engine_name=engine_name)
+    readings = readings_near(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name)
+    wide = readings.pivot(on="metric", index=["place_id", "bucket"], values="mean", sort_columns=True) if readings.height else None
+    table = pl.from_arrow(people.table)
+    if wide is not None:
+        table = table.join(wide, on=["place_id", "bucket"], how="left")
+    return QueryResult(table.sort("place_id", "bucket").to_arrow(), people.suppressed, k, people.engine)
+
+
+def correlations(profile_table: pl.DataFrame, /) -> pl.DataFrame:
+    """Per place and metric: Pearson correlation of distinct devices with the metric's mean over the buckets."""
+    metrics = [c for c in profile_table.columns if c not in ("place_id", "name", "category", "bucket", "pings", "devices")]
+    if not metrics:
+        return pl.DataFrame(schema={"place_id": pl.String, "metric": pl.String, "buckets": pl.Int64, "r": pl.Float64})
+    long = profile_table.unpivot(on=metrics, index=["place_id", "devices"], variable_name="metric").drop_nulls("value")
+    return (long.group_by("place_id", "metric")
+            .agg(pl.len().cast(pl.Int64).alias("buckets"), pl.corr(pl.col("devices").cast(pl.Float64), "value").round(3).alias("r"))
+            .sort("place_id", "metric"))
+
+
 def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> int:
     """Write stays as the derived table ``stays``, with the parameters that made them (one commit; replaces earlier runs)."""
     import datetime as dt
@@ -110,6 +160,6 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 
 __all__ = [
-    "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "dwell", "engine", "footfall", "od",
-    "save_stays", "stays", "visits",
+    "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
+    "footfall", "od", "profile", "save_stays", "stays", "visits",
 ]

@@ -38,6 +38,10 @@ class Engine(Protocol):
         """Pings and distinct devices per group and time bucket, before k-anonymity."""
         ...
 
+    def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
+        """sensor_id, metric, bucket, readings, mean, min, max of these sensors' readings per time bucket."""
+        ...
+
     def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
         """device_id, place_id, start, end, pings of every stay (see ``queries.stays``)."""
         ...

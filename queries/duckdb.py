@@ -33,6 +33,13 @@ class DuckDBEngine:
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
 
+    def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
+        ids = ", ".join("'" + i.replace("'", "''") + "'" for i in sensor_ids) or "NULL"
+        sql = f"""SELECT r.sensor_id, r.metric, time_bucket_of(r.ts, '{freq}') AS bucket, count(*) AS readings,
+                         avg(r.value) AS mean, min(r.value) AS min, max(r.value) AS max
+                  FROM readings r WHERE r.sensor_id IN ({ids}) AND {filters.ping_sql('r')} GROUP BY ALL"""
+        return self.con.execute(sql).pl()
+
     def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
         # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
         numbered = f"""SELECT p.*, row_number() OVER (PARTITION BY p.device_id ORDER BY p.ts, p.lat, p.lon) AS seq

@@ -31,6 +31,12 @@ class PolarsEngine:
         once = hits.unique(subset=["device_id", "ts", "lat", "lon", "category"])  # a ping counts once per category
         return once.group_by("category", bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
 
+    def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
+        rows = scan(self.lake, "readings").filter(filters.ping_expr() & pl.col("sensor_id").is_in(sensor_ids))
+        return (rows.group_by("sensor_id", "metric", X.time_bucket("ts", freq).alias("bucket"))
+                .agg(pl.len().alias("readings"), pl.col("value").mean().alias("mean"), pl.col("value").min().alias("min"),
+                     pl.col("value").max().alias("max")).collect())
+
     def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
         # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
         pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")

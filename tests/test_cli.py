@@ -141,3 +141,16 @@ def test_help_explains_with_examples():
 def test_settings_lists_every_setting_with_its_source(tmp_path):
     text = ok("settings", cwd=tmp_path, env={"CITYLAKE_DUCKDB_THREADS": "2"})
     assert "h3.partition_resolution" in text and "$CITYLAKE_DUCKDB_THREADS" in text
+
+
+def test_query_near_and_profile_from_the_command_line(sample_lake):
+    near = json.loads(ok("--lake", sample_lake, "query", "near", "--place", "places:expo", "--radius", "300", "--format", "json"))
+    assert near and all(r["place_id"] == "places:expo" and r["distance_m"] <= 300 for r in near)
+    knn = json.loads(ok("--lake", sample_lake, "query", "near", "--category", "park", "--what", "pois", "--knn", "2", "--format", "json"))
+    assert sorted({r["rank"] for r in knn}) == [1, 2]
+    result = citylake("--lake", sample_lake, "query", "profile", "--place", "places:expo", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("place_id,name,category,bucket,pings,devices") and "withheld (fewer than 10 devices)" in result.stderr
+    for command in ("near", "profile", "footfall", "dwell", "od"):
+        assert "Example" in ok("query", command, "--help")
+    one_line_error(citylake("--lake", sample_lake, "query", "near", "--place", "nowhere"), "no place matches")

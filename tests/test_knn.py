@@ -89,7 +89,7 @@ def test_disk_clearance_is_a_true_bound():
             clearance = disk_clearance_m(cells, d)
             disk, owner = grid_disk_flat(cells, d)
             scale = np.degrees(clearance / EARTH_RADIUS_M)
-            for i, cell in enumerate(cells):
+            for i in range(cells.size):
                 plat = lat[i] + rng.uniform(-3, 3, 4000) * scale[i]
                 plon = lon[i] + rng.uniform(-3, 3, 4000) * scale[i] / np.cos(np.radians(lat[i]))
                 outside = ~np.isin(latlng_to_cells(plat, plon, res), disk[owner == i])
