@@ -117,6 +117,53 @@ def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int, ro
         click.echo(f"({table.num_rows:,} rows, first {shown.num_rows:,} shown; use --max-rows 0 or --format csv)", err=True)
 
 
+@cli.command()
+@click.option("--role", type=click.Choice(["analyst", "steward"]), default="analyst", show_default=True,
+              help="Same roles as `citylake sql`.")
+@click.option("--history", "history_file", default="~/.citylake_history", show_default=True, help="Where the shell keeps its history.")
+@click.pass_obj
+def shell(ctx: Context, role: str, history_file: str) -> None:
+    """Interactive SQL over the lake: history, statements over several lines (end them with ;).
+
+    Same rules as `citylake sql`: analysts read, and see no raw pings. Commands: .tables, .help, .quit.
+
+    \b
+    Example:
+      citylake shell
+      citylake> SELECT category, count(*) FROM places
+           ...> GROUP BY 1;
+    """
+    from citylake.shell import Shell
+
+    lake = ctx.open()
+    Shell(api.workspace(lake, role=role, settings=ctx.settings), lake.names, emit=_emit, history_file=history_file).run()
+
+
+@cli.command()
+@click.option("--k", "k_anon", type=int, help="k for the published tables (default: setting privacy.k_anonymity).")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.pass_obj
+def publish(ctx: Context, k_anon: int | None, engine_name: str) -> None:
+    """Recompute the k-anonymous aggregates analysts may read in SQL (a steward job; needs the pseudonym key).
+
+    Writes footfall_hourly (per place and hour), footfall_cells_hourly (per resolution-9 cell and
+    hour) and od_daily (trips between districts per day); each keeps only groups of at least k devices.
+
+    \b
+    Example (nightly):
+      citylake publish && citylake sql "SELECT * FROM footfall_hourly ORDER BY devices DESC LIMIT 5"
+    """
+    from ingestion.pseudonym import load_key
+    from queries.publish import publish as publish_aggregates
+
+    load_key(ctx.settings["privacy.pseudonym_key_file"])  # reading raw pings is the steward's
+    started = time.perf_counter()
+    with out_status("computing the published aggregates…"):
+        written = publish_aggregates(ctx.open(), k=_k(ctx, k_anon), engine_name=engine_name)
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in written.items())
+    out.print(f"published {rows} in {time.perf_counter() - started:.1f}s")
+
+
 @cli.group()
 def maintain() -> None:
     """Table maintenance: compaction, vacuum, history."""
@@ -330,6 +377,10 @@ def query() -> None:
     """People–things–places questions, on DuckDB or Polars (same answers), k-anonymous."""
 
 
+K_OPTION = click.option("--k", "k_anon", type=int, help="k-anonymity for this result (default: setting "
+                        "privacy.k_anonymity); lowering it is for the steward (needs the pseudonym key).")
+
+
 @query.command(name="footfall")
 @click.option("--by", type=click.Choice(["place", "category", "cell"]), default="place", show_default=True,
               help="Group by place, by place category, or by H3 cell.")
@@ -342,13 +393,14 @@ def query() -> None:
 @click.option("--hours", help="Hours of day (UTC): a range such as 9-17 or a list such as 8,12,18.")
 @click.option("--weekdays", help="mon,tue,… or weekend / weekdays.")
 @click.option("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="Only pings inside this lon/lat box.")
+@K_OPTION
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
 @click.pass_obj
 def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str | None, end: str | None, place_ids: tuple[str, ...],
-                   categories: tuple[str, ...], hours: str | None, weekdays: str | None, bbox: str | None, engine_name: str,
-                   fmt: str, out: str | None) -> None:
+                   categories: tuple[str, ...], hours: str | None, weekdays: str | None, bbox: str | None, k_anon: int | None,
+                   engine_name: str, fmt: str, out: str | None) -> None:
     """Pings and distinct devices per place (or category, or H3 cell) per time bucket.
 
     Pings in a place's interior cells count directly; pings in its boundary cells get an exact
@@ -364,7 +416,7 @@ def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str
 
     filters = Filters(start=_when("--from", start), end=_when("--to", end), hours=parse_hours(hours),
                       weekdays=parse_weekdays(weekdays), bbox=_bbox(bbox), place_ids=place_ids, categories=categories)
-    result = footfall(ctx.open(), by=by, freq=freq, res=res, filters=filters, k=ctx.settings["privacy.k_anonymity"],
+    result = footfall(ctx.open(), by=by, freq=freq, res=res, filters=filters, k=_k(ctx, k_anon),
                       engine_name=engine_name)
     table = result.table
     if by == "cell":  # cells are integers in the lake, hex strings at the edges
@@ -384,12 +436,14 @@ def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str
 @click.option("--min-dwell", default=5, show_default=True, help="Minutes a stay must last to count.")
 @click.option("--visits", "visits_freq", type=click.Choice(["15min", "1h", "1d"]), help="Show visits per place per bucket instead.")
 @click.option("--save", is_flag=True, help="Also write the stays as the derived table `stays` (steward data: per device).")
+@K_OPTION
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
 @click.pass_obj
 def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tuple[str, ...], categories: tuple[str, ...],
-                max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, engine_name: str, fmt: str, out: str | None) -> None:
+                max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, k_anon: int | None, engine_name: str, fmt: str,
+                out: str | None) -> None:
     """How long people stay in places: visits, devices, median and p90 stay per place (k-anonymous).
 
     A stay is a run of one device's consecutive pings inside a place with no silence longer than
@@ -408,7 +462,7 @@ def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tup
     if save:
         version = save_stays(lake, found, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60)
         click.echo(f"stays: {found.height:,} rows written (version {version})", err=True)
-    k = ctx.settings["privacy.k_anonymity"]
+    k = _k(ctx, k_anon)
     result = (visits(found, freq=visits_freq, k=k, engine_name=engine_name) if visits_freq
               else dwell(found, k=k, engine_name=engine_name))
     _write_result(result.table, fmt, out)
@@ -423,12 +477,13 @@ def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tup
 @click.option("--freq", type=click.Choice(["1h", "1d"]), default="1d", show_default=True, help="Bucket of the departure time.")
 @click.option("--max-gap", default=30, show_default=True, help="Minutes of silence inside a zone that end a stay.")
 @click.option("--min-dwell", default=5, show_default=True, help="Minutes a stay must last to count as a trip end.")
+@K_OPTION
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
 @click.pass_obj
 def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ...], start: str | None, end: str | None, freq: str,
-             max_gap: int, min_dwell: int, engine_name: str, fmt: str, out: str | None) -> None:
+             max_gap: int, min_dwell: int, k_anon: int | None, engine_name: str, fmt: str, out: str | None) -> None:
     """Origin–destination flows: trips between consecutive stays in different zones (k-anonymous).
 
     Zones should not overlap (one category such as district): a stay inside two overlapping
@@ -442,7 +497,7 @@ def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ..
 
     filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
     found = stays(ctx.open(), filters=filters, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
-    result = od(found, freq=freq, k=ctx.settings["privacy.k_anonymity"], engine_name=engine_name)
+    result = od(found, freq=freq, k=_k(ctx, k_anon), engine_name=engine_name)
     _write_result(result.table, fmt, out)
     click.echo(result.summary(), err=True)
 
@@ -458,12 +513,14 @@ def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ..
 @click.option("--readings", is_flag=True, help="Show what the nearby sensors read during each place's busy hours.")
 @click.option("--from", "start", metavar="TIME", help="Start (ISO) for --readings, inclusive.")
 @click.option("--to", "end", metavar="TIME", help="End (ISO) for --readings, exclusive.")
+@K_OPTION
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
 @click.pass_obj
 def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], what: str, radius: float, k: int | None,
-               of: str, readings: bool, start: str | None, end: str | None, engine_name: str, fmt: str, out: str | None) -> None:
+               of: str, readings: bool, start: str | None, end: str | None, k_anon: int | None, engine_name: str, fmt: str,
+               out: str | None) -> None:
     """Things near places: sensors or POIs within --radius metres, or the --knn nearest, with distances on the sphere.
 
     \b
@@ -478,7 +535,7 @@ def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, 
     filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
     lake = ctx.open()
     if readings:
-        table = conditions(lake, radius_m=radius, filters=filters, k=ctx.settings["privacy.k_anonymity"], engine_name=engine_name)
+        table = conditions(lake, radius_m=radius, filters=filters, k=_k(ctx, k_anon), engine_name=engine_name)
     elif k is not None:
         table = nearest_things(lake, of=of, what=what, k=k, filters=filters)
     else:
@@ -494,12 +551,13 @@ def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, 
 @click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket.")
 @click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
 @click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@K_OPTION
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
 @click.pass_obj
 def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], radius: float, freq: str, start: str | None,
-                  end: str | None, engine_name: str, fmt: str, out: str | None) -> None:
+                  end: str | None, k_anon: int | None, engine_name: str, fmt: str, out: str | None) -> None:
     """People–things–places: footfall of each place per bucket beside its nearby sensors' mean readings.
 
     One column per metric (e.g. pm25, laeq, people_count); the correlation of devices with each
@@ -514,12 +572,29 @@ def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[st
     from queries import Filters, correlations, profile
 
     filters = Filters(start=_when("--from", start), end=_when("--to", end), place_ids=place_ids, categories=categories)
-    result = profile(ctx.open(), radius_m=radius, freq=freq, filters=filters, k=ctx.settings["privacy.k_anonymity"],
+    result = profile(ctx.open(), radius_m=radius, freq=freq, filters=filters, k=_k(ctx, k_anon),
                      engine_name=engine_name)
     _write_result(result.table, fmt, out)
     for row in correlations(pl.from_arrow(result.table)).filter(pl.col("buckets") >= 3).iter_rows(named=True):
         click.echo(f"{row['place_id']}: devices vs {row['metric']}: r = {row['r']} over {row['buckets']} buckets", err=True)
     click.echo(result.summary(), err=True)
+
+
+def _k(ctx: Context, asked: int | None) -> int:
+    """The k for a people result: the setting, or --k; only the steward (the pseudonym key's holder) may go lower."""
+    from ingestion.errors import NoPseudonymKey
+    from ingestion.pseudonym import load_key
+    from queries.sandbox import Refused
+
+    floor = ctx.settings["privacy.k_anonymity"]
+    if asked is None or asked >= floor:
+        return floor if asked is None else asked
+    try:
+        load_key(ctx.settings["privacy.pseudonym_key_file"])
+    except NoPseudonymKey:
+        raise Refused(f"--k {asked} is below the lake's k-anonymity ({floor}); only the steward, who holds the pseudonym key, "
+                      "may lower it") from None
+    return asked
 
 
 def _when(option: str, text: str | None) -> dt.datetime | None:

@@ -154,3 +154,40 @@ def test_query_near_and_profile_from_the_command_line(sample_lake):
     for command in ("near", "profile", "footfall", "dwell", "od"):
         assert "Example" in ok("query", command, "--help")
     one_line_error(citylake("--lake", sample_lake, "query", "near", "--place", "nowhere"), "no place matches")
+
+
+def test_only_the_steward_lowers_k(sample_lake, tmp_path):
+    no_key = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "absent.key"), "CITYLAKE_PSEUDONYM_KEY": ""}
+    one_line_error(citylake("--lake", sample_lake, "query", "footfall", "--k", "2", env=no_key), "below the lake's k-anonymity",
+                   "steward")
+    raising = citylake("--lake", sample_lake, "query", "footfall", "--k", "50", "--format", "csv", env=no_key)
+    assert raising.returncode == 0 and "fewer than 50 devices" in raising.stderr
+    lowered = citylake("--lake", sample_lake, "query", "footfall", "--k", "2", "--format", "csv")  # the tests hold the key
+    assert lowered.returncode == 0 and "fewer than 2 devices" in lowered.stderr
+
+
+def test_published_aggregates_are_what_analysts_read(sample_lake, tmp_path):
+    no_key = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "absent.key"), "CITYLAKE_PSEUDONYM_KEY": ""}
+    one_line_error(citylake("--lake", sample_lake, "publish", env=no_key), "key")
+    assert "published footfall_hourly" in ok("--lake", sample_lake, "publish", "--k", "3")
+    rows = json.loads(ok("--lake", sample_lake, "sql", "SELECT * FROM footfall_hourly ORDER BY place_id, bucket", "--format", "json"))
+    want = json.loads(ok("--lake", sample_lake, "query", "footfall", "--k", "3", "--format", "json"))
+    assert rows and [(r["place_id"], r["bucket"], r["pings"], r["devices"]) for r in rows] == \
+        [(r["place_id"], r["bucket"], r["pings"], r["devices"]) for r in want]
+    assert all(r["devices"] >= 3 and r["k"] == 3 for r in rows)
+    for table in ("footfall_cells_hourly", "od_daily"):
+        assert json.loads(ok("--lake", sample_lake, "sql", f"SELECT min(k) AS k FROM {table}", "--format", "json"))[0]["k"] in (3, None)
+    one_line_error(citylake("--lake", sample_lake, "sql", "SELECT count(*) FROM pings"), "not visible to analysts")
+
+
+def test_shell_runs_multi_line_statements_and_keeps_the_analyst_rules(sample_lake):
+    script = "SELECT category,\n count(*) AS n FROM places\n GROUP BY 1 ORDER BY 1;\n.tables\nCOPY places TO '/tmp/x.csv';\n" \
+             "SELECT * FROM read_csv('/etc/passwd');\n.nope\nSELECT 41 + 1 AS answer;\n.quit\nSELECT 'not reached';\n"
+    result = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", sample_lake, "shell"], input=script, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "park" in result.stdout and "42" in result.stdout and "not reached" not in result.stdout
+    assert "footfall_hourly" in result.stdout and "pings" not in result.stdout.split("answer")[0].split("place_cells")[0]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and "COPY" in errors[0] and "unknown command .nope" in errors[2], result.stderr
+    assert "Traceback" not in result.stderr
