@@ -65,6 +65,31 @@ def stays(
             .select("device_id", "place_id", "start", "end", "duration_s", "pings").sort("device_id", "place_id", "start"))
 
 
+def stay_points(
+    lake: Lake, /, *, radius_m: float = 200.0, min_dwell_s: int = 15 * 60, res: int | None = None, filters: Filters = NO_FILTERS,
+    engine_name: str = "duckdb",
+) -> pl.DataFrame:
+    """Stay points anywhere (the R-metres / T-minutes rule, see ``queries.staypoints``), with the cell of each
+    centre at ``res`` (default: the lake's). Per device: for the steward only."""
+    from queries.staypoints import stay_points as detect
+    from queries.staypoints import with_cells
+
+    if radius_m <= 0 or min_dwell_s < 0:
+        raise BadFilter("radius_m/min_dwell_s", (radius_m, min_dwell_s), "the radius must be positive and the dwell not negative")
+    pings = engine(engine_name, lake).pings(filters=filters)
+    return with_cells(detect(pings, radius_m=radius_m, min_dwell_s=min_dwell_s), lake.cell_res if res is None else res)
+
+
+def od_cells(points: pl.DataFrame, /, *, res: int, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+    """Trips between consecutive stay points of each device in different H3 cells at ``res``: per (origin cell,
+    destination cell, bucket of departure), trips and distinct devices; k-anonymous."""
+    from h3_index import cell_to_parent
+
+    zones = points.with_columns(pl.Series("place_id", cell_to_parent(points["h3_cell"].to_numpy(), res) if points.height else [],
+                                          pl.Int64))
+    return od(zones, freq=freq, k=k, engine_name=engine_name)
+
+
 def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
     """Per place: visits, distinct devices, median and 90th-percentile stay in minutes; k-anonymous."""
     per_place = (stays_frame.group_by("place_id")
@@ -161,5 +186,5 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 __all__ = [
     "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
-    "footfall", "od", "profile", "save_stays", "stays", "visits",
+    "footfall", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits",
 ]

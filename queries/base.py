@@ -38,6 +38,10 @@ class Engine(Protocol):
         """Pings and distinct devices per group and time bucket, before k-anonymity."""
         ...
 
+    def pings(self, *, filters: Filters) -> pl.DataFrame:
+        """device_id, ts, lat, lon of the pings the filters select (the steward's raw rows)."""
+        ...
+
     def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
         """sensor_id, metric, bucket, readings, mean, min, max of these sensors' readings per time bucket."""
         ...

@@ -33,6 +33,9 @@ class DuckDBEngine:
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
 
+    def pings(self, *, filters: Filters) -> pl.DataFrame:
+        return self.con.execute(f"SELECT device_id, ts, lat, lon FROM pings p WHERE {filters.ping_sql('p')}").pl()
+
     def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
         ids = ", ".join("'" + i.replace("'", "''") + "'" for i in sensor_ids) or "NULL"
         sql = f"""SELECT r.sensor_id, r.metric, time_bucket_of(r.ts, '{freq}') AS bucket, count(*) AS readings,

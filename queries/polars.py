@@ -31,6 +31,9 @@ class PolarsEngine:
         once = hits.unique(subset=["device_id", "ts", "lat", "lon", "category"])  # a ping counts once per category
         return once.group_by("category", bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
 
+    def pings(self, *, filters: Filters) -> pl.DataFrame:
+        return scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon").collect()
+
     def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
         rows = scan(self.lake, "readings").filter(filters.ping_expr() & pl.col("sensor_id").is_in(sensor_ids))
         return (rows.group_by("sensor_id", "metric", X.time_bucket("ts", freq).alias("bucket"))

@@ -151,6 +151,8 @@ def test_query_near_and_profile_from_the_command_line(sample_lake):
     result = citylake("--lake", sample_lake, "query", "profile", "--place", "places:expo", "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("place_id,name,category,bucket,pings,devices") and "withheld (fewer than 10 devices)" in result.stderr
+    flows = json.loads(ok("--lake", sample_lake, "query", "od", "--cells", "7", "--k", "2", "--format", "json"))
+    assert flows and all(len(r["origin"]) == 15 and r["devices"] >= 2 for r in flows)  # hex cells at the edges
     for command in ("near", "profile", "footfall", "dwell", "od"):
         assert "Example" in ok("query", command, "--help")
     one_line_error(citylake("--lake", sample_lake, "query", "near", "--place", "nowhere"), "no place matches")
