@@ -211,24 +211,34 @@ def bench_ingest_memory(batch_rows: int, work: Path) -> dict:
 
 
 def place_pings(n: int, shapes: list, cell_res: int, seed: int = 5, at_places: float = 0.7) -> pa.Table:
-    """Pings of a city where people are at places: ``at_places`` of them fall in a random place's bounding box
-    (grown by a fifth, so boundaries matter), the rest anywhere in the city."""
+    """Pings of a city where people go from place to place: each device sends 50 pings over a day in 5 visits
+    of 10 pings, 3 minutes apart; ``at_places`` of the visits are to a random place (anywhere in its bounding
+    box grown by a fifth, so boundaries matter), the rest to random points in the city."""
     import shapely
 
     rng = np.random.default_rng(seed)
-    table = make_pings(n, cell_res, seed=seed)
-    bounds = shapely.bounds(np.asarray(shapes))
-    pick = rng.integers(0, len(shapes), n)
-    x0, y0, x1, y1 = (bounds[pick, i] for i in range(4))
-    grow_x, grow_y = (x1 - x0) * 0.1, (y1 - y0) * 0.1
-    near = rng.random(n) < at_places
-    lon = np.where(near, rng.uniform(x0 - grow_x, x1 + grow_x), table.column("lon").to_numpy())
-    lat = np.where(near, rng.uniform(y0 - grow_y, y1 + grow_y), table.column("lat").to_numpy())
-    devices = rng.integers(0, max(1, n // 50), n)  # 50 pings per device on average
-    return table.set_column(table.schema.get_field_index("lat"), "lat", pa.array(lat)) \
-        .set_column(table.schema.get_field_index("lon"), "lon", pa.array(lon)) \
-        .set_column(table.schema.get_field_index("h3_cell"), "h3_cell", pa.array(latlng_to_cells(lat, lon, cell_res))) \
-        .set_column(table.schema.get_field_index("device_id"), "device_id", pa.array(devices))
+    ping = np.arange(n)
+    device, visit, step = ping // 50, ping // 10, ping % 10
+    visits = int(visit.max()) + 1
+    bounds = shapely.bounds(np.asarray(shapes))[rng.integers(0, len(shapes), visits)]
+    to_place = rng.random(visits) < at_places
+    x0, y0, x1, y1 = (bounds[:, i] for i in range(4))
+    gx, gy = (x1 - x0) * 0.1, (y1 - y0) * 0.1
+    vlat, vlon = city_points(visits, seed + 1)
+    lo_lat, hi_lat = np.where(to_place, y0 - gy, vlat - 5e-4), np.where(to_place, y1 + gy, vlat + 5e-4)
+    lo_lon, hi_lon = np.where(to_place, x0 - gx, vlon - 5e-4), np.where(to_place, x1 + gx, vlon + 5e-4)
+    lat = rng.uniform(lo_lat[visit], hi_lat[visit])
+    lon = rng.uniform(lo_lon[visit], hi_lon[visit])
+    day_start = np.datetime64("2026-11-01", "us") + (rng.integers(0, 3, int(device.max()) + 1) * 86400 * 10**6).astype("timedelta64[us]")
+    offset = (6 * 3600 + (visit % 5) * 2.5 * 3600 + step * 180) * 10**6 + rng.integers(0, 60 * 10**6, n)
+    ts = day_start[device] + offset.astype(np.int64).astype("timedelta64[us]")
+    return pa.table({
+        "device_id": device.astype(np.int64) * 7919 + 13,
+        "ts": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+        "lat": lat, "lon": lon,
+        "accuracy_m": rng.uniform(3, 40, n).astype(np.float32),
+        "h3_cell": latlng_to_cells(lat, lon, cell_res),
+    })
 
 
 def city_polygons(count: int, seed: int = 3) -> list:
@@ -333,6 +343,37 @@ def sedonadb_footfall(pts: pa.Table, places) -> int:
     rows = sd.sql("SELECT id, date_trunc('hour', ts) AS b, count(*) AS n, count(DISTINCT device_id) AS d "
                   "FROM pts JOIN polys ON ST_Contains(polys.geom, pts.geom) GROUP BY 1, 2").to_arrow_table()
     return int(pa.compute.sum(rows.column("n")).as_py())
+
+
+def bench_queries_scaling(rows: int, work: Path) -> dict:
+    """How stays, OD and stay points grow with the pings (a tenth of ``rows`` and ``rows``), same places."""
+    import geopandas as gpd
+
+    from ingestion.map import ingest_places
+    from queries import Filters, od, stay_points, stays
+
+    shapes = city_polygons(1_000)
+    gpd.GeoDataFrame({"id": [f"b{i}" for i in range(len(shapes))], "category": "park"}, geometry=shapes,
+                     crs="EPSG:4326").to_file(work / "scaling.geojson", driver="GeoJSON")
+    out: dict = {}
+    for n in (rows // 10, rows):
+        lake = Lake.init(work / f"scaling-{n}")
+        ingest_places(lake, work / "scaling.geojson")
+        lake.write("pings", place_pings(n, shapes, lake.cell_res))
+        figures: dict = {}
+        for engine in ("duckdb", "polars"):
+            figures[f"stays_{engine}_s"], found = timed(lambda lake=lake, engine=engine: stays(
+                lake, filters=Filters(categories=("park",)), engine_name=engine))
+            figures[f"od_{engine}_s"], _ = timed(lambda found=found, engine=engine: od(found, k=10, engine_name=engine))
+        figures["stays"] = found.height
+        if n <= 1_000_000:  # the stay-point rule is sequential per device: measured up to 1M pings
+            figures["stay_points_s"], points = timed(lambda lake=lake: stay_points(lake, engine_name="polars"))
+            figures["stay_points"] = points.height
+        out[f"pings_{n}"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
+        shutil.rmtree(lake.root, ignore_errors=True)
+    small, large = out[f"pings_{rows // 10}"], out[f"pings_{rows}"]
+    out["growth_for_10x_pings"] = {k: round(large[k] / small[k], 2) for k in large if k.endswith("_s") and k in small and small[k]}
+    return out
 
 
 SEDONA_KNN = """
@@ -454,6 +495,7 @@ def main() -> None:
             ("ingest_memory", lambda: bench_ingest_memory(args.ingest_rows // 10, work)),
             ("footfall", lambda: bench_footfall(args.rows, work)),
             ("knn_spatialbench_q12", lambda: bench_knn(work)),
+            ("queries_scaling", lambda: bench_queries_scaling(args.rows, work)),
         ]
         steps = [s for s in steps if not args.only or s[0] in args.only]
         cache: dict = {}
