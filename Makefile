@@ -10,7 +10,7 @@ DEMO_CITY ?= demo-city
 CITYLAKE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-pseudonym.key $(BIN)/citylake --lake $(DEMO_LAKE)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo test bench lint clean
+.PHONY: help install system-deps viz-assets demo test bench lint clean
 # apt-get needs root: use sudo when not already root
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install citylake with test and bench extras
 
-demo: $(STAMP) ## Generate a sample city, ingest it into ./demo-lake and show what it holds
+demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake and show what it holds
 	rm -rf $(DEMO_LAKE) $(DEMO_CITY)
 	$(CITYLAKE) init
 	$(BIN)/citylake generate-city --out $(DEMO_CITY) --devices 2000 --days 7 --seed 1
@@ -40,14 +40,25 @@ demo: $(STAMP) ## Generate a sample city, ingest it into ./demo-lake and show wh
 	  GROUP BY 1 ORDER BY 2 DESC"
 	@echo "Footfall per park, expo and business district per day (k-anonymous: groups under 10 devices withheld)"
 	$(CITYLAKE) query footfall --category park --category expo --category business_district --freq 1d --from 2026-11-05 --to 2026-11-07
+	$(CITYLAKE) publish
+	$(CITYLAKE) map footfall --res 9 --freq 1h --out demo-maps/footfall.html
+	$(CITYLAKE) map od --category district --out demo-maps/flows.html
+	@echo "Open demo-maps/footfall.html in a browser (works offline)."
 
-system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker) with apt-get
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-	  echo "installing mosquitto (MQTT broker for the live-feed tests)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; \
+system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker, Chromium, npm) with apt-get
+	@missing=""; \
+	{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (MQTT broker for the live-feed tests, browser for the map tests, npm for kepler.gl)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps ## Run the test suite (unit, property, integration and slow tests)
+viz-assets: system-deps ## Fetch kepler.gl and its browser libraries from the npm registry into viz/vendor (pinned)
+	bash viz/fetch_assets.sh
+
+test: $(STAMP) system-deps viz-assets ## Run the test suite (unit, property, integration and slow tests)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) ## Run the benchmarks and write bench/results.json
@@ -57,4 +68,4 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/python -m ruff check citylake h3_index lake ingestion queries analytics viz tests bench
 
 clean: ## Remove the environment, demo lake and caches
-	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work
+	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps viz/vendor demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work

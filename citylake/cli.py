@@ -600,6 +600,116 @@ def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[st
     click.echo(result.summary(), err=True)
 
 
+@cli.group(name="map")
+def map_group() -> None:
+    """kepler.gl maps as HTML files that open offline (assets beside them in citylake-kepler/).
+
+    With no tile server the layers draw on a plain background; --tiles URL (a MapLibre style
+    JSON on your own tile server) draws a base map under them.
+    """
+
+
+MAP_OUT = click.option("--out", type=click.Path(dir_okay=False), required=True, help="The HTML file to write, e.g. footfall.html.")
+MAP_TILES = click.option("--tiles", metavar="STYLE_URL", help="MapLibre style URL of your tile server (default: no base map).")
+MAP_WINDOW = (click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
+              click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."))
+
+
+def _map_options(command):
+    for option in (*MAP_WINDOW, MAP_TILES, MAP_OUT):
+        command = option(command)
+    return command
+
+
+def _write_map(view, out: str, tiles: str | None) -> None:
+    from viz import write_html
+
+    path = write_html(view, out, tiles=tiles)
+    layers = ", ".join(f"{layer.label} ({view.datasets[layer.data_id].height:,} rows)" for layer in view.layers)
+    click.echo(f"map written to {path} — {layers}" + (f"; {view.note}" if view.note else ""), err=True)
+
+
+@map_group.command(name="footfall")
+@click.option("--res", default=9, show_default=True, type=click.IntRange(0, 15), help="H3 resolution of the hexagons.")
+@click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket to play back.")
+@K_OPTION
+@_map_options
+@click.pass_obj
+def map_footfall(ctx: Context, res: int, freq: str, k_anon: int | None, start: str | None, end: str | None,
+                 tiles: str | None, out: str) -> None:
+    """Devices per H3 cell per bucket as extruded hexagons with time playback (k-anonymous).
+
+    \b
+    Example:
+      citylake map footfall --res 9 --freq 1h --from 2026-11-04 --to 2026-11-05 --out footfall.html
+    """
+    from queries import Filters
+    from viz import footfall_map
+
+    view = footfall_map(ctx.open(), res=res, freq=freq, filters=Filters(start=_when("--from", start), end=_when("--to", end)),
+                        k=_k(ctx, k_anon))
+    _write_map(view, out, tiles)
+
+
+@map_group.command(name="readings")
+@click.option("--metric", help="Only this metric, e.g. pm25 (default: all, coloured by value).")
+@click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket to play back.")
+@_map_options
+@click.pass_obj
+def map_readings(ctx: Context, metric: str | None, freq: str, start: str | None, end: str | None, tiles: str | None, out: str) -> None:
+    """Mean reading per sensor per bucket as coloured points with time playback.
+
+    \b
+    Example:
+      citylake map readings --metric pm25 --out pm25.html
+    """
+    from queries import Filters
+    from viz import readings_map
+
+    _write_map(readings_map(ctx.open(), metric=metric, freq=freq, filters=Filters(start=_when("--from", start), end=_when("--to", end))),
+               out, tiles)
+
+
+@map_group.command(name="od")
+@click.option("--category", default="district", show_default=True, help="Zones: places of this category.")
+@click.option("--freq", type=click.Choice(["1h", "1d"]), default="1d", show_default=True, help="Bucket of the departure time.")
+@K_OPTION
+@_map_options
+@click.pass_obj
+def map_od(ctx: Context, category: str, freq: str, k_anon: int | None, start: str | None, end: str | None, tiles: str | None,
+           out: str) -> None:
+    """Trips between zones as arcs from origin to destination (k-anonymous).
+
+    \b
+    Example:
+      citylake map od --category district --out flows.html
+    """
+    from queries import Filters
+    from viz import od_map
+
+    view = od_map(ctx.open(), category=category, freq=freq, filters=Filters(start=_when("--from", start), end=_when("--to", end)),
+                  k=_k(ctx, k_anon))
+    _write_map(view, out, tiles)
+
+
+@map_group.command(name="places")
+@click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable).")
+@MAP_TILES
+@MAP_OUT
+@click.pass_obj
+def map_places(ctx: Context, categories: tuple[str, ...], tiles: str | None, out: str) -> None:
+    """Places as polygons coloured by category, and the sensors.
+
+    \b
+    Example:
+      citylake map places --out places.html
+    """
+    from queries import Filters
+    from viz import places_map
+
+    _write_map(places_map(ctx.open(), filters=Filters(categories=categories)), out, tiles)
+
+
 def _k(ctx: Context, asked: int | None) -> int:
     """The k for a people result: the setting, or --k; only the steward (the pseudonym key's holder) may go lower."""
     from ingestion.errors import NoPseudonymKey

@@ -1,0 +1,6 @@
+"""kepler.gl map views that work offline (``viz.maps``, ``viz.kepler``)."""
+
+from viz.kepler import Layer, MapError, MapView, write_html
+from viz.maps import footfall_map, od_map, places_map, readings_map, to_keplergl
+
+__all__ = ["Layer", "MapError", "MapView", "footfall_map", "od_map", "places_map", "readings_map", "to_keplergl", "write_html"]

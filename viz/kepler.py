@@ -1,0 +1,215 @@
+"""kepler.gl map views that open from a file, offline.
+
+A map is a folder-free HTML file plus one shared folder of kepler.gl assets beside it
+(``citylake-kepler/``: kepler.gl's prebuilt UMD bundle and the React, Redux, styled-components
+and MapLibre builds it expects as globals, all from the npm registry — see ``viz/fetch_assets.sh``).
+Data travels inside the HTML as CSV text that kepler.gl parses itself; the map config (layers,
+colours, tooltips, the time filter) is kepler.gl's own saved-map schema (v1).
+
+With no tile server the layers draw on a plain background (``styleType: no_map``); pass
+``tiles=`` a MapLibre style URL to draw a base map from your own tile server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from h3_index import CitylakeError
+
+VENDOR = Path(__file__).resolve().parent / "vendor"
+ASSET_DIR = "citylake-kepler"
+SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "redux.min.js", "react-redux.min.js",
+           "styled-components.min.js", "maplibre-gl.js", "keplergl.min.js")
+STYLES = ("maplibre-gl.css", "keplergl.min.css")
+# a sequential palette (light to dark orange-red): colour-blind safe, reads as "more" on a dark background
+PALETTE = {"name": "citylake sequential", "type": "sequential", "category": "Uber",
+           "colors": ["#fef0d9", "#fdd49e", "#fdbb84", "#fc8d59", "#e34a33", "#b30000"]}
+
+
+class MapError(CitylakeError):
+    """A map that cannot be written."""
+
+
+@dataclass
+class Layer:
+    """One kepler.gl layer over one dataset."""
+
+    kind: str  # hexagonId | geojson | point | arc
+    data_id: str
+    label: str
+    columns: dict[str, str]
+    color_by: str | None = None
+    size_by: str | None = None  # hexagon height (3D) or point radius
+    color: tuple[int, int, int] = (255, 153, 31)
+    opacity: float = 0.8
+
+    def config(self, frame: pl.DataFrame) -> dict:
+        vis = {"opacity": self.opacity, "colorRange": PALETTE, "thickness": 2, "radius": 12, "filled": True,
+               "stroked": True, "strokeColor": [60, 60, 60], "enable3d": self.kind == "hexagonId" and self.size_by is not None,
+               "elevationScale": 1.5, "coverage": 0.95, "sizeRange": [1, 10] if self.kind == "arc" else [0, 500],
+               "radiusRange": [4, 40]}
+        channels = {"colorField": _field(frame, self.color_by), "colorScale": "quantile",
+                    "sizeField": _field(frame, self.size_by), "sizeScale": "linear"}
+        if self.kind == "point":
+            channels["sizeScale"] = "sqrt"
+        return {"id": f"{self.data_id}-{self.kind}", "type": self.kind,
+                "config": {"dataId": self.data_id, "label": self.label, "color": list(self.color), "columns": self.columns,
+                           "isVisible": True, "visConfig": vis, "hidden": False},
+                "visualChannels": channels}
+
+
+@dataclass
+class MapView:
+    """Datasets, their layers, an optional time filter for playback, and where to look."""
+
+    title: str
+    datasets: dict[str, pl.DataFrame] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    layers: list[Layer] = field(default_factory=list)
+    tooltips: dict[str, list[str]] = field(default_factory=dict)
+    time: tuple[str, str] | None = None  # (dataset id, timestamp column) to play back
+    centre: tuple[float, float] | None = None  # lat, lon; default: the middle of the data
+    zoom: float = 11.5
+    note: str = ""
+
+    def add(self, data_id: str, frame: pl.DataFrame, label: str, *layers: Layer, tooltip: list[str] | None = None) -> MapView:
+        self.datasets[data_id], self.labels[data_id] = frame, label
+        self.layers.extend(layers)
+        self.tooltips[data_id] = tooltip or [c for c in frame.columns if c not in ("geometry",)][:6]
+        return self
+
+    def config(self) -> dict:
+        filters = []
+        if self.time:
+            data_id, column = self.time
+            stamps = self.datasets[data_id][column]
+            if stamps.len():
+                lo, hi = (int(v.timestamp() * 1000) for v in (stamps.min(), stamps.max()))
+                filters.append({"dataId": [data_id], "id": "time", "name": [column], "type": "timeRange",
+                                "value": [lo, hi], "enlarged": True, "plotType": "histogram", "animationWindow": "incremental",
+                                "speed": 1})
+        lat, lon = self.centre or _middle(self.datasets)
+        return {"version": "v1", "config": {
+            "visState": {"layers": [layer.config(self.datasets[layer.data_id]) for layer in self.layers], "filters": filters,
+                         "interactionConfig": {"tooltip": {"enabled": True, "fieldsToShow": {
+                             d: [{"name": c, "format": None} for c in cols] for d, cols in self.tooltips.items()}}}},
+            "mapState": {"latitude": lat, "longitude": lon, "zoom": self.zoom, "pitch": 40 if _any_3d(self.layers) else 0,
+                         "bearing": 0, "dragRotate": True},
+            "mapStyle": {"styleType": "no_map"}}}
+
+
+def write_html(view: MapView, out: str | Path, /, *, tiles: str | None = None) -> Path:
+    """Write ``view`` as an HTML file that works offline; its assets go to ``citylake-kepler/`` beside it."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise MapError(f"{out} is not an .html file; name the map like footfall.html")
+    missing = [name for name in (*SCRIPTS, *STYLES) if not (VENDOR / name).is_file()]
+    if missing:
+        raise MapError(f"kepler.gl assets are missing ({', '.join(missing)}); run `make viz-assets` (fetches them from the npm registry)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assets = out.parent / ASSET_DIR
+    assets.mkdir(exist_ok=True)
+    for name in (*SCRIPTS, *STYLES):
+        target = assets / name
+        if not target.is_file() or target.stat().st_size != (VENDOR / name).stat().st_size:
+            shutil.copyfile(VENDOR / name, target)
+    config = view.config()
+    if tiles:
+        config["config"]["mapStyle"] = {"styleType": "custom", "mapStyles": {"custom": {
+            "id": "custom", "label": "Tiles", "url": tiles, "icon": ""}}}
+    datasets = [{"id": d, "label": view.labels[d], "csv": frame.write_csv()} for d, frame in view.datasets.items()]
+    out.write_text(_page(view.title, view.note, datasets, config), encoding="utf-8")
+    return out
+
+
+def _page(title: str, note: str, datasets: list[dict], config: dict) -> str:
+    styles = "\n".join(f'<link rel="stylesheet" href="{ASSET_DIR}/{name}">' for name in STYLES)
+    scripts = "\n".join(f'<script src="{ASSET_DIR}/{name}"></script>' for name in SCRIPTS[:-1])
+    payload = json.dumps({"datasets": datasets, "config": config}).replace("</", "<\\/")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+{styles}
+<style>html,body,#app{{margin:0;height:100%;width:100%;overflow:hidden;background:#242730;font-family:sans-serif}}
+#note{{position:absolute;right:70px;top:14px;color:#ccc;font-size:12px;z-index:10;max-width:45%;text-align:right}}</style>
+</head><body><div id="app"></div><div id="note">{html.escape(note)}</div>
+{scripts}
+<script>
+// kepler.gl's browser bundle imports react/jsx-runtime, which React 18's browser build does not ship: a small stand-in
+window["react/jsx-runtime"] = (function () {{
+  function jsx(type, props, key) {{
+    var p = Object.assign({{}}, props);
+    if (key !== undefined) p.key = key;
+    return React.createElement(type, p);
+  }}
+  return {{jsx: jsx, jsxs: jsx, Fragment: React.Fragment}};
+}})();
+window["maplibre-gl"] = window.maplibregl;
+</script>
+<script src="{ASSET_DIR}/{SCRIPTS[-1]}"></script>
+<script id="citylake-map" type="application/json">{payload}</script>
+<script>
+(function () {{
+  var map = JSON.parse(document.getElementById("citylake-map").textContent);
+  var reducers = Redux.combineReducers({{keplerGl: KeplerGl.keplerGlReducer.initialState({{
+    mapStyle: {{styleType: "no_map"}},
+    uiState: {{readOnly: false, currentModal: null, mapControls: {{mapLegend: {{show: true, active: true}}}}}}}})}});
+  var store = Redux.createStore(reducers, {{}}, Redux.applyMiddleware.apply(null, KeplerGl.enhanceReduxMiddleware([])));
+  window.citylakeStore = store;
+  function App() {{
+    var size = React.useState({{width: window.innerWidth, height: window.innerHeight}});
+    React.useEffect(function () {{
+      var resize = function () {{ size[1]({{width: window.innerWidth, height: window.innerHeight}}); }};
+      window.addEventListener("resize", resize);
+      return function () {{ window.removeEventListener("resize", resize); }};
+    }}, []);
+    return React.createElement(KeplerGl.KeplerGl, {{id: "map", width: size[0].width, height: size[0].height, mapboxApiAccessToken: ""}});
+  }}
+  ReactDOM.createRoot(document.getElementById("app")).render(
+    React.createElement(ReactRedux.Provider, {{store: store}}, React.createElement(App)));
+  var datasets = map.datasets.filter(function (d) {{ return d.csv.trim().indexOf(String.fromCharCode(10)) > 0; }})  // header only: nothing to draw
+    .map(function (d) {{ return {{info: {{id: d.id, label: d.label}}, data: KeplerGl.processCsvData(d.csv)}}; }});
+  setTimeout(function () {{
+    store.dispatch(KeplerGl.addDataToMap({{datasets: datasets, config: map.config, options: {{centerMap: false, readOnly: false}}}}));
+  }}, 50);
+  // Where to look: the data's middle. The map sets its own view when it mounts, so insist until ours holds.
+  var target = map.config.config.mapState, held = 0;
+  var look = setInterval(function () {{
+    var now = store.getState().keplerGl.map;
+    if (!now) return;
+    if (Math.abs(now.mapState.latitude - target.latitude) > 1e-6 || Math.abs(now.mapState.longitude - target.longitude) > 1e-6) {{
+      held = 0;
+      store.dispatch(KeplerGl.updateMap(target));
+    }} else if (++held >= 3) {{
+      clearInterval(look);
+      window.citylakeReady = true;
+    }}
+  }}, 300);
+}})();
+</script></body></html>
+"""
+
+
+def _field(frame: pl.DataFrame, name: str | None) -> dict | None:
+    if name is None:
+        return None
+    dtype = frame.schema[name]
+    kind = "integer" if dtype.is_integer() else "real" if dtype.is_float() else "string"
+    return {"name": name, "type": kind}
+
+
+def _any_3d(layers: list[Layer]) -> bool:
+    return any(layer.kind == "hexagonId" and layer.size_by for layer in layers)
+
+
+def _middle(datasets: dict[str, pl.DataFrame]) -> tuple[float, float]:
+    for frame in datasets.values():
+        for lat, lon in (("lat", "lon"), ("lat0", "lon0")):
+            if lat in frame.columns and frame.height:
+                return float(frame[lat].mean()), float(frame[lon].mean())
+    return 0.0, 0.0

@@ -1,0 +1,136 @@
+"""The map views planners open: footfall hexagons, sensor readings, OD arcs, places.
+
+Each builds on ``queries`` (so people layers are k-anonymous like every other people output)
+and returns a ``MapView`` for ``viz.kepler.write_html`` or ``to_keplergl`` in a notebook.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import shapely
+
+from h3_index import cells_to_latlng, cells_to_strings
+from lake import Lake, scan
+from queries import DEFAULT_K, Filters, footfall, od, stays
+from queries.base import QueryResult
+from viz.kepler import Layer, MapView
+
+NO_FILTERS = Filters()
+CATEGORY_COLOURS = {"park": (80, 180, 90), "district": (120, 120, 200), "business_district": (230, 160, 40), "expo": (220, 60, 140)}
+
+
+def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
+                 engine_name: str = "duckdb") -> MapView:
+    """Distinct devices per H3 cell per bucket as extruded hexagons (colour: devices, height: pings), with
+    a time filter to play the buckets back, over the outlines of the places."""
+    result = footfall(lake, by="cell", res=res, freq=freq, filters=filters, k=k, engine_name=engine_name)
+    cells = pl.from_arrow(result.table)
+    hexes = cells.select(pl.Series("hex", cells_to_strings(cells["h3_cell"].to_numpy()), pl.String),
+                         pl.col("bucket").dt.replace_time_zone(None), "pings", "devices")
+    view = MapView(f"Footfall per H3 cell (res {res}) per {freq}", note=_privacy_note(result))
+    view.add("footfall", hexes, "Footfall", Layer("hexagonId", "footfall", "Devices per cell", {"hex_id": "hex"},
+                                                  color_by="devices", size_by="pings"),
+             tooltip=["hex", "bucket", "devices", "pings"])
+    view.time = ("footfall", "bucket")
+    _with_places(view, lake)
+    view.centre = _centre_of_cells(cells)
+    return view
+
+
+def readings_map(lake: Lake, /, *, metric: str | None = None, freq: str = "1h", filters: Filters = NO_FILTERS) -> MapView:
+    """Mean reading per sensor per bucket as points coloured by value, with playback over the buckets."""
+    readings = scan(lake, "readings").filter(filters.ping_expr())
+    if metric:
+        readings = readings.filter(pl.col("metric") == metric)
+    from h3_index import polars_expr as X
+
+    per = (readings.group_by("sensor_id", "metric", X.time_bucket("ts", freq).alias("bucket"))
+           .agg(pl.col("value").mean().round(2).alias("mean"), pl.len().alias("readings")).collect())
+    sensors = scan(lake, "sensors").select("sensor_id", "kind", "lat", "lon").collect()
+    points = (per.join(sensors, on="sensor_id").with_columns(pl.col("bucket").dt.replace_time_zone(None))
+              .select("sensor_id", "kind", "metric", "bucket", "mean", "readings", "lat", "lon").sort("bucket", "sensor_id"))
+    view = MapView(f"Sensor readings{f' ({metric})' if metric else ''} per {freq}")
+    view.add("readings", points, "Readings", Layer("point", "readings", "Mean reading", {"lat": "lat", "lng": "lon"}, color_by="mean"),
+             tooltip=["sensor_id", "metric", "bucket", "mean", "readings"])
+    view.time = ("readings", "bucket")
+    _with_places(view, lake)
+    return view
+
+
+def od_map(lake: Lake, /, *, category: str = "district", freq: str = "1d", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
+           engine_name: str = "duckdb") -> MapView:
+    """Trips between places of one category (consecutive stays) as arcs from origin to destination centre."""
+    zone_filters = Filters(start=filters.start, end=filters.end, categories=(category,))
+    result = od(stays(lake, filters=zone_filters, engine_name=engine_name), freq=freq, k=k, engine_name=engine_name)
+    flows = pl.from_arrow(result.table)
+    centres = _place_centres(lake, category)
+    arcs = (flows.join(centres.rename({"place_id": "origin", "lat": "lat0", "lon": "lon0", "name": "from"}), on="origin")
+            .join(centres.rename({"place_id": "destination", "lat": "lat1", "lon": "lon1", "name": "to"}), on="destination")
+            .with_columns(pl.col("bucket").dt.replace_time_zone(None))
+            .select("from", "to", "bucket", "trips", "devices", "lat0", "lon0", "lat1", "lon1"))
+    view = MapView(f"Trips between {category} zones per {freq}", note=_privacy_note(result))
+    view.add("od", arcs, "Flows", Layer("arc", "od", "Trips", {"lat0": "lat0", "lng0": "lon0", "lat1": "lat1", "lng1": "lon1"},
+                                        color_by="trips", size_by="trips"),
+             tooltip=["from", "to", "bucket", "trips", "devices"])
+    view.time = ("od", "bucket")
+    _with_places(view, lake, categories=(category,))
+    return view
+
+
+def places_map(lake: Lake, /, *, filters: Filters = NO_FILTERS) -> MapView:
+    """Places as polygons (filled by category) and sensors as points."""
+    view = MapView("Places and sensors")
+    _with_places(view, lake, categories=filters.categories, filled=True)
+    sensors = scan(lake, "sensors").select("sensor_id", "kind", "place_id", "lat", "lon").collect()
+    view.add("sensors", sensors, "Sensors", Layer("point", "sensors", "Sensors", {"lat": "lat", "lng": "lon"}, color=(30, 150, 255)),
+             tooltip=["sensor_id", "kind", "place_id"])
+    return view
+
+
+def _with_places(view: MapView, lake: Lake, *, categories: tuple[str, ...] = (), filled: bool = False) -> None:
+    places = scan(lake, "places").select("place_id", "name", "category", "geometry").collect()
+    if categories:
+        places = places.filter(pl.col("category").is_in(list(categories)))
+    shapes = shapely.from_wkb(places["geometry"].to_numpy())
+    polygonal = shapely.get_type_id(shapes) >= 3  # polygons and multipolygons (lines and points have no outline)
+    outlines = places.filter(pl.Series(polygonal)).with_columns(
+        pl.Series("geometry", shapely.to_geojson(shapes[polygonal]), pl.String)).select("place_id", "name", "category", "geometry")
+    if outlines.height:
+        view.add("places", outlines, "Places", Layer("geojson", "places", "Places", {"geojson": "geometry"}, color=(90, 170, 230),
+                                                     opacity=0.35 if filled else 0.05, color_by="category" if filled else None),
+                 tooltip=["name", "category", "place_id"])
+        if view.centre is None:
+            centre = shapely.centroid(shapely.union_all(shapes[polygonal]))
+            view.centre = (centre.y, centre.x)
+
+
+def _place_centres(lake: Lake, category: str) -> pl.DataFrame:
+    places = scan(lake, "places").filter(pl.col("category") == category).select("place_id", "name", "geometry").collect()
+    centres = shapely.centroid(shapely.from_wkb(places["geometry"].to_numpy()))
+    return places.select("place_id", "name").with_columns(pl.Series("lat", shapely.get_y(centres)),
+                                                          pl.Series("lon", shapely.get_x(centres)))
+
+
+def _centre_of_cells(cells: pl.DataFrame) -> tuple[float, float] | None:
+    if cells.is_empty():
+        return None
+    lat, lon = cells_to_latlng(cells["h3_cell"].unique().to_numpy())
+    return float(lat.mean()), float(lon.mean())
+
+
+def _privacy_note(result: QueryResult) -> str:
+    return f"k-anonymous: groups of fewer than {result.k} devices are not shown ({result.suppressed:,} withheld)"
+
+
+def to_keplergl(view: MapView, /, *, height: int = 600):
+    """The view as a ``keplergl.KeplerGl`` widget for Jupyter (needs the ``keplergl`` package)."""
+    try:
+        from keplergl import KeplerGl
+    except ImportError:
+        from viz.kepler import MapError
+
+        raise MapError("the keplergl package is not installed; pip install 'citylake[notebooks]'") from None
+    widget = KeplerGl(height=height, config=view.config())
+    for data_id, frame in view.datasets.items():
+        widget.add_data(data=frame.to_pandas(), name=data_id)
+    return widget
