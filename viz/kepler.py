@@ -172,7 +172,8 @@ window["maplibre-gl"] = window.maplibregl;
   }}
   ReactDOM.createRoot(document.getElementById("app")).render(
     React.createElement(ReactRedux.Provider, {{store: store}}, React.createElement(App)));
-  var datasets = map.datasets.filter(function (d) {{ return d.csv.trim().indexOf(String.fromCharCode(10)) > 0; }})  // header only: nothing to draw
+  // a dataset with a header and no rows has nothing to draw (and kepler.gl cannot parse it)
+  var datasets = map.datasets.filter(function (d) {{ return d.csv.trim().indexOf(String.fromCharCode(10)) > 0; }})
     .map(function (d) {{ return {{info: {{id: d.id, label: d.label}}, data: KeplerGl.processCsvData(d.csv)}}; }});
   setTimeout(function () {{
     store.dispatch(KeplerGl.addDataToMap({{datasets: datasets, config: map.config, options: {{centerMap: false, readOnly: false}}}}));
