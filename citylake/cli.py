@@ -609,7 +609,8 @@ def map_group() -> None:
     """
 
 
-MAP_OUT = click.option("--out", type=click.Path(dir_okay=False), required=True, help="The HTML file to write, e.g. footfall.html.")
+MAP_OUT = click.option("--out", type=click.Path(dir_okay=False), required=True,
+                       help="The file to write: footfall.html (interactive, offline) or footfall.png (static, for reports).")
 MAP_TILES = click.option("--tiles", metavar="STYLE_URL", help="MapLibre style URL of your tile server (default: no base map).")
 MAP_WINDOW = (click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
               click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."))
@@ -623,8 +624,9 @@ def _map_options(command):
 
 def _write_map(view, out: str, tiles: str | None) -> None:
     from viz import write_html
+    from viz.static import write_png
 
-    path = write_html(view, out, tiles=tiles)
+    path = write_png(view, out) if out.lower().endswith(".png") else write_html(view, out, tiles=tiles)
     layers = ", ".join(f"{layer.label} ({view.datasets[layer.data_id].height:,} rows)" for layer in view.layers)
     click.echo(f"map written to {path} — {layers}" + (f"; {view.note}" if view.note else ""), err=True)
 

@@ -138,6 +138,17 @@ def test_the_pixel_check_can_fail(browser, tmp_path):
     assert state["rows"]["cells"] == 50 and warm_pixels(pixels) < 50
 
 
+@pytest.mark.parametrize("kind", ["footfall", "od", "readings"])
+def test_static_png_maps_need_no_browser(lake_path, kind):
+    out = ARTIFACTS / f"{kind}-static.png"
+    k = [] if kind == "readings" else ["--k", "2"]  # readings are not about people
+    done = citylake_map(lake_path, kind, *k, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert ((r > 150) & (r - b > 60) & (r >= g)).sum() > 200  # the warm palette is drawn
+
+
 def test_map_mistakes_are_one_line(lake_path, tmp_path):
-    done = citylake_map(lake_path, "footfall", "--out", str(tmp_path / "map.png"))
+    done = citylake_map(lake_path, "footfall", "--out", str(tmp_path / "map.txt"))
     assert done.returncode == 1 and done.stderr.startswith("citylake: error:") and ".html" in done.stderr

@@ -2,5 +2,6 @@
 
 from viz.kepler import Layer, MapError, MapView, write_html
 from viz.maps import footfall_map, od_map, places_map, readings_map, to_keplergl
+from viz.static import write_png
 
-__all__ = ["Layer", "MapError", "MapView", "footfall_map", "od_map", "places_map", "readings_map", "to_keplergl", "write_html"]
+__all__ = ["Layer", "MapError", "MapView", "footfall_map", "od_map", "places_map", "readings_map", "to_keplergl", "write_html", "write_png"]

@@ -108,7 +108,7 @@ def write_html(view: MapView, out: str | Path, /, *, tiles: str | None = None) -
     """Write ``view`` as an HTML file that works offline; its assets go to ``citylake-kepler/`` beside it."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise MapError(f"{out} is not an .html file; name the map like footfall.html")
+        raise MapError(f"{out} is not an .html file; name the map like footfall.html (or footfall.png for a static picture)")
     missing = [name for name in (*SCRIPTS, *STYLES) if not (VENDOR / name).is_file()]
     if missing:
         raise MapError(f"kepler.gl assets are missing ({', '.join(missing)}); run `make viz-assets` (fetches them from the npm registry)")
