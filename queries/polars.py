@@ -45,10 +45,11 @@ class PolarsEngine:
         pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
                  .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq")))
         hits = self._hits(pings, filters).sort("device_id", "place_id", "seq")
-        run = ["device_id", "place_id"]
-        new_stay = ((pl.col("seq") != pl.col("seq").shift(1).over(run) + 1)
-                    | ((pl.col("ts") - pl.col("ts").shift(1).over(run)).dt.total_microseconds() > max_gap_s * 10**6)).fill_null(True)
-        stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().over(run).alias("stay"))
+        # rows are sorted by run, so a run's previous row is the row above when it has the same device and place
+        same_run = (pl.col("device_id") == pl.col("device_id").shift(1)) & (pl.col("place_id") == pl.col("place_id").shift(1))
+        new_stay = ~(same_run & (pl.col("seq") == pl.col("seq").shift(1) + 1)
+                     & ((pl.col("ts") - pl.col("ts").shift(1)).dt.total_microseconds() <= max_gap_s * 10**6)).fill_null(False)
+        stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().alias("stay"))
                  .group_by("device_id", "place_id", "stay")
                  .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings")))
         return stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6).drop("stay")
