@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,6 +37,10 @@ class Context:
 
     def open(self):
         return api.open_lake(settings=self.settings)
+
+    @property
+    def lake_root(self) -> str:
+        return str(self.settings["lake"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -598,6 +603,142 @@ def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[st
     for row in correlations(pl.from_arrow(result.table)).filter(pl.col("buckets") >= 3).iter_rows(named=True):
         click.echo(f"{row['place_id']}: devices vs {row['metric']}: r = {row['r']} over {row['buckets']} buckets", err=True)
     click.echo(result.summary(), err=True)
+
+
+ANALYSIS_OPTIONS = (
+    click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
+    click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."),
+    click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this Dask cluster (default: setting analysis.scheduler, "
+                 "else a local cluster)."),
+    click.option("--workers", type=int, help="Workers of the local cluster (default: setting analysis.workers)."),
+)
+
+
+def _analysis_options(command):
+    for option in ANALYSIS_OPTIONS:
+        command = option(command)
+    return command
+
+
+def _analyse(ctx: Context, lake, start, end, scheduler, workers):
+    from analytics.cluster import dask_client
+    from analytics.detect import analyse
+
+    with dask_client(scheduler or ctx.settings["analysis.scheduler"] or None, workers=workers or ctx.settings["analysis.workers"],
+                     memory_limit=ctx.settings["analysis.worker_memory"] or None,
+                     announce=lambda text: click.echo(text, err=True)) as client:
+        with out_status("analysing: series per day, baselines, anomalies, faults, hotspots…"):
+            return analyse(lake, start=start, end=end, client=client)
+
+
+@cli.command()
+@click.option("--district", "place_ids", multiple=True, metavar="PLACE_ID", help="Report on this place (repeatable).")
+@click.option("--category", help="One report per place of this category, e.g. district (batch mode).")
+@click.option("--out", type=click.Path(), required=True,
+              help="report.html or report.md for one place; a directory for several (with summary.json).")
+@K_OPTION
+@_analysis_options
+@click.pass_obj
+def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: str, k_anon: int | None, start: str | None,
+           end: str | None, scheduler: str | None, workers: int | None) -> None:
+    """Decision-support summaries: what is unusual (events, sensor faults), hotspots, footfall and dwell,
+    nearby sensors, flows in and out — k-anonymous, as HTML (figures embedded) or Markdown.
+
+    \b
+    Examples:
+      citylake report --district places:expo --from 2026-11-04 --to 2026-11-06 --out expo.html
+      citylake report --category district --out reports/        # one per district + reports/summary.json
+    """
+    from analytics.report import build, write, write_summary
+
+    lake = ctx.open()
+    if category:
+        place_ids = tuple(scan_place_ids(lake, category))
+    if not place_ids:
+        raise click.UsageError("say which place: --district PLACE_ID (repeatable) or --category CATEGORY")
+    begin, finish, k = _when("--from", start), _when("--to", end), _k(ctx, k_anon)
+    analysis = _analyse(ctx, lake, begin, finish, scheduler, workers)
+    single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
+    reports = []
+    for place_id in place_ids:
+        made = build(lake, analysis, place_id, start=begin, end=finish, k=k)
+        target = Path(out) if single else Path(out) / f"{place_id.replace(':', '_')}.html"
+        write(made, target)
+        reports.append(made)
+        click.echo(f"report: {target} — {made.headline['events']} events, {made.headline['sensor_faults']} sensor faults, "
+                   f"{made.headline['hot_cells']} hot cells", err=True)
+    if not single:
+        click.echo(f"summary: {write_summary(reports, Path(out) / 'summary.json')}", err=True)
+
+
+def scan_place_ids(lake, category: str) -> list[str]:
+    import polars as pl
+
+    from lake import scan
+
+    ids = scan(lake, "places").filter(pl.col("category") == category).select("place_id").collect()["place_id"].sort().to_list()
+    if not ids:
+        raise click.UsageError(f"no places of category {category!r}; see `citylake sql \"SELECT DISTINCT category FROM places\"`")
+    return ids
+
+
+@cli.command()
+@click.option("--boundary", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The pilot area (GeoJSON, Shapefile zip, GeoPackage…), one polygon.")
+@click.option("--pois", type=click.Path(exists=True, dir_okay=False), help="The area's POIs (CSV with lat/lon or WKT, GeoJSON…).")
+@click.option("--sensors", type=click.Path(exists=True, dir_okay=False), help="Sensor registry of the area.")
+@click.option("--readings", type=click.Path(exists=True, dir_okay=False), help="Sensor readings.")
+@click.option("--pings", type=click.Path(exists=True, dir_okay=False), help="Location-service pings.")
+@click.option("--name", default="pilot", show_default=True, help="Name of the pilot area.")
+@click.option("--out", type=click.Path(), default="pilot-report.html", show_default=True, help="The first report (.html or .md).")
+@K_OPTION
+@_analysis_options
+@click.pass_obj
+def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, readings: str | None, pings: str | None, name: str,
+          out: str, k_anon: int | None, start: str | None, end: str | None, scheduler: str | None, workers: int | None) -> None:
+    """District pilot in one command: load the area's boundary and its own data, index it, write its first report.
+
+    \b
+    Example:
+      citylake pilot --boundary park.geojson --pois pois.csv --sensors sensors.csv --readings readings.csv \\
+                     --pings pings.csv --name "Riverside Park" --out riverside.html
+    """
+    import geopandas as gpd
+
+    from analytics.report import build, write
+    from ingestion.iot import ingest_readings, ingest_sensors
+    from ingestion.location import ingest_pings
+    from ingestion.map import ingest_places
+    from ingestion.pseudonym import load_key
+    from lake import Lake
+
+    root = ctx.lake_root
+    lake = Lake.open(root) if (Path(root) / "places").exists() else Lake.init(root, cell_res=ctx.settings["h3.cell_resolution"],
+                                                                            partition_res=ctx.settings["h3.partition_resolution"])
+    area = gpd.read_file(boundary)
+    if len(area) != 1:
+        raise click.UsageError(f"{boundary} holds {len(area)} shapes; a pilot boundary is one polygon (dissolve it first)")
+    slug = "pilot:" + "-".join(name.lower().split())
+    framed = Path(out).with_suffix(".boundary.geojson")
+    area.assign(id=slug.split(":", 1)[1], name=name, category="pilot").to_file(framed, driver="GeoJSON")
+    steps = [("boundary", lambda: ingest_places(lake, framed, category="pilot", id_field="id"))]
+    if pois:
+        steps.append(("POIs", lambda: ingest_places(lake, pois)))
+    if sensors:
+        steps.append(("sensors", lambda: ingest_sensors(lake, sensors)))
+    if readings:
+        steps.append(("readings", lambda: ingest_readings(lake, readings)))
+    if pings:
+        steps.append(("pings", lambda: ingest_pings(lake, pings, key=load_key(ctx.settings["privacy.pseudonym_key_file"]))))
+    for label, step in steps:
+        click.echo(f"pilot: {label}: {step().line()}", err=True)
+    framed.unlink(missing_ok=True)
+    place_id = scan_place_ids(lake, "pilot")
+    place_id = next((p for p in place_id if p.endswith(slug.split(":", 1)[1])), place_id[0])
+    begin, finish = _when("--from", start), _when("--to", end)
+    analysis = _analyse(ctx, lake, begin, finish, scheduler, workers)
+    target = write(build(lake, analysis, place_id, start=begin, end=finish, k=_k(ctx, k_anon)), out)
+    click.echo(f"pilot: first report at {target}", err=True)
 
 
 @cli.group(name="map")

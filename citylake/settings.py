@@ -105,6 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
             "every result, report and map.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
+    Setting("analysis.scheduler", "", "Dask scheduler address (tcp://HOST:PORT) for `citylake report`/`pilot`; empty: a local cluster.",
+            _text),
+    Setting("analysis.workers", 2, "Worker processes of the local Dask cluster.", _positive_int),
+    Setting("analysis.worker_memory", "", "Memory limit per local Dask worker such as '2GB'; empty: Dask's share of RAM.", _text),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -1,0 +1,148 @@
+"""The situational-analysis job: series from the lake (fanned out over days with Dask, through the
+same ``queries`` functions as every other output), anomalies and faults, and detections that say
+what is unusual, where, since when, and on what evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from analytics.anomalies import episodes, robust_z, sensor_faults
+from analytics.hotspots import emerging, getis_ord
+from lake import Lake, scan
+from queries import Filters, engine, footfall
+
+UTC = dt.timezone.utc
+HOTSPOT_RES = 9
+MERGE_GAP = pl.duration(hours=2)  # detections of one place closer than this are one episode
+
+
+@dataclass
+class Analysis:
+    detections: pl.DataFrame  # kind (event | sensor fault), place_id, sensor_ids, start, end, peak_z, severity, evidence
+    faults: pl.DataFrame
+    place_scores: pl.DataFrame  # hourly devices per place with baseline and z
+    sensor_scores: pl.DataFrame  # hourly mean per sensor and metric with baseline and z
+    hotspots: pl.DataFrame  # Gi* of devices per cell over the window
+    trends: pl.DataFrame  # emerging / persistent / fading cells over the days
+
+
+def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> list[dt.date]:
+    dates = scan(lake, "pings").select(pl.col("date").unique()).collect()["date"].sort().to_list()
+    return [d for d in dates if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())]
+
+
+def day_series(lake_root: str, day: dt.date) -> dict[str, pl.DataFrame]:
+    """One day's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker)."""
+    lake = Lake.open(lake_root)
+    start = dt.datetime.combine(day, dt.time(), UTC)
+    window = Filters(start=start, end=start + dt.timedelta(days=1))
+    places = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=window, k=1).table)  # steward job: k applies to outputs
+    cells = pl.from_arrow(footfall(lake, by="cell", res=HOTSPOT_RES, freq="1d", filters=window, k=1).table)
+    sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
+    hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
+    raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
+    return {"places": places, "cells": cells, "readings": hourly, "raw": raw}
+
+
+def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, client=None) -> Analysis:
+    """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads)."""
+    import dask
+
+    tasks = [dask.delayed(day_series)(str(lake.root), day) for day in days_of(lake, start, end)]
+    if not tasks:  # no pings in the window: nothing to analyse, but an empty analysis still makes a report
+        from analytics.anomalies import AnalysisInputError
+
+        raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
+    parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
+    def gather(name: str) -> pl.DataFrame:
+        return pl.concat([p[name] for p in parts], how="vertical_relaxed")
+
+    return detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"))
+
+
+def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame) -> Analysis:
+    place_scores = robust_z(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"], "devices"),
+                            entity=["place_id"], value="devices")
+    sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")), entity=["sensor_id", "metric"])
+    faults = sensor_faults(raw)
+    detections = _detections(lake, place_scores, sensor_scores, faults)
+    totals = cells.group_by("h3_cell").agg(pl.col("devices").sum().cast(pl.Float64))
+    return Analysis(detections, faults, place_scores, sensor_scores, getis_ord(totals, value="devices"),
+                    emerging(cells.select("h3_cell", "bucket", pl.col("devices").cast(pl.Float64)), value="devices"))
+
+
+def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFrame:
+    """Every entity at every hour of the window (an hour with no devices is a zero, not a gap)."""
+    if series.is_empty():
+        return series
+    hours = pl.datetime_range(series["bucket"].min(), series["bucket"].max(), "1h", eager=True, time_zone="UTC").alias("bucket")
+    grid = series.select(entity).unique().join(hours.to_frame(), how="cross")
+    return grid.join(series, on=[*entity, "bucket"], how="left").with_columns(pl.col(value).fill_null(0.0))
+
+
+def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFrame, faults: pl.DataFrame) -> pl.DataFrame:
+    sensors = scan(lake, "sensors").select("sensor_id", "place_id").collect()
+    fault_windows = faults.group_by("sensor_id").agg(pl.col("start").min(), pl.col("end").max(), pl.col("fault").unique().sort())
+    sensor_runs = episodes(sensor_scores, entity=["sensor_id", "metric"])
+    explained = sensor_runs.join(fault_windows, on="sensor_id", how="left", suffix="_fault").filter(
+        pl.col("start_fault").is_not_null() & (pl.col("start") <= pl.col("end_fault") + pl.duration(hours=1))
+        & (pl.col("end") >= pl.col("start_fault") - pl.duration(hours=1)))
+    unexplained = sensor_runs.join(explained.select("sensor_id", "metric", "start"), on=["sensor_id", "metric", "start"], how="anti")
+    evidence_sensors = (unexplained.filter(pl.col("buckets") >= 2).join(sensors, on="sensor_id", how="left")
+                        .select("place_id", "start", "end", "peak_z", pl.col("sensor_id").alias("source"),
+                                pl.format("{} {} z={}", "sensor_id", "metric", "peak_z").alias("evidence")))
+    footfall_runs = episodes(place_scores, entity=["place_id"]).filter((pl.col("direction") == "above") & (pl.col("buckets") >= 2))
+    evidence_people = footfall_runs.select("place_id", "start", "end", "peak_z", pl.lit(None, pl.String).alias("source"),
+                                           ("devices z=" + pl.col("peak_z").cast(pl.String)).alias("evidence"))
+    candidates = pl.concat([evidence_people, evidence_sensors], how="vertical_relaxed").drop_nulls("place_id").sort("place_id", "start")
+    events = _fold_into_smaller_places(lake, _merge(candidates)).with_columns(pl.lit("event").alias("kind"))
+    fault_rows = fault_windows.join(sensors, on="sensor_id", how="left").select(
+        pl.lit("sensor fault").alias("kind"), "place_id", pl.concat_list(pl.col("sensor_id")).alias("sensor_ids"), "start", "end",
+        pl.lit(None, pl.Float64).alias("peak_z"), pl.col("fault").list.join(", ").alias("evidence"))
+    out = pl.concat([events.select(fault_rows.columns), fault_rows], how="vertical_relaxed")
+    severity = (pl.when(pl.col("kind") == "sensor fault").then(pl.lit("check sensor"))
+                .when(pl.col("peak_z").abs() >= 8).then(pl.lit("high")).when(pl.col("peak_z").abs() >= 5).then(pl.lit("medium"))
+                .otherwise(pl.lit("low")))
+    return out.with_columns(severity.alias("severity")).sort("start", "place_id")
+
+
+def _fold_into_smaller_places(lake: Lake, events: pl.DataFrame) -> pl.DataFrame:
+    """A crowd inside the expo hall also fills the district around it: when a place's detection overlaps in time
+    with one of a place inside it, the inner place is where it happens; the outer one's evidence joins it."""
+    import shapely
+
+    if events.height < 2:
+        return events
+    places = scan(lake, "places").filter(pl.col("place_id").is_in(events["place_id"].unique().to_list())).select(
+        "place_id", "geometry").collect()
+    shapes = dict(zip(places["place_id"], shapely.from_wkb(places["geometry"].to_numpy())))
+    rows = events.to_dicts()
+    keep = [True] * len(rows)
+    for i, outer in enumerate(rows):
+        for j, inner in enumerate(rows):
+            if i == j or not keep[j] or outer["place_id"] not in shapes or inner["place_id"] not in shapes:
+                continue
+            overlap = inner["start"] < outer["end"] and outer["start"] < inner["end"]
+            if overlap and shapes[outer["place_id"]].area > shapes[inner["place_id"]].area \
+                    and shapes[outer["place_id"]].contains(shapes[inner["place_id"]].representative_point()):
+                keep[i] = False
+                inner["evidence"] += f"; also around it in {outer['place_id']}: {outer['evidence']}"
+                break
+    return pl.DataFrame([r for r, k in zip(rows, keep) if k], schema=events.schema)
+
+
+def _merge(candidates: pl.DataFrame) -> pl.DataFrame:
+    """One detection per place and overlapping (or nearly touching) time: evidence from footfall and sensors together."""
+    if candidates.is_empty():
+        return pl.DataFrame(schema={"place_id": pl.String, "sensor_ids": pl.List(pl.String), "start": pl.Datetime("us", "UTC"),
+                                    "end": pl.Datetime("us", "UTC"), "peak_z": pl.Float64, "evidence": pl.String})
+    ordered = candidates.sort("place_id", "start").with_columns(pl.col("end").cum_max().over("place_id").alias("reach"))
+    new = ((pl.col("place_id") != pl.col("place_id").shift(1)) | (pl.col("start") > pl.col("reach").shift(1) + MERGE_GAP)).fill_null(True)
+    return (ordered.with_columns(new.cum_sum().alias("group")).group_by("place_id", "group")
+            .agg(pl.col("source").drop_nulls().unique().sort().alias("sensor_ids"), pl.col("start").min(), pl.col("end").max(),
+                 pl.col("peak_z").get(pl.col("peak_z").abs().arg_max()), pl.col("evidence").str.join("; "))
+            .drop("group"))

@@ -1,0 +1,77 @@
+"""Getis-Ord Gi* hotspots on H3 cells, and their trend over time (emerging, persistent, fading).
+
+Neighbours are the cell's grid disk (itself included, binary weights). The study area is every
+cell that holds data or neighbours a cell that does (empty cells count as zero), so a busy cell
+among quiet ones stands out. Gi* is a z-score; p-values are two-sided from the normal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+from h3_index.cells import grid_disk_flat
+
+HOT_Z = 2.58  # p < 0.01 (two-sided)
+
+
+def getis_ord(values: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.DataFrame:
+    """h3_cell, value, z, p, hot/cold for every cell of the study area (``values``: h3_cell and ``value``)."""
+    if values.is_empty():
+        return pl.DataFrame(schema={"h3_cell": pl.Int64, value: pl.Float64, "z": pl.Float64, "p": pl.Float64, "class": pl.String})
+    cells = values["h3_cell"].to_numpy()
+    disk, _ = grid_disk_flat(cells, ring)
+    area = np.unique(np.concatenate([cells, disk]))
+    x = np.zeros(area.size)
+    x[np.searchsorted(area, cells)] = values[value].cast(pl.Float64).to_numpy()
+    n = area.size
+    neighbours, owner = grid_disk_flat(area, ring)
+    at = np.searchsorted(area, neighbours)
+    inside = (at < n) & (area[np.minimum(at, n - 1)] == neighbours)  # neighbours beyond the area count as outside (weight 0)
+    local = np.bincount(owner[inside], weights=x[at[inside]], minlength=n)
+    weights = np.bincount(owner[inside], minlength=n).astype(float)
+    mean, sd = x.mean(), x.std()
+    denominator = sd * np.sqrt(np.maximum(n * weights - weights**2, 1e-12) / max(n - 1, 1))
+    z = np.where(denominator > 0, (local - mean * weights) / np.where(denominator > 0, denominator, 1), 0.0)
+    p = np.array([math.erfc(abs(v) / math.sqrt(2)) for v in z])
+    kind = np.where(z >= HOT_Z, "hot", np.where(z <= -HOT_Z, "cold", "not significant"))
+    return pl.DataFrame({"h3_cell": area, value: x, "z": z, "p": p, "class": kind}).sort("z", descending=True)
+
+
+def emerging(per_bucket: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.DataFrame:
+    """Space-time hotspots: Gi* per bucket (``per_bucket``: h3_cell, bucket, value), then per cell its pattern:
+    persistent (hot in ≥ 90% of buckets), emerging (hot in the last bucket, rarely before), fading (hot before,
+    not in the last quarter), intermittent (hot sometimes), with the trend of its z-scores (Mann-Kendall S)."""
+    frames = []
+    for (bucket,), rows in per_bucket.partition_by("bucket", as_dict=True, maintain_order=True).items():
+        scored = getis_ord(rows.select("h3_cell", value), value=value, ring=ring)
+        frames.append(scored.select("h3_cell", "z").with_columns(pl.lit(bucket).alias("bucket")))
+    if not frames:
+        return pl.DataFrame(schema={"h3_cell": pl.Int64, "pattern": pl.String, "hot_share": pl.Float64, "trend": pl.Float64})
+    zs = pl.concat(frames).sort("h3_cell", "bucket")
+    buckets = zs["bucket"].unique().sort()
+    last, recent = buckets[-1], buckets[int(len(buckets) * 0.75):]
+    per_cell = zs.group_by("h3_cell").agg(
+        (pl.col("z") >= HOT_Z).mean().alias("hot_share"),
+        ((pl.col("z") >= HOT_Z) & (pl.col("bucket") == last)).any().alias("hot_last"),
+        ((pl.col("z") >= HOT_Z) & pl.col("bucket").is_in(recent.implode())).any().alias("hot_recently"),
+        pl.col("z").alias("zs"))
+    per_cell = per_cell.with_columns(pl.col("zs").map_elements(_mann_kendall_s, return_dtype=pl.Float64).alias("trend")).drop("zs")
+    pattern = (pl.when(pl.col("hot_share") >= 0.9).then(pl.lit("persistent"))
+               .when(pl.col("hot_last") & (pl.col("hot_share") <= 0.25)).then(pl.lit("emerging"))
+               .when((pl.col("hot_share") > 0) & ~pl.col("hot_recently")).then(pl.lit("fading"))
+               .when(pl.col("hot_share") > 0).then(pl.lit("intermittent"))
+               .otherwise(pl.lit("never hot")))
+    per_cell = per_cell.with_columns(pattern.alias("pattern")).select("h3_cell", "pattern", "hot_share", "trend")
+    return per_cell.sort("hot_share", descending=True)
+
+
+def _mann_kendall_s(values: list[float]) -> float:
+    """Mann-Kendall S normalised to [-1, 1]: the share of later-minus-earlier pairs going up minus going down."""
+    v = np.asarray(values)
+    if v.size < 2:
+        return 0.0
+    signs = np.sign(v[None, :] - v[:, None])[np.triu_indices(v.size, 1)]
+    return float(signs.mean())

@@ -1,0 +1,170 @@
+"""Situational analysis: Gi* against a plain-Python reading of the formula with h3's own neighbours,
+baselines and episodes on series with known anomalies, sensor faults, detections against the
+injected truth of a generated city, and reports and the pilot through the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+
+import geopandas as gpd
+import h3
+import numpy as np
+import polars as pl
+import pytest
+import shapely
+
+from analytics.anomalies import episodes, robust_z, sensor_faults
+from analytics.detect import analyse
+from analytics.hotspots import emerging, getis_ord
+from analytics.truth import load_events, score
+from ingestion.city import generate_city
+from ingestion.iot import ingest_readings, ingest_sensors
+from ingestion.location import ingest_pings
+from ingestion.map import ingest_places
+from lake import Lake, scan
+
+UTC = dt.timezone.utc
+
+
+def gi_star_oracle(values: dict[str, float]) -> dict[str, float]:
+    """Getis-Ord Gi* with binary weights over h3.grid_disk(cell, 1), written out term by term."""
+    area = set(values)
+    for cell in list(values):
+        area |= set(h3.grid_disk(cell, 1))
+    x = {c: values.get(c, 0.0) for c in area}
+    n = len(x)
+    mean = sum(x.values()) / n
+    s = math.sqrt(sum(v * v for v in x.values()) / n - mean * mean)
+    z = {}
+    for cell in area:
+        near = [c for c in h3.grid_disk(cell, 1) if c in x]
+        w = len(near)
+        z[cell] = (sum(x[c] for c in near) - mean * w) / (s * math.sqrt((n * w - w * w) / (n - 1)))
+    return z
+
+
+def test_gi_star_matches_the_formula_with_h3_neighbours():
+    rng = np.random.default_rng(2)
+    cells = {h3.latlng_to_cell(31.2 + rng.normal(0, 0.01), 121.45 + rng.normal(0, 0.01), 9) for _ in range(150)}
+    values = {c: float(rng.poisson(20)) for c in cells}
+    hot = h3.latlng_to_cell(31.2, 121.45, 9)
+    for c in h3.grid_disk(hot, 1):
+        values[c] = 400.0  # a hot cluster
+    got = getis_ord(pl.DataFrame({"h3_cell": [h3.str_to_int(c) for c in values], "v": list(values.values())}), value="v")
+    want = gi_star_oracle(values)
+    assert got.height == len(want)
+    for cell, z in zip(got["h3_cell"], got["z"]):
+        assert z == pytest.approx(want[h3.int_to_str(cell)], rel=1e-9, abs=1e-9)
+    assert got.filter(pl.col("h3_cell") == h3.str_to_int(hot))["class"][0] == "hot"
+
+
+def test_emerging_and_fading_patterns():
+    cells = [h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(31.2, 121.45, 9), 6)]
+    new, old = cells[0], cells[-1]
+    rows = []
+    for day in range(8):
+        for c in cells:
+            busy = (c == new and day == 7) or (c == old and day < 3)
+            rows.append({"h3_cell": c, "bucket": dt.datetime(2026, 11, 1 + day, tzinfo=UTC), "v": 500.0 if busy else 10.0 + (c % 7)})
+    patterns = dict(emerging(pl.DataFrame(rows), value="v").select("h3_cell", "pattern").iter_rows())
+    assert patterns[new] == "emerging" and patterns[old] == "fading"
+
+
+def test_baseline_z_scores_and_episodes():
+    hours = pl.datetime_range(dt.datetime(2026, 11, 2, tzinfo=UTC), dt.datetime(2026, 11, 9, tzinfo=UTC), "1h", eager=True,
+                              closed="left")
+    rng = np.random.default_rng(4)
+    daily = 50 + 30 * np.sin(hours.dt.hour().to_numpy() / 24 * 2 * np.pi) + rng.normal(0, 2, hours.len())
+    surge = (hours >= dt.datetime(2026, 11, 5, 10, tzinfo=UTC)) & (hours < dt.datetime(2026, 11, 5, 14, tzinfo=UTC))
+    series = pl.DataFrame({"place_id": "p", "bucket": hours, "value": np.where(surge.to_numpy(), daily * 4, daily)})
+    found = episodes(robust_z(series, entity=["place_id"]), entity=["place_id"])
+    assert found.height == 1
+    assert found["start"][0] == dt.datetime(2026, 11, 5, 10, tzinfo=UTC) and found["end"][0] == dt.datetime(2026, 11, 5, 14, tzinfo=UTC)
+    quiet = episodes(robust_z(series.with_columns(pl.lit(daily).alias("value")), entity=["place_id"]), entity=["place_id"])
+    assert quiet.is_empty()
+
+
+def test_sensor_faults():
+    ts = pl.datetime_range(dt.datetime(2026, 11, 2, tzinfo=UTC), dt.datetime(2026, 11, 3, tzinfo=UTC), "15m", eager=True, closed="left")
+    rng = np.random.default_rng(5)
+    ok = 25 + rng.normal(0, 2, ts.len())
+    bad = ok.copy()
+    bad[10:30] = 31.5  # stuck
+    bad[50:53] = 999.0  # impossible
+    keep = np.ones(ts.len(), bool)
+    keep[70:80] = False  # silent for 2.5 hours
+    frame = pl.concat([pl.DataFrame({"sensor_id": "ok", "ts": ts, "metric": "pm25", "value": ok}),
+                       pl.DataFrame({"sensor_id": "bad", "ts": ts, "metric": "pm25", "value": bad}).filter(pl.Series(keep))])
+    faults = sensor_faults(frame)
+    assert set(faults["sensor_id"]) == {"bad"}
+    assert set(faults["fault"]) == {"flat line", "impossible values", "silence"}
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analytics")
+    generate_city(root / "city", devices=300, days=5, seed=13)
+    lake = Lake.init(root / "lake")
+    ingest_places(lake, root / "city" / "places.geojson")
+    ingest_sensors(lake, root / "city" / "sensors.csv")
+    ingest_readings(lake, root / "city" / "readings.csv")
+    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
+    return root, lake
+
+
+def test_the_injected_events_are_found(city):
+    root, lake = city
+    result = analyse(lake)
+    truth = score(result.detections, load_events(root / "city" / "events.json"))
+    assert truth["recall"] == 1.0, truth
+    assert truth["precision"] >= 0.75, truth
+    expo = result.detections.filter(pl.col("place_id") == "places:expo")
+    assert expo.height == 1 and expo["kind"][0] == "event" and "FF-expo" in expo["sensor_ids"][0]
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": "k"})
+
+
+@pytest.mark.integration
+def test_reports_render_for_every_park_and_stay_k_anonymous(city, tmp_path):
+    root, lake = city
+    done = run_cli("--lake", str(lake.root), "report", "--category", "park", "--workers", "1", "--k", "5", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert "dashboard at http" in done.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())["reports"]
+    parks = scan(lake, "places").filter(pl.col("category") == "park").collect()["place_id"].sort().to_list()
+    assert [r["place_id"] for r in summary] == parks
+    page = (tmp_path / "r" / "places_park-0.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "What is unusual" in page and "k-anonymity k = 5" in page
+    single = run_cli("--lake", str(lake.root), "report", "--district", "places:expo", "--workers", "1", "--k", "5",
+                     "--out", str(tmp_path / "expo.md"))
+    assert single.returncode == 0, single.stderr
+    text = (tmp_path / "expo.md").read_text()
+    assert "| event | high | places:expo" in text and (tmp_path / "expo-figure-1.png").stat().st_size > 1000
+    hours = text.split("## Footfall by hour", 1)[1].split("##", 1)[0]
+    assert all(int(line.split("|")[3]) >= 5 for line in hours.splitlines() if line.startswith("| 2026"))
+
+
+@pytest.mark.integration
+def test_pilot_loads_an_area_and_writes_its_first_report(city, tmp_path):
+    root, lake = city
+    places = gpd.read_file(root / "city" / "places.geojson")
+    park = places[places["category"] == "park"].iloc[[0]]
+    park[["geometry"]].to_file(tmp_path / "park.geojson", driver="GeoJSON")
+    pois = places[places["category"].str.startswith("poi:")].head(20)
+    pd_pois = pois.assign(lat=shapely.get_y(pois.geometry.values), lon=shapely.get_x(pois.geometry.values))
+    pd_pois[["id", "name", "category", "lat", "lon"]].to_csv(tmp_path / "pois.csv", index=False)
+    done = run_cli("--lake", str(tmp_path / "pilot-lake"), "pilot", "--boundary", str(tmp_path / "park.geojson"), "--pois",
+                   str(tmp_path / "pois.csv"), "--sensors", str(root / "city" / "sensors.csv"), "--pings", str(root / "city" / "pings.csv"),
+                   "--name", "Riverside Park", "--workers", "1", "--k", "5", "--out", str(tmp_path / "pilot.html"))
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "pilot.html").read_text()
+    assert "Riverside Park" in page and "pilot:riverside-park" in page
+    assert "pilot: first report at" in done.stderr
