@@ -382,6 +382,25 @@ def query() -> None:
     """People–things–places questions, on DuckDB or Polars (same answers), k-anonymous."""
 
 
+RESULT_OPTIONS = (
+    click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True),
+    click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True),
+    click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen."),
+)
+
+
+def _with(*options):
+    """A decorator applying several click options, listed in --help in the order given."""
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+_result_options = _with(*RESULT_OPTIONS)  # --engine, --format and --out, as every query command has them
+
+
 K_OPTION = click.option("--k", "k_anon", type=int, help="k-anonymity for this result (default: setting "
                         "privacy.k_anonymity); lowering it is for the steward (needs the pseudonym key).")
 
@@ -399,9 +418,7 @@ K_OPTION = click.option("--k", "k_anon", type=int, help="k-anonymity for this re
 @click.option("--weekdays", help="mon,tue,… or weekend / weekdays.")
 @click.option("--bbox", metavar="XMIN,YMIN,XMAX,YMAX", help="Only pings inside this lon/lat box.")
 @K_OPTION
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@_result_options
 @click.pass_obj
 def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str | None, end: str | None, place_ids: tuple[str, ...],
                    categories: tuple[str, ...], hours: str | None, weekdays: str | None, bbox: str | None, k_anon: int | None,
@@ -442,9 +459,7 @@ def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str
 @click.option("--visits", "visits_freq", type=click.Choice(["15min", "1h", "1d"]), help="Show visits per place per bucket instead.")
 @click.option("--save", is_flag=True, help="Also write the stays as the derived table `stays` (steward data: per device).")
 @K_OPTION
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@_result_options
 @click.pass_obj
 def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tuple[str, ...], categories: tuple[str, ...],
                 max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, k_anon: int | None, engine_name: str, fmt: str,
@@ -486,9 +501,7 @@ def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tup
 @click.option("--max-gap", default=30, show_default=True, help="Minutes of silence inside a zone that end a stay.")
 @click.option("--min-dwell", default=5, show_default=True, help="Minutes a stay must last to count as a trip end.")
 @K_OPTION
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@_result_options
 @click.pass_obj
 def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ...], start: str | None, end: str | None, freq: str,
              cell_res: int | None, radius: float, max_gap: int, min_dwell: int, k_anon: int | None, engine_name: str, fmt: str,
@@ -539,9 +552,7 @@ def query_od(ctx: Context, categories: tuple[str, ...], place_ids: tuple[str, ..
 @click.option("--from", "start", metavar="TIME", help="Start (ISO) for --readings, inclusive.")
 @click.option("--to", "end", metavar="TIME", help="End (ISO) for --readings, exclusive.")
 @K_OPTION
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@_result_options
 @click.pass_obj
 def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], what: str, radius: float, k: int | None,
                of: str, readings: bool, start: str | None, end: str | None, k_anon: int | None, engine_name: str, fmt: str,
@@ -577,9 +588,7 @@ def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, 
 @click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
 @click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
 @K_OPTION
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen.")
+@_result_options
 @click.pass_obj
 def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, ...], radius: float, freq: str, start: str | None,
                   end: str | None, k_anon: int | None, engine_name: str, fmt: str, out: str | None) -> None:
@@ -614,10 +623,7 @@ ANALYSIS_OPTIONS = (
 )
 
 
-def _analysis_options(command):
-    for option in ANALYSIS_OPTIONS:
-        command = option(command)
-    return command
+_analysis_options = _with(*ANALYSIS_OPTIONS)
 
 
 def _analyse(ctx: Context, lake, start, end, scheduler, workers):
@@ -757,10 +763,7 @@ MAP_WINDOW = (click.option("--from", "start", metavar="TIME", help="Start (ISO),
               click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."))
 
 
-def _map_options(command):
-    for option in (*MAP_WINDOW, MAP_TILES, MAP_OUT):
-        command = option(command)
-    return command
+_map_options = _with(*MAP_WINDOW, MAP_TILES, MAP_OUT)
 
 
 def _write_map(view, out: str, tiles: str | None) -> None:

@@ -89,3 +89,24 @@ def mosquitto(tmp_path_factory):
     yield f"mqtt://127.0.0.1:{port}"
     broker.terminate()
     broker.wait(timeout=10)
+
+
+ALL_FEEDS = ("places", "sensors", "readings", "pings")
+
+
+def generated_city_lake(root: Path, *, devices: int, days: int, seed: int, feeds: tuple[str, ...] = ALL_FEEDS) -> Lake:
+    """A sample city generated under ``root / "city"`` and ingested into ``root / "lake"`` through the ingestion functions."""
+    from ingestion.city import generate_city
+    from ingestion.iot import ingest_readings, ingest_sensors
+    from ingestion.location import ingest_pings
+    from ingestion.map import ingest_places
+
+    generate_city(root / "city", devices=devices, days=days, seed=seed)
+    lake = Lake.init(root / "lake")
+    steps = {"places": lambda: ingest_places(lake, root / "city" / "places.geojson"),
+             "sensors": lambda: ingest_sensors(lake, root / "city" / "sensors.csv"),
+             "readings": lambda: ingest_readings(lake, root / "city" / "readings.csv"),
+             "pings": lambda: ingest_pings(lake, root / "city" / "pings.csv", key=b"k")}
+    for feed in feeds:
+        steps[feed]()
+    return lake

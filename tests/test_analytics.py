@@ -17,16 +17,13 @@ import numpy as np
 import polars as pl
 import pytest
 import shapely
+from conftest import generated_city_lake
 
 from analytics.anomalies import episodes, robust_z, sensor_faults
 from analytics.detect import analyse
 from analytics.hotspots import emerging, getis_ord
 from analytics.truth import load_events, score
-from ingestion.city import generate_city
-from ingestion.iot import ingest_readings, ingest_sensors
-from ingestion.location import ingest_pings
-from ingestion.map import ingest_places
-from lake import Lake, scan
+from lake import scan
 
 UTC = dt.timezone.utc
 
@@ -108,13 +105,7 @@ def test_sensor_faults():
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     root = tmp_path_factory.mktemp("analytics")
-    generate_city(root / "city", devices=300, days=5, seed=13)
-    lake = Lake.init(root / "lake")
-    ingest_places(lake, root / "city" / "places.geojson")
-    ingest_sensors(lake, root / "city" / "sensors.csv")
-    ingest_readings(lake, root / "city" / "readings.csv")
-    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
-    return root, lake
+    return root, generated_city_lake(root, devices=300, days=5, seed=13)
 
 
 def test_the_injected_events_are_found(city):

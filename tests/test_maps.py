@@ -14,13 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import generated_city_lake
 from PIL import Image
 
 from h3_index import cells_to_strings, latlng_to_cells
-from ingestion.city import generate_city
-from ingestion.iot import ingest_readings, ingest_sensors
-from ingestion.location import ingest_pings
-from ingestion.map import ingest_places
 from lake import Lake
 from queries import footfall
 from viz import Layer, MapView, write_html
@@ -51,14 +48,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def lake_path(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("maps")
-    generate_city(root / "city", devices=300, days=2, seed=5)
-    lake = Lake.init(root / "lake")
-    ingest_places(lake, root / "city" / "places.geojson")
-    ingest_sensors(lake, root / "city" / "sensors.csv")
-    ingest_readings(lake, root / "city" / "readings.csv")
-    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
-    return str(lake.root)
+    return str(generated_city_lake(tmp_path_factory.mktemp("maps"), devices=300, days=2, seed=5).root)
 
 
 def render(browser, html: Path, shot: Path) -> tuple[dict, np.ndarray, list[str]]:

@@ -8,12 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 import shapely
+from conftest import generated_city_lake
 
 from h3_index.distance import haversine_m
-from ingestion.city import generate_city
-from ingestion.iot import ingest_readings, ingest_sensors
-from ingestion.location import ingest_pings
-from ingestion.map import ingest_places
 from lake import Lake, scan
 from queries import ENGINES, BadFilter, Filters, conditions, correlations, footfall, profile
 from queries.near import busy_hours, near, nearest_things, readings_near, things
@@ -21,14 +18,7 @@ from queries.near import busy_hours, near, nearest_things, readings_near, things
 
 @pytest.fixture(scope="module")
 def city_lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("near")
-    generate_city(root / "city", devices=300, days=3, seed=21)
-    lake = Lake.init(root / "lake")
-    ingest_places(lake, root / "city" / "places.geojson")
-    ingest_sensors(lake, root / "city" / "sensors.csv")
-    ingest_readings(lake, root / "city" / "readings.csv")
-    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
-    return lake
+    return generated_city_lake(tmp_path_factory.mktemp("near"), devices=300, days=3, seed=21)
 
 
 def oracle_distances(lake: Lake, place_filter: pl.Expr, what: str) -> pl.DataFrame:

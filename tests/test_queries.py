@@ -13,11 +13,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from conftest import generated_city_lake
 
-from ingestion.city import generate_city
-from ingestion.iot import ingest_sensors
-from ingestion.location import ingest_pings
-from ingestion.map import ingest_places
 from lake import Lake, scan
 from queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall
 
@@ -26,13 +23,7 @@ UTC = dt.timezone.utc
 
 @pytest.fixture(scope="module")
 def city_lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("queries")
-    generate_city(root / "city", devices=400, days=4, seed=9)
-    lake = Lake.init(root / "lake")
-    ingest_places(lake, root / "city" / "places.geojson")
-    ingest_sensors(lake, root / "city" / "sensors.csv")
-    ingest_pings(lake, root / "city" / "pings.csv", key=b"k")
-    return lake
+    return generated_city_lake(tmp_path_factory.mktemp("queries"), devices=400, days=4, seed=9, feeds=("places", "sensors", "pings"))
 
 
 @pytest.fixture(params=ENGINES)
