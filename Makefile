@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install citylake with test and bench extras
 
-demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake and show what it holds
-	rm -rf $(DEMO_LAKE) $(DEMO_CITY)
+demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake, query it, write maps and district reports
+	rm -rf $(DEMO_LAKE) $(DEMO_CITY) demo-maps demo-reports
 	$(CITYLAKE) init
 	$(BIN)/citylake generate-city --out $(DEMO_CITY) --devices 2000 --days 7 --seed 1
 	$(CITYLAKE) ingest places $(DEMO_CITY)/places.geojson
@@ -43,7 +43,9 @@ demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake 
 	$(CITYLAKE) publish
 	$(CITYLAKE) map footfall --res 9 --freq 1h --out demo-maps/footfall.html
 	$(CITYLAKE) map od --category district --out demo-maps/flows.html
-	@echo "Open demo-maps/footfall.html in a browser (works offline)."
+	$(CITYLAKE) report --district places:expo --district places:cbd --out demo-reports
+	@echo "Open demo-maps/footfall.html and demo-reports/places_expo.html in a browser (both work offline);"
+	@echo "demo-reports/summary.json is the machine-readable summary."
 
 system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker, Chromium, npm) with apt-get
 	@missing=""; \
@@ -68,4 +70,4 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/python -m ruff check citylake h3_index lake ingestion queries analytics viz tests bench
 
 clean: ## Remove the environment, demo lake and caches
-	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps viz/vendor demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work
+	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps demo-reports viz/vendor demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work

@@ -27,8 +27,9 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
                                "or leave --scheduler out for a local cluster") from None
         cluster = None
     else:
+        # one core per worker: the engines inside a task stay on their worker's core, so workers add cores, not contention
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
-                               dashboard_address="127.0.0.1:0")
+                               dashboard_address="127.0.0.1:0", env={"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"})
         client = Client(cluster)
     announce(f"dask: {len(client.scheduler_info()['workers'])} workers; dashboard at {client.dashboard_link}")
     try:

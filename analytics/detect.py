@@ -6,7 +6,8 @@ what is unusual, where, since when, and on what evidence.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -26,8 +27,9 @@ class Analysis:
     faults: pl.DataFrame
     place_scores: pl.DataFrame  # hourly devices per place with baseline and z
     sensor_scores: pl.DataFrame  # hourly mean per sensor and metric with baseline and z
-    hotspots: pl.DataFrame  # Gi* of devices per cell over the window
+    hotspots: pl.DataFrame  # Gi* of pings per cell over the window
     trends: pl.DataFrame  # emerging / persistent / fading cells over the days
+    seconds: dict[str, float] = field(default_factory=dict)  # the Dask part and the detection part
 
 
 def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> list[dt.date]:
@@ -35,13 +37,17 @@ def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> l
     return [d for d in dates if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())]
 
 
-def day_series(lake_root: str, day: dt.date) -> dict[str, pl.DataFrame]:
-    """One day's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker)."""
+TASK_HOURS = 6  # one Dask task per quarter day: hourly series split exactly at task edges, and tasks stay small
+
+
+def window_series(lake_root: str, start: dt.datetime) -> dict[str, pl.DataFrame]:
+    """One window's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker).
+    Everything is per hour, so windows aligned to hours add up exactly."""
     lake = Lake.open(lake_root)
-    start = dt.datetime.combine(day, dt.time(), UTC)
-    window = Filters(start=start, end=start + dt.timedelta(days=1))
-    places = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=window, k=1).table)  # steward job: k applies to outputs
-    cells = pl.from_arrow(footfall(lake, by="cell", res=HOTSPOT_RES, freq="1d", filters=window, k=1).table)
+    window = Filters(start=start, end=start + dt.timedelta(hours=TASK_HOURS))
+    # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
+    places = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=window, k=1, engine_name="polars").table)
+    cells = pl.from_arrow(footfall(lake, by="cell", res=HOTSPOT_RES, freq="1h", filters=window, k=1, engine_name="polars").table)
     sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
     hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
@@ -52,16 +58,24 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads)."""
     import dask
 
-    tasks = [dask.delayed(day_series)(str(lake.root), day) for day in days_of(lake, start, end)]
+    windows = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(hours=h) for day in days_of(lake, start, end)
+               for h in range(0, 24, TASK_HOURS)]
+    windows = [w for w in windows if (start is None or w >= start - dt.timedelta(hours=TASK_HOURS)) and (end is None or w < end)]
+    tasks = [dask.delayed(window_series)(str(lake.root), w) for w in windows]
     if not tasks:  # no pings in the window: nothing to analyse, but an empty analysis still makes a report
         from analytics.anomalies import AnalysisInputError
 
         raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
+    started = time.perf_counter()
     parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
+    fanned_out = time.perf_counter() - started
+
     def gather(name: str) -> pl.DataFrame:
         return pl.concat([p[name] for p in parts], how="vertical_relaxed")
 
-    return detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"))
+    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"))
+    result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
+    return result
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame) -> Analysis:
@@ -70,9 +84,14 @@ def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.Dat
     sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")), entity=["sensor_id", "metric"])
     faults = sensor_faults(raw)
     detections = _detections(lake, place_scores, sensor_scores, faults)
-    totals = cells.group_by("h3_cell").agg(pl.col("devices").sum().cast(pl.Float64))
-    return Analysis(detections, faults, place_scores, sensor_scores, getis_ord(totals, value="devices"),
-                    emerging(cells.select("h3_cell", "bucket", pl.col("devices").cast(pl.Float64)), value="devices"))
+    # pings per cell add up across windows (distinct devices would not): Gi* of pings over the window, and per day
+    totals = cells.group_by("h3_cell").agg(pl.col("pings").sum().cast(pl.Float64),
+                                           pl.col("devices").max().alias("most_devices_in_an_hour"))
+    daily = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d")).agg(pl.col("pings").sum().cast(pl.Float64))
+    hotspots = (getis_ord(totals.select("h3_cell", "pings"), value="pings")
+                .join(totals.select("h3_cell", "most_devices_in_an_hour"), on="h3_cell", how="left")
+                .with_columns(pl.col("most_devices_in_an_hour").fill_null(0)))
+    return Analysis(detections, faults, place_scores, sensor_scores, hotspots, emerging(daily, value="pings"))
 
 
 def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFrame:

@@ -61,7 +61,7 @@ def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetim
     if start or end:
         detections = detections.filter((pl.col("end") > (start or dt.datetime.min.replace(tzinfo=dt.timezone.utc)))
                                        & (pl.col("start") < (end or dt.datetime.max.replace(tzinfo=dt.timezone.utc))))
-    hot = _hot_cells_inside(analysis, shape)
+    hot = _hot_cells_inside(analysis, shape, k)
     busiest = people.sort("devices", descending=True).head(1)
     headline = {
         "pings": int(people["pings"].sum()) if people.height else 0,
@@ -76,7 +76,7 @@ def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetim
         ("What is unusual", detections.select("kind", "severity", "place_id", "start", "end", "peak_z", "evidence"),
          "Events: footfall or sensor readings far from their hour-of-day baseline (robust z-scores); "
          "sensor faults: flat lines, impossible values, silence. Evidence lists each signal and its z."),
-        ("Hotspots", hot, f"Getis-Ord Gi* of devices per H3 cell (resolution {HOTSPOT_RES}) over the window; z ≥ 2.58 is p < 0.01."),
+        ("Hotspots", hot, f"Getis-Ord Gi* of pings per H3 cell (resolution {HOTSPOT_RES}) over the window; z ≥ 2.58 is p < 0.01."),
         ("Footfall by hour", people.select("bucket", "pings", "devices").sort("bucket"),
          f"k-anonymous: hours with fewer than {k} devices are withheld ({hourly.suppressed} withheld)."),
         ("How long people stay", dwell_table, "Stays: consecutive pings inside the place, at most 30 min apart, at least 5 min long."),
@@ -118,16 +118,17 @@ def _places_inside(lake: Lake, shape, place_id: str) -> list[str]:
     return [p for p, i in zip(places["place_id"], inside) if i and p != place_id]
 
 
-def _hot_cells_inside(analysis: Analysis, shape) -> pl.DataFrame:
-    hot = analysis.hotspots.filter(pl.col("class") == "hot")
+def _hot_cells_inside(analysis: Analysis, shape, k: int) -> pl.DataFrame:
+    """Hot cells inside the place; only cells that held at least k devices in some hour (k-anonymous)."""
+    hot = analysis.hotspots.filter((pl.col("class") == "hot") & (pl.col("most_devices_in_an_hour") >= k))
     if hot.is_empty():
-        return hot.select("h3_cell", "devices", "z", "p")
+        return hot.select("h3_cell", "pings", "z", "p")
     lat, lon = cells_to_latlng(hot["h3_cell"].to_numpy())
     inside = hot.filter(pl.Series(shapely.contains_xy(shape, lon, lat)))
     trends = analysis.trends.select("h3_cell", "pattern")
     return (inside.join(trends, on="h3_cell", how="left")
             .with_columns(pl.Series("cell", cells_to_strings(inside["h3_cell"].to_numpy()), pl.String), pl.col("z").round(2))
-            .select("cell", "devices", "z", "p", "pattern").head(10))
+            .select("cell", "pings", "z", "p", "pattern").head(10))
 
 
 def _footfall_figure(people: pl.DataFrame, name: str) -> bytes:
