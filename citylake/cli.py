@@ -838,6 +838,27 @@ def map_od(ctx: Context, category: str, freq: str, k_anon: int | None, start: st
     _write_map(view, out, tiles)
 
 
+@map_group.command(name="hotspots")
+@K_OPTION
+@_analysis_options
+@MAP_TILES
+@MAP_OUT
+@click.pass_obj
+def map_hotspots(ctx: Context, k_anon: int | None, start: str | None, end: str | None, scheduler: str | None, workers: int | None,
+                 tiles: str | None, out: str) -> None:
+    """Hot and cold H3 cells (Getis-Ord Gi* of pings) from the situational analysis, coloured by z.
+
+    \b
+    Example:
+      citylake map hotspots --from 2026-11-04 --to 2026-11-06 --out hotspots.html
+    """
+    from viz import hotspots_map
+
+    lake = ctx.open()
+    analysis = _analyse(ctx, lake, _when("--from", start), _when("--to", end), scheduler, workers)
+    _write_map(hotspots_map(lake, analysis.hotspots, patterns=analysis.trends, k=_k(ctx, k_anon)), out, tiles)
+
+
 @map_group.command(name="places")
 @click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable).")
 @MAP_TILES

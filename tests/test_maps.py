@@ -107,6 +107,7 @@ def test_footfall_map_draws_the_k_anonymous_cells_offline(browser, lake_path):
     ("readings", ["--metric", "pm25"], "readings", "point"),
     ("od", ["--category", "district", "--k", "2"], "od", "arc"),
     ("places", [], "places", "geojson"),
+    ("hotspots", ["--k", "2", "--workers", "1"], "hotspots", "hexagonId"),
 ])
 def test_every_map_command_renders_its_layer(browser, lake_path, kind, args, data_id, layer):
     out = ARTIFACTS / f"{kind}.html"

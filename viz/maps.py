@@ -77,6 +77,22 @@ def od_map(lake: Lake, /, *, category: str = "district", freq: str = "1d", filte
     return view
 
 
+def hotspots_map(lake: Lake, hotspots: pl.DataFrame, /, *, patterns: pl.DataFrame | None = None, k: int = DEFAULT_K) -> MapView:
+    """Gi* hot and cold cells as hexagons coloured by z, with their p-value and space-time pattern in the tooltip.
+    ``hotspots``: h3_cell, z, p, class and most_devices_in_an_hour (cells with fewer than k devices are left out)."""
+    shown = hotspots.filter((pl.col("class") != "not significant") & (pl.col("most_devices_in_an_hour") >= k))
+    if patterns is not None:
+        shown = shown.join(patterns.select("h3_cell", "pattern"), on="h3_cell", how="left")
+    cells = shown.select(pl.Series("hex", cells_to_strings(shown["h3_cell"].to_numpy()), pl.String), pl.col("z").round(2),
+                         pl.col("p"), "class", *(["pattern"] if patterns is not None else []))
+    view = MapView("Hotspots: Getis-Ord Gi* of pings per H3 cell", note=f"cells with fewer than {k} devices in every hour are not shown")
+    view.add("hotspots", cells, "Hotspots", Layer("hexagonId", "hotspots", "Gi* z-score", {"hex_id": "hex"}, color_by="z"),
+             tooltip=[c for c in cells.columns])
+    _with_places(view, lake)
+    view.centre = _centre_of_cells(shown)
+    return view
+
+
 def places_map(lake: Lake, /, *, filters: Filters = NO_FILTERS) -> MapView:
     """Places as polygons (filled by category) and sensors as points."""
     view = MapView("Places and sensors")
