@@ -45,7 +45,7 @@ def nearest(
     queries = _Queries(query_lat, query_lon, min(15, res + QUERY_CELL_STEPS))
     found = _Found(query_lat.size, k)
     pending = queries.by_cell  # query positions, grouped by their fine cell
-    for level, radius in _passes(res):
+    for level, radius in _worth_trying(_passes(res), targets, queries, pending, k, found):
         if not pending.size:
             break
         done = _search(targets, queries, pending, k, level, radius, found)
@@ -64,6 +64,21 @@ def resolution_for(lat: np.ndarray, lon: np.ndarray, k: int) -> int:
         if lat.size / np.unique(parent_bits(cells, res)).size >= want:
             return res
     return 0
+
+
+SAMPLE_EVERY = 100  # queries sampled to see whether the first pass is worth running on all of them
+WORTH_IT = 0.5  # run the first pass on all queries only if it settles at least this share of the sample
+
+
+def _worth_trying(passes: list[tuple[int, int]], targets: _Targets, queries: _Queries, pending: np.ndarray, k: int,
+                  found: _Found) -> list[tuple[int, int]]:
+    """Skip the radius-1 pass when a sample shows it would settle few queries (sparse targets): it would cost a
+    shortlist per cell and settle little. The answer is the same either way; only the work differs."""
+    if pending.size < 100 * SAMPLE_EVERY:
+        return passes
+    sample = pending[::SAMPLE_EVERY]  # still grouped by cell
+    settled = _search(targets, queries, sample, k, *passes[0], found).mean()
+    return passes if settled >= WORTH_IT else passes[1:]
 
 
 def _passes(res: int) -> list[tuple[int, int]]:
