@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from h3_index import CitylakeError
@@ -17,7 +18,7 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
                 announce=print) -> Iterator[object]:
     """A ``distributed.Client``: connected to ``scheduler`` if given, else a local cluster of ``workers``
     processes (one thread each, ``memory_limit`` per worker). Announces the dashboard address."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         try:
@@ -27,9 +28,7 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
                                "or leave --scheduler out for a local cluster") from None
         cluster = None
     else:
-        # one core per worker: the engines inside a task stay on their worker's core, so workers add cores, not contention
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
-                               dashboard_address="127.0.0.1:0", env={"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"})
+        cluster = _local_cluster(workers, memory_limit)
         client = Client(cluster)
     announce(f"dask: {len(client.scheduler_info()['workers'])} workers; dashboard at {client.dashboard_link}")
     try:
@@ -38,3 +37,27 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+# One core per worker: the engines inside a task (Polars, Arrow, h3ronpy's Rayon pool) size their thread pools when
+# first imported, so these must be in the environment before a worker process starts, not set inside it afterwards.
+PRELOAD = ["analytics.detect"]  # imported as each worker starts, so the first task does not pay for the imports
+ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
+
+
+def _local_cluster(workers: int, memory_limit: str | None):
+    """Worker processes of one thread and one core each, so that a second worker adds a core, not contention."""
+    import dask
+    from distributed import LocalCluster
+
+    saved = {name: os.environ.get(name) for name in ONE_CORE}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": ONE_CORE}):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
+                                dashboard_address="127.0.0.1:0", preload=PRELOAD)
+    finally:  # the Nanny sets them in this process to hand them on; this process keeps its own
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

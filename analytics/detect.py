@@ -32,19 +32,30 @@ class Analysis:
     seconds: dict[str, float] = field(default_factory=dict)  # the Dask part and the detection part
 
 
-def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> list[dt.date]:
-    dates = scan(lake, "pings").select(pl.col("date").unique()).collect()["date"].sort().to_list()
-    return [d for d in dates if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())]
+def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> dict[dt.date, int]:
+    """Pings per UTC day in the window, from the lake's log (no scan)."""
+    per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
+    return {d: per_day[d] for d in sorted(per_day)
+            if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())}
 
 
-TASK_HOURS = 6  # one Dask task per quarter day: hourly series split exactly at task edges, and tasks stay small
+MIN_TASKS = 8  # enough tasks to keep every worker of a small cluster busy to the end
+TASK_PINGS = 2_000_000  # pings a task holds at most (~350 MB at its peak), so a worker needs no more memory for a larger lake
 
 
-def window_series(lake_root: str, start: dt.datetime) -> dict[str, pl.DataFrame]:
+def task_hours(days: int, busiest_day: int) -> int:
+    """Hours of pings per Dask task: a whole day when it can (a task reads its day's files, so fewer tasks read less),
+    else the longest part of a day that gives the cluster ``MIN_TASKS`` tasks and keeps each under ``TASK_PINGS``.
+    Hours divide the day, so hourly series split exactly at task edges."""
+    return next((hours for hours in (24, 12, 8, 6, 4, 3, 2)
+                 if days * 24 // hours >= MIN_TASKS and busiest_day * hours / 24 <= TASK_PINGS), 1)
+
+
+def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, pl.DataFrame]:
     """One window's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker).
     Everything is per hour, so windows aligned to hours add up exactly."""
     lake = Lake.open(lake_root)
-    window = Filters(start=start, end=start + dt.timedelta(hours=TASK_HOURS))
+    window = Filters(start=start, end=start + dt.timedelta(hours=hours))
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
     places = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=window, k=1, engine_name="polars").table)
     cells = pl.from_arrow(footfall(lake, by="cell", res=HOTSPOT_RES, freq="1h", filters=window, k=1, engine_name="polars").table)
@@ -58,10 +69,11 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads)."""
     import dask
 
-    windows = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(hours=h) for day in days_of(lake, start, end)
-               for h in range(0, 24, TASK_HOURS)]
-    windows = [w for w in windows if (start is None or w >= start - dt.timedelta(hours=TASK_HOURS)) and (end is None or w < end)]
-    tasks = [dask.delayed(window_series)(str(lake.root), w) for w in windows]
+    days = days_of(lake, start, end)
+    hours = task_hours(len(days), max(days.values(), default=0))
+    windows = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(hours=h) for day in days for h in range(0, 24, hours)]
+    windows = [w for w in windows if (start is None or w >= start - dt.timedelta(hours=hours)) and (end is None or w < end)]
+    tasks = [dask.delayed(window_series)(str(lake.root), w, hours) for w in windows]
     if not tasks:  # no pings in the window: nothing to analyse, but an empty analysis still makes a report
         from analytics.anomalies import AnalysisInputError
 

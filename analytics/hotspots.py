@@ -57,8 +57,7 @@ def emerging(per_bucket: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.Da
         (pl.col("z") >= HOT_Z).mean().alias("hot_share"),
         ((pl.col("z") >= HOT_Z) & (pl.col("bucket") == last)).any().alias("hot_last"),
         ((pl.col("z") >= HOT_Z) & pl.col("bucket").is_in(recent.implode())).any().alias("hot_recently"),
-        pl.col("z").alias("zs"))
-    per_cell = per_cell.with_columns(pl.col("zs").map_elements(_mann_kendall_s, return_dtype=pl.Float64).alias("trend")).drop("zs")
+    ).join(_mann_kendall_s(zs), on="h3_cell")
     pattern = (pl.when(pl.col("hot_share") >= 0.9).then(pl.lit("persistent"))
                .when(pl.col("hot_last") & (pl.col("hot_share") <= 0.25)).then(pl.lit("emerging"))
                .when((pl.col("hot_share") > 0) & ~pl.col("hot_recently")).then(pl.lit("fading"))
@@ -68,10 +67,19 @@ def emerging(per_bucket: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.Da
     return per_cell.sort("hot_share", descending=True)
 
 
-def _mann_kendall_s(values: list[float]) -> float:
-    """Mann-Kendall S normalised to [-1, 1]: the share of later-minus-earlier pairs going up minus going down."""
-    v = np.asarray(values)
-    if v.size < 2:
-        return 0.0
-    signs = np.sign(v[None, :] - v[:, None])[np.triu_indices(v.size, 1)]
-    return float(signs.mean())
+def _mann_kendall_s(zs: pl.DataFrame) -> pl.DataFrame:
+    """Per cell, Mann-Kendall S normalised to [-1, 1]: over the pairs of buckets in which the cell has a z-score,
+    the share of later-minus-earlier pairs going up minus going down (0 with fewer than two buckets)."""
+    cell = zs["h3_cell"].rank("dense").cast(pl.Int64).to_numpy() - 1
+    bucket = zs["bucket"].rank("dense").cast(pl.Int64).to_numpy() - 1
+    z = np.full((cell.max() + 1, bucket.max() + 1), np.nan)  # cells x buckets, NaN where a cell had no score
+    z[cell, bucket] = zs["z"].to_numpy()
+    ups_minus_downs, pairs = np.zeros(z.shape[0]), np.zeros(z.shape[0])
+    for lag in range(1, z.shape[1]):  # every (earlier, later) pair once, one lag at a time: memory stays cells x buckets
+        later_minus_earlier = z[:, lag:] - z[:, :-lag]
+        both = ~np.isnan(later_minus_earlier)
+        ups_minus_downs += np.sign(np.where(both, later_minus_earlier, 0)).sum(axis=1)
+        pairs += both.sum(axis=1)
+    cells = np.empty(z.shape[0], dtype=np.int64)
+    cells[cell] = zs["h3_cell"].to_numpy()
+    return pl.DataFrame({"h3_cell": cells, "trend": np.where(pairs > 0, ups_minus_downs / np.maximum(pairs, 1), 0.0)})

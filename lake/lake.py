@@ -170,6 +170,17 @@ class Lake:
             partitions=partitions,
         )
 
+    def rows_per_partition(self, name: str, column: str, /) -> dict[str, int]:
+        """Rows per value of a partition column (e.g. pings per ``date``), read from the Delta log (no data scan)."""
+        if column not in self.spec(name).partition_by:
+            raise ValueError(f"{name} is not partitioned by {column!r}; its partition columns are {self.spec(name).partition_by}")
+        actions = _add_actions(self.table(name))
+        if not actions.num_rows:
+            return {}
+        per = pa.table({"value": actions.column(f"partition.{column}"), "rows": actions.column("num_records")})
+        per = per.group_by("value").aggregate([("rows", "sum")])
+        return {str(v): int(n) for v, n in zip(per.column("value").to_pylist(), per.column("rows_sum").to_pylist())}
+
     # -- writing --------------------------------------------------------------------------
     def write(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import shapely
 
@@ -9,6 +10,9 @@ from h3_index import polars_expr as X
 from lake import Lake, scan
 from queries.base import POLYGONAL, FootfallBy
 from queries.filters import Filters
+
+STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
+PLACE = "_place"  # a place's number within one query
 
 
 class PolarsEngine:
@@ -23,13 +27,17 @@ class PolarsEngine:
         if by == "cell":
             cell = pl.col("h3_cell") if res == self.lake.cell_res else X.cell_to_parent("h3_cell", res).alias("h3_cell")
             return (pings.group_by(cell, bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
-                    .collect())
-        hits = self._hits(pings, filters)
+                    .collect(engine=STREAMING))
+        hits, places = self._hits(pings, filters)
+        counts = [pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")]
         if by == "place":
-            return hits.group_by("place_id", "name", "category", bucket).agg(
-                pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
-        once = hits.unique(subset=["device_id", "ts", "lat", "lon", "category"])  # a ping counts once per category
-        return once.group_by("category", bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
+            per_place = hits.lazy().group_by(PLACE, bucket).agg(*counts).collect(engine=STREAMING)
+            return per_place.join(places, on=PLACE).select("place_id", "name", "category", "bucket", "pings", "devices")
+        codes = places.select(PLACE, pl.col("category").rank("dense").alias("_category"))
+        once = hits.lazy().join(codes.lazy(), on=PLACE).unique(subset=["device_id", "ts", "lat", "lon", "_category"])  # once per category
+        per_category = once.group_by("_category", bucket).agg(*counts).collect(engine=STREAMING)
+        return per_category.join(codes.join(places, on=PLACE).select("_category", "category").unique(), on="_category").select(
+            "category", "bucket", "pings", "devices")
 
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon").collect()
@@ -44,27 +52,41 @@ class PolarsEngine:
         # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
         pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
                  .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq")))
-        hits = self._hits(pings, filters).sort("device_id", "place_id", "seq")
+        hits, places = self._hits(pings, filters)
+        hits = hits.sort("device_id", PLACE, "seq")
         # rows are sorted by run, so a run's previous row is the row above when it has the same device and place
-        same_run = (pl.col("device_id") == pl.col("device_id").shift(1)) & (pl.col("place_id") == pl.col("place_id").shift(1))
+        same_run = (pl.col("device_id") == pl.col("device_id").shift(1)) & (pl.col(PLACE) == pl.col(PLACE).shift(1))
         new_stay = ~(same_run & (pl.col("seq") == pl.col("seq").shift(1) + 1)
                      & ((pl.col("ts") - pl.col("ts").shift(1)).dt.total_microseconds() <= max_gap_s * 10**6)).fill_null(False)
         stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().alias("stay"))
-                 .group_by("device_id", "place_id", "stay")
+                 .group_by("device_id", PLACE, "stay")
                  .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings")))
-        return stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6).drop("stay")
+        stays = stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
+        return stays.join(places, on=PLACE).select("device_id", "place_id", "start", "end", "pings")
 
-    def _hits(self, pings: pl.LazyFrame, filters: Filters) -> pl.DataFrame:
-        """Pings inside each selected polygonal place: interior cells as they are, boundary cells tested exactly."""
+    def _hits(self, pings: pl.LazyFrame, filters: Filters) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each
+        with the place's number in ``PLACE``; and the places by number (place_id, name, category). Numbers, not ids,
+        ride along with the pings: a ping in several places is one row per place, so this is the widest frame here."""
         places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
-        shapes = dict(zip(places["place_id"].to_list(), shapely.from_wkb(places["geometry"].to_numpy())))
-        shapes = {pid: g for pid, g in shapes.items() if g.geom_type in POLYGONAL}
-        cells = scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(list(shapes)))
-        candidates = pings.join(cells, on="h3_cell").collect()
-        inside = [candidates.filter(pl.col("interior"))]
-        for (place_id,), rows in candidates.filter(~pl.col("interior")).partition_by("place_id", as_dict=True).items():
-            shape = shapes[place_id]
+        shapes = shapely.from_wkb(places["geometry"].to_numpy())
+        places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
+        polygonal = np.array([shape is not None and shape.geom_type in POLYGONAL for shape in shapes], dtype=bool)
+        places, shapes = places.filter(pl.Series(polygonal)), shapes[polygonal]  # both still in PLACE order
+        cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
+                 .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
+        candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
+        inside = candidates["interior"].to_numpy().copy()
+        boundary = np.flatnonzero(~inside)
+        number = candidates[PLACE].to_numpy()[boundary]
+        by_place = np.argsort(number, kind="stable")
+        order, number = boundary[by_place], number[by_place]
+        lon, lat = candidates["lon"].to_numpy(), candidates["lat"].to_numpy()
+        place_of = dict(zip(places[PLACE].to_list(), shapes))
+        starts = np.flatnonzero(np.diff(number, prepend=-1))  # where each place's boundary rows begin in ``order``
+        for begin, end in zip(starts, [*starts[1:], order.size]):
+            rows = order[begin:end]
+            shape = place_of[int(number[begin])]
             shapely.prepare(shape)
-            inside.append(rows.filter(pl.Series(shapely.contains_xy(shape, rows["lon"].to_numpy(), rows["lat"].to_numpy()))))
-        meta = places.select("place_id", "name", "category")
-        return pl.concat(inside).join(meta, on="place_id")
+            inside[rows] = shapely.contains_xy(shape, lon[rows], lat[rows])
+        return candidates.filter(pl.Series(inside)).drop("interior"), places

@@ -20,8 +20,8 @@ import shapely
 from conftest import generated_city_lake
 
 from analytics.anomalies import episodes, robust_z, sensor_faults
-from analytics.detect import analyse
-from analytics.hotspots import emerging, getis_ord
+from analytics.detect import TASK_PINGS, analyse, task_hours
+from analytics.hotspots import _mann_kendall_s, emerging, getis_ord
 from analytics.truth import load_events, score
 from lake import scan
 
@@ -70,6 +70,26 @@ def test_emerging_and_fading_patterns():
             rows.append({"h3_cell": c, "bucket": dt.datetime(2026, 11, 1 + day, tzinfo=UTC), "v": 500.0 if busy else 10.0 + (c % 7)})
     patterns = dict(emerging(pl.DataFrame(rows), value="v").select("h3_cell", "pattern").iter_rows())
     assert patterns[new] == "emerging" and patterns[old] == "fading"
+
+
+def test_trend_is_mann_kendall_over_the_buckets_a_cell_was_scored_in():
+    rng = np.random.default_rng(11)
+    rows = [{"h3_cell": cell, "bucket": dt.datetime(2026, 11, 1, tzinfo=UTC) + dt.timedelta(days=day), "z": float(rng.integers(-3, 4))}
+            for cell in range(40) for day in range(9) if rng.random() > 0.3]  # gaps, ties and cells with one bucket
+    rows += [{"h3_cell": 99, "bucket": dt.datetime(2026, 11, 5, tzinfo=UTC), "z": 1.0}]
+    got = dict(_mann_kendall_s(pl.DataFrame(rows)).iter_rows())
+    for cell in {r["h3_cell"] for r in rows}:
+        z = [r["z"] for r in sorted(rows, key=lambda r: r["bucket"]) if r["h3_cell"] == cell]
+        signs = [(b > a) - (b < a) for i, a in enumerate(z) for b in z[i + 1:]]  # every later-minus-earlier pair
+        assert got[cell] == pytest.approx(sum(signs) / len(signs) if signs else 0.0)
+
+
+def test_tasks_are_days_unless_too_few_or_too_large():
+    assert task_hours(days=30, busiest_day=500_000) == 24  # many ordinary days: a day per task
+    assert task_hours(days=4, busiest_day=500_000) == 12  # too few days to keep a cluster busy: halves
+    assert task_hours(days=1, busiest_day=500_000) == 3  # one day: eight parts
+    assert task_hours(days=30, busiest_day=10 * TASK_PINGS) == 2  # a crowded day: parts small enough for a worker
+    assert task_hours(days=1, busiest_day=100 * TASK_PINGS) == 1  # never less than an hour
 
 
 def test_baseline_z_scores_and_episodes():

@@ -200,6 +200,16 @@ def test_stats_count_partitions_files_and_bytes(lake, pings):
     assert stats.bytes == sum(p.stat().st_size for p in Path(lake.path("pings")).rglob("*.parquet"))
 
 
+def test_rows_per_partition_come_from_the_log_and_match_a_scan(lake, pings):
+    lake.write("pings", pings.slice(0, 5_000))
+    lake.write("pings", pings.slice(5_000), mode="append")  # two commits: counts add up over files
+    per_day = lake.rows_per_partition("pings", "date")
+    scanned = pl.from_arrow(pings).group_by(pl.col("ts").dt.date().cast(pl.String)).len()
+    assert per_day == dict(scanned.iter_rows())
+    with pytest.raises(ValueError, match="partition columns are"):
+        lake.rows_per_partition("pings", "device_id")
+
+
 # --- partition pruning: proved, not assumed ------------------------------------------------
 
 
