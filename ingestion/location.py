@@ -77,8 +77,7 @@ def _validate(
                    V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
     # Quarantined text must not carry the raw device id either: its field becomes the pseudonym.
     frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"))
-    frame = frame.with_columns(device_ref_expr())
-    good, bad = V.split(frame, checks, raw_columns=[DEVICE_REF, *[c for c in rows.column_names if c != "device_id"]])
+    good, bad = V.split(frame, checks, raw_columns=[device_ref_expr(), *[c for c in rows.column_names if c != "device_id"]])
     good = good.select(
         pl.col("_pseudonym").alias("device_id"), pl.col("_ts").alias("ts"), pl.col("_lat").alias("lat"), pl.col("_lon").alias("lon"),
         (pl.col("_accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
@@ -91,14 +90,12 @@ def _validate(
     return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)
 
 
-DEVICE_REF = "_device_ref"
 WITHHELD = "[line withheld: its device id could not be separated from the rest]"
 
 
 def device_ref_expr() -> pl.Expr:
     """What quarantine shows in place of a raw device id: ``pseudonym:<the device_id stored in pings>``."""
-    return (pl.when(V.is_missing("device_id")).then(pl.lit("")).otherwise(pl.format("pseudonym:{}", pl.col("_pseudonym")))
-            .alias(DEVICE_REF))
+    return pl.when(V.is_missing("device_id")).then(pl.lit("")).otherwise(pl.format("pseudonym:{}", pl.col("_pseudonym")))
 
 
 def redact_line(text: str, field: int, delimiter: str, key: bytes) -> str:

@@ -103,9 +103,10 @@ def csv_chunks(path: Path, *, batch_rows: int, delimiter: str | None = None) -> 
             block, carry = buf[:cut], buf[cut:]
             if block:
                 done += len(block)
-                chunk = parser.parse(block, line_no)
+                lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                chunk = parser.parse(block, line_no, lines)
                 chunk.bytes_done = done
-                line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                line_no += lines
                 yield chunk
             if at_end:
                 return
@@ -123,12 +124,9 @@ class _BlockParser:
     def __init__(self, columns: list[str], delimiter: str) -> None:
         self.columns, self.delimiter = columns, delimiter
 
-    def parse(self, block: bytes, first_line: int) -> RawChunk:
+    def parse(self, block: bytes, first_line: int, lines: int) -> RawChunk:
+        """Rows of a block of ``lines`` whole lines starting at file line ``first_line``."""
         rejected: list[tuple[int, str, str, str]] = []
-        try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            block = self._drop_non_utf8_lines(block, first_line, rejected)
         invalid: Counter[str] = Counter()
         reasons: dict[str, str] = {}
 
@@ -137,12 +135,17 @@ class _BlockParser:
             reasons[row.text] = f"has {row.actual_columns} fields, expected {row.expected_columns} (truncated line or wrong delimiter?)"
             return "skip"
 
+        if b'"' in block:
+            block = self._drop_unbalanced_quotes(block, first_line, rejected)
         try:
-            table = self._read(block, PARSE_BLOCK_BYTES, on_invalid)
-        except pa.ArrowInvalid:  # a line longer than a parse block: parse the chunk as one block
+            table = self._parse(block, on_invalid, invalid)
+        except pa.ArrowInvalid as err:  # Arrow checks UTF-8 as it parses: set such lines aside, parse the rest
+            if "UTF8" not in str(err):
+                raise
             invalid.clear()
-            table = self._read(block, len(block) + 1, on_invalid)
-        if not invalid and not rejected and not _has_blank_lines(block):
+            block = self._drop_non_utf8_lines(block, first_line, rejected)
+            table = self._parse(block, on_invalid, invalid)
+        if not invalid and not rejected and table.num_rows == lines:  # every line a row: no blank, bad or set-aside lines
             positions = np.arange(first_line, first_line + table.num_rows, dtype=np.int64)
         else:
             positions = self._positions(block, first_line, invalid, reasons, rejected)
@@ -150,6 +153,15 @@ class _BlockParser:
             raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
         rejected.sort()
         return RawChunk(table, positions, rejected, delimiter=self.delimiter)
+
+    def _parse(self, block: bytes, on_invalid, invalid: Counter) -> pa.Table:
+        try:
+            return self._read(block, PARSE_BLOCK_BYTES, on_invalid)
+        except pa.ArrowInvalid as err:  # a line longer than a parse block: parse the chunk as one block
+            if "UTF8" in str(err):
+                raise
+            invalid.clear()
+            return self._read(block, len(block) + 1, on_invalid)
 
     def _read(self, block: bytes, block_size: int, on_invalid) -> pa.Table:
         return pcsv.read_csv(
@@ -160,6 +172,18 @@ class _BlockParser:
                 column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
             ),
         )
+
+    @staticmethod
+    def _drop_unbalanced_quotes(block: bytes, first_line: int, rejected: list) -> bytes:
+        """Set aside lines with an odd number of quotes: values never span lines here, and the parser would
+        otherwise read on into the next line, taking a good row with it."""
+        lines = block.split(b"\n")
+        odd = [i for i, line in enumerate(lines) if line.count(b'"') % 2]
+        for i in odd:
+            text = lines[i].rstrip(b"\r").decode("utf-8", "replace")
+            rejected.append((first_line + i, text, 'has an unbalanced quote (a field opened with " is never closed)', "unbalanced quote"))
+            lines[i] = b""  # an empty line keeps the numbering; the parser skips it
+        return b"\n".join(lines) if odd else block
 
     @staticmethod
     def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:
@@ -188,10 +212,6 @@ class _BlockParser:
             else:
                 kept.append(first_line + i)
         return np.asarray(kept, dtype=np.int64)
-
-
-def _has_blank_lines(block: bytes) -> bool:
-    return block.startswith((b"\n", b"\r\n")) or b"\n\n" in block or b"\n\r\n" in block
 
 
 # --- JSON Lines and Parquet -------------------------------------------------------------------

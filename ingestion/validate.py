@@ -192,15 +192,17 @@ def timestamp_checks(column: str, parsed: str, *, latest: dt.datetime) -> list[C
     ]
 
 
-def raw_text(columns: list[str], delimiter: str = ",") -> pl.Expr:
-    return pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)
+def raw_text(columns: list[str | pl.Expr], delimiter: str = ",") -> pl.Expr:
+    """A row's fields joined as its source line: columns by name, or expressions (such as a redacted field)."""
+    fields = [c if isinstance(c, pl.Expr) else pl.col(c) for c in columns]
+    return pl.concat_str([f.cast(pl.String).fill_null("") for f in fields], separator=delimiter)
 
 
 def split(
-    frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str] | None = None
+    frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str | pl.Expr] | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(good rows, bad rows as position/raw/reason/kind). ``frame`` carries a POSITION column;
-    a bad row's raw text joins ``raw_columns`` (default: all the input columns). Checks are
+    a bad row's raw text joins ``raw_columns`` (default: all the input columns; computed for bad rows only). Checks are
     cheap comparisons; reason text is built only for the rows that fail."""
     columns = raw_columns or [c for c in frame.columns if c != POSITION and not c.startswith("_")]
     failed = pl.when(checks[0].bad).then(pl.lit(0, pl.Int16))
