@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -29,6 +30,7 @@ from ingestion.errors import UnreadableInput
 from lake import Lake
 
 UTC = dt.timezone.utc
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,6 +140,22 @@ class BatchWriter:
         r.rejected += chunk.bad.height
         if chunk.bad.height:
             r.reasons.update(dict(chunk.bad["kind"].value_counts().iter_rows()))
+
+
+VALIDATORS = 2  # chunks validated at once: validation costs more than a commit, so one validator would hold commits up
+
+
+def validated(raws: Iterable[T], validate: Callable[[T], Chunk], *, workers: int = VALIDATORS) -> Iterator[Chunk]:
+    """``validate`` each raw chunk on ``workers`` threads, yielding results in file order. Raw chunks are read one
+    at a time in the consuming thread; at most ``workers`` are being validated, so memory stays bounded."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[Chunk]] = deque()
+        for raw in raws:
+            pending.append(pool.submit(validate, raw))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:

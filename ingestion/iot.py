@@ -19,7 +19,7 @@ import shapely
 
 from h3_index import latlng_to_cells
 from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run, validated
 from ingestion.errors import UnreadableInput
 from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from lake import Lake, scan
@@ -149,8 +149,8 @@ def ingest_readings(
     writer = BatchWriter(lake, "readings", str(path), fingerprint(path))
     known = sensor_cells(lake)
     latest = V.latest_allowed(now)
-    parts = (validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, latest=latest)
-             for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter))
+    parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
+                      lambda raw: validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, latest=latest))
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
 
 

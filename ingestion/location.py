@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from h3_index import latlng_to_cells
 from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run, validated
 from ingestion.pseudonym import pseudonym, pseudonymise
 from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from ingestion.validate import parse_mapping
@@ -57,8 +57,8 @@ def _pings_chunks(
     batch_rows: int, now: dt.datetime | None,
 ) -> Iterator[Chunk]:
     latest = V.latest_allowed(now)
-    for raw in chunks(path, batch_rows=batch_rows, delimiter=delimiter):
-        yield _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest)
+    yield from validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
+                         lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest))
 
 
 def _validate(

@@ -197,3 +197,29 @@ def test_read_pings_returns_the_rows_it_would_write(tmp_path):
     good, bad = read_pings(write(tmp_path / "p.csv", HEADER + "a,2026-11-01T00:00:00Z,31.2,121.4,5\nb,nope,31.2,121.4,5\n"), key=KEY)
     assert good.num_rows == 1 and good.column("device_id").to_pylist() == [oracle_pseudonym("a")]
     assert bad["reason"].to_list() == ["ts nope is not a timestamp (ISO 8601 or epoch seconds/millis)"]
+
+
+def test_chunks_validated_in_parallel_come_back_in_file_order_and_errors_surface(lake, tmp_path):
+    import threading
+    import time
+
+    from ingestion.batch import validated
+
+    seen_at_once, running, lock = [], [0], threading.Lock()
+
+    def slow_first(i: int) -> int:
+        with lock:
+            running[0] += 1
+            seen_at_once.append(running[0])
+        time.sleep(0.05 if i % 2 == 0 else 0.0)  # even chunks finish after the odd ones started after them
+        with lock:
+            running[0] -= 1
+        if i == 7:
+            raise UnreadableInput("f.csv", "chunk 7 is bad")
+        return i
+
+    out = validated(range(10), slow_first, workers=2)
+    assert [next(out) for _ in range(7)] == list(range(7))
+    with pytest.raises(UnreadableInput, match="chunk 7"):
+        next(out)
+    assert max(seen_at_once) == 2  # two at a time, never more
