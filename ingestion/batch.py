@@ -162,7 +162,8 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     """Read and validate the next chunk on a thread while the current one commits.
 
     The heavy work on both sides (CSV parsing, Polars, H3, the Delta writer) releases the
-    GIL, so the two overlap on separate cores. At most two chunks are in memory.
+    GIL, so the two overlap on separate cores. With `validated` feeding it, at most four chunks are in memory:
+    two being validated, one waiting here, one committing.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(next, chunks, None)
