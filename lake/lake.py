@@ -254,12 +254,15 @@ class Lake:
     def _keys_present(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
         """Keys of ``rows`` the table already holds. The table's keys stream past a hash table of
         the new rows' keys, so memory follows the batch, not the table; only the partitions the
-        rows fall in, and only the key columns, are read."""
+        rows fall in, only the key columns, and only files whose statistics overlap the rows' key ranges are read
+        (a time-ordered feed's earlier chunks are skipped; a shuffled one's are still read)."""
         spec = self.spec(name)
         keys = list(spec.key)
         existing = pl.scan_delta(str(self.path(name)))
         for column in spec.partition_by:
             existing = existing.filter(pl.col(column).is_in(rows[column].unique().implode()))
+        for column in filter(lambda c: _ranged(rows[c]), keys):  # a key present lies within the new rows' range
+            existing = existing.filter(pl.col(column).is_between(rows[column].min(), rows[column].max()))
         return existing.select(keys).join(rows.lazy().select(keys), on=keys, how="semi", nulls_equal=True).collect(engine="streaming")
 
     def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
@@ -357,6 +360,13 @@ class Lake:
             raise SchemaMismatch(name, column, "the column already exists")
         table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
         return self._delta(name).version()
+
+
+def _ranged(values: pl.Series) -> bool:
+    """Whether a key column's min..max bounds every key equal to one of its values (numbers and times with no NULL or NaN)."""
+    if not (values.dtype.is_numeric() or values.dtype.is_temporal()) or values.null_count():
+        return False
+    return not (values.dtype.is_float() and values.is_nan().any())
 
 
 def _add_actions(table: deltalake.DeltaTable) -> pa.Table:

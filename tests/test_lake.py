@@ -210,6 +210,19 @@ def test_rows_per_partition_come_from_the_log_and_match_a_scan(lake, pings):
         lake.rows_per_partition("pings", "device_id")
 
 
+def test_append_new_finds_present_keys_at_the_edges_of_the_new_rows_ranges(lake):
+    early, late = make_pings(3_000, seed=1, start="2026-11-01"), make_pings(3_000, seed=2, start="2026-11-01")
+    late = late.set_column(1, "ts", pa.compute.add(late.column("ts"), pa.scalar(dt.timedelta(hours=1))))
+    _, inserted, _ = lake.append_new("pings", early)
+    assert inserted == 3_000
+    ts = pl.from_arrow(early)["ts"]
+    edges = pl.from_arrow(early).filter((pl.col("ts") == ts.min()) | (pl.col("ts") == ts.max()))  # the range's own ends
+    batch = pa.concat_tables([late, edges.to_arrow().cast(late.schema)])
+    _, inserted, duplicates = lake.append_new("pings", batch)
+    assert (inserted, duplicates) == (3_000, edges.height)
+    assert lake.rows("pings") == 6_000
+
+
 # --- partition pruning: proved, not assumed ------------------------------------------------
 
 
