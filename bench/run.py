@@ -416,12 +416,12 @@ def bench_detection_truth(work: Path, seeds: tuple[int, ...] = (2, 3, 4, 5, 6)) 
 
 
 def bench_dask_scaling(work: Path, devices: int = 42_000, days: int = 4, big_days: int = 12, low_memory: str = "1GB") -> dict:
-    """The analysis over a ~10M-ping lake on a local Dask cluster of 1 and of 2 worker processes (one core each) with
+    """The analysis over a ~10M-ping lake on a local Dask cluster of 1 and of 2 worker processes (one core each; best of 3) with
     peak memory per worker; then over a ~30M-ping lake whose pings alone need more memory than a worker may use."""
     _, lake = city_lake(work, "dask", devices=devices, days=days, seed=21, pings_format="parquet")
     out: dict = {**_lake_size(lake)}
     for workers in (1, 2):
-        out[f"workers_{workers}"] = _analysis_on_dask(lake, workers)
+        out[f"workers_{workers}"] = _analysis_on_dask(lake, workers, runs=3)
     out["speedup_2_over_1"] = round(out["workers_1"]["seconds"] / out["workers_2"]["seconds"], 2)
     out["speedup_2_over_1_dask_part"] = round(out["workers_1"]["series_on_dask"] / out["workers_2"]["series_on_dask"], 2)
     shutil.rmtree(lake.root, ignore_errors=True)
@@ -439,20 +439,23 @@ def _lake_size(lake: Lake) -> dict:
             "pings_on_disk_mb": round(lake.stats("pings").bytes / 2**20)}
 
 
-def _analysis_on_dask(lake: Lake, workers: int, memory_limit: str | None = None) -> dict:
-    """One run of the analysis on a fresh local cluster: seconds, peak RSS per worker, and whether a worker had to be
-    restarted (a worker over its memory limit is killed and replaced, so a restart means the limit was not kept)."""
+def _analysis_on_dask(lake: Lake, workers: int, memory_limit: str | None = None, runs: int = 1) -> dict:
+    """The analysis ``runs`` times on one fresh local cluster: the best time (this machine is shared and noisy; every
+    run is kept), peak RSS per worker, and whether a worker had to be restarted (a worker over its memory limit is
+    killed and replaced, so a restart means the limit was not kept)."""
     from analytics.cluster import dask_client
     from analytics.detect import analyse
 
     with dask_client(None, workers=workers, memory_limit=memory_limit, announce=lambda _: None) as client:
         started_with = set(client.scheduler_info()["workers"])
         client.run(_start_rss_sampler)
-        seconds, result = timed(lambda: analyse(lake, client=client))
+        attempts = [timed(lambda: analyse(lake, client=client)) for _ in range(runs)]
         peaks = client.run(_peak_rss_mb)
         ended_with = set(client.scheduler_info()["workers"])
-    return {"seconds": round(seconds, 2), **result.seconds, "peak_rss_mb_per_worker": sorted(peaks.values()),
-            "workers_restarted": len(started_with - ended_with), "detections": result.detections.height}
+    seconds, result = min(attempts, key=lambda attempt: attempt[0])
+    return {"seconds": round(seconds, 2), **result.seconds, "runs_s": [round(s, 2) for s, _ in attempts],
+            "peak_rss_mb_per_worker": sorted(peaks.values()), "workers_restarted": len(started_with - ended_with),
+            "detections": result.detections.height}
 
 
 def _start_rss_sampler(dask_worker=None) -> None:

@@ -39,7 +39,8 @@ CORPUS = {
     "a huge line": (HEADER + good_rows(2) + b"d," + b"9" * 5_000_000 + b",31.2,121.4,5\n" + good_rows(1, start=7), 3, None),
     "blank lines and CRLF": (HEADER + b"\r\n" + good_rows(2).replace(b"\n", b"\r\n") + b"\n\n", 2, None),
     "quoted commas": (HEADER + b'"dev, with comma",2026-11-01T00:00:00Z,31.2,121.4,5\n', 1, None),
-    "a lone quote": (HEADER + good_rows(1) + b'"\n' + good_rows(1, start=3) + b'd,"2026-11-01T00:00:00Z,31.2,121.4,5\n' + good_rows(1, start=4),
+    "a lone quote": (HEADER + good_rows(1) + b'"\n' + good_rows(1, start=3)
+                     + b'd,"2026-11-01T00:00:00Z,31.2,121.4,5\n' + good_rows(1, start=4),
                      3, None),  # the quote must not swallow the good line after it
     "duplicate delivery": (HEADER + good_rows(2) + good_rows(2), 2, None),
     "not a CSV at all": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, 0, "header line is not UTF-8"),
