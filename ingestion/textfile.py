@@ -175,27 +175,14 @@ class _BlockParser:
 
     @staticmethod
     def _drop_unbalanced_quotes(block: bytes, first_line: int, rejected: list) -> bytes:
-        """Set aside lines with an odd number of quotes: values never span lines here, and the parser would
-        otherwise read on into the next line, taking a good row with it."""
-        lines = block.split(b"\n")
-        odd = [i for i, line in enumerate(lines) if line.count(b'"') % 2]
-        for i in odd:
-            text = lines[i].rstrip(b"\r").decode("utf-8", "replace")
-            rejected.append((first_line + i, text, 'has an unbalanced quote (a field opened with " is never closed)', "unbalanced quote"))
-            lines[i] = b""  # an empty line keeps the numbering; the parser skips it
-        return b"\n".join(lines) if odd else block
+        """Lines with an odd number of quotes: values never span lines here, and the parser would otherwise read on
+        into the next line, taking a good row with it."""
+        return _set_aside(block, first_line, rejected, lambda line: line.count(b'"') % 2 == 1,
+                          'has an unbalanced quote (a field opened with " is never closed)', "unbalanced quote")
 
     @staticmethod
     def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:
-        kept = []
-        for i, line in enumerate(block.split(b"\n")):
-            try:
-                line.decode("utf-8")
-                kept.append(line)
-            except UnicodeDecodeError:
-                rejected.append((first_line + i, line.decode("utf-8", "replace"), "is not valid UTF-8 text", "not UTF-8"))
-                kept.append(b"")  # an empty line keeps the numbering; the parser skips it
-        return b"\n".join(kept)
+        return _set_aside(block, first_line, rejected, lambda line: not _is_utf8(line), "is not valid UTF-8 text", "not UTF-8")
 
     @staticmethod
     def _positions(block: bytes, first_line: int, invalid: Counter, reasons: dict, rejected: list) -> np.ndarray:
@@ -212,6 +199,25 @@ class _BlockParser:
             else:
                 kept.append(first_line + i)
         return np.asarray(kept, dtype=np.int64)
+
+
+def _set_aside(block: bytes, first_line: int, rejected: list, bad, reason: str, kind: str) -> bytes:
+    """``block`` with each line for which ``bad(line)`` holds emptied (so the numbering stays and the parser skips
+    it) and recorded in ``rejected`` with its line number, text, reason and kind."""
+    lines = block.split(b"\n")
+    found = [i for i, line in enumerate(lines) if bad(line)]
+    for i in found:
+        rejected.append((first_line + i, lines[i].rstrip(b"\r").decode("utf-8", "replace"), reason, kind))
+        lines[i] = b""
+    return b"\n".join(lines) if found else block
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # --- JSON Lines and Parquet -------------------------------------------------------------------
