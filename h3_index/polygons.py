@@ -25,6 +25,14 @@ from h3_index.errors import BadGeometry
 EDGE_MARGIN_DEG = 1e-7
 
 
+POLYGON_TYPES = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
+
+
+def is_polygonal(shapes: np.ndarray) -> np.ndarray:
+    """Which of ``shapes`` are polygons or multipolygons (the shapes with an inside); missing shapes are not."""
+    return np.isin(shapely.get_type_id(shapes), POLYGON_TYPES)
+
+
 def polygon_to_cells(geom: BaseGeometry, res: int) -> tuple[np.ndarray, np.ndarray]:
     """Every cell at ``res`` that meets ``geom``, and whether it lies wholly inside.
 

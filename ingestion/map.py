@@ -23,6 +23,7 @@ import shapely
 
 from h3_index import grid_disk, latlng_to_cells, polygon_to_cells
 from h3_index.cells import cells_to_polygons
+from h3_index.polygons import is_polygonal
 from ingestion import validate as V
 from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
 from ingestion.errors import BadOption, UnreadableInput
@@ -146,7 +147,7 @@ def _repair(frame: gpd.GeoDataFrame, notes: list[str]) -> gpd.GeoDataFrame:
     invalid = present & ~shapely.is_valid(geometry)
     if invalid.any():
         fixed = shapely.make_valid(geometry[invalid])
-        polygonal = np.isin(shapely.get_type_id(geometry[invalid]), [3, 6])  # Polygon, MultiPolygon
+        polygonal = is_polygonal(geometry[invalid])
         fixed[polygonal] = [_polygonal_part(g) for g in fixed[polygonal]]
         geometry = geometry.copy()
         geometry[invalid] = fixed

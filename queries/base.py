@@ -17,7 +17,6 @@ from queries.filters import Filters
 FootfallBy = Literal["place", "category", "cell"]
 DEFAULT_K = 10  # DESIGN.md: groups of fewer than 10 distinct devices are never shown
 FOOTFALL_SCHEMA = {"pings": pl.Int64, "devices": pl.Int64}
-POLYGONAL = ("Polygon", "MultiPolygon")  # footfall is about being inside; lines and points have no inside
 
 
 @dataclass(frozen=True)

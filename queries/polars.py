@@ -7,8 +7,9 @@ import polars as pl
 import shapely
 
 from h3_index import polars_expr as X
+from h3_index.polygons import is_polygonal
 from lake import Lake, scan
-from queries.base import POLYGONAL, FootfallBy
+from queries.base import FootfallBy
 from queries.filters import Filters
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
@@ -71,7 +72,7 @@ class PolarsEngine:
         places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
         shapes = shapely.from_wkb(places["geometry"].to_numpy())
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
-        polygonal = np.array([shape is not None and shape.geom_type in POLYGONAL for shape in shapes], dtype=bool)
+        polygonal = is_polygonal(shapes)
         places, shapes = places.filter(pl.Series(polygonal)), shapes[polygonal]  # both still in PLACE order
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))

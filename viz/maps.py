@@ -10,6 +10,7 @@ import polars as pl
 import shapely
 
 from h3_index import cells_to_latlng, cells_to_strings
+from h3_index.polygons import is_polygonal
 from lake import Lake, scan
 from queries import DEFAULT_K, Filters, footfall, od, stays
 from queries.base import QueryResult
@@ -108,7 +109,7 @@ def _with_places(view: MapView, lake: Lake, *, categories: tuple[str, ...] = (),
     if categories:
         places = places.filter(pl.col("category").is_in(list(categories)))
     shapes = shapely.from_wkb(places["geometry"].to_numpy())
-    polygonal = shapely.get_type_id(shapes) >= 3  # polygons and multipolygons (lines and points have no outline)
+    polygonal = is_polygonal(shapes)  # lines and points have no outline
     outlines = places.filter(pl.Series(polygonal)).with_columns(
         pl.Series("geometry", shapely.to_geojson(shapes[polygonal]), pl.String)).select("place_id", "name", "category", "geometry")
     if outlines.height:
