@@ -149,18 +149,11 @@ def _footfall_figure(people: pl.DataFrame, name: str) -> bytes:
 
 def _map_figure(lake: Lake, shape, start, end, k: int) -> bytes:
     from viz import footfall_map
-    from viz.static import write_png
+    from viz.static import png_bytes
 
     x0, y0, x1, y1 = shape.bounds
     view = footfall_map(lake, res=HOTSPOT_RES, freq="1d", filters=Filters(start=start, end=end, bbox=(x0, y0, x1, y1)), k=k)
-    buffer = io.BytesIO()
-    path = Path(lake.root).parent / f".report-map-{id(view)}.png"
-    try:
-        write_png(view, path, size_in=(6, 6), dpi=90)
-        buffer.write(path.read_bytes())
-    finally:
-        path.unlink(missing_ok=True)
-    return buffer.getvalue()
+    return png_bytes(view, size_in=(6, 6), dpi=90)
 
 
 def _png(fig) -> bytes:

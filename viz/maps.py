@@ -12,8 +12,9 @@ import shapely
 from h3_index import cells_to_latlng, cells_to_strings
 from h3_index.polygons import is_polygonal
 from lake import Lake, scan
-from queries import DEFAULT_K, Filters, footfall, od, stays
+from queries import DEFAULT_K, Filters, engine, footfall, od, stays
 from queries.base import QueryResult
+from queries.filters import check_freq
 from viz.kepler import Layer, MapView
 
 NO_FILTERS = Filters()
@@ -40,14 +41,11 @@ def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filt
 
 def readings_map(lake: Lake, /, *, metric: str | None = None, freq: str = "1h", filters: Filters = NO_FILTERS) -> MapView:
     """Mean reading per sensor per bucket as points coloured by value, with playback over the buckets."""
-    readings = scan(lake, "readings").filter(filters.ping_expr())
-    if metric:
-        readings = readings.filter(pl.col("metric") == metric)
-    from h3_index import polars_expr as X
-
-    per = (readings.group_by("sensor_id", "metric", X.time_bucket("ts", freq).alias("bucket"))
-           .agg(pl.col("value").mean().round(2).alias("mean"), pl.len().alias("readings")).collect())
     sensors = scan(lake, "sensors").select("sensor_id", "kind", "lat", "lon").collect()
+    per = engine("polars", lake).readings(sensor_ids=sensors["sensor_id"].to_list(), freq=check_freq(freq), filters=filters)
+    if metric:
+        per = per.filter(pl.col("metric") == metric)
+    per = per.with_columns(pl.col("mean").round(2))
     points = (per.join(sensors, on="sensor_id").with_columns(pl.col("bucket").dt.replace_time_zone(None))
               .select("sensor_id", "kind", "metric", "bucket", "mean", "readings", "lat", "lon").sort("bucket", "sensor_id"))
     view = MapView(f"Sensor readings{f' ({metric})' if metric else ''} per {freq}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ from viz.kepler import PALETTE, MapView
 
 
 def write_png(view: MapView, out: str | Path, /, *, size_in: tuple[float, float] = (8, 8), dpi: int = 110) -> Path:
-    """Draw ``view``'s layers (all time buckets together: values summed per feature) into a PNG."""
+    """Draw ``view``'s layers (all time buckets together: values summed per feature) into a PNG file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png_bytes(view, size_in=size_in, dpi=dpi))
+    return out
+
+
+def png_bytes(view: MapView, /, *, size_in: tuple[float, float] = (8, 8), dpi: int = 110) -> bytes:
+    """``view``'s layers drawn as PNG bytes (for embedding in a report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,8 +76,7 @@ def write_png(view: MapView, out: str | Path, /, *, size_in: tuple[float, float]
         bar.set_label(f"{label} (all buckets together)", color="#ccc", fontsize=8)
     if view.note:
         fig.text(0.5, 0.02, view.note, ha="center", color="#bbb", fontsize=7)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, facecolor=fig.get_facecolor())
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor=fig.get_facecolor())
     plt.close(fig)
-    return out
+    return buffer.getvalue()
