@@ -30,16 +30,12 @@ SILENCE = "1h"  # no reading for this long is silence
 
 def robust_z(series: pl.DataFrame, /, *, entity: list[str], value: str = "value") -> pl.DataFrame:
     """``series`` (entity columns, bucket, value) with median, mad and z per hour-of-day baseline."""
-    weekend_split = series.select((pl.col("bucket").dt.weekday() >= 6).n_unique()).item() > 1
-    slot = [pl.col("bucket").dt.hour().alias("hour")]
-    if weekend_split:
-        slot.append((pl.col("bucket").dt.weekday() >= 6).alias("weekend"))
-    keyed = series.with_columns(*slot)
+    weekend = (pl.col("bucket").dt.weekday() >= 6).alias("weekend")
+    weekend_split = series.select(weekend.n_unique()).item() > 1
+    keyed = series.with_columns(pl.col("bucket").dt.hour().alias("hour"), *([weekend] if weekend_split else []))
     keys = [*entity, "hour", *(["weekend"] if weekend_split else [])]
-    base = keyed.group_by(keys).agg(pl.col(value).median().alias("median"))
-    keyed = keyed.join(base, on=keys)
-    mad = keyed.group_by(keys).agg((pl.col(value) - pl.col("median")).abs().median().alias("mad"))
-    keyed = keyed.join(mad, on=keys)
+    keyed = keyed.with_columns(pl.col(value).median().over(keys).alias("median"))
+    keyed = keyed.with_columns((pl.col(value) - pl.col("median")).abs().median().over(keys).alias("mad"))
     spread = pl.max_horizontal(1.4826 * pl.col("mad"), MAD_FLOOR_SHARE * pl.col("median").abs(), pl.lit(1.0))
     return keyed.with_columns(((pl.col(value) - pl.col("median")) / spread).alias("z"))
 

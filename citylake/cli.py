@@ -399,6 +399,9 @@ def _with(*options):
 
 
 _result_options = _with(*RESULT_OPTIONS)  # --engine, --format and --out, as every query command has them
+WINDOW_OPTIONS = (click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
+                  click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."))
+_window_options = _with(*WINDOW_OPTIONS)  # --from and --to
 
 
 K_OPTION = click.option("--k", "k_anon", type=int, help="k-anonymity for this result (default: setting "
@@ -450,8 +453,7 @@ def query_footfall(ctx: Context, by: str, res: int | None, freq: str, start: str
 
 
 @query.command(name="dwell")
-@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
-@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@_window_options
 @click.option("--place", "place_ids", multiple=True, metavar="ID", help="Only this place (repeatable).")
 @click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable).")
 @click.option("--max-gap", default=30, show_default=True, help="Minutes of silence inside a place that end a stay.")
@@ -492,8 +494,7 @@ def query_dwell(ctx: Context, start: str | None, end: str | None, place_ids: tup
 @query.command(name="od")
 @click.option("--category", "categories", multiple=True, help="Zones: places of this category (repeatable), e.g. district.")
 @click.option("--place", "place_ids", multiple=True, metavar="ID", help="Zones: these places (repeatable).")
-@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
-@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@_window_options
 @click.option("--freq", type=click.Choice(["1h", "1d"]), default="1d", show_default=True, help="Bucket of the departure time.")
 @click.option("--cells", "cell_res", type=click.IntRange(0, 15), metavar="RES",
               help="Zones are H3 cells at RES instead of places; stays are stay points (--radius, --min-dwell).")
@@ -585,8 +586,7 @@ def query_near(ctx: Context, place_ids: tuple[str, ...], categories: tuple[str, 
 @click.option("--category", "categories", multiple=True, help="Places of this category (repeatable).")
 @click.option("--radius", default=300.0, show_default=True, help="Sensors within this many metres of the place count as its own.")
 @click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket.")
-@click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive.")
-@click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive.")
+@_window_options
 @K_OPTION
 @_result_options
 @click.pass_obj
@@ -615,8 +615,7 @@ def query_profile(ctx: Context, place_ids: tuple[str, ...], categories: tuple[st
 
 
 ANALYSIS_OPTIONS = (
-    click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
-    click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."),
+    *WINDOW_OPTIONS,
     click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this Dask cluster (default: setting analysis.scheduler, "
                  "else a local cluster)."),
     click.option("--workers", type=int, help="Workers of the local cluster (default: setting analysis.workers)."),
@@ -718,9 +717,8 @@ def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, re
     from ingestion.pseudonym import load_key
     from lake import Lake
 
-    root = ctx.lake_root
-    lake = Lake.open(root) if (Path(root) / "places").exists() else Lake.init(root, cell_res=ctx.settings["h3.cell_resolution"],
-                                                                            partition_res=ctx.settings["h3.partition_resolution"])
+    # init opens an existing lake as it is
+    lake = Lake.init(ctx.lake_root, cell_res=ctx.settings["h3.cell_resolution"], partition_res=ctx.settings["h3.partition_resolution"])
     area = gpd.read_file(boundary)
     if len(area) != 1:
         raise click.UsageError(f"{boundary} holds {len(area)} shapes; a pilot boundary is one polygon (dissolve it first)")
@@ -759,11 +757,9 @@ def map_group() -> None:
 MAP_OUT = click.option("--out", type=click.Path(dir_okay=False), required=True,
                        help="The file to write: footfall.html (interactive, offline) or footfall.png (static, for reports).")
 MAP_TILES = click.option("--tiles", metavar="STYLE_URL", help="MapLibre style URL of your tile server (default: no base map).")
-MAP_WINDOW = (click.option("--from", "start", metavar="TIME", help="Start (ISO), inclusive."),
-              click.option("--to", "end", metavar="TIME", help="End (ISO), exclusive."))
 
 
-_map_options = _with(*MAP_WINDOW, MAP_TILES, MAP_OUT)
+_map_options = _with(*WINDOW_OPTIONS, MAP_TILES, MAP_OUT)
 
 
 def _write_map(view, out: str, tiles: str | None) -> None:

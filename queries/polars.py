@@ -34,11 +34,11 @@ class PolarsEngine:
         if by == "place":
             per_place = hits.lazy().group_by(PLACE, bucket).agg(*counts).collect(engine=STREAMING)
             return per_place.join(places, on=PLACE).select("place_id", "name", "category", "bucket", "pings", "devices")
-        codes = places.select(PLACE, pl.col("category").rank("dense").alias("_category"))
+        categories = places.select(pl.col("category").unique()).with_row_index("_category")  # numbers, not names, ride along
+        codes = places.join(categories, on="category").select(PLACE, "_category")
         once = hits.lazy().join(codes.lazy(), on=PLACE).unique(subset=["device_id", "ts", "lat", "lon", "_category"])  # once per category
         per_category = once.group_by("_category", bucket).agg(*counts).collect(engine=STREAMING)
-        return per_category.join(codes.join(places, on=PLACE).select("_category", "category").unique(), on="_category").select(
-            "category", "bucket", "pings", "devices")
+        return per_category.join(categories, on="_category").select("category", "bucket", "pings", "devices")
 
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon").collect()
