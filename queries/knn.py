@@ -4,8 +4,9 @@ Targets are binned by H3 cell at a resolution chosen from their density. Each qu
 at the targets in its cell's grid disk of radius d; its k best are final once the k-th lies within
 the disk's clearance (``h3_index.distance.disk_clearance_m``), because anything nearer must lie in
 the disk. Queries that are not final look again with radius 2, then with ever coarser cells; any
-left after resolution 0 are compared with every target. Queries sharing a cell share their candidate list, and distances
-are chords between unit vectors, so the work is gathers, multiplications and a partial sort.
+left after resolution 0 are compared with every target. Queries sharing a fine cell share one shortlist, queries are
+kept in cell order so each cell's are consecutive in memory, and distances are chords between unit vectors; the inner
+loops (shortlists, each query's k best, the output rows) are compiled (``queries.knn_kernels``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import polars as pl
 
 from h3_index import latlng_to_cells
 from h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
-from h3_index.distance import CELL_SIZE_MARGIN, cell_radii_m, chord_to_m, disk_clearance_m, m_to_chord, unit_vectors
+from h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
 from queries.errors import BadFilter
 
 CHUNK_CELLS = 50_000  # fine query cells per block: bounds memory at block × candidates × 24 bytes
 QUERY_CELL_STEPS = 2  # queries are grouped by cells this many resolutions finer than the targets'
 THREADS = max(1, min(4, os.cpu_count() or 1))
 NEIGHBOURS_SCHEMA = {"query": pl.Int64, "target": pl.Int64, "rank": pl.Int32, "distance_m": pl.Float64}
+NUMPY_TYPES = {"query": np.int64, "target": np.int64, "rank": np.int32, "distance_m": np.float64}
 
 
 def nearest(
@@ -44,15 +46,15 @@ def nearest(
     targets = _Targets(target_lat, target_lon, res)
     queries = _Queries(query_lat, query_lon, min(15, res + QUERY_CELL_STEPS))
     found = _Found(query_lat.size, k)
-    pending = queries.by_cell  # query positions, grouped by their fine cell
+    pending = np.arange(query_lat.size)  # positions in the queries' cell order
     for level, radius in _worth_trying(_passes(res), targets, queries, pending, k, found):
         if not pending.size:
             break
         done = _search(targets, queries, pending, k, level, radius, found)
         pending = pending[~done]
     if pending.size:
-        _brute_force(targets, queries.xyz, pending, k, found)
-    return found.frame(targets.order)
+        _brute_force(targets, queries, pending, found)
+    return found.frame(queries.by_cell, targets.order)
 
 
 def resolution_for(lat: np.ndarray, lon: np.ndarray, k: int) -> int:
@@ -108,48 +110,46 @@ class _Targets:
             self.levels[res] = np.unique(parent_bits(self.sorted_cells, res), return_index=True, return_counts=True)
         return self.levels[res]
 
-    def candidates(self, query_cells: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-        """For each query cell, the sorted positions of targets in its grid disk, as a padded matrix (-1 = none),
-        and how many each has. Targets are binned at the query cells' resolution."""
+    def disks(self, query_cells: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each query cell's grid disk as runs of sorted target positions (targets binned at the query cells'
+        resolution): run offsets per query cell, each run's start and length, and how many targets each disk holds."""
         cells, starts, counts = self.level(int(cell_resolutions(query_cells[:1])[0]))
         disk, owner = grid_disk_flat(query_cells, radius)
         at = np.clip(np.searchsorted(cells, disk), 0, cells.size - 1)
         hit = cells[at] == disk
         at, owner = at[hit], owner[hit]
-        counts = counts[at]
-        per_query_cell = np.bincount(owner, weights=counts, minlength=query_cells.size).astype(np.int64)
-        matrix = np.full((query_cells.size, max(1, int(per_query_cell.max(initial=0)))), -1, np.int64)
-        rows = np.repeat(owner, counts)
-        run_offset = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        column = np.arange(rows.size) - (np.cumsum(per_query_cell) - per_query_cell)[rows]
-        matrix[rows, column] = np.repeat(starts[at], counts) + run_offset
-        return matrix, per_query_cell
+        run_offsets = np.r_[0, np.cumsum(np.bincount(owner, minlength=query_cells.size))]
+        held = np.bincount(owner, weights=counts[at], minlength=query_cells.size).astype(np.int64)
+        return run_offsets, starts[at].astype(np.int64), counts[at].astype(np.int64), held
 
 
 class _Queries:
-    """Query points with their cell at a finer resolution than the targets' (``QUERY_CELL_STEPS`` finer)."""
+    """Query points in the order of their cell at a finer resolution than the targets' (``QUERY_CELL_STEPS`` finer),
+    so a cell's queries are consecutive in memory; ``by_cell`` maps that order back to the caller's rows."""
 
     def __init__(self, lat: np.ndarray, lon: np.ndarray, res: int) -> None:
-        self.xyz = unit_vectors(lat, lon)
-        self.cells = latlng_to_cells(lat, lon, res)
-        self.by_cell = np.argsort(self.cells, kind="stable")
+        cells = latlng_to_cells(lat, lon, res)
+        self.by_cell = pl.Series(cells).arg_sort().to_numpy()  # parallel; the order within a cell does not matter
+        self.cells, self.lat, self.lon = cells[self.by_cell], lat[self.by_cell], lon[self.by_cell]
 
 
 class _Found:
-    """The k nearest of each query as they are found: sorted target positions and chords, one row per query."""
+    """The k nearest of each query as they are found (queries in cell order): sorted target positions and chords."""
 
     def __init__(self, queries: int, k: int) -> None:
         self.target = np.full((queries, k), -1, np.int64)
         self.chord = np.full((queries, k), np.inf)
 
-    def put(self, queries: np.ndarray, best: np.ndarray, best_chord: np.ndarray) -> None:
-        self.target[queries], self.chord[queries] = best, best_chord
-
-    def frame(self, order: np.ndarray) -> pl.DataFrame:
+    def frame(self, by_cell: np.ndarray, order: np.ndarray) -> pl.DataFrame:
+        """One row per query and rank, in the caller's query order, targets as the caller's rows, distances in metres."""
         queries, k = self.target.shape
-        return pl.DataFrame({"query": np.repeat(np.arange(queries, dtype=np.int64), k), "target": order[self.target.reshape(-1)],
-                             "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), queries),
-                             "distance_m": chord_to_m(self.chord.reshape(-1))}, schema=NEIGHBOURS_SCHEMA)
+        columns = [np.empty(queries * k, NUMPY_TYPES[name]) for name in NEIGHBOURS_SCHEMA]
+
+        def rows(span: tuple[int, int]) -> None:
+            _kernels().neighbour_rows(self.target, self.chord, by_cell, order, EARTH_RADIUS_M, *span, *columns)
+
+        _on_threads(rows, queries)
+        return pl.DataFrame(dict(zip(NEIGHBOURS_SCHEMA, columns)), schema=NEIGHBOURS_SCHEMA)
 
 
 def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, level: int, radius: int, found: _Found) -> np.ndarray:
@@ -161,18 +161,11 @@ def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, l
     def one(block: tuple[int, int, np.ndarray]) -> np.ndarray:
         lo, hi, starts = block
         block_queries = pending[lo:hi]
-        shortlist, width, final = _shortlist(targets, queries.cells[pending[starts]], k, level, radius)
+        offsets, kept, final = _shortlist(targets, queries.cells[pending[starts]], k, level, radius)
         which = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, hi]))
         done = final[which]
-        chosen, cell_rows = block_queries[done], which[done]
-        # rows padded to the next multiple of 4 (powers of two beyond 32): a few wide cells do not widen every row
-        need = np.maximum(width[cell_rows], k)
-        span = np.where(need <= 32, -(-need // 4) * 4, 1 << np.ceil(np.log2(need)).astype(np.int64))
-        for w in np.unique(span):
-            pick = span == w
-            candidate = shortlist[cell_rows[pick], :w]
-            best, best_chord = _k_smallest(candidate, _chords(queries.xyz[chosen[pick]], targets.xyz, candidate), k)
-            found.put(chosen[pick], best, best_chord)
+        _kernels().settle(queries.lat, queries.lon, block_queries[done], which[done], offsets, kept, *targets.xyz,
+                          found.target, found.chord)
         return done
 
     if THREADS == 1 or len(blocks) == 1:
@@ -184,8 +177,8 @@ def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, l
 
 
 def _shortlist(targets: _Targets, fine_cells: np.ndarray, k: int, level: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each fine query cell: the targets that can be among the k nearest of any point in it (padded matrix),
-    how many there are, and whether that list is final at this radius.
+    """For each fine query cell: the targets that can be among the k nearest of any point in it (offsets and
+    target positions), and whether that list is final at this radius.
 
     With the cell's centre c and circumradius ρ (as chords, which obey the triangle inequality), a target t is
     within [|ct| − ρ, |ct| + ρ] of every point of the cell. The k-th smallest upper bound u caps every point's
@@ -193,53 +186,35 @@ def _shortlist(targets: _Targets, fine_cells: np.ndarray, k: int, level: int, ra
     nothing outside the disk can come nearer.
     """
     coarse, which = np.unique(parent_bits(fine_cells, level), return_inverse=True)
-    matrix, available = targets.candidates(coarse, radius)
+    run_offsets, run_start, run_length, held = targets.disks(coarse, radius)
     clearance = m_to_chord(disk_clearance_m(coarse, radius))[which]
-    lat, lon = cells_to_latlng(fine_cells)
+    centre = unit_vectors(*cells_to_latlng(fine_cells))
     rho = m_to_chord(cell_radii_m(fine_cells)[1] * (1 + CELL_SIZE_MARGIN))
-    candidate = matrix[which]
-    chord = _chords(unit_vectors(lat, lon), targets.xyz, candidate)
-    kk = min(k, chord.shape[1])
-    upper = np.partition(chord, kk - 1, axis=1)[:, kk - 1] + rho if kk == k else np.full(fine_cells.size, np.inf)
-    keep = chord - rho[:, None] <= upper[:, None]
-    final = (upper <= clearance) | (available[which] >= targets.size)
-    width = keep.sum(axis=1)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, : max(k, int(width.max(initial=0)))]
-    shortlist = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(candidate, order, 1), -1)
-    return shortlist, width, final
+    offsets, kept, upper = _kernels().shortlists(*(np.ascontiguousarray(axis) for axis in centre.T), rho, which.astype(np.int64),
+                                                 run_offsets, run_start, run_length, *targets.xyz, k)
+    final = (upper <= clearance) | (held[which] >= targets.size)
+    return offsets, kept, final
 
 
-def _chords(query_xyz: np.ndarray, target_xyz: tuple[np.ndarray, ...], candidate: np.ndarray) -> np.ndarray:
-    """Chord length between each query and each of its candidates (inf where there is none)."""
-    chord2 = np.zeros(candidate.shape)
-    for axis in range(3):  # one contiguous column at a time: cheaper gathers than whole rows
-        diff = target_xyz[axis][candidate]
-        diff -= query_xyz[:, axis : axis + 1]
-        chord2 += diff * diff
-    chord2[candidate < 0] = np.inf
-    return np.sqrt(chord2)
+def _brute_force(targets: _Targets, queries: _Queries, pending: np.ndarray, found: _Found) -> None:
+    """Queries far from every target: compare with all of them (one shortlist of every target)."""
+    _kernels().settle(queries.lat, queries.lon, pending, np.zeros(pending.size, np.int64), np.array([0, targets.size]),
+                      np.arange(targets.size), *targets.xyz, found.target, found.chord)
 
 
-def _k_smallest(candidate: np.ndarray, chord: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest candidates of each row, nearest first (equal distances in a fixed order)."""
-    if chord.shape[1] < k:  # fewer candidates than k: pad, these rows are not final anyway
-        pad = k - chord.shape[1]
-        candidate = np.pad(candidate, ((0, 0), (0, pad)), constant_values=-1)
-        chord = np.pad(chord, ((0, 0), (0, pad)), constant_values=np.inf)
-    if chord.shape[1] > k:
-        part = np.argpartition(chord, k - 1, axis=1)[:, :k]
-        candidate, chord = np.take_along_axis(candidate, part, 1), np.take_along_axis(chord, part, 1)
-    order = np.lexsort((candidate, chord), axis=1)
-    return np.take_along_axis(candidate, order, 1), np.take_along_axis(chord, order, 1)
+def _on_threads(work, rows: int) -> None:
+    """``work((start, stop))`` over ``rows`` split into one span per thread (the kernels release the GIL)."""
+    edges = np.linspace(0, rows, THREADS + 1).astype(np.int64)
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    if THREADS == 1:
+        work(spans[0])
+        return
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(work, spans))
 
 
-def _brute_force(targets: _Targets, query_xyz: np.ndarray, pending: np.ndarray, k: int, found: _Found) -> None:
-    """Queries far from every target: compare with all of them, a block at a time."""
-    every = np.arange(targets.size)
-    block = max(1, 20_000_000 // max(1, targets.size))
-    for i in range(0, pending.size, block):
-        queries = pending[i : i + block]
-        candidate = np.broadcast_to(every, (queries.size, targets.size))
-        best, best_chord = _k_smallest(candidate, _chords(query_xyz[queries], targets.xyz, candidate), k)
-        found.put(queries, best, best_chord)
+def _kernels():
+    """The compiled loops, imported on first search (numba takes most of a second to load; other queries need not)."""
+    from queries import knn_kernels
 
+    return knn_kernels
