@@ -11,7 +11,6 @@ GIL, so chunks run on every core through a thread pool.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +22,7 @@ import shapely
 from h3ronpy import vector
 
 from h3_index.errors import BadCell, BadCoordinate, BadResolution
+from h3_index.threads import threads
 
 MIN_RES, MAX_RES = 0, 15
 # Bit layout of an H3 cell index (h3geo.org/docs/library/index/cell):
@@ -65,7 +65,7 @@ def latlng_to_cells(lat: Iterable[float] | np.ndarray, lon: Iterable[float] | np
     if lat.size <= PARALLEL_CHUNK:
         return _latlng_to_cells(lat, lon, res)
     chunks = max(2, lat.size // PARALLEL_CHUNK)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=threads()) as pool:
         parts = pool.map(_latlng_to_cells, np.array_split(lat, chunks), np.array_split(lon, chunks), [res] * chunks)
         return np.concatenate(list(parts))
 

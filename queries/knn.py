@@ -11,7 +11,6 @@ loops (shortlists, each query's k best, the output rows) are compiled (``queries
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,11 +19,11 @@ import polars as pl
 from h3_index import latlng_to_cells
 from h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
 from h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
+from h3_index.threads import threads
 from queries.errors import BadFilter
 
-CHUNK_CELLS = 50_000  # fine query cells per block: bounds memory at block × candidates × 24 bytes
+CHUNK_CELLS = 50_000  # fine query cells per block at most: bounds the block's shortlists (cells × candidates × 8 bytes)
 QUERY_CELL_STEPS = 2  # queries are grouped by cells this many resolutions finer than the targets'
-THREADS = max(1, min(4, os.cpu_count() or 1))
 NEIGHBOURS_SCHEMA = {"query": pl.Int64, "target": pl.Int64, "rank": pl.Int32, "distance_m": pl.Float64}
 NUMPY_TYPES = {"query": np.int64, "target": np.int64, "rank": np.int32, "distance_m": np.float64}
 
@@ -155,8 +154,9 @@ class _Found:
 def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, level: int, radius: int, found: _Found) -> np.ndarray:
     """One pass at one disk radius over the pending queries (grouped by fine cell): records the final ones, says which."""
     bounds = np.flatnonzero(np.r_[True, queries.cells[pending[1:]] != queries.cells[pending[:-1]]])
-    blocks = [(bounds[i], bounds[i + CHUNK_CELLS] if i + CHUNK_CELLS < bounds.size else pending.size, bounds[i : i + CHUNK_CELLS])
-              for i in range(0, bounds.size, CHUNK_CELLS)]
+    step = max(1, min(CHUNK_CELLS, -(-bounds.size // (4 * threads()))))  # a few blocks per thread, so none waits on the last
+    blocks = [(bounds[i], bounds[i + step] if i + step < bounds.size else pending.size, bounds[i : i + step])
+              for i in range(0, bounds.size, step)]
 
     def one(block: tuple[int, int, np.ndarray]) -> np.ndarray:
         lo, hi, starts = block
@@ -168,10 +168,10 @@ def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, l
                           found.target, found.chord)
         return done
 
-    if THREADS == 1 or len(blocks) == 1:
+    if threads() == 1 or len(blocks) == 1:
         parts = list(map(one, blocks))
     else:
-        with ThreadPoolExecutor(THREADS) as pool:
+        with ThreadPoolExecutor(threads()) as pool:
             parts = list(pool.map(one, blocks))
     return np.concatenate(parts)
 
@@ -204,12 +204,12 @@ def _brute_force(targets: _Targets, queries: _Queries, pending: np.ndarray, foun
 
 def _on_threads(work, rows: int) -> None:
     """``work((start, stop))`` over ``rows`` split into one span per thread (the kernels release the GIL)."""
-    edges = np.linspace(0, rows, THREADS + 1).astype(np.int64)
+    edges = np.linspace(0, rows, threads() + 1).astype(np.int64)
     spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-    if THREADS == 1:
+    if threads() == 1:
         work(spans[0])
         return
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(threads()) as pool:
         list(pool.map(work, spans))
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import polars as pl
 import shapely
 
 from h3_index import polars_expr as X
 from h3_index.polygons import is_polygonal
+from h3_index.threads import threads
 from lake import Lake, scan
 from queries.base import FootfallBy
 from queries.filters import Filters
@@ -85,9 +88,22 @@ class PolarsEngine:
         lon, lat = candidates["lon"].to_numpy(), candidates["lat"].to_numpy()
         place_of = dict(zip(places[PLACE].to_list(), shapes))
         starts = np.flatnonzero(np.diff(number, prepend=-1))  # where each place's boundary rows begin in ``order``
-        for begin, end in zip(starts, [*starts[1:], order.size]):
-            rows = order[begin:end]
-            shape = place_of[int(number[begin])]
-            shapely.prepare(shape)
-            inside[rows] = shapely.contains_xy(shape, lon[rows], lat[rows])
+        runs = [(place_of[int(number[begin])], order[begin:end]) for begin, end in zip(starts, [*starts[1:], order.size])]
+
+        def test(part: list[tuple[object, np.ndarray]]) -> None:
+            for shape, rows in part:
+                shapely.prepare(shape)
+                inside[rows] = shapely.contains_xy(shape, lon[rows], lat[rows])
+
+        with ThreadPoolExecutor(threads()) as pool:  # shapely releases the GIL: places split into halves of about equal rows
+            list(pool.map(test, _split_by_rows(runs, threads())))
         return candidates.filter(pl.Series(inside)).drop("interior"), places
+
+
+def _split_by_rows(runs: list[tuple[object, np.ndarray]], parts: int) -> list[list[tuple[object, np.ndarray]]]:
+    """``runs`` (a place and its rows) cut into ``parts`` consecutive groups holding about as many rows each."""
+    if not runs:
+        return []
+    ends = np.cumsum([rows.size for _, rows in runs])
+    cuts = [0, *np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts).tolist(), len(runs)]
+    return [runs[lo:hi] for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
