@@ -42,7 +42,8 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
 # One core per worker: the engines inside a task (Polars, Arrow, h3ronpy's Rayon pool) size their thread pools when
 # first imported, so these must be in the environment before a worker process starts, not set inside it afterwards.
 PRELOAD = ["analytics.detect"]  # imported as each worker starts, so the first task does not pay for the imports
-ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "CITYLAKE_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "CITYLAKE_THREADS": "1",
+            "NUMBA_NUM_THREADS": "1"}
 
 
 def _local_cluster(workers: int, memory_limit: str | None):
