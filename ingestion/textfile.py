@@ -176,13 +176,17 @@ class _BlockParser:
     @staticmethod
     def _drop_unbalanced_quotes(block: bytes, first_line: int, rejected: list) -> bytes:
         """Lines with an odd number of quotes: values never span lines here, and the parser would otherwise read on
-        into the next line, taking a good row with it."""
-        return _set_aside(block, first_line, rejected, lambda line: line.count(b'"') % 2 == 1,
-                          'has an unbalanced quote (a field opened with " is never closed)', "unbalanced quote")
+        into the next line, taking a good row with it. Counted with NumPy: most files quote every field."""
+        text = np.frombuffer(block, np.uint8)
+        line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
+        odd = np.flatnonzero(np.bincount(line_of_quote) % 2 == 1).tolist()
+        return _set_aside(block, first_line, rejected, odd, 'has an unbalanced quote (a field opened with " is never closed)',
+                          "unbalanced quote")
 
     @staticmethod
     def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:
-        return _set_aside(block, first_line, rejected, lambda line: not _is_utf8(line), "is not valid UTF-8 text", "not UTF-8")
+        bad = [i for i, line in enumerate(block.split(b"\n")) if not _is_utf8(line)]
+        return _set_aside(block, first_line, rejected, bad, "is not valid UTF-8 text", "not UTF-8")
 
     @staticmethod
     def _positions(block: bytes, first_line: int, invalid: Counter, reasons: dict, rejected: list) -> np.ndarray:
@@ -201,15 +205,16 @@ class _BlockParser:
         return np.asarray(kept, dtype=np.int64)
 
 
-def _set_aside(block: bytes, first_line: int, rejected: list, bad, reason: str, kind: str) -> bytes:
-    """``block`` with each line for which ``bad(line)`` holds emptied (so the numbering stays and the parser skips
-    it) and recorded in ``rejected`` with its line number, text, reason and kind."""
+def _set_aside(block: bytes, first_line: int, rejected: list, found: list[int], reason: str, kind: str) -> bytes:
+    """``block`` with the lines numbered ``found`` (0 = its first line) emptied, so the numbering stays and the parser
+    skips them, and recorded in ``rejected`` with their line number, text, reason and kind."""
+    if not found:
+        return block
     lines = block.split(b"\n")
-    found = [i for i, line in enumerate(lines) if bad(line)]
     for i in found:
         rejected.append((first_line + i, lines[i].rstrip(b"\r").decode("utf-8", "replace"), reason, kind))
         lines[i] = b""
-    return b"\n".join(lines) if found else block
+    return b"\n".join(lines)
 
 
 def _is_utf8(line: bytes) -> bool:
