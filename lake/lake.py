@@ -205,7 +205,7 @@ class Lake:
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
-        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata)
+        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata, spec=self.spec(name))
 
     def _commit(
         self,
@@ -214,11 +214,13 @@ class Lake:
         *,
         mode: str,
         metadata: dict[str, str] | None,
+        spec: TableSpec,
     ) -> int:
         deltalake.write_deltalake(
             table,
             rows,
             mode=mode,
+            writer_properties=_writer_properties(spec),
             commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
         return deltalake.DeltaTable(table.table_uri).version()
@@ -248,7 +250,7 @@ class Lake:
         if rows.height and _row_count(_add_actions(table)):
             rows = rows.join(self._keys_present(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
-        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
+        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, spec=spec)
         return version, rows.height, offered - rows.height
 
     def _keys_present(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
@@ -341,7 +343,7 @@ class Lake:
     def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
         """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
         table = self._delta(name)
-        return table.optimize.compact(target_size=target_mb * 1024 * 1024)
+        return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
@@ -360,6 +362,11 @@ class Lake:
             raise SchemaMismatch(name, column, "the column already exists")
         table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
         return self._delta(name).version()
+
+
+def _writer_properties(spec: TableSpec) -> deltalake.WriterProperties | None:
+    plain = deltalake.ColumnProperties(dictionary_enabled=False)
+    return deltalake.WriterProperties(column_properties={c: plain for c in spec.plain}) if spec.plain else None
 
 
 def _ranged(values: pl.Series) -> bool:
