@@ -83,9 +83,13 @@ def fingerprint(path: str | Path) -> str:
 class BatchWriter:
     """Commits the chunks of one source into one table."""
 
-    def __init__(self, lake: Lake, table: str, source: str, fingerprint: str, *, registry: bool = False) -> None:
+    def __init__(self, lake: Lake, table: str, source: str, fingerprint: str, *, registry: bool = False,
+                 one_run: bool = False) -> None:
         self.lake, self.table, self.source, self.fingerprint = lake, table, source, fingerprint
         self.registry = registry  # registries (places, sensors) replace rows by key instead of skipping them
+        # a file's chunks: remember this run's keys rather than read its earlier chunks back (a live feed, which runs
+        # for days, checks each micro-batch against the table instead: its memory would grow without end)
+        self.run = lake.run_keys(table) if one_run and not registry else None
         self.report = IngestReport(table, source)
 
     def commit(self, index: int, chunk: Chunk) -> None:
@@ -99,7 +103,7 @@ class BatchWriter:
             version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
             duplicates = offered - inserted - updated
         else:
-            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True)
+            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True, run=self.run)
         self._quarantine(batch_id, chunk.bad)
         self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
         self._count(chunk, inserted, duplicates)

@@ -146,7 +146,7 @@ def ingest_readings(
     """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "readings", str(path), fingerprint(path))
+    writer = BatchWriter(lake, "readings", str(path), fingerprint(path), one_run=True)
     known = sensor_cells(lake)
     latest = V.latest_allowed(now)
     parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),

@@ -46,7 +46,7 @@ def ingest_pings(
     """Ingest a pings file into the lake: exactly once, bad rows quarantined."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "pings", str(path), fingerprint(path))
+    writer = BatchWriter(lake, "pings", str(path), fingerprint(path), one_run=True)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
                           delimiter=delimiter, batch_rows=batch_rows, now=now)
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from h3_index import check_resolution
 from h3_index.buckets import partition_keys
 from lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, SchemaMismatch, TableNotEmpty, UnknownTable
+from lake.run_keys import RunKeys
 from lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
 
 WriteMode = Literal["error", "append", "overwrite"]
@@ -233,34 +234,54 @@ class Lake:
         *,
         metadata: dict[str, str] | None = None,
         conformed: bool = False,
+        run: RunKeys | None = None,
     ) -> tuple[int, int, int]:
         """Append the rows whose key the table does not hold yet, in one commit.
 
         Rows repeated inside ``data`` count once. Returns ``(version, inserted, duplicates)``.
         Only the partitions the new rows fall in are read, and only their key columns.
         ``conformed=True`` says ``data`` already came from ``conform`` (done ahead, off the commit path).
+        ``run`` (from ``run_keys``) is one ingestion run's memory of the keys it committed: with it, a chunk is checked
+        against the table as it was before the run and the run's key hashes, not against the run's own files.
         """
         spec = self.spec(name)
         table = self._delta(name)
         rows = pl.from_arrow(data if conformed else self.conform(name, data, schema=table.schema().to_arrow()))
         offered = rows.height
-        key = pl.struct(list(spec.key))
-        if rows.select(key.is_duplicated().any()).item():  # cheap test first: most batches have no repeats
-            rows = rows.filter(key.is_first_distinct())
-        if rows.height and _row_count(_add_actions(table)):
-            rows = rows.join(self._keys_present(name, rows), on=list(spec.key), how="anti", nulls_equal=True)
+        rows = self._new_rows(name, rows, table) if run is None else self._new_rows_of_run(name, rows, run, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, spec=spec)
         return version, rows.height, offered - rows.height
 
-    def _keys_present(self, name: str, rows: pl.DataFrame) -> pl.DataFrame:
+    def run_keys(self, name: str) -> RunKeys:
+        """A fresh memory of keys for one ingestion run into ``name`` (see ``append_new``)."""
+        table = self._delta(name)
+        return RunKeys(table.version() if _row_count(_add_actions(table)) else None)
+
+    def _new_rows(self, name: str, rows: pl.DataFrame, table: deltalake.DeltaTable) -> pl.DataFrame:
+        key = pl.struct(list(self.spec(name).key))
+        if rows.select(key.is_duplicated().any()).item():  # cheap test first: most batches have no repeats
+            rows = rows.filter(key.is_first_distinct())
+        if rows.height and _row_count(_add_actions(table)):
+            rows = rows.join(self._keys_present(name, rows), on=list(self.spec(name).key), how="anti", nulls_equal=True)
+        return rows
+
+    def _new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, table: deltalake.DeltaTable) -> pl.DataFrame:
+        keys = list(self.spec(name).key)
+        if run.suspects(rows, keys).any():  # a repeat within the run, or two keys with one hash: the exact check
+            return self._new_rows(name, rows, table)
+        if run.version_before is not None and rows.height:  # every key is new to this run; was it there before it?
+            rows = rows.join(self._keys_present(name, rows, version=run.version_before), on=keys, how="anti", nulls_equal=True)
+        return rows
+
+    def _keys_present(self, name: str, rows: pl.DataFrame, *, version: int | None = None) -> pl.DataFrame:
         """Keys of ``rows`` the table already holds. The table's keys stream past a hash table of
         the new rows' keys, so memory follows the batch, not the table; only the partitions the
         rows fall in, only the key columns, and only files whose statistics overlap the rows' key ranges are read
         (a time-ordered feed's earlier chunks are skipped; a shuffled one's are still read)."""
         spec = self.spec(name)
         keys = list(spec.key)
-        existing = pl.scan_delta(str(self.path(name)))
+        existing = pl.scan_delta(str(self.path(name)), version=version)
         for column in spec.partition_by:
             existing = existing.filter(pl.col(column).is_in(rows[column].unique().implode()))
         for column in filter(lambda c: _ranged(rows[c]), keys):  # a key present lies within the new rows' range

@@ -132,6 +132,28 @@ def test_rerun_and_overlapping_files_add_nothing_twice(lake, tmp_path):
     assert batches == (300, 260, 3)
 
 
+def test_repeats_across_the_chunks_of_one_file_land_once(lake, tmp_path):
+    # 2,000 distinct rows, then 500 of them again, shuffled in among fresh ones: chunks of 300 rows meet repeats of
+    # rows committed by earlier chunks of the same run (remembered as key hashes, not read back) and within themselves
+    rows = [f"d{i % 40},2026-11-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z,31.{1000 + i},121.4,5\n" for i in range(3_000)]
+    repeats = rows[:2_000] + rows[100:600] + rows[2_000:]
+    ingest_pings(lake, write(tmp_path / "before.csv", HEADER + "".join(rows[2_900:])), key=KEY)  # held before the run
+    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(repeats)), key=KEY, batch_rows=300)
+    assert (report.accepted, report.duplicates) == (2_900, 600)
+    keys = scan(lake, "pings").select("device_id", "ts", "lat", "lon").collect()
+    assert keys.height == 3_000 and keys.unique().height == 3_000
+
+
+def test_a_hash_shared_by_two_keys_loses_no_row(lake, tmp_path, monkeypatch):
+    # every key hashes alike: each row after the first is a suspect, and the exact check must keep them all
+    from lake import run_keys
+
+    monkeypatch.setattr(run_keys.RunKeys, "suspects", lambda self, rows, key: run_keys.np.arange(rows.height) > 0)
+    rows = [f"d{i},2026-11-01T00:00:{i:02d}Z,31.2,121.4,5\n" for i in range(50)]
+    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(rows + rows[:5])), key=KEY, batch_rows=20)
+    assert (report.accepted, report.duplicates, lake.rows("pings")) == (50, 5, 50)
+
+
 def test_large_files_stream_in_batches_with_exact_line_numbers(lake, tmp_path):
     lines = [f"d{i % 50},2026-11-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z,31.{1000 + i},121.4,5\n" for i in range(5_000)]
     for bad in (17, 2_222, 4_999):

@@ -265,3 +265,20 @@ def test_queries_on_one_partition_never_open_the_others(lake, engine):
         assert query.explain().count(".parquet") == 1
         got = query.select(pl.len()).collect().item()
     assert got == want
+
+
+def test_run_keys_remember_every_key_through_growth():
+    from lake.run_keys import FIRST_SLOTS, RunKeys
+
+    rng = np.random.default_rng(5)
+    run, seen_before = RunKeys(None), set()
+    for chunk in range(4):  # 4 × 30,000 keys, a third repeated: the table doubles past FIRST_SLOTS more than once
+        keys = rng.integers(0, 60_000, 30_000)
+        rows = pl.DataFrame({"a": keys, "b": keys % 7})
+        suspects = run.suspects(rows, ["a", "b"])
+        expected = []
+        for k in keys.tolist():
+            expected.append(k in seen_before)
+            seen_before.add(k)
+        assert suspects.tolist() == expected, chunk
+    assert run.slots.size > FIRST_SLOTS and run.used == len(seen_before)
