@@ -29,6 +29,7 @@ SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
 MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20
 PARSE_BLOCK_BYTES = 8 << 20  # pyarrow parses blocks of this size on all cores
+COMPILED_SCAN_BYTES = 8 << 20  # blocks from this size are scanned by compiled code (numba loads in about a second)
 
 
 @dataclass
@@ -176,10 +177,16 @@ class _BlockParser:
     @staticmethod
     def _drop_unbalanced_quotes(block: bytes, first_line: int, rejected: list) -> bytes:
         """Lines with an odd number of quotes: values never span lines here, and the parser would otherwise read on
-        into the next line, taking a good row with it. Counted with NumPy: most files quote every field."""
+        into the next line, taking a good row with it. Most files quote every field, so this runs on most blocks:
+        a compiled one-pass scan on large blocks, NumPy on small ones (not worth loading the compiler for)."""
         text = np.frombuffer(block, np.uint8)
-        line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
-        odd = np.flatnonzero(np.bincount(line_of_quote) % 2 == 1).tolist()
+        if len(block) >= COMPILED_SCAN_BYTES:
+            from ingestion.text_kernels import odd_quote_lines
+
+            odd = odd_quote_lines(text).tolist()
+        else:
+            line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
+            odd = np.flatnonzero(np.bincount(line_of_quote) % 2 == 1).tolist()
         return _set_aside(block, first_line, rejected, odd, 'has an unbalanced quote (a field opened with " is never closed)',
                           "unbalanced quote")
 

@@ -104,3 +104,15 @@ def test_generated_files_land_every_valid_row(tmp_path_factory, rows):
     assert report.accepted >= distinct_valid  # a broken row can be valid by accident; a valid row never fails
     assert report.rows_in == report.accepted + report.rejected + report.duplicates
     assert lake.rows("quarantine") == report.rejected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b'"', b"\n", b"a", b",", b"\r"]), max_size=300))
+def test_odd_quote_lines_compiled_scan_agrees_with_numpy(parts):
+    import numpy as np
+
+    from ingestion.text_kernels import odd_quote_lines
+
+    text = np.frombuffer(b"".join(parts), np.uint8)
+    line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
+    assert odd_quote_lines(text).tolist() == np.flatnonzero(np.bincount(line_of_quote) % 2 == 1).tolist()
