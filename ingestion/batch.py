@@ -73,24 +73,49 @@ class IngestReport:
 
 def fingerprint(path: str | Path) -> str:
     """SHA-256 of the file's bytes: the same content is the same source, whatever its name."""
+    with _open_source(path) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fingerprint_soon(path: str | Path) -> Future[str]:
+    """``fingerprint`` on a thread (hashlib releases the GIL), so hashing a large file overlaps reading its first
+    chunk instead of holding up the start. A file that cannot be opened is refused now, not later."""
+    source = _open_source(path)
+    pool = ThreadPoolExecutor(max_workers=1)
+    digest = pool.submit(lambda: _digest_and_close(source))
+    pool.shutdown(wait=False)
+    return digest
+
+
+def _open_source(path: str | Path):
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return open(path, "rb")
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
         raise UnreadableInput(str(path), err.strerror.lower() if err.strerror else "cannot be opened") from None
+
+
+def _digest_and_close(source) -> str:
+    with source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
 
 
 class BatchWriter:
     """Commits the chunks of one source into one table."""
 
-    def __init__(self, lake: Lake, table: str, source: str, fingerprint: str, *, registry: bool = False,
+    def __init__(self, lake: Lake, table: str, source: str, fingerprint: str | Future[str], *, registry: bool = False,
                  one_run: bool = False) -> None:
-        self.lake, self.table, self.source, self.fingerprint = lake, table, source, fingerprint
+        self.lake, self.table, self.source, self._fingerprint = lake, table, source, fingerprint
         self.registry = registry  # registries (places, sensors) replace rows by key instead of skipping them
         # a file's chunks: remember this run's keys rather than read its earlier chunks back (a live feed, which runs
         # for days, checks each micro-batch against the table instead: its memory would grow without end)
         self.run = lake.run_keys(table) if one_run and not registry else None
         self.report = IngestReport(table, source)
+
+    @property
+    def fingerprint(self) -> str:
+        if isinstance(self._fingerprint, Future):  # still hashing on its thread (fingerprint_soon): wait for it here
+            self._fingerprint = self._fingerprint.result()
+        return self._fingerprint
 
     def commit(self, index: int, chunk: Chunk) -> None:
         started = dt.datetime.now(UTC)

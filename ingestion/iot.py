@@ -19,7 +19,7 @@ import shapely
 
 from h3_index import latlng_to_cells
 from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run, validated
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
 from ingestion.errors import UnreadableInput
 from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from lake import Lake, scan
@@ -146,7 +146,7 @@ def ingest_readings(
     """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "readings", str(path), fingerprint(path), one_run=True)
+    writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True)
     known = sensor_cells(lake)
     latest = V.latest_allowed(now)
     parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from h3_index import latlng_to_cells
 from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run, validated
+from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
 from ingestion.pseudonym import pseudonym, pseudonymise
 from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from ingestion.validate import parse_mapping
@@ -46,7 +46,7 @@ def ingest_pings(
     """Ingest a pings file into the lake: exactly once, bad rows quarantined."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "pings", str(path), fingerprint(path), one_run=True)
+    writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
                           delimiter=delimiter, batch_rows=batch_rows, now=now)
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)

@@ -4,6 +4,7 @@ key nobody can recompute it from a raw id, and the raw id is never written."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -50,11 +51,17 @@ def pseudonym(raw_id: str, key: bytes) -> int:
 
 
 def pseudonymise(ids: pl.Series, key: bytes) -> pl.Series:
-    """Pseudonyms for a column of raw ids, hashing each distinct id once."""
+    """Pseudonyms for a column of raw ids, hashing each distinct id once (and a device seen in recent chunks of a
+    file not again: the same devices ping all day)."""
     raw = ids.cast(pl.String)
     distinct = raw.unique()
-    hashed = pl.Series([pseudonym(v, key) for v in distinct.to_list()], dtype=pl.Int64)
+    hashed = pl.Series([_recent_pseudonym(v, key) for v in distinct.to_list()], dtype=pl.Int64)
     return raw.replace_strict(distinct, hashed, return_dtype=pl.Int64).alias(ids.name)
+
+
+@functools.lru_cache(maxsize=1 << 18)  # ~40 MB at most, in this process only; never written anywhere
+def _recent_pseudonym(raw_id: str, key: bytes) -> int:
+    return pseudonym(raw_id, key)
 
 
 def _inside(path: Path, root: Path) -> bool:
