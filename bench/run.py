@@ -418,11 +418,11 @@ def bench_detection_truth(work: Path, seeds: tuple[int, ...] = (2, 3, 4, 5, 6)) 
 
 def bench_dask_scaling(work: Path, devices: int = 42_000, days: int = 4, big_days: int = 12, low_memory: str = "1GB") -> dict:
     """The analysis over a ~10M-ping lake on local Dask clusters of 1 and of 2 worker processes (one core each), run
-    in turns so both see the same machine (best of 3 after a warm-up), with peak memory per worker; then over a
+    in turns so both see the same machine (best of 5 after a warm-up), with peak memory per worker; then over a
     ~30M-ping lake whose pings alone need more memory than a worker may use."""
     _, lake = city_lake(work, "dask", devices=devices, days=days, seed=21, pings_format="parquet")
     out: dict = {**_lake_size(lake)}
-    for workers, figures in _analysis_on_dask(lake, (1, 2), rounds=3).items():
+    for workers, figures in _analysis_on_dask(lake, (1, 2), rounds=5).items():
         out[f"workers_{workers}"] = figures
     out["speedup_2_over_1"] = round(out["workers_1"]["seconds"] / out["workers_2"]["seconds"], 2)
     out["speedup_2_over_1_dask_part"] = round(out["workers_1"]["series_on_dask"] / out["workers_2"]["series_on_dask"], 2)
