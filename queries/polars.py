@@ -82,28 +82,16 @@ class PolarsEngine:
         candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
         inside = candidates["interior"].to_numpy().copy()
         boundary = np.flatnonzero(~inside)
+        shape_of = np.empty(int(places[PLACE].max() or 0) + 1 if places.height else 0, dtype=object)  # by place number
+        shape_of[places[PLACE].to_numpy()] = shapes
+        shapely.prepare(shapes)
         number = candidates[PLACE].to_numpy()[boundary]
-        by_place = np.argsort(number, kind="stable")
-        order, number = boundary[by_place], number[by_place]
-        lon, lat = candidates["lon"].to_numpy(), candidates["lat"].to_numpy()
-        place_of = dict(zip(places[PLACE].to_list(), shapes))
-        starts = np.flatnonzero(np.diff(number, prepend=-1))  # where each place's boundary rows begin in ``order``
-        runs = [(place_of[int(number[begin])], order[begin:end]) for begin, end in zip(starts, [*starts[1:], order.size])]
+        lon, lat = candidates["lon"].to_numpy()[boundary], candidates["lat"].to_numpy()[boundary]
 
-        def test(part: list[tuple[object, np.ndarray]]) -> None:
-            for shape, rows in part:
-                shapely.prepare(shape)
-                inside[rows] = shapely.contains_xy(shape, lon[rows], lat[rows])
+        def test(part: slice) -> None:  # each row against its own place's prepared polygon
+            inside[boundary[part]] = shapely.contains_xy(shape_of[number[part]], lon[part], lat[part])
 
-        with ThreadPoolExecutor(threads()) as pool:  # shapely releases the GIL: places split into halves of about equal rows
-            list(pool.map(test, _split_by_rows(runs, threads())))
+        edges = np.linspace(0, boundary.size, threads() + 1).astype(int)
+        with ThreadPoolExecutor(threads()) as pool:  # shapely releases the GIL
+            list(pool.map(test, [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]))
         return candidates.filter(pl.Series(inside)).drop("interior"), places
-
-
-def _split_by_rows(runs: list[tuple[object, np.ndarray]], parts: int) -> list[list[tuple[object, np.ndarray]]]:
-    """``runs`` (a place and its rows) cut into ``parts`` consecutive groups holding about as many rows each."""
-    if not runs:
-        return []
-    ends = np.cumsum([rows.size for _, rows in runs])
-    cuts = [0, *np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts).tolist(), len(runs)]
-    return [runs[lo:hi] for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
