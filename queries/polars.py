@@ -88,10 +88,11 @@ class PolarsEngine:
         number = candidates[PLACE].to_numpy()[boundary]
         lon, lat = candidates["lon"].to_numpy()[boundary], candidates["lat"].to_numpy()[boundary]
 
-        def test(part: slice) -> None:  # each row against its own place's prepared polygon
-            inside[boundary[part]] = shapely.contains_xy(shape_of[number[part]], lon[part], lat[part])
+        def test(rows: np.ndarray) -> None:  # each row against its own place's prepared polygon
+            inside[boundary[rows]] = shapely.contains_xy(shape_of[number[rows]], lon[rows], lat[rows])
 
-        edges = np.linspace(0, boundary.size, threads() + 1).astype(int)
+        # Threads share no polygon: GEOS builds a prepared polygon's index on first use, unguarded, so two threads
+        # testing one polygon can corrupt memory. Places are dealt to threads by number.
         with ThreadPoolExecutor(threads()) as pool:  # shapely releases the GIL
-            list(pool.map(test, [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]))
+            list(pool.map(test, [np.flatnonzero(number % threads() == part) for part in range(threads())]))
         return candidates.filter(pl.Series(inside)).drop("interior"), places
