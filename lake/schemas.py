@@ -30,8 +30,6 @@ class TableSpec:
     key: tuple[str, ...] = ()  # rows with equal key are the same row: reruns must not add it twice
     people: bool = False  # holds data about people: raw rows for the steward role only
     cell_columns: tuple[str, ...] = field(default=("h3_cell",))
-    # nearly unique per row: written without a dictionary (Parquet writers try one first and give it up, at a cost)
-    plain: tuple[str, ...] = ()
 
     @property
     def partitioned_by_cell(self) -> bool:
@@ -133,7 +131,6 @@ TABLES: dict[str, TableSpec] = {
             sort_by=("h3_cell", "ts"),
             key=("device_id", "ts", "lat", "lon"),
             people=True,
-            plain=("device_id", "ts", "lat", "lon", "h3_cell"),  # measured: 1M pings write in 0.21 CPU-s, not 0.57; same size
         ),
         TableSpec(
             "stays",
