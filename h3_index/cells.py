@@ -12,7 +12,6 @@ GIL, so chunks run on every core through a thread pool.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import h3
 import h3ronpy
@@ -22,7 +21,7 @@ import shapely
 from h3ronpy import vector
 
 from h3_index.errors import BadCell, BadCoordinate, BadResolution
-from h3_index.threads import threads
+from h3_index.threads import thread_map
 
 MIN_RES, MAX_RES = 0, 15
 # Bit layout of an H3 cell index (h3geo.org/docs/library/index/cell):
@@ -65,9 +64,8 @@ def latlng_to_cells(lat: Iterable[float] | np.ndarray, lon: Iterable[float] | np
     if lat.size <= PARALLEL_CHUNK:
         return _latlng_to_cells(lat, lon, res)
     chunks = max(2, lat.size // PARALLEL_CHUNK)
-    with ThreadPoolExecutor(max_workers=threads()) as pool:
-        parts = pool.map(_latlng_to_cells, np.array_split(lat, chunks), np.array_split(lon, chunks), [res] * chunks)
-        return np.concatenate(list(parts))
+    parts = list(zip(np.array_split(lat, chunks), np.array_split(lon, chunks)))
+    return np.concatenate(thread_map(lambda part: _latlng_to_cells(*part, res), parts))
 
 
 def _latlng_to_cells(lat: np.ndarray, lon: np.ndarray, res: int) -> np.ndarray:

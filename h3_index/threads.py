@@ -4,9 +4,22 @@ to 1, so its thread pools add no contention), else every core."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 THREADS_ENV = "CITYLAKE_THREADS"
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def threads() -> int:
     return max(1, int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1))
+
+
+def thread_map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` over ``items`` on ``threads()`` threads (in order), or in this thread when there is one thread or
+    one item. For work that releases the GIL: NumPy, shapely, h3ronpy, numba ``nogil`` kernels."""
+    if threads() == 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(threads()) as pool:
+        return list(pool.map(work, items))

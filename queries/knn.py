@@ -11,15 +11,13 @@ loops (shortlists, each query's k best, the output rows) are compiled (``queries
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import polars as pl
 
 from h3_index import latlng_to_cells
 from h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
 from h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
-from h3_index.threads import threads
+from h3_index.threads import thread_map, threads
 from queries.errors import BadFilter
 
 CHUNK_CELLS = 50_000  # fine query cells per block at most: bounds the block's shortlists (cells × candidates × 8 bytes)
@@ -147,7 +145,7 @@ class _Found:
         def rows(span: tuple[int, int]) -> None:
             _kernels().neighbour_rows(self.target, self.chord, by_cell, order, EARTH_RADIUS_M, *span, *columns)
 
-        _on_threads(rows, queries)
+        thread_map(rows, _spans(queries))
         return pl.DataFrame(dict(zip(NEIGHBOURS_SCHEMA, columns)), schema=NEIGHBOURS_SCHEMA)
 
 
@@ -168,12 +166,7 @@ def _search(targets: _Targets, queries: _Queries, pending: np.ndarray, k: int, l
                           found.target, found.chord)
         return done
 
-    if threads() == 1 or len(blocks) == 1:
-        parts = list(map(one, blocks))
-    else:
-        with ThreadPoolExecutor(threads()) as pool:
-            parts = list(pool.map(one, blocks))
-    return np.concatenate(parts)
+    return np.concatenate(thread_map(one, blocks))
 
 
 def _shortlist(targets: _Targets, fine_cells: np.ndarray, k: int, level: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,15 +195,10 @@ def _brute_force(targets: _Targets, queries: _Queries, pending: np.ndarray, foun
                       np.arange(targets.size), *targets.xyz, found.target, found.chord)
 
 
-def _on_threads(work, rows: int) -> None:
-    """``work((start, stop))`` over ``rows`` split into one span per thread (the kernels release the GIL)."""
-    edges = np.linspace(0, rows, threads() + 1).astype(np.int64)
-    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-    if threads() == 1:
-        work(spans[0])
-        return
-    with ThreadPoolExecutor(threads()) as pool:
-        list(pool.map(work, spans))
+def _spans(rows: int) -> list[tuple[int, int]]:
+    """``rows`` cut into one (start, stop) span per thread."""
+    edges = np.linspace(0, rows, threads() + 1).astype(np.int64).tolist()
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _kernels():

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import polars as pl
 import shapely
 
 from h3_index import polars_expr as X
 from h3_index.polygons import is_polygonal
-from h3_index.threads import threads
+from h3_index.threads import thread_map, threads
 from lake import Lake, scan
 from queries.base import FootfallBy
 from queries.filters import Filters
@@ -73,18 +71,16 @@ class PolarsEngine:
         with the place's number in ``PLACE``; and the places by number (place_id, name, category). Numbers, not ids,
         ride along with the pings: a ping in several places is one row per place, so this is the widest frame here."""
         places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
-        shapes = shapely.from_wkb(places["geometry"].to_numpy())
+        shape_of = shapely.from_wkb(places["geometry"].to_numpy())  # by place number
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
-        polygonal = is_polygonal(shapes)
-        places, shapes = places.filter(pl.Series(polygonal)), shapes[polygonal]  # both still in PLACE order
+        polygonal = is_polygonal(shape_of)
+        places = places.filter(pl.Series(polygonal))
+        shapely.prepare(shape_of[polygonal])
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
         candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
         inside = candidates["interior"].to_numpy().copy()
         boundary = np.flatnonzero(~inside)
-        shape_of = np.empty(int(places[PLACE].max() or 0) + 1 if places.height else 0, dtype=object)  # by place number
-        shape_of[places[PLACE].to_numpy()] = shapes
-        shapely.prepare(shapes)
         number = candidates[PLACE].to_numpy()[boundary]
         lon, lat = candidates["lon"].to_numpy()[boundary], candidates["lat"].to_numpy()[boundary]
 
@@ -93,6 +89,5 @@ class PolarsEngine:
 
         # Threads share no polygon: GEOS builds a prepared polygon's index on first use, unguarded, so two threads
         # testing one polygon can corrupt memory. Places are dealt to threads by number.
-        with ThreadPoolExecutor(threads()) as pool:  # shapely releases the GIL
-            list(pool.map(test, [np.flatnonzero(number % threads() == part) for part in range(threads())]))
+        thread_map(test, [np.flatnonzero(number % threads() == part) for part in range(threads())])
         return candidates.filter(pl.Series(inside)).drop("interior"), places
