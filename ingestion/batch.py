@@ -73,8 +73,7 @@ class IngestReport:
 
 def fingerprint(path: str | Path) -> str:
     """SHA-256 of the file's bytes: the same content is the same source, whatever its name."""
-    with _open_source(path) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return _digest_and_close(_open_source(path))
 
 
 def fingerprint_soon(path: str | Path) -> Future[str]:

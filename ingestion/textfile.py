@@ -185,8 +185,7 @@ class _BlockParser:
 
             odd = odd_quote_lines(text).tolist()
         else:
-            line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
-            odd = np.flatnonzero(np.bincount(line_of_quote) % 2 == 1).tolist()
+            odd = odd_quote_lines_numpy(text).tolist()
         return _set_aside(block, first_line, rejected, odd, 'has an unbalanced quote (a field opened with " is never closed)',
                           "unbalanced quote")
 
@@ -210,6 +209,12 @@ class _BlockParser:
             else:
                 kept.append(first_line + i)
         return np.asarray(kept, dtype=np.int64)
+
+
+def odd_quote_lines_numpy(text: np.ndarray) -> np.ndarray:
+    """``ingestion.text_kernels.odd_quote_lines`` in NumPy: each quote's line by binary search among the newlines."""
+    line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
+    return np.flatnonzero(np.bincount(line_of_quote) % 2 == 1)
 
 
 def _set_aside(block: bytes, first_line: int, rejected: list, found: list[int], reason: str, kind: str) -> bytes:

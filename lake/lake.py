@@ -256,11 +256,12 @@ class Lake:
         return RunKeys(table.version() if _row_count(_add_actions(table)) else None)
 
     def _new_rows(self, name: str, rows: pl.DataFrame, table: deltalake.DeltaTable) -> pl.DataFrame:
-        key = pl.struct(list(self.spec(name).key))
+        keys = list(self.spec(name).key)
+        key = pl.struct(keys)
         if rows.select(key.is_duplicated().any()).item():  # cheap test first: most batches have no repeats
             rows = rows.filter(key.is_first_distinct())
         if rows.height and _row_count(_add_actions(table)):
-            rows = rows.join(self._keys_present(name, rows), on=list(self.spec(name).key), how="anti", nulls_equal=True)
+            rows = rows.join(self._keys_present(name, rows), on=keys, how="anti", nulls_equal=True)
         return rows
 
     def _new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, table: deltalake.DeltaTable) -> pl.DataFrame:

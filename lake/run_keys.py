@@ -30,15 +30,15 @@ class RunKeys:
         if self.first is None and self.slots is None:
             self.first = hashes.to_numpy()
             return (~hashes.is_first_distinct()).to_numpy()
-        from lake import hash_slots
-
         if self.slots is None:
             self.slots = np.zeros(FIRST_SLOTS, np.uint64)
-            self._add(hash_slots, self.first)
+            self._add(self.first)
             self.first = None
-        return self._add(hash_slots, hashes.to_numpy())
+        return self._add(hashes.to_numpy())
 
-    def _add(self, hash_slots, hashes: np.ndarray) -> np.ndarray:
+    def _add(self, hashes: np.ndarray) -> np.ndarray:
+        from lake import hash_slots  # numba: loaded only by runs of more than one chunk
+
         while 2 * (self.used + hashes.size) > self.slots.size:
             self.slots = hash_slots.rehash(self.slots, np.zeros(2 * self.slots.size, np.uint64))
         seen = np.empty(hashes.size, np.bool_)
