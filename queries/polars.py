@@ -1,4 +1,4 @@
-"""The Polars engine: lazy scans of the lake, shapely's vectorised test on boundary cells."""
+"""The Polars engine: lazy scans of the lake, an exact point-in-polygon test on boundary cells (``queries.inside``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import shapely
 
 from h3_index import polars_expr as X
 from h3_index.polygons import is_polygonal
-from h3_index.threads import thread_map, threads
 from lake import Lake, scan
 from queries.base import FootfallBy
 from queries.filters import Filters
+from queries.inside import contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
 PLACE = "_place"  # a place's number within one query
@@ -81,13 +81,6 @@ class PolarsEngine:
         candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
         inside = candidates["interior"].to_numpy().copy()
         boundary = np.flatnonzero(~inside)
-        number = candidates[PLACE].to_numpy()[boundary]
         lon, lat = candidates["lon"].to_numpy()[boundary], candidates["lat"].to_numpy()[boundary]
-
-        def test(rows: np.ndarray) -> None:  # each row against its own place's prepared polygon
-            inside[boundary[rows]] = shapely.contains_xy(shape_of[number[rows]], lon[rows], lat[rows])
-
-        # Threads share no polygon: GEOS builds a prepared polygon's index on first use, unguarded, so two threads
-        # testing one polygon can corrupt memory. Places are dealt to threads by number.
-        thread_map(test, [np.flatnonzero(number % threads() == part) for part in range(threads())])
+        inside[boundary] = contains_each(np.where(polygonal, shape_of, None), candidates[PLACE].to_numpy()[boundary], lon, lat)
         return candidates.filter(pl.Series(inside)).drop("interior"), places

@@ -1,0 +1,92 @@
+"""Exact point-in-polygon for many points, each against its own polygon (a ping in a boundary cell against the
+place whose cell it is): a compiled ray-crossing test over bands of each polygon's edges (``queries.inside_kernels``)
+that hands the few points it cannot settle in doubles — on an edge or within rounding of one — to GEOS.
+
+The answer is GEOS's ``contains`` (a point on the boundary is not inside), point for point; a property test holds
+it to shapely on random, on-edge and on-vertex points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from h3_index.threads import thread_map, threads
+
+BAND_EDGES = 2  # edges per band on average: a point meets a handful of edges whatever its polygon's size
+COMPILED_FROM = 200_000  # points; fewer go straight to GEOS (loading the compiled test costs more than it saves)
+
+
+@dataclass(frozen=True)
+class PolygonBands:
+    """The edges of polygons by number, listed per horizontal band of each polygon's height."""
+
+    shapes: np.ndarray  # shapely polygons by number (None where a number has no polygon)
+    ymin: np.ndarray
+    ymax: np.ndarray
+    band_height: np.ndarray
+    band_start: np.ndarray  # polygon s has bands band_start[s] .. band_start[s + 1] - 1
+    band_offsets: np.ndarray
+    band_segments: np.ndarray  # rows of (x1, y1, x2, y2): band b's edges are rows band_offsets[b] .. band_offsets[b + 1] - 1
+
+    @classmethod
+    def of(cls, shapes: np.ndarray) -> PolygonBands:
+        """Bands of ``shapes`` (polygons and multipolygons, holes included; None for numbers that are not polygonal)."""
+        kernels = _kernels()
+        parts, shape_of_part = shapely.get_parts(shapes, return_index=True)
+        rings, part_of_ring = shapely.get_rings(parts, return_index=True)
+        points, ring_of_point = shapely.get_coordinates(rings, return_index=True)
+        first = np.flatnonzero(ring_of_point[1:] == ring_of_point[:-1])  # rings are closed: point i to i + 1 is an edge
+        edges = tuple(np.ascontiguousarray(points[at, axis]) for at, axis in ((first, 0), (first, 1), (first + 1, 0), (first + 1, 1)))
+        shape_of_edge = shape_of_part[part_of_ring[ring_of_point[first]]]
+        bands = np.maximum(1, np.bincount(shape_of_edge, minlength=len(shapes)) // BAND_EDGES)
+        bounds = shapely.bounds(shapes)
+        ymin, ymax = bounds[:, 1].copy(), bounds[:, 3].copy()
+        height = (ymax - ymin) / bands
+        band_height = np.where(height > 0, height, 1.0)  # a shape of no height (or none) has one band
+        band_start = np.concatenate([[0], np.cumsum(bands)]).astype(np.int64)
+        offsets, band_edges = kernels.band_lists(shape_of_edge, edges[1], edges[3], ymin, band_height, band_start)
+        segments = np.ascontiguousarray(np.column_stack(edges)[band_edges])  # an edge copied into each band it meets
+        return cls(shapes, ymin, ymax, band_height, band_start, offsets, segments)
+
+    def contains(self, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Whether point ``i`` lies inside polygon ``shape[i]`` (GEOS's ``contains``: not on its boundary)."""
+        kernels = _kernels()
+        shape, lon, lat = (np.ascontiguousarray(a) for a in (shape.astype(np.int64, copy=False), lon, lat))
+        cuts = np.linspace(0, shape.size, threads() + 1).astype(np.int64)
+        blocks = [slice(start, end) for start, end in zip(cuts[:-1], cuts[1:])]
+        answers = thread_map(lambda rows: kernels.locate(shape[rows], lon[rows], lat[rows], self.ymin, self.ymax, self.band_height,
+                                                         self.band_start, self.band_offsets, self.band_segments), blocks)
+        answer = np.concatenate(answers) if answers else np.empty(0, np.int8)
+        inside = answer == kernels.INSIDE
+        unsure = np.flatnonzero(answer == kernels.UNSURE)
+        inside[unsure] = shapely.contains_xy(self.shapes[shape[unsure]], lon[unsure], lat[unsure])
+        return inside
+
+
+def contains_each(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Whether point ``i`` lies inside ``shapes[shape[i]]``: GEOS for a few points, the compiled test for many."""
+    if shape.size < COMPILED_FROM:
+        return _geos_contains(shapes, shape, lon, lat)
+    return PolygonBands.of(shapes).contains(shape, lon, lat)
+
+
+def _geos_contains(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    inside = np.zeros(shape.size, bool)
+
+    def test(rows: np.ndarray) -> None:
+        inside[rows] = shapely.contains_xy(shapes[shape[rows]], lon[rows], lat[rows])
+
+    # Threads share no polygon: GEOS builds a prepared polygon's index on first use, unguarded, so two threads
+    # testing one polygon can corrupt memory. Polygons are dealt to threads by number.
+    thread_map(test, [np.flatnonzero(shape % threads() == part) for part in range(threads())])
+    return inside
+
+
+def _kernels():
+    """The compiled loops, imported on first use (numba takes most of a second to load)."""
+    from queries import inside_kernels
+
+    return inside_kernels
