@@ -9,6 +9,7 @@ it to shapely on random, on-edge and on-vertex points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import shapely
@@ -51,26 +52,45 @@ class PolygonBands:
         segments = np.ascontiguousarray(np.column_stack(edges)[band_edges])  # an edge copied into each band it meets
         return cls(shapes, ymin, ymax, band_height, band_start, offsets, segments)
 
-    def contains(self, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Whether point ``i`` lies inside polygon ``shape[i]`` (GEOS's ``contains``: not on its boundary)."""
+    def contains(self, points: list[Points]) -> np.ndarray:
+        """Whether each point lies inside its polygon (GEOS's ``contains``: not on its boundary), runs in order."""
         kernels = _kernels()
-        shape, lon, lat = (np.ascontiguousarray(a) for a in (shape.astype(np.int64, copy=False), lon, lat))
-        cuts = np.linspace(0, shape.size, threads() + 1).astype(np.int64)
-        blocks = [slice(start, end) for start, end in zip(cuts[:-1], cuts[1:])]
-        answers = thread_map(lambda rows: kernels.locate(shape[rows], lon[rows], lat[rows], self.ymin, self.ymax, self.band_height,
-                                                         self.band_start, self.band_offsets, self.band_segments), blocks)
-        answer = np.concatenate(answers) if answers else np.empty(0, np.int8)
-        inside = answer == kernels.INSIDE
-        unsure = np.flatnonzero(answer == kernels.UNSURE)
-        inside[unsure] = shapely.contains_xy(self.shapes[shape[unsure]], lon[unsure], lat[unsure])
-        return inside
+        runs = points if len(points) >= threads() else [piece for run in points for piece in _split(run, threads())]
+        answers = thread_map(lambda run: kernels.locate(run.known, run.shape, run.lon, run.lat, self.ymin, self.ymax,
+                                                        self.band_height, self.band_start, self.band_offsets,
+                                                        self.band_segments), runs)
+        for run, answer in zip(runs, answers):
+            unsure = np.flatnonzero(answer == kernels.UNSURE)  # few: on an edge, or within rounding of one
+            answer[unsure] = np.where(shapely.contains_xy(self.shapes[run.shape[unsure]], run.lon[unsure], run.lat[unsure]),
+                                      kernels.INSIDE, kernels.OUTSIDE)
+        return np.concatenate(answers) == kernels.INSIDE if answers else np.zeros(0, bool)
 
 
-def contains_each(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Whether point ``i`` lies inside ``shapes[shape[i]]``: GEOS for a few points, the compiled test for many."""
-    if shape.size < COMPILED_FROM:
-        return _geos_contains(shapes, shape, lon, lat)
-    return PolygonBands.of(shapes).contains(shape, lon, lat)
+class Points(NamedTuple):
+    """A run of points, each with the number of the polygon to test it against; ``known`` ones are inside untested."""
+
+    shape: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    known: np.ndarray
+
+
+def contains_each(shapes: np.ndarray, points: list[Points]) -> np.ndarray:
+    """Whether each point lies inside its polygon ``shapes[shape]`` (inside untested where ``known``), the runs in
+    order: GEOS for a few points to test, the compiled test for many. Runs let columns of many chunks (a Polars
+    frame's) be read where they lie, without copying them into one."""
+    if sum(run.known.size - np.count_nonzero(run.known) for run in points) >= COMPILED_FROM:
+        return PolygonBands.of(shapes).contains(points)
+    shape, lon, lat, known = (np.concatenate(column) for column in zip(*points)) if points else (np.zeros(0),) * 4
+    inside = known.astype(bool, copy=True)
+    test = np.flatnonzero(~inside)
+    inside[test] = _geos_contains(shapes, shape[test], lon[test], lat[test])
+    return inside
+
+
+def _split(run: Points, parts: int) -> list[Points]:
+    cuts = np.linspace(0, run.shape.size, parts + 1).astype(np.int64)
+    return [Points(*(column[start:end] for column in run)) for start, end in zip(cuts[:-1], cuts[1:])]
 
 
 def _geos_contains(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

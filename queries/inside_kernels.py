@@ -63,13 +63,17 @@ def _band_span(s: int, y1: float, y2: float, shape_ymin: np.ndarray, band_height
 
 
 @numba.njit(nogil=True, cache=True)
-def locate(shape: np.ndarray, px: np.ndarray, py: np.ndarray, shape_ymin: np.ndarray, shape_ymax: np.ndarray,
+def locate(known: np.ndarray, shape: np.ndarray, px: np.ndarray, py: np.ndarray, shape_ymin: np.ndarray, shape_ymax: np.ndarray,
            band_height: np.ndarray, band_start: np.ndarray, band_offsets: np.ndarray, band_segments: np.ndarray) -> np.ndarray:
-    """For each point ``(px[i], py[i])``: OUTSIDE, INSIDE or UNSURE of polygon ``shape[i]``. ``band_segments`` holds
-    each band's edges as rows of (x1, y1, x2, y2), a band's rows together, so a point reads one run of memory."""
+    """For each point ``(px[i], py[i])``: OUTSIDE, INSIDE or UNSURE of polygon ``shape[i]``; INSIDE without a test where
+    ``known[i]`` (a ping in an interior cell). ``band_segments`` holds each band's edges as rows of (x1, y1, x2, y2),
+    a band's rows together, so a point reads one run of memory."""
     answer = np.empty(px.size, np.int8)
     for i in range(px.size):
         s, x, y = shape[i], px[i], py[i]
+        if known[i]:
+            answer[i] = INSIDE
+            continue
         if y < shape_ymin[s] or y > shape_ymax[s]:
             answer[i] = OUTSIDE
             continue

@@ -11,7 +11,7 @@ from h3_index.polygons import is_polygonal
 from lake import Lake, scan
 from queries.base import FootfallBy
 from queries.filters import Filters
-from queries.inside import contains_each
+from queries.inside import Points, contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
 PLACE = "_place"  # a place's number within one query
@@ -79,8 +79,9 @@ class PolarsEngine:
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
         candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
-        inside = candidates["interior"].to_numpy().copy()
-        boundary = np.flatnonzero(~inside)
-        lon, lat = candidates["lon"].to_numpy()[boundary], candidates["lat"].to_numpy()[boundary]
-        inside[boundary] = contains_each(np.where(polygonal, shape_of, None), candidates[PLACE].to_numpy()[boundary], lon, lat)
+        columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
+        if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
+            columns = [column.rechunk() for column in columns]
+        runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
+        inside = contains_each(np.where(polygonal, shape_of, None), runs)
         return candidates.filter(pl.Series(inside)).drop("interior"), places
