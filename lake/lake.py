@@ -206,7 +206,7 @@ class Lake:
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
-        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata)
+        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata, spec=self.spec(name))
 
     def _commit(
         self,
@@ -215,11 +215,13 @@ class Lake:
         *,
         mode: str,
         metadata: dict[str, str] | None,
+        spec: TableSpec,
     ) -> int:
         deltalake.write_deltalake(
             table,
             rows,
             mode=mode,
+            writer_properties=_writer_properties(spec),
             commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
         return deltalake.DeltaTable(table.table_uri).version()
@@ -247,7 +249,7 @@ class Lake:
         offered = rows.height
         rows = self._new_rows(name, rows, table) if run is None else self._new_rows_of_run(name, rows, run, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
-        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
+        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, spec=self.spec(name))
         return version, rows.height, offered - rows.height
 
     def run_keys(self, name: str) -> RunKeys:
@@ -362,7 +364,7 @@ class Lake:
     def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
         """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
         table = self._delta(name)
-        return table.optimize.compact(target_size=target_mb * 1024 * 1024)
+        return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
@@ -381,6 +383,10 @@ class Lake:
             raise SchemaMismatch(name, column, "the column already exists")
         table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
         return self._delta(name).version()
+
+
+def _writer_properties(spec: TableSpec) -> deltalake.WriterProperties:
+    return deltalake.WriterProperties(compression=spec.compression)
 
 
 def _ranged(values: pl.Series) -> bool:

@@ -30,6 +30,7 @@ class TableSpec:
     key: tuple[str, ...] = ()  # rows with equal key are the same row: reruns must not add it twice
     people: bool = False  # holds data about people: raw rows for the steward role only
     cell_columns: tuple[str, ...] = field(default=("h3_cell",))
+    compression: str = "SNAPPY"  # of its Parquet pages, after dictionary and run-length encoding
 
     @property
     def partitioned_by_cell(self) -> bool:
@@ -131,6 +132,9 @@ TABLES: dict[str, TableSpec] = {
             sort_by=("h3_cell", "ts"),
             key=("device_id", "ts", "lat", "lon"),
             people=True,
+            # Every query reads it whole. Dictionaries already shrink what repeats (devices, cells, times); on top of
+            # them Snappy saved 11-13% of the bytes and doubled the time to read them (10M pings: 0.10 -> 0.21 s).
+            compression="UNCOMPRESSED",
         ),
         TableSpec(
             "stays",

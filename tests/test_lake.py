@@ -149,6 +149,20 @@ def test_compaction_merges_files_and_keeps_every_row(lake):
     assert after.rows == before.rows
     assert duck_rows(lake, "SELECT count(*), bit_xor(hash(device_id, ts, lat, lon)) FROM pings") == checksum
     assert lake.history("pings", limit=1)[0]["operation"] == "OPTIMIZE"
+    assert page_compressions(lake, "pings") == {"UNCOMPRESSED"}, "compaction rewrote pings with another compression"
+
+
+def page_compressions(lake: Lake, name: str) -> set[str]:
+    files = [pq.ParquetFile(uri.removeprefix("file://")).metadata for uri in deltalake.DeltaTable(str(lake.path(name))).file_uris()]
+    return {meta.row_group(0).column(i).compression for meta in files for i in range(meta.num_columns)}
+
+
+def test_each_table_is_written_with_its_own_compression(lake, pings):
+    lake.write("pings", pings)
+    lake.write("readings", pa.table({"sensor_id": ["s1"] * 3, "ts": pings["ts"][:3], "metric": ["pm25"] * 3,
+                                     "value": [1.0, 2.0, 3.0], "h3_cell": pings["h3_cell"][:3]}))
+    assert page_compressions(lake, "pings") == {TABLES["pings"].compression} == {"UNCOMPRESSED"}
+    assert page_compressions(lake, "readings") == {TABLES["readings"].compression} == {"SNAPPY"}
 
 
 def test_vacuum_dry_run_lists_and_apply_removes(lake, pings):
