@@ -15,6 +15,7 @@ from queries.inside import Points, contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
 PLACE = "_place"  # a place's number within one query
+INSIDE = "_inside"
 
 
 class PolarsEngine:
@@ -33,11 +34,11 @@ class PolarsEngine:
         hits, places = self._hits(pings, filters)
         counts = [pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")]
         if by == "place":
-            per_place = hits.lazy().group_by(PLACE, bucket).agg(*counts).collect(engine=STREAMING)
+            per_place = hits.group_by(PLACE, bucket).agg(*counts).collect(engine=STREAMING)
             return per_place.join(places, on=PLACE).select("place_id", "name", "category", "bucket", "pings", "devices")
         categories = places.select(pl.col("category").unique()).with_row_index("_category")  # numbers, not names, ride along
         codes = places.join(categories, on="category").select(PLACE, "_category")
-        once = hits.lazy().join(codes.lazy(), on=PLACE).unique(subset=["device_id", "ts", "lat", "lon", "_category"])  # once per category
+        once = hits.join(codes.lazy(), on=PLACE).unique(subset=["device_id", "ts", "lat", "lon", "_category"])  # once per category
         per_category = once.group_by("_category", bucket).agg(*counts).collect(engine=STREAMING)
         return per_category.join(categories, on="_category").select("category", "bucket", "pings", "devices")
 
@@ -64,9 +65,9 @@ class PolarsEngine:
                  .group_by("device_id", PLACE, "stay")
                  .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings")))
         stays = stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
-        return stays.join(places, on=PLACE).select("device_id", "place_id", "start", "end", "pings")
+        return stays.join(places.lazy(), on=PLACE).select("device_id", "place_id", "start", "end", "pings").collect()
 
-    def _hits(self, pings: pl.LazyFrame, filters: Filters) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _hits(self, pings: pl.LazyFrame, filters: Filters) -> tuple[pl.LazyFrame, pl.DataFrame]:
         """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each
         with the place's number in ``PLACE``; and the places by number (place_id, name, category). Numbers, not ids,
         ride along with the pings: a ping in several places is one row per place, so this is the widest frame here."""
@@ -78,10 +79,12 @@ class PolarsEngine:
         shapely.prepare(shape_of[polygonal])
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
-        candidates = pings.join(cells, on="h3_cell").collect(engine=STREAMING)
+        candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
         columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
         if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
             columns = [column.rechunk() for column in columns]
         runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
         inside = contains_each(np.where(polygonal, shape_of, None), runs)
-        return candidates.filter(pl.Series(inside)).drop("interior"), places
+        # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
+        hits = candidates.with_columns(pl.Series(INSIDE, inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
+        return hits, places
