@@ -5,8 +5,8 @@ pings remain within ``radius_m`` of the anchor; if that lasts at least ``min_dwe
 is a stay point (its centre is the mean of its pings) and the next anchor is the first ping
 outside; otherwise the next ping becomes the anchor. Distances are great-circle metres.
 
-The rule is sequential per device, so it runs over each device's time-ordered pings with a
-vectorised forward search per anchor; either engine supplies the pings.
+The rule is sequential per device: a compiled walk over each device's time-ordered pings
+(``queries.staypoint_kernels``), devices in blocks on threads; either engine supplies the pings.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import numpy as np
 import polars as pl
 
 from h3_index import latlng_to_cells
-from h3_index.distance import haversine_m
+from h3_index.threads import thread_map, threads
 
 STAY_POINT_SCHEMA = {"device_id": pl.Int64, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
                      "duration_s": pl.Float64, "pings": pl.Int64, "lat": pl.Float64, "lon": pl.Float64}
-SEARCH_STEP = 32  # pings compared at once when looking for the first one outside the radius
 
 
 def stay_points(pings: pl.DataFrame, /, *, radius_m: float, min_dwell_s: float) -> pl.DataFrame:
@@ -29,15 +28,12 @@ def stay_points(pings: pl.DataFrame, /, *, radius_m: float, min_dwell_s: float) 
     ts = ordered["ts"].dt.epoch("us").to_numpy()
     lat, lon = ordered["lat"].to_numpy(), ordered["lon"].to_numpy()
     bounds = np.flatnonzero(np.r_[True, device[1:] != device[:-1], True])
-    found: list[tuple[int, int]] = []
-    for first, end in zip(bounds[:-1], bounds[1:]):
-        found += _device_stays(ts, lat, lon, int(first), int(end), radius_m, min_dwell_s * 10**6)
-    if not found:
+    starts, stops = _stay_ranges(bounds, ts, lat, lon, radius_m, min_dwell_s * 10**6)
+    if not starts.size:
         return pl.DataFrame(schema=STAY_POINT_SCHEMA)
-    starts, stops = (np.array(x, np.int64) for x in zip(*found))
     sizes = stops - starts
     owner = np.repeat(np.arange(starts.size), sizes)
-    members = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
+    members = starts[owner] + np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # each stay's pings in turn
     return pl.DataFrame({
         "device_id": device[starts], "start": ts[starts], "end": ts[stops - 1],
         "duration_s": (ts[stops - 1] - ts[starts]) / 1e6, "pings": sizes,
@@ -45,31 +41,18 @@ def stay_points(pings: pl.DataFrame, /, *, radius_m: float, min_dwell_s: float) 
     }).with_columns(pl.col("start", "end").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")).cast(STAY_POINT_SCHEMA)
 
 
-def _device_stays(ts: np.ndarray, lat: np.ndarray, lon: np.ndarray, first: int, end: int, radius_m: float,
-                  min_dwell_us: float) -> list[tuple[int, int]]:
-    """[start, stop) ping ranges of one device's stay points."""
-    stays = []
-    i = first
-    while i < end - 1:
-        j = _first_outside(lat, lon, i, end, radius_m)
-        if ts[j - 1] - ts[i] >= min_dwell_us:
-            stays.append((i, j))
-            i = j
-        else:
-            i += 1
-    return stays
+def _stay_ranges(bounds: np.ndarray, ts: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_m: float,
+                 min_dwell_us: float) -> tuple[np.ndarray, np.ndarray]:
+    """[start, stop) ping ranges of every device's stay points, in device order; blocks of devices on threads."""
+    from queries.staypoint_kernels import stay_ranges  # numba loads on the first stay-point search, not before
 
-
-def _first_outside(lat: np.ndarray, lon: np.ndarray, anchor: int, end: int, radius_m: float) -> int:
-    """Index of the first ping after ``anchor`` farther than ``radius_m`` from it (``end`` if none)."""
-    start = anchor + 1
-    while start < end:
-        stop = min(end, start + SEARCH_STEP)
-        far = np.flatnonzero(haversine_m(lat[anchor], lon[anchor], lat[start:stop], lon[start:stop]) > radius_m)
-        if far.size:
-            return start + int(far[0])
-        start = stop
-    return end
+    devices = bounds.size - 1
+    cuts = np.linspace(0, devices, threads() + 1).astype(np.int64)
+    blocks = [bounds[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    found = thread_map(lambda block: stay_ranges(block, ts, lat, lon, float(radius_m), float(min_dwell_us)), blocks)
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
 def with_cells(points: pl.DataFrame, res: int) -> pl.DataFrame:
