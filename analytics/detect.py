@@ -14,7 +14,7 @@ import polars as pl
 from analytics.anomalies import episodes, robust_z, sensor_faults
 from analytics.hotspots import emerging, getis_ord
 from lake import Lake, scan
-from queries import Filters, engine, footfall
+from queries import Filters, engine, footfalls
 
 UTC = dt.timezone.utc
 HOTSPOT_RES = 9
@@ -57,8 +57,8 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     lake = Lake.open(lake_root)
     window = Filters(start=start, end=start + dt.timedelta(hours=hours))
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
-    places = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=window, k=1, engine_name="polars").table)
-    cells = pl.from_arrow(footfall(lake, by="cell", res=HOTSPOT_RES, freq="1h", filters=window, k=1, engine_name="polars").table)
+    places, cells = (pl.from_arrow(result.table) for result in footfalls(
+        lake, views=[("place", None), ("cell", HOTSPOT_RES)], freq="1h", filters=window, k=1, engine_name="polars"))
     sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
     hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from lake import Lake
@@ -34,16 +36,31 @@ def footfall(
     Point-in-place uses ``place_cells``: pings in interior cells count directly, pings in boundary
     cells get an exact point-in-polygon test; no query scans every geometry.
     """
+    return footfalls(lake, views=[(by, res)], freq=freq, filters=filters, k=k, engine_name=engine_name)[0]
+
+
+def footfalls(
+    lake: Lake, /, *, views: Sequence[tuple[FootfallBy, int | None]], freq: str = "1h", filters: Filters = NO_FILTERS,
+    k: int = DEFAULT_K, engine_name: str = "duckdb",
+) -> list[QueryResult]:
+    """``footfall`` grouped several ways over the same pings — ``views`` are (by, res) pairs, e.g.
+    ``[("place", None), ("cell", 9)]`` — each k-anonymous; the Polars engine reads the pings once and holds
+    them, so keep the window to what fits in memory (a day of a city is a few hundred MB)."""
+    checked = [(by, _footfall_res(lake, by, res)) for by, res in views]
+    if k < 1:
+        raise BadFilter("k", k, "k-anonymity needs k >= 1")
+    runner = engine(engine_name, lake)
+    raw = runner.footfalls(views=checked, freq=check_freq(freq), filters=filters)
+    return [private_result(tidy(frame, by), k=k, engine=runner.name) for (by, _), frame in zip(checked, raw)]
+
+
+def _footfall_res(lake: Lake, by: FootfallBy, res: int | None) -> int:
     if by not in ("place", "category", "cell"):
         raise BadFilter("by", by, "use place, category or cell")
     res = lake.cell_res if res is None else res
     if not 0 <= res <= lake.cell_res:
         raise BadFilter("res", res, f"cells can be grouped at resolutions 0 to {lake.cell_res} (the lake's cell resolution)")
-    if k < 1:
-        raise BadFilter("k", k, "k-anonymity needs k >= 1")
-    runner = engine(engine_name, lake)
-    raw = runner.footfall(by=by, freq=check_freq(freq), res=res, filters=filters)
-    return private_result(tidy(raw, by), k=k, engine=runner.name)
+    return res
 
 
 DEFAULT_MAX_GAP_S = 30 * 60  # a device silent for longer than this inside a place has left and come back
@@ -186,5 +203,5 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 __all__ = [
     "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
-    "footfall", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits",
+    "footfall", "footfalls", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits",
 ]

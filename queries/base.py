@@ -37,6 +37,10 @@ class Engine(Protocol):
         """Pings and distinct devices per group and time bucket, before k-anonymity."""
         ...
 
+    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
+        """``footfall`` for each (by, res) of ``views`` over the same pings; an engine may read them once."""
+        ...
+
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         """device_id, ts, lat, lon of the pings the filters select (the steward's raw rows)."""
         ...

@@ -33,6 +33,9 @@ class DuckDBEngine:
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
 
+    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
+        return [self.footfall(by=by, freq=freq, res=res, filters=filters) for by, res in views]  # one query per view
+
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return self.con.execute(f"SELECT device_id, ts, lat, lon FROM pings p WHERE {filters.ping_sql('p')}").pl()
 

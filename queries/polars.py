@@ -25,7 +25,15 @@ class PolarsEngine:
         self.lake = lake
 
     def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
+        return self.footfalls(views=[(by, res)], freq=freq, filters=filters)[0]
+
+    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
         pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
+        if len(views) > 1:  # several views of one window: its pings are read from the lake once, then held
+            pings = pings.collect(engine=STREAMING).lazy()
+        return [self._footfall(pings, by=by, freq=freq, res=res, filters=filters) for by, res in views]
+
+    def _footfall(self, pings: pl.LazyFrame, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
         bucket = X.time_bucket("ts", freq).alias("bucket")
         if by == "cell":
             cell = pl.col("h3_cell") if res == self.lake.cell_res else X.cell_to_parent("h3_cell", res).alias("h3_cell")

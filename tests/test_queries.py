@@ -16,7 +16,7 @@ import shapely
 from conftest import generated_city_lake
 
 from lake import Lake, scan
-from queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall
+from queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall, footfalls
 
 UTC = dt.timezone.utc
 
@@ -103,9 +103,19 @@ def test_a_ping_in_two_places_of_a_category_counts_once(city_lake, engine):
     assert by_category["pings"].sum() == by_place["pings"].sum() > 0
 
 
+def test_several_views_of_one_window_equal_one_query_each(city_lake, engine):
+    window = Filters(start=dt.datetime(2026, 11, 3, tzinfo=UTC), end=dt.datetime(2026, 11, 3, 12, tzinfo=UTC))
+    views = [("place", None), ("cell", 9), ("category", None)]
+    together = footfalls(city_lake, views=views, freq="1h", filters=window, k=2, engine_name=engine)
+    for (by, res), got in zip(views, together):
+        alone = footfall(city_lake, by=by, res=res, freq="1h", filters=window, k=2, engine_name=engine)
+        assert got.table.num_rows > 0 and got.table.equals(alone.table) and got.suppressed == alone.suppressed
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda lk: footfall(lk, res=12), BadFilter), (lambda lk: footfall(lk, freq="2h"), BadFilter),
     (lambda lk: footfall(lk, engine_name="spark"), UnknownEngine), (lambda lk: footfall(lk, k=0), BadFilter),
+    (lambda lk: footfalls(lk, views=[("place", None), ("street", None)]), BadFilter),
     (lambda lk: Filters(hours=(25,)), BadFilter),
     (lambda lk: Filters(start=dt.datetime(2026, 1, 2), end=dt.datetime(2026, 1, 1)), BadFilter),
 ])
