@@ -13,7 +13,7 @@ import shapely
 
 from h3_index import cell_to_parent, latlng_to_cells
 from h3_index.cells import cell_resolutions, grid_disk_flat
-from h3_index.distance import disk_clearance_m, distance_to_geometry_m
+from h3_index.distance import disk_clearance_m, distances_to_shapes_m
 from lake import Lake, scan
 from queries.errors import BadFilter
 from queries.filters import Filters
@@ -59,12 +59,11 @@ def within(lake: Lake, places: pl.DataFrame, candidates: pl.DataFrame, radius_m:
     reach = pl.DataFrame({"place_id": coarse["place_id"].gather(owner), "cell": disk}).unique()
     binned = candidates.with_columns(pl.Series("cell", latlng_to_cells(candidates["lat"].to_numpy(), candidates["lon"].to_numpy(), res)))
     pairs = reach.join(binned, on="cell").select("place_id", "thing_id", "kind", "lat", "lon").unique(["place_id", "thing_id"])
-    shapes = dict(zip(places["place_id"].to_list(), shapely.from_wkb(places["geometry"].to_numpy())))
-    parts = []
-    for (place_id,), rows in pairs.partition_by("place_id", as_dict=True).items():
-        distance = distance_to_geometry_m(shapes[place_id], rows["lat"].to_numpy(), rows["lon"].to_numpy())
-        parts.append(rows.with_columns(pl.Series("distance_m", distance)).filter(pl.col("distance_m") <= radius_m))
-    return pl.concat(parts).select(*NEAR_SCHEMA) if parts else pl.DataFrame(schema=NEAR_SCHEMA)
+    owner = pairs.join(places.select("place_id").with_row_index("_shape"), on="place_id", how="left",
+                       maintain_order="left")["_shape"].to_numpy()  # row i of pairs is point i
+    distance = distances_to_shapes_m(shapely.from_wkb(places["geometry"].to_numpy()), owner, pairs["lat"].to_numpy(),
+                                     pairs["lon"].to_numpy())
+    return pairs.with_columns(pl.Series("distance_m", distance)).filter(pl.col("distance_m") <= radius_m).select(*NEAR_SCHEMA)
 
 
 def search_resolution(cells: np.ndarray, radius_m: float) -> int:
