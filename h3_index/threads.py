@@ -8,12 +8,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+
 THREADS_ENV = "CITYLAKE_THREADS"
 T, R = TypeVar("T"), TypeVar("R")
 
 
 def threads() -> int:
     return max(1, int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1))
+
+
+def thread_spans(items: int) -> list[tuple[int, int]]:
+    """``range(items)`` cut into one (start, stop) span per thread, in order (empty spans dropped)."""
+    edges = np.linspace(0, items, threads() + 1).astype(np.int64).tolist()
+    return [(start, stop) for start, stop in zip(edges[:-1], edges[1:]) if stop > start]
 
 
 def thread_map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:

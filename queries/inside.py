@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
-from h3_index.threads import thread_map, threads
+from h3_index.threads import thread_map, thread_spans, threads
 
 BAND_EDGES = 2  # edges per band on average: a point meets a handful of edges whatever its polygon's size
 COMPILED_FROM = 200_000  # points; fewer go straight to GEOS (loading the compiled test costs more than it saves)
@@ -55,7 +55,7 @@ class PolygonBands:
     def contains(self, points: list[Points]) -> np.ndarray:
         """Whether each point lies inside its polygon (GEOS's ``contains``: not on its boundary), runs in order."""
         kernels = _kernels()
-        runs = points if len(points) >= threads() else [piece for run in points for piece in _split(run, threads())]
+        runs = points if len(points) >= threads() else [piece for run in points for piece in _split(run)]
         answers = thread_map(lambda run: kernels.locate(run.known, run.shape, run.lon, run.lat, self.ymin, self.ymax,
                                                         self.band_height, self.band_start, self.band_offsets,
                                                         self.band_segments), runs)
@@ -88,9 +88,8 @@ def contains_each(shapes: np.ndarray, points: list[Points]) -> np.ndarray:
     return inside
 
 
-def _split(run: Points, parts: int) -> list[Points]:
-    cuts = np.linspace(0, run.shape.size, parts + 1).astype(np.int64)
-    return [Points(*(column[start:end] for column in run)) for start, end in zip(cuts[:-1], cuts[1:])]
+def _split(run: Points) -> list[Points]:
+    return [Points(*(column[start:stop] for column in run)) for start, stop in thread_spans(run.shape.size)]
 
 
 def _geos_contains(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

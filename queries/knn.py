@@ -17,7 +17,7 @@ import polars as pl
 from h3_index import latlng_to_cells
 from h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
 from h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
-from h3_index.threads import thread_map, threads
+from h3_index.threads import thread_map, thread_spans, threads
 from queries.errors import BadFilter
 
 CHUNK_CELLS = 50_000  # fine query cells per block at most: bounds the block's shortlists (cells × candidates × 8 bytes)
@@ -145,7 +145,7 @@ class _Found:
         def rows(span: tuple[int, int]) -> None:
             _kernels().neighbour_rows(self.target, self.chord, by_cell, order, EARTH_RADIUS_M, *span, *columns)
 
-        thread_map(rows, _spans(queries))
+        thread_map(rows, thread_spans(queries))
         return pl.DataFrame(dict(zip(NEIGHBOURS_SCHEMA, columns)), schema=NEIGHBOURS_SCHEMA)
 
 
@@ -193,12 +193,6 @@ def _brute_force(targets: _Targets, queries: _Queries, pending: np.ndarray, foun
     """Queries far from every target: compare with all of them (one shortlist of every target)."""
     _kernels().settle(queries.lat, queries.lon, pending, np.zeros(pending.size, np.int64), np.array([0, targets.size]),
                       np.arange(targets.size), *targets.xyz, found.target, found.chord)
-
-
-def _spans(rows: int) -> list[tuple[int, int]]:
-    """``rows`` cut into one (start, stop) span per thread."""
-    edges = np.linspace(0, rows, threads() + 1).astype(np.int64).tolist()
-    return list(zip(edges[:-1], edges[1:]))
 
 
 def _kernels():

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from h3_index import latlng_to_cells
-from h3_index.threads import thread_map, threads
+from h3_index.threads import thread_map, thread_spans
 
 STAY_POINT_SCHEMA = {"device_id": pl.Int64, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
                      "duration_s": pl.Float64, "pings": pl.Int64, "lat": pl.Float64, "lon": pl.Float64}
@@ -46,9 +46,7 @@ def _stay_ranges(bounds: np.ndarray, ts: np.ndarray, lat: np.ndarray, lon: np.nd
     """[start, stop) ping ranges of every device's stay points, in device order; blocks of devices on threads."""
     from queries.staypoint_kernels import stay_ranges  # numba loads on the first stay-point search, not before
 
-    devices = bounds.size - 1
-    cuts = np.linspace(0, devices, threads() + 1).astype(np.int64)
-    blocks = [bounds[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    blocks = [bounds[first:last + 1] for first, last in thread_spans(bounds.size - 1)]  # devices first .. last - 1
     found = thread_map(lambda block: stay_ranges(block, ts, lat, lon, float(radius_m), float(min_dwell_us)), blocks)
     if not found:
         return np.empty(0, np.int64), np.empty(0, np.int64)
