@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
+from h3_index.polygons import is_polygonal
 from h3_index.threads import thread_map, thread_spans, threads
 
 BAND_EDGES = 2  # edges per band on average: a point meets a handful of edges whatever its polygon's size
@@ -24,7 +25,7 @@ COMPILED_FROM = 200_000  # points; fewer go straight to GEOS (loading the compil
 class PolygonBands:
     """The edges of polygons by number, listed per horizontal band of each polygon's height."""
 
-    shapes: np.ndarray  # shapely polygons by number (None where a number has no polygon)
+    shapes: np.ndarray  # shapely geometries by number (only polygonal ones have edges)
     ymin: np.ndarray
     ymax: np.ndarray
     band_height: np.ndarray
@@ -34,9 +35,10 @@ class PolygonBands:
 
     @classmethod
     def of(cls, shapes: np.ndarray) -> PolygonBands:
-        """Bands of ``shapes`` (polygons and multipolygons, holes included; None for numbers that are not polygonal)."""
+        """Bands of ``shapes``' polygons and multipolygons, holes included; other geometries (points, lines) have no
+        inside and get no edges."""
         kernels = _kernels()
-        parts, shape_of_part = shapely.get_parts(shapes, return_index=True)
+        parts, shape_of_part = shapely.get_parts(np.where(is_polygonal(shapes), shapes, None), return_index=True)
         rings, part_of_ring = shapely.get_rings(parts, return_index=True)
         points, ring_of_point = shapely.get_coordinates(rings, return_index=True)
         first = np.flatnonzero(ring_of_point[1:] == ring_of_point[:-1])  # rings are closed: point i to i + 1 is an edge
@@ -94,6 +96,7 @@ def _split(run: Points) -> list[Points]:
 
 def _geos_contains(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     inside = np.zeros(shape.size, bool)
+    shapely.prepare(shapes[np.unique(shape)])  # the polygons tested here, once each (GEOS's indexed locator)
 
     def test(rows: np.ndarray) -> None:
         inside[rows] = shapely.contains_xy(shapes[shape[rows]], lon[rows], lat[rows])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import shapely
 
@@ -82,9 +81,7 @@ class PolarsEngine:
         places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
         shape_of = shapely.from_wkb(places["geometry"].to_numpy())  # by place number
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
-        polygonal = is_polygonal(shape_of)
-        places = places.filter(pl.Series(polygonal))
-        shapely.prepare(shape_of[polygonal])
+        places = places.filter(pl.Series(is_polygonal(shape_of)))
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
         candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
@@ -92,7 +89,7 @@ class PolarsEngine:
         if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
             columns = [column.rechunk() for column in columns]
         runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
-        inside = contains_each(np.where(polygonal, shape_of, None), runs)
+        inside = contains_each(shape_of, runs)
         # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
         hits = candidates.with_columns(pl.Series(INSIDE, inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
         return hits, places
