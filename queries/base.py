@@ -33,12 +33,9 @@ class QueryResult:
 class Engine(Protocol):
     name: str
 
-    def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
-        """Pings and distinct devices per group and time bucket, before k-anonymity."""
-        ...
-
     def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
-        """``footfall`` for each (by, res) of ``views`` over the same pings; an engine may read them once."""
+        """Pings and distinct devices per group and time bucket, before k-anonymity: one frame for each (by, res) of
+        ``views``, all over the same pings (an engine may read them once)."""
         ...
 
     def pings(self, *, filters: Filters) -> pl.DataFrame:

@@ -16,7 +16,10 @@ class DuckDBEngine:
         self.lake = lake
         self.con = duckdb_for(lake, **connect_options)
 
-    def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
+    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
+        return [self._footfall(by=by, freq=freq, res=res, filters=filters) for by, res in views]  # one query per view
+
+    def _footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
         bucket = f"time_bucket_of(p.ts, '{freq}')"
         if by == "cell":
             cell = "p.h3_cell" if res == self.lake.cell_res else f"h3_cell_to_parent(p.h3_cell, {res})"
@@ -32,9 +35,6 @@ class DuckDBEngine:
                              count(DISTINCT device_id) AS devices
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
-
-    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
-        return [self.footfall(by=by, freq=freq, res=res, filters=filters) for by, res in views]  # one query per view
 
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return self.con.execute(f"SELECT device_id, ts, lat, lon FROM pings p WHERE {filters.ping_sql('p')}").pl()

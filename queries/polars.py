@@ -23,9 +23,6 @@ class PolarsEngine:
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
 
-    def footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
-        return self.footfalls(views=[(by, res)], freq=freq, filters=filters)[0]
-
     def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
         pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
         if len(views) > 1:  # several views of one window: its pings are read from the lake once, then held
