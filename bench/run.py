@@ -48,12 +48,8 @@ def median_run(fn: Callable[[], object], repeat: int) -> tuple[list[float], obje
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
     """Best wall time of ``repeat`` runs (the machine is shared: the minimum is the least noisy)."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+    seconds, result = median_run(fn, repeat)
+    return min(seconds), result
 
 
 def city_points(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
