@@ -106,9 +106,10 @@ def distances_to_shapes_m(shapes: np.ndarray, owner: np.ndarray, lat: np.ndarray
 def _aeqd_m(lat0: np.ndarray, lon0: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spherical azimuthal equidistant (x, y) in metres of points about centres (all in degrees)."""
     p0, p, dl = np.radians(lat0), np.radians(lat), np.radians(lon - lon0)
-    east = np.cos(p) * np.sin(dl)
-    north = np.cos(p0) * np.sin(p) - np.sin(p0) * np.cos(p) * np.cos(dl)
+    sin_p0, cos_p0, sin_p, cos_p, cos_dl = np.sin(p0), np.cos(p0), np.sin(p), np.cos(p), np.cos(dl)
+    east = cos_p * np.sin(dl)
+    north = cos_p0 * sin_p - sin_p0 * cos_p * cos_dl
     sin_c = np.hypot(east, north)
-    c = np.arctan2(sin_c, np.sin(p0) * np.sin(p) + np.cos(p0) * np.cos(p) * np.cos(dl))  # the arc to the centre
+    c = np.arctan2(sin_c, sin_p0 * sin_p + cos_p0 * cos_p * cos_dl)  # the arc to the centre
     scale = EARTH_RADIUS_M * np.divide(c, sin_c, out=np.ones_like(c), where=sin_c > 0)  # metres of arc per unit of sine
     return scale * east, scale * north
