@@ -59,6 +59,10 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
     places, cells = (pl.from_arrow(result.table) for result in footfalls(
         lake, views=[("place", None), ("cell", HOTSPOT_RES)], freq="1h", filters=window, k=1, engine_name="polars"))
+    # hotspots need pings per cell and day and the most devices in an hour: both add up across windows, hours do not
+    # need to travel back to the client
+    cells = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
+        pl.col("pings").sum(), pl.col("devices").max().alias("most_devices_in_an_hour"))
     sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
     hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
@@ -91,19 +95,31 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame) -> Analysis:
-    place_scores = robust_z(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"], "devices"),
-                            entity=["place_id"], value="devices")
-    sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")), entity=["sensor_id", "metric"])
-    faults = sensor_faults(raw)
-    detections = _detections(lake, place_scores, sensor_scores, faults)
-    # pings per cell add up across windows (distinct devices would not): Gi* of pings over the window, and per day
-    totals = cells.group_by("h3_cell").agg(pl.col("pings").sum().cast(pl.Float64),
-                                           pl.col("devices").max().alias("most_devices_in_an_hour"))
-    daily = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d")).agg(pl.col("pings").sum().cast(pl.Float64))
+    """Anomalies, faults and detections on this thread while the hotspots are scored on another (both mostly run
+    outside the GIL, and this part of the job runs in the client alone, after the fan-out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        hotspots_and_trends = pool.submit(_hotspots, cells)
+        place_scores = robust_z(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
+                                          "devices"), entity=["place_id"], value="devices")
+        sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
+                                 entity=["sensor_id", "metric"])
+        faults = sensor_faults(raw)
+        detections = _detections(lake, place_scores, sensor_scores, faults)
+        hotspots, trends = hotspots_and_trends.result()
+    return Analysis(detections, faults, place_scores, sensor_scores, hotspots, trends)
+
+
+def _hotspots(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Gi* of pings per cell over the window, and the cells' trend over its days (``cells``: h3_cell, day, pings,
+    most_devices_in_an_hour, from every window; a day split between windows is added up here)."""
+    totals = cells.group_by("h3_cell").agg(pl.col("pings").sum().cast(pl.Float64), pl.col("most_devices_in_an_hour").max())
+    daily = cells.group_by("h3_cell", pl.col("day").alias("bucket")).agg(pl.col("pings").sum().cast(pl.Float64))
     hotspots = (getis_ord(totals.select("h3_cell", "pings"), value="pings")
                 .join(totals.select("h3_cell", "most_devices_in_an_hour"), on="h3_cell", how="left")
                 .with_columns(pl.col("most_devices_in_an_hour").fill_null(0)))
-    return Analysis(detections, faults, place_scores, sensor_scores, hotspots, emerging(daily, value="pings"))
+    return hotspots, emerging(daily, value="pings")
 
 
 def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFrame:
