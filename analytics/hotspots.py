@@ -13,8 +13,10 @@ import numpy as np
 import polars as pl
 
 from h3_index.cells import grid_disk_flat
+from h3_index.threads import thread_map
 
 HOT_Z = 2.58  # p < 0.01 (two-sided)
+_ERFC = np.frompyfunc(math.erfc, 1, 1)  # exact, element-wise (NumPy has no erfc)
 
 
 def getis_ord(values: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.DataFrame:
@@ -35,7 +37,7 @@ def getis_ord(values: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.DataF
     mean, sd = x.mean(), x.std()
     denominator = sd * np.sqrt(np.maximum(n * weights - weights**2, 1e-12) / max(n - 1, 1))
     z = np.where(denominator > 0, (local - mean * weights) / np.where(denominator > 0, denominator, 1), 0.0)
-    p = np.array([math.erfc(abs(v) / math.sqrt(2)) for v in z])
+    p = _ERFC(np.abs(z) / math.sqrt(2)).astype(float)
     kind = np.where(z >= HOT_Z, "hot", np.where(z <= -HOT_Z, "cold", "not significant"))
     return pl.DataFrame({"h3_cell": area, value: x, "z": z, "p": p, "class": kind}).sort("z", descending=True)
 
@@ -44,10 +46,12 @@ def emerging(per_bucket: pl.DataFrame, /, *, value: str, ring: int = 1) -> pl.Da
     """Space-time hotspots: Gi* per bucket (``per_bucket``: h3_cell, bucket, value), then per cell its pattern:
     persistent (hot in ≥ 90% of buckets), emerging (hot in the last bucket, rarely before), fading (hot before,
     not in the last quarter), intermittent (hot sometimes), with the trend of its z-scores (Mann-Kendall S)."""
-    frames = []
-    for (bucket,), rows in per_bucket.partition_by("bucket", as_dict=True, maintain_order=True).items():
+    def score(bucket_rows: tuple[tuple[object], pl.DataFrame]) -> pl.DataFrame:
+        (bucket,), rows = bucket_rows
         scored = getis_ord(rows.select("h3_cell", value), value=value, ring=ring)
-        frames.append(scored.select("h3_cell", "z").with_columns(pl.lit(bucket).alias("bucket")))
+        return scored.select("h3_cell", "z").with_columns(pl.lit(bucket).alias("bucket"))
+
+    frames = thread_map(score, list(per_bucket.partition_by("bucket", as_dict=True, maintain_order=True).items()))
     if not frames:
         return pl.DataFrame(schema={"h3_cell": pl.Int64, "pattern": pl.String, "hot_share": pl.Float64, "trend": pl.Float64})
     zs = pl.concat(frames).sort("h3_cell", "bucket")
