@@ -56,7 +56,8 @@ ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREAD
 # freed pages back to the system after 0.5 s and glibc's (NumPy's) after each large free, so every task faulted its
 # memory in again, page by page (this VM has no transparent huge pages), and two workers zeroing pages share one memory
 # bus. Freed memory now stays with the worker for 10 s (Polars) or up to 256 MB (glibc): a task's page faults fall
-# by about two thirds. Peak memory is unchanged; an idle worker still returns what it holds.
+# by about two thirds. Peak memory is unchanged; an idle worker hands Polars' pages back after 10 s and keeps
+# at most 256 MB of glibc's.
 KEEP_FREED_MEMORY = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:10000,muzzy_decay_ms:10000",
                      "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
 WORKER_ENVIRON = {**ONE_CORE, **KEEP_FREED_MEMORY}

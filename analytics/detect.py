@@ -59,8 +59,8 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
     places, cells = (pl.from_arrow(result.table) for result in footfalls(
         lake, views=[("place", None), ("cell", HOTSPOT_RES)], freq="1h", filters=window, k=1, engine_name="polars"))
-    # hotspots need pings per cell and day and the most devices in an hour: both add up across windows, hours do not
-    # need to travel back to the client
+    # hotspots use pings per cell and day and the most devices in one hour; both combine across windows (a sum, a
+    # max), so hours need not travel back to the client
     cells = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
         pl.col("pings").sum(), pl.col("devices").max().alias("most_devices_in_an_hour"))
     sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
