@@ -138,6 +138,24 @@ def test_the_injected_events_are_found(city):
     assert expo.height == 1 and expo["kind"][0] == "event" and "FF-expo" in expo["sensor_ids"][0]
 
 
+def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, monkeypatch):
+    """Tasks of whole days, half days or three hours: the same scores, hotspots, trends and detections (what tasks send
+    back must combine exactly: counts add up, the most devices in an hour is a maximum)."""
+    import analytics.detect as detect
+
+    _, lake = city
+    results = {}
+    for hours in (24, 12, 3):
+        monkeypatch.setattr(detect, "task_hours", lambda days, busiest_day, hours=hours: hours)
+        results[hours] = analyse(lake)
+    for hours in (12, 3):
+        for part in ("place_scores", "sensor_scores", "hotspots", "trends", "detections"):
+            whole, cut = (getattr(results[h], part) for h in (24, hours))
+            key = [c for c in ("place_id", "sensor_id", "metric", "bucket", "h3_cell", "start") if c in whole.columns]
+            assert whole.sort(key).equals(cut.sort(key)), f"{part} differ with {hours}-hour tasks"
+    assert results[3].hotspots["most_devices_in_an_hour"].max() > 0
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
                           env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": "k"})
