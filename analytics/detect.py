@@ -13,6 +13,7 @@ import polars as pl
 
 from analytics.anomalies import episodes, robust_z, sensor_faults
 from analytics.hotspots import emerging, getis_ord
+from h3_index.threads import thread_map
 from lake import Lake, scan
 from queries import Filters, engine, footfalls
 
@@ -95,19 +96,18 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame) -> Analysis:
-    """Anomalies, faults and detections on this thread while the hotspots are scored on another (both mostly run
+    """Anomalies, faults and detections on one thread while the hotspots are scored on another (both mostly run
     outside the GIL, and this part of the job runs in the client alone, after the fan-out)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        hotspots_and_trends = pool.submit(_hotspots, cells)
+    def anomalies() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         place_scores = robust_z(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
                                           "devices"), entity=["place_id"], value="devices")
         sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
                                  entity=["sensor_id", "metric"])
         faults = sensor_faults(raw)
-        detections = _detections(lake, place_scores, sensor_scores, faults)
-        hotspots, trends = hotspots_and_trends.result()
+        return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults)
+
+    (place_scores, sensor_scores, faults, detections), (hotspots, trends) = thread_map(
+        lambda part: part(), [anomalies, lambda: _hotspots(cells)])
     return Analysis(detections, faults, place_scores, sensor_scores, hotspots, trends)
 
 
