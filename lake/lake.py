@@ -206,22 +206,22 @@ class Lake:
             if held:
                 raise TableNotEmpty(name, held)
         rows = self.conform(name, data, schema=table.schema().to_arrow())
-        return self._commit(table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata, spec=self.spec(name))
+        return self._commit(name, table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata)
 
     def _commit(
         self,
+        name: str,
         table: deltalake.DeltaTable,
         rows: pa.Table,
         *,
         mode: str,
         metadata: dict[str, str] | None,
-        spec: TableSpec,
     ) -> int:
         deltalake.write_deltalake(
             table,
             rows,
             mode=mode,
-            writer_properties=_writer_properties(spec),
+            writer_properties=_writer_properties(self.spec(name)),
             commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
         return deltalake.DeltaTable(table.table_uri).version()
@@ -249,7 +249,7 @@ class Lake:
         offered = rows.height
         rows = self._new_rows(name, rows, table) if run is None else self._new_rows_of_run(name, rows, run, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
-        version = self._commit(table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, spec=self.spec(name))
+        version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
         return version, rows.height, offered - rows.height
 
     def run_keys(self, name: str) -> RunKeys:
