@@ -161,29 +161,85 @@ def write_pings_csv(path: Path, n: int, seed: int = 11) -> None:
     }), path)
 
 
-def bench_ingest_pings(n: int, work: Path) -> dict:
+def bench_ingest_pings(n: int, work: Path, rounds: int = 3) -> dict:
+    """The pings CSV into a fresh lake, and DuckDB's floor on the same file, in turns ``rounds`` times (this machine is
+    shared and noisy: turns give both the same conditions), best of each; every run is kept."""
     from ingestion.location import ingest_pings
 
     path = work / "pings.csv"
     write_pings_csv(path, n)
-    lake = Lake.init(work / "ingest-lake")
-    seconds, report = timed(lambda: ingest_pings(lake, path, key=b"bench-key"))
-    out = {"rows": n, "file_mb": round(path.stat().st_size / 2**20, 1), "citylake_s": round(seconds, 2),
-           "accepted": report.accepted, "citylake_rows_per_s": round(n / seconds)}
     con = connect(extension_dir=work / "ext")
-    target = work / "duckdb-floor"
+    target, lake_dir = work / "duckdb-floor", work / "ingest-lake"
 
     def duckdb_floor():  # read the same CSV, write partitioned Parquet; no validation, no H3, no log
         shutil.rmtree(target, ignore_errors=True)
         con.execute(f"COPY (SELECT *, CAST(ts AS DATE) AS date FROM read_csv('{path}')) TO '{target}' "
                     "(FORMAT parquet, PARTITION_BY (date))")
 
-    out["duckdb_floor_s"], _ = timed(duckdb_floor)
-    out["duckdb_floor_rows_per_s"] = round(n / out["duckdb_floor_s"])
-    out["citylake_over_floor"] = round(seconds / out["duckdb_floor_s"], 2)
+    ours, floor = [], []
+    for _ in range(rounds):
+        shutil.rmtree(lake_dir, ignore_errors=True)  # a fresh lake each time: a rerun into one would only skip duplicates
+        lake = Lake.init(lake_dir)
+        seconds, report = timed(lambda lake=lake: ingest_pings(lake, path, key=b"bench-key"))
+        ours.append(seconds)
+        floor.append(timed(duckdb_floor)[0])
+    seconds = min(ours)
+    out = {"rows": n, "file_mb": round(path.stat().st_size / 2**20, 1), "citylake_s": round(seconds, 2),
+           "accepted": report.accepted, "citylake_rows_per_s": round(n / seconds), "citylake_runs_s": [round(s, 2) for s in ours]}
+    out["duckdb_floor_s"] = round(min(floor), 2)
+    out["duckdb_floor_runs_s"] = [round(s, 2) for s in floor]
+    out["duckdb_floor_rows_per_s"] = round(n / min(floor))
+    out["citylake_over_floor"] = round(seconds / min(floor), 2)
+    out["citylake_over_floor_median"] = round(float(np.median(ours) / np.median(floor)), 2)
     out["targets"] = "within 2.5x of the floor and at least 1M rows/s (issue 3)"
     shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    out["unavoidable_steps"] = bench_unavoidable_ingest_steps(path, work / "unavoidable-lake")
     return out
+
+
+def bench_unavoidable_ingest_steps(path: Path, lake_dir: Path, chunk_rows: int = 1_000_000) -> dict:
+    """CPU time of the steps no pings ingest can skip, with the lake's own components: parse the CSV into typed columns
+    (Arrow, no checks), pseudonymise device ids, H3 cell of each ping, partition keys and sort, the Delta write. No
+    validation, quarantine, dedupe or batches log. Chunks as an ingest makes them. Two cores give at most
+    2 CPU-seconds a second, so ``2 / cpu_s_per_row`` is the most rows/s any ingest built on these steps can reach."""
+    import polars as pl
+    import pyarrow.csv as pcsv
+
+    from ingestion.pseudonym import pseudonymise
+
+    lake = Lake.init(lake_dir)
+    cpu_s: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[..., object], *args):
+        started = os.times()
+        result = fn(*args)
+        ended = os.times()
+        cpu_s[name] = cpu_s.get(name, 0.0) + (ended.user + ended.system) - (started.user + started.system)
+        return result
+
+    def with_pseudonyms(chunk: pl.DataFrame) -> pl.DataFrame:
+        return chunk.with_columns(pseudonymise(chunk["device_id"], b"bench-key"))
+
+    def with_cells(chunk: pl.DataFrame) -> pl.DataFrame:
+        return chunk.with_columns(pl.Series("h3_cell", latlng_to_cells(chunk["lat"].to_numpy(), chunk["lon"].to_numpy(), lake.cell_res)))
+
+    types = {"device_id": pa.string(), "ts": pa.timestamp("us", "UTC"), "lat": pa.float64(), "lon": pa.float64(),
+             "accuracy_m": pa.float32()}
+    started = time.perf_counter()
+    pings = pl.from_arrow(step("read_typed_csv", pcsv.read_csv, path, None, None, pcsv.ConvertOptions(column_types=types)))
+    for offset in range(0, pings.height, chunk_rows):
+        chunk = step("h3_cell", with_cells, step("pseudonymise", with_pseudonyms, pings.slice(offset, chunk_rows)))
+        step("partition_keys_and_sort_plus_delta_write", lambda rows: lake.write("pings", rows, mode="append"), chunk)
+    seconds = time.perf_counter() - started
+    millions = pings.height / 1e6
+    per_million = {name: round(cpu / millions, 2) for name, cpu in cpu_s.items()}
+    total = sum(cpu_s.values()) / millions
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    return {"cpu_s_per_million_rows": {**per_million, "total": round(total, 2)}, "one_step_after_another_s": round(seconds, 2),
+            "one_step_after_another_rows_per_s": round(pings.height / seconds),
+            "most_rows_per_s_on_2_cores": round(2 / total * 1e6),
+            "note": "the steps every pings ingest must take, with no checks: their CPU time bounds the ingest's speed"}
 
 
 # ru_maxrss is inherited across fork, so the child reads its own high-water mark (reset at exec).
