@@ -38,8 +38,10 @@ class Report:
 
 
 def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None,
-          k: int = DEFAULT_K, engine_name: str = "duckdb") -> Report:
-    """The report for one place (a district, park, business district, expo or pilot boundary)."""
+          k: int = DEFAULT_K, engine_name: str = "polars") -> Report:
+    """The report for one place (a district, park, business district, expo or pilot boundary). Polars by default, as
+    the analysis: a report runs several queries over the window's pings and the engines give the same answers (a district
+    of the demo city: 2.5 s against 6.6 s with DuckDB)."""
     place = scan(lake, "places").filter(pl.col("place_id") == place_id).collect()
     if place.is_empty():
         from queries import BadFilter
@@ -83,7 +85,8 @@ def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetim
         ("Sensors nearby (within 300 m) during busy hours", nearby, ""),
         (f"Flows in and out (between {zone_category} zones)", flows, "Trips between consecutive stays; k-anonymous."),
     ]
-    report.figures = {"Footfall by hour": _footfall_figure(people, name), "Map of footfall": _map_figure(lake, shape, start, end, k)}
+    report.figures = {"Footfall by hour": _footfall_figure(people, name),
+                      "Map of footfall": _map_figure(lake, shape, start, end, k, engine_name)}
     return report
 
 
@@ -147,12 +150,13 @@ def _footfall_figure(people: pl.DataFrame, name: str) -> bytes:
     return _png(fig)
 
 
-def _map_figure(lake: Lake, shape, start, end, k: int) -> bytes:
+def _map_figure(lake: Lake, shape, start, end, k: int, engine_name: str) -> bytes:
     from viz import footfall_map
     from viz.static import png_bytes
 
     x0, y0, x1, y1 = shape.bounds
-    view = footfall_map(lake, res=HOTSPOT_RES, freq="1d", filters=Filters(start=start, end=end, bbox=(x0, y0, x1, y1)), k=k)
+    view = footfall_map(lake, res=HOTSPOT_RES, freq="1d", filters=Filters(start=start, end=end, bbox=(x0, y0, x1, y1)), k=k,
+                        engine_name=engine_name)
     return png_bytes(view, size_in=(6, 6), dpi=90)
 
 

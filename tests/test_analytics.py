@@ -156,6 +156,19 @@ def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, m
     assert results[3].hotspots["most_devices_in_an_hour"].max() > 0
 
 
+def test_a_report_says_the_same_on_either_engine(city):
+    """Reports run on Polars by default (faster); DuckDB must give every section and headline figure the same."""
+    from analytics.report import build
+
+    _, lake = city
+    analysis = analyse(lake)
+    for place_id in ("places:expo", "places:cbd"):
+        fast, other = (build(lake, analysis, place_id, k=5, engine_name=name) for name in ("polars", "duckdb"))
+        assert fast.headline == other.headline and fast.headline["pings"] > 0
+        for (title, table, _), (_, same, _) in zip(fast.sections, other.sections, strict=True):
+            assert table.equals(same), f"{place_id}: {title} differs between the engines"
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
                           env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": "k"})
