@@ -23,7 +23,8 @@ def write_png(view: MapView, out: str | Path, /, *, size_in: tuple[float, float]
 
 
 def png_bytes(view: MapView, /, *, size_in: tuple[float, float] = (8, 8), dpi: int = 110) -> bytes:
-    """``view``'s layers drawn as PNG bytes (for embedding in a report)."""
+    """``view``'s layers drawn as PNG bytes (for embedding in a report). Features are drawn in a fixed order, so the
+    same view gives the same bytes (a rerun of a batch of reports changes no file whose data did not change)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,20 +48,20 @@ def png_bytes(view: MapView, /, *, size_in: tuple[float, float] = (8, 8), dpi: i
             continue
         value = layer.color_by
         if layer.kind == "hexagonId":
-            totals = frame.group_by(layer.columns["hex_id"]).agg(pl.col(value).sum())
+            totals = frame.group_by(layer.columns["hex_id"]).agg(pl.col(value).sum()).sort(layer.columns["hex_id"])
             polys = cells_to_polygons(strings_to_cells(totals[layer.columns["hex_id"]].to_list()))
             scale = Normalize(0, float(totals[value].max()))
             ax.add_collection(PolyCollection([np.asarray(p.exterior.coords) for p in polys], array=totals[value].to_numpy(),
                                              cmap=cmap, norm=scale, edgecolors="none"))
         elif layer.kind == "point":
-            per = frame.group_by(layer.columns["lng"], layer.columns["lat"]).agg(pl.col(value).mean()) if value else frame
+            per = frame.group_by(layer.columns["lng"], layer.columns["lat"]).agg(pl.col(value).mean()).sort(pl.all()) if value else frame
             colours = per[value].to_numpy() if value else None
             scale = Normalize(float(colours.min()), float(colours.max())) if value else scale
             ax.scatter(per[layer.columns["lng"]], per[layer.columns["lat"]], c=colours, cmap=cmap if value else None, norm=scale,
                        s=18, color=None if value else np.array(layer.color) / 255, zorder=3)
         elif layer.kind == "arc":
             c = layer.columns
-            per = frame.group_by(c["lng0"], c["lat0"], c["lng1"], c["lat1"]).agg(pl.col(value).sum())
+            per = frame.group_by(c["lng0"], c["lat0"], c["lng1"], c["lat1"]).agg(pl.col(value).sum()).sort(pl.all())
             segments = [[(a, b), (x, y)] for a, b, x, y in per.select(c["lng0"], c["lat0"], c["lng1"], c["lat1"]).rows()]
             scale = Normalize(0, float(per[value].max()))
             widths = 0.5 + 4 * per[value].to_numpy() / max(1, per[value].max())
