@@ -139,11 +139,14 @@ def _footfall_figure(people: pl.DataFrame, name: str) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import date2num
 
     fig, ax = plt.subplots(figsize=(8, 2.8), dpi=100)
-    if people.height:
-        ordered = people.sort("bucket")
-        ax.bar(ordered["bucket"].to_list(), ordered["devices"].to_list(), width=1 / 24, color="#e34a33")
+    if people.height:  # one filled step per hour, as one shape (a bar per hour took half a second to add and draw)
+        hours = pl.datetime_range(people["bucket"].min(), people["bucket"].max() + dt.timedelta(hours=1), "1h", eager=True)
+        devices = hours[:-1].to_frame("bucket").join(people.select("bucket", "devices"), on="bucket", how="left")["devices"]
+        ax.stairs(devices.fill_null(0).to_numpy(), date2num(hours.dt.replace_time_zone(None).to_numpy()), fill=True, color="#e34a33")
+        ax.xaxis_date()
     ax.set_title(f"Distinct devices per hour — {name}", fontsize=10)
     ax.set_ylabel("devices")
     fig.autofmt_xdate()
