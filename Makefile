@@ -64,10 +64,10 @@ test: $(STAMP) system-deps viz-assets ## Run the test suite (unit, property, int
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) ## Run the benchmarks and write bench/results.json
-	$(BIN)/python bench/run.py --out bench/results.json
+	$(BIN)/python -m bench --out bench/results.json
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/python -m ruff check citylake h3_index lake ingestion queries analytics viz tests bench
+	$(BIN)/python -m ruff check citylake h3_index lake privacy ingestion queries analytics viz tests bench
 
 clean: ## Remove the environment, demo lake and caches
 	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps demo-reports viz/vendor demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from h3_index import CitylakeError
+from citylake.h3_index import CitylakeError
 
 
 class AnalysisInputError(CitylakeError):

@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from h3_index import CitylakeError
+from citylake.h3_index import CitylakeError
 
 
 class ClusterError(CitylakeError):
@@ -49,7 +49,7 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
 # memory is still checked twice a second, and a task holds at most TASK_PINGS pings, far below a worker's limit.
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
                  "distributed.admin.system-monitor.interval": "5s", "distributed.worker.memory.monitor-interval": "500ms"}
-PRELOAD = ["analytics.detect"]  # imported as each worker starts, so the first task does not pay for the imports
+PRELOAD = ["citylake.analytics.detect"]  # imported as each worker starts, so the first task does not pay for the imports
 ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "CITYLAKE_THREADS": "1",
             "NUMBA_NUM_THREADS": "1"}
 # A worker runs one task after another, each allocating and freeing the same few hundred MB. Polars' allocator hands

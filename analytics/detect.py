@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from analytics.anomalies import episodes, robust_z, sensor_faults
-from analytics.hotspots import emerging, getis_ord
-from h3_index.threads import thread_map
-from lake import Lake, scan
-from queries import Filters, engine, footfalls
+from citylake.analytics.anomalies import episodes, robust_z, sensor_faults
+from citylake.analytics.hotspots import emerging, getis_ord
+from citylake.h3_index.threads import thread_map
+from citylake.lake import Lake, registry, scan
+from citylake.queries import Filters, engine, footfalls
 
 UTC = dt.timezone.utc
 HOTSPOT_RES = 9
@@ -64,7 +64,7 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     # max), so hours need not travel back to the client
     cells = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
         pl.col("pings").sum(), pl.col("devices").max().alias("most_devices_in_an_hour"))
-    sensor_ids = scan(lake, "sensors").select("sensor_id").collect()["sensor_id"].to_list()
+    sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
     hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
     return {"places": places, "cells": cells, "readings": hourly, "raw": raw}
@@ -80,7 +80,7 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     windows = [w for w in windows if (start is None or w >= start - dt.timedelta(hours=hours)) and (end is None or w < end)]
     tasks = [dask.delayed(window_series)(str(lake.root), w, hours) for w in windows]
     if not tasks:  # no pings in the window: nothing to analyse, but an empty analysis still makes a report
-        from analytics.anomalies import AnalysisInputError
+        from citylake.analytics.anomalies import AnalysisInputError
 
         raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
     started = time.perf_counter()
@@ -132,7 +132,7 @@ def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFra
 
 
 def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFrame, faults: pl.DataFrame) -> pl.DataFrame:
-    sensors = scan(lake, "sensors").select("sensor_id", "place_id").collect()
+    sensors = registry.sensors(lake, columns=("sensor_id", "place_id"))
     fault_windows = faults.group_by("sensor_id").agg(pl.col("start").min(), pl.col("end").max(), pl.col("fault").unique().sort())
     sensor_runs = episodes(sensor_scores, entity=["sensor_id", "metric"])
     explained = sensor_runs.join(fault_windows, on="sensor_id", how="left", suffix="_fault").filter(
@@ -160,13 +160,10 @@ def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFr
 def _fold_into_smaller_places(lake: Lake, events: pl.DataFrame) -> pl.DataFrame:
     """A crowd inside the expo hall also fills the district around it: when a place's detection overlaps in time
     with one of a place inside it, the inner place is where it happens; the outer one's evidence joins it."""
-    import shapely
-
     if events.height < 2:
         return events
-    places = scan(lake, "places").filter(pl.col("place_id").is_in(events["place_id"].unique().to_list())).select(
-        "place_id", "geometry").collect()
-    shapes = dict(zip(places["place_id"], shapely.from_wkb(places["geometry"].to_numpy())))
+    places = registry.places(lake, place_ids=events["place_id"].unique().to_list(), columns=("place_id", "geometry"))
+    shapes = dict(zip(places["place_id"], registry.shapes(places)))
     rows = events.to_dicts()
     keep = [True] * len(rows)
     for i, outer in enumerate(rows):

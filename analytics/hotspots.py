@@ -12,8 +12,8 @@ import math
 import numpy as np
 import polars as pl
 
-from h3_index.cells import grid_disk_flat
-from h3_index.threads import thread_map
+from citylake.h3_index.cells import grid_disk_flat
+from citylake.h3_index.threads import thread_map
 
 HOT_Z = 2.58  # p < 0.01 (two-sided)
 _ERFC = np.frompyfunc(math.erfc, 1, 1)  # exact, element-wise (NumPy has no erfc)

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from h3_index.errors import CitylakeError
-from ingestion.mqtt import COMMIT_MESSAGES, COMMIT_SECONDS
-from ingestion.textfile import DEFAULT_BATCH_ROWS
-from lake.engines import DEFAULT_EXTENSION_DIR
-from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES
-from queries.base import DEFAULT_K
+from citylake.h3_index.errors import CitylakeError
+
+# The defaults users see. The rooms keep their own for calls that pass no setting (a test holds the two equal);
+# importing the rooms here would load DuckDB, deltalake and paho for every `citylake --help`.
+DEFAULT_CELL_RES = 11  # lake.lake
+DEFAULT_PARTITION_RES = 5  # lake.lake
+DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"  # lake.engines
+DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
+COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
+DEFAULT_K = 10  # privacy.roles
 
 
 class SettingError(CitylakeError, ValueError):
@@ -105,8 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
             "every result, report and map.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
-    Setting("analysis.scheduler", "", "Dask scheduler address (tcp://HOST:PORT) for `citylake report`/`pilot`; empty: a local cluster.",
-            _text),
+    Setting("analysis.scheduler", "", "Dask scheduler address (tcp://HOST:PORT) for `citylake report`, `pilot` and "
+            "`map hotspots`; empty: a local cluster.", _text),
     Setting("analysis.workers", 2, "Worker processes of the local Dask cluster.", _positive_int),
     Setting("analysis.worker_memory", "", "Memory limit per local Dask worker such as '2GB'; empty: Dask's share of RAM.", _text),
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from h3_index import CitylakeError
+from citylake.h3_index import CitylakeError
 
 PROMPT, MORE = "citylake> ", "     ...> "
 HELP = """Statements end with ; and may span lines. Commands:

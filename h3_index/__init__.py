@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from h3_index.buckets import BUCKETS_US, partition_keys, time_bucket
-from h3_index.cells import (
+if __name__ != "citylake.h3_index":  # this folder installs as citylake.h3_index; a checkout on sys.path must not make it `h3_index`
+    raise ImportError(f"import citylake.h3_index, not {__name__}: citylake's rooms are subpackages of citylake")
+
+from citylake.h3_index.buckets import BUCKETS_US, partition_keys, time_bucket
+from citylake.h3_index.cells import (
     MAX_RES,
     MIN_RES,
     cell_resolutions,
@@ -19,8 +22,8 @@ from h3_index.cells import (
     latlng_to_cells,
     strings_to_cells,
 )
-from h3_index.errors import BadCell, BadCoordinate, BadFrequency, BadGeometry, BadResolution, CitylakeError
-from h3_index.polygons import polygon_to_cells
+from citylake.h3_index.errors import BadCell, BadCoordinate, BadFrequency, BadGeometry, BadResolution, CitylakeError
+from citylake.h3_index.polygons import polygon_to_cells
 
 __all__ = [
     "BUCKETS_US", "MAX_RES", "MIN_RES", "BadCell", "BadCoordinate", "BadFrequency", "BadGeometry",

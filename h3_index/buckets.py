@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from h3_index.cells import cell_to_parent
-from h3_index.errors import BadFrequency
+from citylake.h3_index.cells import cell_to_parent
+from citylake.h3_index.errors import BadFrequency
 
 # Width of each named bucket in microseconds, the lake's timestamp unit.
 BUCKETS_US: dict[str, int] = {

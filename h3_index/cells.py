@@ -20,8 +20,8 @@ import pyarrow as pa
 import shapely
 from h3ronpy import vector
 
-from h3_index.errors import BadCell, BadCoordinate, BadResolution
-from h3_index.threads import thread_map
+from citylake.h3_index.errors import BadCell, BadCoordinate, BadResolution
+from citylake.h3_index.threads import thread_map
 
 MIN_RES, MAX_RES = 0, 15
 # Bit layout of an H3 cell index (h3geo.org/docs/library/index/cell):

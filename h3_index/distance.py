@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from h3_index.cells import cells_to_latlng, cells_to_polygons, check_cells
-from h3_index.errors import BadCoordinate
+from citylake.h3_index.cells import cells_to_latlng, cells_to_polygons, check_cells
+from citylake.h3_index.errors import BadCoordinate
 
 EARTH_RADIUS_M = 6_371_007.180918475  # H3's authalic Earth radius, so cell sizes and distances agree
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from h3_index import cells as C
-from h3_index.buckets import bucket_width_us
+from citylake.h3_index import cells as C
+from citylake.h3_index.buckets import bucket_width_us
 
 IntoExpr = str | pl.Expr
 

@@ -16,8 +16,8 @@ import shapely
 from h3ronpy import ContainmentMode, vector
 from shapely.geometry.base import BaseGeometry
 
-from h3_index.cells import cells_to_polygons, check_resolution, grid_disk
-from h3_index.errors import BadGeometry
+from citylake.h3_index.cells import cells_to_polygons, check_resolution, grid_disk
+from citylake.h3_index.errors import BadGeometry
 
 # H3 cell edges are straight in the gnomonic projection, shapely's in lon/lat; at
 # resolution 7 and finer they differ by under a millimetre. Interior cells must clear the

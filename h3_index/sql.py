@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from h3_index import cells as C
-from h3_index.buckets import BUCKETS_US
+from citylake.h3_index import cells as C
+from citylake.h3_index.buckets import BUCKETS_US
 
 CELL = "BIGINT"
 

@@ -26,8 +26,8 @@ import polars as pl
 import pyarrow as pa
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from ingestion.errors import UnreadableInput
-from lake import Lake
+from citylake.ingestion.errors import UnreadableInput
+from citylake.lake import Lake
 
 UTC = dt.timezone.utc
 T = TypeVar("T")

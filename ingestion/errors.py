@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from h3_index.errors import CitylakeError
+from citylake.h3_index.errors import CitylakeError
 
 
 class IngestError(CitylakeError):
@@ -29,11 +29,3 @@ class MissingColumns(IngestError, ValueError):
 class BadOption(IngestError, ValueError):
     def __init__(self, option: str, value: object, why: str) -> None:
         super().__init__(f"{option} {value!r}: {why}")
-
-
-class NoPseudonymKey(IngestError, PermissionError):
-    def __init__(self, path: str) -> None:
-        super().__init__(
-            f"no pseudonym key: set CITYLAKE_PSEUDONYM_KEY or run `citylake init` to create {path} "
-            "(the key stays outside the lake; without it device ids cannot be pseudonymised)"
-        )

@@ -15,20 +15,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import shapely
 
-from h3_index import latlng_to_cells
-from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
-from ingestion.errors import UnreadableInput
-from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
-from lake import Lake, scan
+from citylake.h3_index import latlng_to_cells
+from citylake.ingestion import validate as V
+from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
+from citylake.ingestion.errors import UnreadableInput
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from citylake.lake import Lake, registry
 
 SENSOR_REQUIRED = ("sensor_id", "kind", "lat", "lon")
 SENSOR_OPTIONAL = ("unit", "place_id")
 READING_REQUIRED = ("sensor_id", "ts", "metric", "value")
-NEAREST_PLACE_M = 500.0  # a sensor farther than this from every place belongs to none
-METRES_PER_DEGREE = 111_320.0
 
 
 # --- sensors ------------------------------------------------------------------------------------
@@ -87,7 +84,7 @@ def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res
         (V.text("place_id") if "place_id" in good.columns else pl.lit(None, pl.String)).alias("place_id"),
     )
     cells = latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)
-    places = place_of(lake, good["lat"].to_numpy(), good["lon"].to_numpy()) if lake is not None else [None] * good.height
+    places = registry.place_of(lake, good["lat"].to_numpy(), good["lon"].to_numpy()) if lake is not None else [None] * good.height
     good = good.with_columns(
         pl.Series("h3_cell", cells),
         pl.coalesce(pl.col("place_id"), pl.Series("found", places, dtype=pl.String)).alias("place_id"),
@@ -104,39 +101,12 @@ def _attributes_json(rows: pa.Table, columns: list[str]) -> pa.Array:
     return pa.array([json.dumps({k: v for k, v in r.items() if v not in (None, "")}) for r in records], pa.string())
 
 
-def place_of(lake: Lake, lat: np.ndarray, lon: np.ndarray) -> list[str | None]:
-    """For each point: the smallest place containing it, else the nearest within NEAREST_PLACE_M."""
-    places = scan(lake, "places").select("place_id", "geometry").collect()
-    if places.is_empty() or lat.size == 0:
-        return [None] * lat.size
-    ids = places["place_id"].to_list()
-    shapes = shapely.from_wkb(places["geometry"].to_numpy())
-    areas = shapely.area(shapes)
-    points = shapely.points(lon, lat)
-    tree = shapely.STRtree(shapes)
-    found: list[str | None] = [None] * lat.size
-    point_idx, shape_idx = tree.query(points, predicate="within")
-    best: dict[int, int] = {}
-    for p, s in zip(point_idx.tolist(), shape_idx.tolist()):
-        if p not in best or areas[s] < areas[best[p]]:
-            best[p] = s
-    for p, s in best.items():
-        found[p] = ids[s]
-    missing = np.array([i for i in range(lat.size) if found[i] is None], dtype=np.int64)
-    if missing.size:
-        max_deg = NEAREST_PLACE_M / METRES_PER_DEGREE / max(np.cos(np.radians(np.abs(lat[missing]).max())), 0.01)
-        near_p, near_s = tree.query_nearest(points[missing], max_distance=max_deg, all_matches=False)
-        for p, s in zip(near_p.tolist(), near_s.tolist()):
-            found[int(missing[p])] = ids[s]
-    return found
-
-
 # --- readings -----------------------------------------------------------------------------------
 
 
 def sensor_cells(lake: Lake) -> pl.DataFrame:
     """sensor_id → h3_cell of every registered sensor."""
-    return scan(lake, "sensors").select("sensor_id", "h3_cell").collect()
+    return registry.sensors(lake, columns=("sensor_id", "h3_cell"))
 
 
 def ingest_readings(

@@ -15,13 +15,13 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from h3_index import latlng_to_cells
-from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
-from ingestion.pseudonym import pseudonym, pseudonymise
-from ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
-from ingestion.validate import parse_mapping
-from lake import Lake
+from citylake.h3_index import latlng_to_cells
+from citylake.ingestion import validate as V
+from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from citylake.ingestion.validate import parse_mapping
+from citylake.lake import Lake
+from citylake.privacy.pseudonyms import pseudonym, pseudonymise
 
 REQUIRED = ("device_id", "ts", "lat", "lon")
 OPTIONAL = ("accuracy_m",)

@@ -21,13 +21,13 @@ import polars as pl
 import pyarrow as pa
 import shapely
 
-from h3_index import grid_disk, latlng_to_cells, polygon_to_cells
-from h3_index.cells import cells_to_polygons
-from h3_index.polygons import is_polygonal
-from ingestion import validate as V
-from ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
-from ingestion.errors import BadOption, UnreadableInput
-from lake import Lake
+from citylake.h3_index import grid_disk, latlng_to_cells, polygon_to_cells
+from citylake.h3_index.cells import cells_to_polygons
+from citylake.h3_index.polygons import is_polygonal
+from citylake.ingestion import validate as V
+from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from citylake.ingestion.errors import BadOption, UnreadableInput
+from citylake.lake import Lake
 
 ID_FIELDS = ("place_id", "id", "osm_id", "@id", "fid", "ID")
 NAME_FIELDS = ("name", "NAME", "Name")

@@ -24,12 +24,12 @@ import pyarrow as pa
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingestion.batch import BatchWriter, IngestReport
-from ingestion.errors import BadOption, UnreadableInput
-from ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
-from ingestion.textfile import RawChunk
-from ingestion.validate import latest_allowed
-from lake import Lake
+from citylake.ingestion.batch import BatchWriter, IngestReport
+from citylake.ingestion.errors import BadOption, UnreadableInput
+from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
+from citylake.ingestion.textfile import RawChunk
+from citylake.ingestion.validate import latest_allowed
+from citylake.lake import Lake
 
 CONNECT_TIMEOUT_S = 10
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps unacknowledged messages for a stopped ingester this long

@@ -1,4 +1,8 @@
-"""Compiled scans over the bytes of a text block (numba), for blocks large enough to repay loading the compiler."""
+"""Compiled scans over the bytes of a text block (numba), for blocks large enough to repay loading the compiler.
+
+numba caches the compiled code beside this file and pickles this module's import name into it; the cache is
+rebuilt when this file changes, so the name (citylake.ingestion.text_kernels) is written here to make a rename touch the file.
+"""
 
 from __future__ import annotations
 

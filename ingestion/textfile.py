@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from ingestion.errors import UnreadableInput
+from citylake.ingestion.errors import UnreadableInput
 
 DELIMITERS = ",;\t|"
 DEFAULT_BATCH_ROWS = 1_000_000  # rows per chunk, and so per commit (setting ingest.batch_rows)
@@ -181,7 +181,7 @@ class _BlockParser:
         a compiled one-pass scan on large blocks, NumPy on small ones (not worth loading the compiler for)."""
         text = np.frombuffer(block, np.uint8)
         if len(block) >= COMPILED_SCAN_BYTES:
-            from ingestion.text_kernels import odd_quote_lines
+            from citylake.ingestion.text_kernels import odd_quote_lines
 
             odd = odd_quote_lines(text).tolist()
         else:

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion.errors import BadOption, MissingColumns
+from citylake.ingestion.errors import BadOption, MissingColumns
 
 
 class Check(NamedTuple):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from lake.engines import connect, create_views, duckdb_for, scan
-from lake.errors import (
+if __name__ != "citylake.lake":  # this folder installs as citylake.lake; a checkout on sys.path must not make it `lake`
+    raise ImportError(f"import citylake.lake, not {__name__}: citylake's rooms are subpackages of citylake")
+
+from citylake.lake.engines import connect, create_views, duckdb_for, scan
+from citylake.lake.errors import (
     BadWriteMode,
     ExtensionMissing,
     LakeError,
@@ -13,11 +16,12 @@ from lake.errors import (
     TableNotEmpty,
     UnknownTable,
 )
-from lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, TableStats
-from lake.schemas import TABLES, TableSpec
+from citylake.lake.history import commit_summary
+from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, TableStats
+from citylake.lake.schemas import TABLES, TableSpec
 
 __all__ = [
     "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "ExtensionMissing", "Lake", "LakeError",
     "LakeNotFound", "NoSuchVersion", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec", "TableStats",
-    "UnknownTable", "connect", "create_views", "duckdb_for", "scan",
+    "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

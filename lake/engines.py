@@ -16,9 +16,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from h3_index.sql import register_h3
-from lake.errors import ExtensionMissing, NoSuchVersion
-from lake.lake import AsOf, Lake
+from citylake.h3_index.sql import register_h3
+from citylake.lake.errors import ExtensionMissing, NoSuchVersion
+from citylake.lake.lake import AsOf, Lake
 
 EXTENSIONS = ("spatial", "delta")
 DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"

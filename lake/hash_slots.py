@@ -2,6 +2,9 @@
 
 Slot 0 means free, so a hash of 0 is stored as 1; linear probing from a Fibonacci-hashed start (the top
 log2(slots) bits of hash × 2^64/φ). The caller keeps at most half the slots used.
+
+numba caches the compiled code beside this file and pickles this module's import name into it; the cache is
+rebuilt when this file changes, so the name (citylake.lake.hash_slots) is written here to make a rename touch the file.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from h3_index import check_resolution
-from h3_index.buckets import partition_keys
-from lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, SchemaMismatch, TableNotEmpty, UnknownTable
-from lake.run_keys import RunKeys
-from lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
+from citylake.h3_index import check_resolution
+from citylake.h3_index.buckets import partition_keys
+from citylake.lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, SchemaMismatch, TableNotEmpty, UnknownTable
+from citylake.lake.run_keys import RunKeys
+from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
 
 WriteMode = Literal["error", "append", "overwrite"]
 AsOf = int | str | dt.datetime | None

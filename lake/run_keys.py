@@ -37,7 +37,7 @@ class RunKeys:
         return self._add(hashes.to_numpy())
 
     def _add(self, hashes: np.ndarray) -> np.ndarray:
-        from lake import hash_slots  # numba: loaded only by runs of more than one chunk
+        from citylake.lake import hash_slots  # numba: loaded only by runs of more than one chunk
 
         while 2 * (self.used + hashes.size) > self.slots.size:
             self.slots = hash_slots.rehash(self.slots, np.zeros(2 * self.slots.size, np.uint64))

@@ -1,6 +1,6 @@
 """The lake's tables: explicit Arrow schemas, partitioning, sort order and dedupe keys.
 
-Conventions (DESIGN.md): WGS84 coordinates; UTC microsecond timestamps; H3 cells as
+Conventions (docs/design.md, Tables): WGS84 coordinates; UTC microsecond timestamps; H3 cells as
 int64 (Delta has no unsigned type, and a valid cell's top bit is always 0). Column
 metadata carries what a reader needs to interpret a column: the geometry column's CRS
 and encoding, and each cell column's H3 resolution.

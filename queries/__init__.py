@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+if __name__ != "citylake.queries":  # this folder installs as citylake.queries; a checkout on sys.path must not make it `queries`
+    raise ImportError(f"import citylake.queries, not {__name__}: citylake's rooms are subpackages of citylake")
+
 from collections.abc import Sequence
 
 import polars as pl
+import pyarrow as pa
 
-from lake import Lake
-from queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
-from queries.errors import BadFilter, QueryError, UnknownEngine
-from queries.filters import Filters, check_freq
+from citylake.lake import Lake
+from citylake.queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
+from citylake.queries.errors import BadFilter, QueryError, UnknownEngine
+from citylake.queries.filters import Filters, check_freq, parse_hours, parse_weekdays
 
 ENGINES = ("duckdb", "polars")
 NO_FILTERS = Filters()
@@ -17,11 +21,11 @@ NO_FILTERS = Filters()
 
 def engine(name: str, lake: Lake, /) -> Engine:
     if name == "duckdb":
-        from queries.duckdb import DuckDBEngine
+        from citylake.queries.duckdb import DuckDBEngine
 
         return DuckDBEngine(lake)
     if name == "polars":
-        from queries.polars import PolarsEngine
+        from citylake.queries.polars import PolarsEngine
 
         return PolarsEngine(lake)
     raise UnknownEngine(name, list(ENGINES))
@@ -40,18 +44,18 @@ def footfall(
 
 
 def footfalls(
-    lake: Lake, /, *, views: Sequence[tuple[FootfallBy, int | None]], freq: str = "1h", filters: Filters = NO_FILTERS,
-    k: int = DEFAULT_K, engine_name: str = "duckdb",
+    lake: Lake, /, *, views: Sequence[tuple[FootfallBy, int | None] | tuple[FootfallBy, int | None, str]], freq: str = "1h",
+    filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = "duckdb",
 ) -> list[QueryResult]:
-    """``footfall`` grouped several ways over the same pings — ``views`` are (by, res) pairs, e.g.
-    ``[("place", None), ("cell", 9)]`` — each k-anonymous; the Polars engine reads the pings once and holds
-    them, so keep the window to what fits in memory (a day of a city is a few hundred MB)."""
-    checked = [(by, _footfall_res(lake, by, res)) for by, res in views]
+    """``footfall`` grouped several ways over the same pings — ``views`` are (by, res) pairs, or (by, res, freq) for a
+    bucket other than ``freq``, e.g. ``[("place", None), ("cell", 9, "1d")]`` — each k-anonymous; the Polars engine
+    reads the pings once and holds them, so keep the window to what fits in memory (a day of a city is a few hundred MB)."""
+    checked = [(view[0], _footfall_res(lake, view[0], view[1]), check_freq(view[2] if len(view) > 2 else freq)) for view in views]
     if k < 1:
         raise BadFilter("k", k, "k-anonymity needs k >= 1")
     runner = engine(engine_name, lake)
-    raw = runner.footfalls(views=checked, freq=check_freq(freq), filters=filters)
-    return [private_result(tidy(frame, by), k=k, engine=runner.name) for (by, _), frame in zip(checked, raw)]
+    raw = runner.footfalls(views=checked, filters=filters)
+    return [private_result(tidy(frame, by), k=k, engine=runner.name) for (by, _, _), frame in zip(checked, raw)]
 
 
 def _footfall_res(lake: Lake, by: FootfallBy, res: int | None) -> int:
@@ -88,8 +92,8 @@ def stay_points(
 ) -> pl.DataFrame:
     """Stay points anywhere (the R-metres / T-minutes rule, see ``queries.staypoints``), with the cell of each
     centre at ``res`` (default: the lake's). Per device: for the steward only."""
-    from queries.staypoints import stay_points as detect
-    from queries.staypoints import with_cells
+    from citylake.queries.staypoints import stay_points as detect
+    from citylake.queries.staypoints import with_cells
 
     if radius_m <= 0 or min_dwell_s < 0:
         raise BadFilter("radius_m/min_dwell_s", (radius_m, min_dwell_s), "the radius must be positive and the dwell not negative")
@@ -100,7 +104,7 @@ def stay_points(
 def od_cells(points: pl.DataFrame, /, *, res: int, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
     """Trips between consecutive stay points of each device in different H3 cells at ``res``: per (origin cell,
     destination cell, bucket of departure), trips and distinct devices; k-anonymous."""
-    from h3_index import cell_to_parent
+    from citylake.h3_index import cell_to_parent
 
     zones = points.with_columns(pl.Series("place_id", cell_to_parent(points["h3_cell"].to_numpy(), res) if points.height else [],
                                           pl.Int64))
@@ -119,7 +123,7 @@ def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str 
 
 def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
     """Stays starting in each place per time bucket (visits and distinct devices); k-anonymous."""
-    from h3_index import polars_expr as X
+    from citylake.h3_index import polars_expr as X
 
     per_bucket = (stays_frame.group_by("place_id", X.time_bucket("start", check_freq(freq)).alias("bucket"))
                   .agg(pl.len().cast(pl.Int64).alias("visits"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
@@ -130,7 +134,7 @@ def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K
 def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
     """Trips between consecutive stays of each device in different places, per (origin, destination, bucket of departure):
     trips and distinct devices; k-anonymous. Choose the zones with the stays' filters (e.g. categories=("district",))."""
-    from h3_index import polars_expr as X
+    from citylake.h3_index import polars_expr as X
 
     ordered = stays_frame.sort("device_id", "start", "place_id")
     trips = ordered.with_columns(pl.col("place_id").shift(-1).over("device_id").alias("destination"),
@@ -144,14 +148,15 @@ def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, en
 
 def conditions(
     lake: Lake, /, *, radius_m: float = 300.0, filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = "duckdb",
+    hourly: QueryResult | None = None,
 ) -> pl.DataFrame:
     """What the sensors within ``radius_m`` of each place read during the place's busy hours (hours of day whose
     mean footfall reaches half the busiest hour's, from k-anonymous footfall): per place and metric, the busy
-    hours, readings, sensors, mean, min and max."""
-    from queries.near import busy_hours, readings_near
+    hours, readings, sensors, mean, min and max. ``hourly``: the places' hourly footfall, when the caller has it."""
+    from citylake.queries.near import busy_hours, readings_near
 
-    hourly = pl.from_arrow(footfall(lake, by="place", freq="1h", filters=filters, k=k, engine_name=engine_name).table)
-    busy = busy_hours(hourly)
+    hourly = hourly or footfall(lake, by="place", freq="1h", filters=filters, k=k, engine_name=engine_name)
+    busy = busy_hours(pl.from_arrow(hourly.table))
     readings = readings_near(lake, radius_m=radius_m, freq="1h", filters=filters, engine_name=engine_name)
     during = readings.with_columns(pl.col("bucket").dt.hour().cast(pl.Int8).alias("hour")).join(busy, on=["place_id", "hour"])
     hours = busy.group_by("place_id").agg(pl.col("hour").sort().cast(pl.String).str.join(",").alias("busy_hours"))
@@ -170,7 +175,7 @@ def profile(
     """People–things–places: each place's footfall per bucket beside the mean reading of every metric of the
     sensors within ``radius_m`` (one column per metric), the table to plot one against the other. k-anonymous:
     a bucket whose footfall is withheld is absent."""
-    from queries.near import readings_near
+    from citylake.queries.near import readings_near
 
     people = footfall(lake, by="place", freq=freq, filters=filters, k=k, engine_name=engine_name)
     readings = readings_near(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name)
@@ -192,6 +197,30 @@ def correlations(profile_table: pl.DataFrame, /) -> pl.DataFrame:
             .sort("place_id", "metric"))
 
 
+def things_near(lake: Lake, /, **options) -> pl.DataFrame:
+    """Sensors or POIs within a radius of each selected place (``queries.near.near``; loaded on first use)."""
+    from citylake.queries.near import near
+
+    return near(lake, **options)
+
+
+def nearest_things(lake: Lake, /, **options) -> pl.DataFrame:
+    """The k nearest sensors or POIs of each place or sensor (``queries.near.nearest_things``; loaded on first use)."""
+    from citylake.queries.near import nearest_things as nearest
+
+    return nearest(lake, **options)
+
+
+def with_hex_cells(table: pa.Table, column: str, /, *, into: str | None = None) -> pa.Table:
+    """``column``'s H3 cells (integers in the lake) as hex strings at the edge: in its place, or as a new column ``into``."""
+    from citylake.h3_index import cells_to_strings
+
+    hexes = pa.array(cells_to_strings(table.column(column).to_numpy()), pa.string())
+    if into:
+        return table.append_column(into, hexes)
+    return table.set_column(table.schema.get_field_index(column), column, hexes)
+
+
 def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> int:
     """Write stays as the derived table ``stays``, with the parameters that made them (one commit; replaces earlier runs)."""
     import datetime as dt
@@ -203,5 +232,6 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 __all__ = [
     "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
-    "footfall", "footfalls", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits",
+    "footfall", "footfalls", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
+    "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K",
 ]

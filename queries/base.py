@@ -12,10 +12,12 @@ from typing import Literal, Protocol
 import polars as pl
 import pyarrow as pa
 
-from queries.filters import Filters
+from citylake.privacy import DEFAULT_K
+from citylake.queries.filters import Filters
+
+__all__ = ["DEFAULT_K", "Engine", "FootfallBy", "QueryResult", "group_columns", "private_result", "tidy"]
 
 FootfallBy = Literal["place", "category", "cell"]
-DEFAULT_K = 10  # DESIGN.md: groups of fewer than 10 distinct devices are never shown
 FOOTFALL_SCHEMA = {"pings": pl.Int64, "devices": pl.Int64}
 
 
@@ -33,9 +35,9 @@ class QueryResult:
 class Engine(Protocol):
     name: str
 
-    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
-        """Pings and distinct devices per group and time bucket, before k-anonymity: one frame for each (by, res) of
-        ``views``, all over the same pings (an engine may read them once)."""
+    def footfalls(self, *, views: list[tuple[FootfallBy, int, str]], filters: Filters) -> list[pl.DataFrame]:
+        """Pings and distinct devices per group and time bucket, before k-anonymity: one frame for each (by, res, freq)
+        of ``views``, all over the same pings (an engine may read them once)."""
         ...
 
     def pings(self, *, filters: Filters) -> pl.DataFrame:

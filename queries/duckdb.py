@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from lake import Lake, duckdb_for
-from queries.base import FootfallBy
-from queries.filters import Filters
+from citylake.lake import Lake, duckdb_for
+from citylake.queries.base import FootfallBy
+from citylake.queries.filters import Filters
 
 
 class DuckDBEngine:
@@ -16,8 +16,8 @@ class DuckDBEngine:
         self.lake = lake
         self.con = duckdb_for(lake, **connect_options)
 
-    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
-        return [self._footfall(by=by, freq=freq, res=res, filters=filters) for by, res in views]  # one query per view
+    def footfalls(self, *, views: list[tuple[FootfallBy, int, str]], filters: Filters) -> list[pl.DataFrame]:
+        return [self._footfall(by=by, freq=freq, res=res, filters=filters) for by, res, freq in views]  # one query per view
 
     def _footfall(self, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
         bucket = f"time_bucket_of(p.ts, '{freq}')"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from h3_index.errors import CitylakeError
+from citylake.h3_index.errors import CitylakeError
 
 
 class QueryError(CitylakeError):

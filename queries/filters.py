@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from h3_index import BUCKETS_US
-from queries.errors import BadFilter
+from citylake.h3_index import BUCKETS_US
+from citylake.queries.errors import BadFilter
 
 UTC = dt.timezone.utc
 

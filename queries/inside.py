@@ -14,8 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
-from h3_index.polygons import is_polygonal
-from h3_index.threads import thread_map, thread_spans, threads
+from citylake.h3_index.polygons import is_polygonal
+from citylake.h3_index.threads import thread_map, thread_spans, threads
 
 BAND_EDGES = 2  # edges per band on average: a point meets a handful of edges whatever its polygon's size
 COMPILED_FROM = 200_000  # points; fewer go straight to GEOS (loading the compiled test costs more than it saves)
@@ -109,6 +109,6 @@ def _geos_contains(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: 
 
 def _kernels():
     """The compiled loops, imported on first use (numba takes most of a second to load)."""
-    from queries import inside_kernels
+    from citylake.queries import inside_kernels
 
     return inside_kernels

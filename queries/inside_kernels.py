@@ -10,6 +10,9 @@ counter) and the parity over every ring of every part are GEOS's own, so where t
 
 Compiled on first use and cached beside this file; ``nogil`` so blocks of points run on threads (the tables are only read).
 Lists are flat with offsets (CSR): list ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+numba caches the compiled code beside this file and pickles this module's import name into it; the cache is
+rebuilt when this file changes, so the name (citylake.queries.inside_kernels) is written here to make a rename touch the file.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from h3_index import latlng_to_cells
-from h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
-from h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
-from h3_index.threads import thread_map, thread_spans, threads
-from queries.errors import BadFilter
+from citylake.h3_index import latlng_to_cells
+from citylake.h3_index.cells import cell_resolutions, cells_to_latlng, grid_disk_flat, parent_bits
+from citylake.h3_index.distance import CELL_SIZE_MARGIN, EARTH_RADIUS_M, cell_radii_m, disk_clearance_m, m_to_chord, unit_vectors
+from citylake.h3_index.threads import thread_map, thread_spans, threads
+from citylake.queries.errors import BadFilter
 
 CHUNK_CELLS = 50_000  # fine query cells per block at most: bounds the block's shortlists (cells × candidates × 8 bytes)
 QUERY_CELL_STEPS = 2  # queries are grouped by cells this many resolutions finer than the targets'
@@ -197,6 +197,6 @@ def _brute_force(targets: _Targets, queries: _Queries, pending: np.ndarray, foun
 
 def _kernels():
     """The compiled loops, imported on first search (numba takes most of a second to load; other queries need not)."""
-    from queries import knn_kernels
+    from citylake.queries import knn_kernels
 
     return knn_kernels

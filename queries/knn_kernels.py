@@ -5,6 +5,9 @@ padded cells × candidates and queries × candidates matrices of chords and part
 Compiled on first use and cached beside this file (``cache=True``); ``nogil`` so ``queries.knn`` runs blocks
 of cells on threads. Distances are chords between unit vectors, summed in the same order as NumPy would.
 Lists are flat with offsets (CSR): list ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+numba caches the compiled code beside this file and pickles this module's import name into it; the cache is
+rebuilt when this file changes, so the name (citylake.queries.knn_kernels) is written here to make a rename touch the file.
 """
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ import numpy as np
 import polars as pl
 import shapely
 
-from h3_index import cell_to_parent, latlng_to_cells
-from h3_index.cells import cell_resolutions, grid_disk_flat
-from h3_index.distance import disk_clearance_m, distances_to_shapes_m
-from lake import Lake, scan
-from queries.errors import BadFilter
-from queries.filters import Filters
-from queries.knn import nearest
+from citylake.h3_index import cell_to_parent, latlng_to_cells
+from citylake.h3_index.cells import cell_resolutions, grid_disk_flat
+from citylake.h3_index.distance import disk_clearance_m, distances_to_shapes_m
+from citylake.lake import Lake, registry, scan
+from citylake.queries.errors import BadFilter
+from citylake.queries.filters import Filters
+from citylake.queries.knn import nearest
 
 THINGS = ("sensors", "pois")
 NEAR_SCHEMA = {"place_id": pl.String, "thing_id": pl.String, "kind": pl.String, "distance_m": pl.Float64}
@@ -28,10 +28,10 @@ DISK_RADIUS = 2  # grid steps around the place's cells; the resolution is chosen
 def things(lake: Lake, what: str, /) -> pl.DataFrame:
     """thing_id, kind, lat, lon of sensors (kind = sensor kind) or POIs (point places; kind = category)."""
     if what == "sensors":
-        return scan(lake, "sensors").select(pl.col("sensor_id").alias("thing_id"), "kind", "lat", "lon").collect()
+        return registry.sensors(lake, columns=("sensor_id", "kind", "lat", "lon")).rename({"sensor_id": "thing_id"})
     if what == "pois":
-        places = scan(lake, "places").select("place_id", "category", "geometry").collect()
-        shapes = shapely.from_wkb(places["geometry"].to_numpy())
+        places = registry.places(lake, columns=("place_id", "category", "geometry"))
+        shapes = registry.shapes(places)
         points = shapely.get_type_id(shapes) == shapely.GeometryType.POINT
         return pl.DataFrame({"thing_id": places["place_id"].filter(points), "kind": places["category"].filter(points),
                              "lat": shapely.get_y(shapes[points]), "lon": shapely.get_x(shapes[points])})
@@ -118,7 +118,7 @@ def _nearest_of_points(points: pl.DataFrame, targets: pl.DataFrame, k: int, *, o
 
 
 def _places(lake: Lake, filters: Filters) -> pl.DataFrame:
-    places = scan(lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
+    places = registry.places(lake, place_ids=filters.place_ids, categories=filters.categories)
     if places.is_empty():
         raise BadFilter("place", list(filters.place_ids) or list(filters.categories),
                         'no place matches; see `citylake sql "SELECT place_id, category FROM places"`')
@@ -130,8 +130,8 @@ def readings_near(
 ) -> pl.DataFrame:
     """Readings of the sensors within ``radius_m`` of each selected place, per place, metric and time bucket:
     readings, sensors, mean (over all readings), min and max. Not about people: no k-anonymity needed."""
-    from queries import engine
-    from queries.filters import check_freq
+    from citylake.queries import engine
+    from citylake.queries.filters import check_freq
 
     nearby = near(lake, what="sensors", radius_m=radius_m, filters=filters)
     raw = engine(engine_name, lake).readings(sensor_ids=nearby["thing_id"].unique().to_list(), freq=check_freq(freq), filters=filters)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import polars as pl
-import shapely
 
-from h3_index import polars_expr as X
-from h3_index.polygons import is_polygonal
-from lake import Lake, scan
-from queries.base import FootfallBy
-from queries.filters import Filters
-from queries.inside import Points, contains_each
+from citylake.h3_index import polars_expr as X
+from citylake.h3_index.polygons import is_polygonal
+from citylake.lake import Lake, registry, scan
+from citylake.queries.base import FootfallBy
+from citylake.queries.filters import Filters
+from citylake.queries.inside import Points, contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
 PLACE = "_place"  # a place's number within one query
@@ -23,11 +22,11 @@ class PolarsEngine:
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
 
-    def footfalls(self, *, views: list[tuple[FootfallBy, int]], freq: str, filters: Filters) -> list[pl.DataFrame]:
+    def footfalls(self, *, views: list[tuple[FootfallBy, int, str]], filters: Filters) -> list[pl.DataFrame]:
         pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
         if len(views) > 1:  # several views of one window: its pings are read from the lake once, then held
             pings = pings.collect(engine=STREAMING).lazy()
-        return [self._footfall(pings, by=by, freq=freq, res=res, filters=filters) for by, res in views]
+        return [self._footfall(pings, by=by, freq=freq, res=res, filters=filters) for by, res, freq in views]
 
     def _footfall(self, pings: pl.LazyFrame, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
         bucket = X.time_bucket("ts", freq).alias("bucket")
@@ -75,8 +74,8 @@ class PolarsEngine:
         """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each
         with the place's number in ``PLACE``; and the places by number (place_id, name, category). Numbers, not ids,
         ride along with the pings: a ping in several places is one row per place, so this is the widest frame here."""
-        places = scan(self.lake, "places").filter(filters.place_expr()).select("place_id", "name", "category", "geometry").collect()
-        shape_of = shapely.from_wkb(places["geometry"].to_numpy())  # by place number
+        places = registry.places(self.lake, place_ids=filters.place_ids, categories=filters.categories)
+        shape_of = registry.shapes(places)  # by place number
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
         places = places.filter(pl.Series(is_polygonal(shape_of)))
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))

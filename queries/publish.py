@@ -11,9 +11,9 @@ import datetime as dt
 
 import polars as pl
 
-from lake import Lake
-from queries import Filters, footfall, od, stays
-from queries.base import DEFAULT_K
+from citylake.lake import Lake
+from citylake.queries import Filters, footfall, od, stays
+from citylake.queries.base import DEFAULT_K
 
 CELL_RES = 9  # ~0.1 km² cells: fine enough for a street block, coarse enough to reach k devices
 OD_ZONES = "district"

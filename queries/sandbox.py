@@ -8,35 +8,26 @@ Two locks, each enough for what it guards:
 - Ours: only SELECT and EXPLAIN statements run, so nothing is written, attached, installed,
   loaded or set — DuckDB would still let COPY write *into* an allowed directory.
 
-The steward role (whoever holds the pseudonym key) gets a plain connection that sees everything.
+The steward role (whoever holds the pseudonym key; ``citylake.privacy`` decides) gets a plain connection that sees everything.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-from lake import TABLES, Lake, connect, create_views, duckdb_for
-from queries.errors import QueryError
+from citylake.lake import Lake, connect, create_views, duckdb_for
+from citylake.privacy import ANALYST, STEWARD, Refused, check_role
+from citylake.privacy import STEWARD_ONLY_TABLES as HIDDEN_FROM_ANALYSTS
 
-ANALYST = "analyst"
-STEWARD = "steward"
-ROLES = (ANALYST, STEWARD)
-# Tables about people (raw pings) or holding raw input text (quarantine) are for the steward only.
-HIDDEN_FROM_ANALYSTS = tuple(name for name, spec in TABLES.items() if spec.people) + ("quarantine",)
 READ_ONLY = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
-
-
-class Refused(QueryError, PermissionError):
-    """A statement the analyst workspace does not run."""
+__all__ = ["Refused", "Workspace"]
 
 
 class Workspace:
     """SQL over the lake for one role. Use ``Workspace(lake).sql("SELECT …")``."""
 
     def __init__(self, lake: Lake, /, *, role: str = ANALYST, as_of: str | None = None, **connect_options: object) -> None:
-        if role not in ROLES:
-            raise Refused(f"role {role!r} is not known; use {' or '.join(ROLES)}")
-        self.lake, self.role = lake, role
+        self.lake, self.role = lake, check_role(role)
         if role == STEWARD:
             self.con = duckdb_for(lake, as_of=as_of, **connect_options)
             return

@@ -1,6 +1,10 @@
 """The stay-point rule's sequential walk, compiled (numba): per device, an anchor ping and a forward scan to the first
 ping farther than the radius (see ``queries.staypoints``). Compiled on first use and cached beside this file; ``nogil``
-so blocks of devices run on threads."""
+so blocks of devices run on threads.
+
+numba caches the compiled code beside this file and pickles this module's import name into it; the cache is
+rebuilt when this file changes, so the name (citylake.queries.staypoint_kernels) is written here to make a rename touch the file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from h3_index.distance import EARTH_RADIUS_M
+from citylake.h3_index.distance import EARTH_RADIUS_M
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

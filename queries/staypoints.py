@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from h3_index import latlng_to_cells
-from h3_index.threads import thread_map, thread_spans
+from citylake.h3_index import latlng_to_cells
+from citylake.h3_index.threads import thread_map, thread_spans
 
 STAY_POINT_SCHEMA = {"device_id": pl.Int64, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
                      "duration_s": pl.Float64, "pings": pl.Int64, "lat": pl.Float64, "lon": pl.Float64}
@@ -44,7 +44,7 @@ def stay_points(pings: pl.DataFrame, /, *, radius_m: float, min_dwell_s: float) 
 def _stay_ranges(bounds: np.ndarray, ts: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_m: float,
                  min_dwell_us: float) -> tuple[np.ndarray, np.ndarray]:
     """[start, stop) ping ranges of every device's stay points, in device order; blocks of devices on threads."""
-    from queries.staypoint_kernels import stay_ranges  # numba loads on the first stay-point search, not before
+    from citylake.queries.staypoint_kernels import stay_ranges  # numba loads on the first stay-point search, not before
 
     blocks = [bounds[first:last + 1] for first, last in thread_spans(bounds.size - 1)]  # devices first .. last - 1
     found = thread_map(lambda block: stay_ranges(block, ts, lat, lon, float(radius_m), float(min_dwell_us)), blocks)

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, settings
 
-from h3_index import latlng_to_cells
-from lake import Lake
+from citylake.h3_index import latlng_to_cells
+from citylake.lake import Lake
 
 settings.register_profile("default", deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -96,10 +96,10 @@ ALL_FEEDS = ("places", "sensors", "readings", "pings")
 
 def generated_city_lake(root: Path, *, devices: int, days: int, seed: int, feeds: tuple[str, ...] = ALL_FEEDS) -> Lake:
     """A sample city generated under ``root / "city"`` and ingested into ``root / "lake"`` through the ingestion functions."""
-    from ingestion.city import generate_city
-    from ingestion.iot import ingest_readings, ingest_sensors
-    from ingestion.location import ingest_pings
-    from ingestion.map import ingest_places
+    from citylake.ingestion.city import generate_city
+    from citylake.ingestion.iot import ingest_readings, ingest_sensors
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
 
     generate_city(root / "city", devices=devices, days=days, seed=seed)
     lake = Lake.init(root / "lake")

@@ -19,11 +19,11 @@ import pytest
 import shapely
 from conftest import generated_city_lake
 
-from analytics.anomalies import episodes, robust_z, sensor_faults
-from analytics.detect import TASK_PINGS, analyse, task_hours
-from analytics.hotspots import _mann_kendall_s, emerging, getis_ord
-from analytics.truth import load_events, score
-from lake import scan
+from citylake.analytics.anomalies import episodes, robust_z, sensor_faults
+from citylake.analytics.detect import TASK_PINGS, analyse, task_hours
+from citylake.analytics.hotspots import _mann_kendall_s, emerging, getis_ord
+from citylake.analytics.truth import load_events, score
+from citylake.lake import scan
 
 UTC = dt.timezone.utc
 
@@ -141,8 +141,7 @@ def test_the_injected_events_are_found(city):
 def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, monkeypatch):
     """Tasks of whole days, half days or three hours: the same scores, hotspots, trends and detections (what tasks send
     back must combine exactly: counts add up, the most devices in an hour is a maximum)."""
-    import analytics.detect as detect
-
+    import citylake.analytics.detect as detect
     _, lake = city
     results = {}
     for hours in (24, 12, 3):
@@ -158,7 +157,7 @@ def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, m
 
 def test_a_report_says_the_same_on_either_engine(city):
     """Reports run on Polars by default (faster); DuckDB must give every section and headline figure the same."""
-    from analytics.report import build
+    from citylake.analytics.report import build
 
     _, lake = city
     analysis = analyse(lake)
@@ -167,6 +166,32 @@ def test_a_report_says_the_same_on_either_engine(city):
         assert fast.headline == other.headline and fast.headline["pings"] > 0
         for (title, table, _), (_, same, _) in zip(fast.sections, other.sections, strict=True):
             assert table.equals(same), f"{place_id}: {title} differs between the engines"
+
+
+def test_a_report_computes_footfall_stays_and_flows_once(city, monkeypatch, tmp_path):
+    """A report hands one footfall, one set of stays and one set of flows to every section and figure."""
+    import citylake.analytics.report as report_module
+    from citylake.lake import Lake
+    from citylake.queries.polars import PolarsEngine
+    from citylake.reports import write
+
+    _, lake = city
+    analysis = analyse(lake)
+    calls = {"footfalls": 0, "stays": 0, "od": 0}
+
+    def counted(name, inner):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return inner(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(PolarsEngine, "footfalls", counted("footfalls", PolarsEngine.footfalls))
+    monkeypatch.setattr(PolarsEngine, "stays", counted("stays", PolarsEngine.stays))
+    monkeypatch.setattr(report_module, "od", counted("od", report_module.od))
+    made = report_module.build(lake, analysis, "places:cbd", k=5)
+    write(Lake.open(lake.root), made, tmp_path / "cbd.html")
+    assert calls == {"footfalls": 1, "stays": 1, "od": 1}
+    assert made.headline["pings"] > 0 and made.cells.table.num_rows > 0
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

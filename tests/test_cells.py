@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import h3_index as H
-from h3_index import cells as C
+import citylake.h3_index as H
+from citylake.h3_index import cells as C
 
 lats = st.floats(-90, 90, allow_nan=False)
 lons = st.floats(-180, 180, allow_nan=False)

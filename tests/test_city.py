@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import shapely
 
-from ingestion.city import generate_city
-from ingestion.iot import ingest_readings, ingest_sensors
-from ingestion.location import ingest_pings
-from ingestion.map import ingest_places
-from lake import Lake, duckdb_for, scan
+from citylake.ingestion.city import generate_city
+from citylake.ingestion.iot import ingest_readings, ingest_sensors
+from citylake.ingestion.location import ingest_pings
+from citylake.ingestion.map import ingest_places
+from citylake.lake import Lake, duckdb_for, scan
 
 FOOTFALL_SQL = """
 SELECT place_id, count(*) AS pings

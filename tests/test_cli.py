@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import make_pings
 
-from lake import Lake
+from citylake.lake import Lake
 
 pytestmark = pytest.mark.integration
 

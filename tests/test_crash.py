@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from conftest import make_pings
 
-from lake import Lake, duckdb_for, scan
+from citylake.lake import Lake, duckdb_for, scan
 
 pytestmark = pytest.mark.integration
 WRITER = Path(__file__).with_name("writer_process.py")

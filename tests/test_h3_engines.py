@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import h3_index as H
-from h3_index import polars_expr as X
-from h3_index.sql import register_h3
+import citylake.h3_index as H
+from citylake.h3_index import polars_expr as X
+from citylake.h3_index.sql import register_h3
 
 
 @pytest.fixture(scope="module")

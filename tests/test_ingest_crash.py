@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from lake import Lake, duckdb_for
+from citylake.lake import Lake, duckdb_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from ingestion.iot import ingest_readings, ingest_sensors
-from ingestion.map import ingest_places
-from lake import duckdb_for, scan
+from citylake.ingestion.iot import ingest_readings, ingest_sensors
+from citylake.ingestion.map import ingest_places
+from citylake.lake import duckdb_for, scan
 
 PARK = shapely.Polygon([(121.40, 31.20), (121.42, 31.20), (121.42, 31.22), (121.40, 31.22)])
 SQUARE = shapely.Polygon([(121.405, 31.205), (121.41, 31.205), (121.41, 31.21), (121.405, 31.21)])  # inside the park
@@ -114,7 +114,7 @@ def test_readings_from_json_lines_and_parquet(places_lake, tmp_path):
 
 
 def test_read_sensors_without_a_lake(tmp_path):
-    from ingestion.iot import read_sensors
+    from citylake.ingestion.iot import read_sensors
 
     good, bad = read_sensors(write_sensors(tmp_path / "sensors.csv"))
     assert good.num_rows == 4 and set(good.column("place_id").to_pylist()) == {None}

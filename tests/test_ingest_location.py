@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-import stat
 from pathlib import Path
 
 import polars as pl
@@ -16,10 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestion import pseudonym as P
-from ingestion.errors import BadOption, MissingColumns, NoPseudonymKey, UnreadableInput
-from ingestion.location import ingest_pings, parse_mapping
-from lake import duckdb_for, scan
+from citylake.ingestion.errors import BadOption, MissingColumns, UnreadableInput
+from citylake.ingestion.location import ingest_pings, parse_mapping
+from citylake.lake import duckdb_for, scan
 
 KEY = b"test-key"
 HEADER = "device_id,ts,lat,lon,accuracy_m\n"
@@ -82,7 +80,7 @@ def test_timestamps_become_utc(lake, tmp_path, text, want):
 @given(st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2026, 1, 1)), st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
        st.sampled_from(["T", " "]), st.booleans())
 def test_timestamp_round_trip(tmp_path_factory, when, offset_min, sep, with_fraction):
-    from ingestion.validate import timestamps
+    from citylake.ingestion.validate import timestamps
 
     when = when.replace(microsecond=when.microsecond if with_fraction else 0)
     zone = dt.timezone(dt.timedelta(minutes=offset_min))
@@ -146,7 +144,7 @@ def test_repeats_across_the_chunks_of_one_file_land_once(lake, tmp_path):
 
 def test_a_hash_shared_by_two_keys_loses_no_row(lake, tmp_path, monkeypatch):
     # every key hashes alike: each row after the first is a suspect, and the exact check must keep them all
-    from lake import run_keys
+    from citylake.lake import run_keys
 
     monkeypatch.setattr(run_keys.RunKeys, "suspects", lambda self, rows, key: run_keys.np.arange(rows.height) > 0)
     rows = [f"d{i},2026-11-01T00:00:{i:02d}Z,31.2,121.4,5\n" for i in range(50)]
@@ -194,17 +192,6 @@ def test_unknown_timezone_is_refused(lake, tmp_path):
         ingest_pings(lake, write(tmp_path / "p.csv", HEADER), key=KEY, tz="Mars/Olympus")
 
 
-def test_key_file_is_private_and_outside_the_lake(tmp_path):
-    key = P.create_key(tmp_path / "conf" / "pseudonym.key", lake_root=tmp_path / "lake")
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(P.load_key(key, env={})) == 64
-    assert P.create_key(key) == key and P.load_key(key, env={}) == P.load_key(key, env={})  # created once
-    with pytest.raises(BadOption, match="outside the lake"):
-        P.create_key(tmp_path / "lake" / "k.key", lake_root=tmp_path / "lake")
-    assert P.load_key(key, env={P.KEY_ENV: "from-env"}) == b"from-env"
-    with pytest.raises(NoPseudonymKey, match="citylake init"):
-        P.load_key(tmp_path / "absent.key", env={})
-
-
 def test_empty_and_missing_files_say_so(lake, tmp_path):
     with pytest.raises(UnreadableInput, match="empty"):
         ingest_pings(lake, write(tmp_path / "empty.csv", ""), key=KEY)
@@ -214,7 +201,7 @@ def test_empty_and_missing_files_say_so(lake, tmp_path):
 
 
 def test_read_pings_returns_the_rows_it_would_write(tmp_path):
-    from ingestion.location import read_pings
+    from citylake.ingestion.location import read_pings
 
     good, bad = read_pings(write(tmp_path / "p.csv", HEADER + "a,2026-11-01T00:00:00Z,31.2,121.4,5\nb,nope,31.2,121.4,5\n"), key=KEY)
     assert good.num_rows == 1 and good.column("device_id").to_pylist() == [oracle_pseudonym("a")]
@@ -225,7 +212,7 @@ def test_chunks_validated_in_parallel_come_back_in_file_order_and_errors_surface
     import threading
     import time
 
-    from ingestion.batch import validated
+    from citylake.ingestion.batch import validated
 
     seen_at_once, running, lock = [], [0], threading.Lock()
 

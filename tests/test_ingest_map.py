@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import shapely
 
-from h3_index import cells_to_polygons, latlng_to_cells
-from ingestion.errors import UnreadableInput
-from ingestion.map import ingest_places
-from lake import Lake, scan
+from citylake.h3_index import cells_to_polygons, latlng_to_cells
+from citylake.ingestion.errors import UnreadableInput
+from citylake.ingestion.map import ingest_places
+from citylake.lake import Lake, scan
 
 PARK = shapely.Polygon([(121.40, 31.20), (121.42, 31.201), (121.421, 31.22), (121.405, 31.218), (121.40, 31.20)])
 ROAD = shapely.LineString([(121.39, 31.19), (121.43, 31.23)])

@@ -8,7 +8,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queries import inside, inside_kernels
+from citylake.queries import inside, inside_kernels
 from tests.test_polygons import blob
 
 

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h3_index import latlng_to_cells
-from h3_index.cells import grid_disk_flat
-from h3_index.distance import EARTH_RADIUS_M, disk_clearance_m, haversine_m
-from queries.knn import nearest
+from citylake.h3_index import latlng_to_cells
+from citylake.h3_index.cells import grid_disk_flat
+from citylake.h3_index.distance import EARTH_RADIUS_M, disk_clearance_m, haversine_m
+from citylake.queries.knn import nearest
 
 
 def brute_force(qlat, qlon, tlat, tlon, k):

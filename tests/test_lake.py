@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_pings
 
-from lake import (
+from citylake.lake import (
     TABLES,
     BadWriteMode,
     Lake,
@@ -206,7 +206,7 @@ def test_stats_count_partitions_files_and_bytes(lake, pings):
     stats = lake.stats("pings")
     frame = pl.from_arrow(pings)
     parents = frame.select(pl.col("h3_cell")).to_series().to_numpy()
-    from h3_index import cell_to_parent
+    from citylake.h3_index import cell_to_parent
 
     keys = {(p, d) for p, d in zip(cell_to_parent(parents, 5), frame["ts"].dt.date())}
     assert stats.partitions == len(keys) == stats.files
@@ -282,7 +282,7 @@ def test_queries_on_one_partition_never_open_the_others(lake, engine):
 
 
 def test_run_keys_remember_every_key_through_growth():
-    from lake.run_keys import FIRST_SLOTS, RunKeys
+    from citylake.lake.run_keys import FIRST_SLOTS, RunKeys
 
     rng = np.random.default_rng(5)
     run, seen_before = RunKeys(None), set()

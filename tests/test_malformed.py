@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestion.location import ingest_pings
-from lake import Lake, duckdb_for
+from citylake.ingestion.location import ingest_pings
+from citylake.lake import Lake, duckdb_for
 
 pytestmark = pytest.mark.integration
 GOOD = "good-{i},2026-11-01T00:{i:02d}:00Z,31.2{i},121.4{i},5"
@@ -111,8 +111,8 @@ def test_generated_files_land_every_valid_row(tmp_path_factory, rows):
 def test_odd_quote_lines_compiled_scan_agrees_with_numpy(parts):
     import numpy as np
 
-    from ingestion.text_kernels import odd_quote_lines
-    from ingestion.textfile import odd_quote_lines_numpy
+    from citylake.ingestion.text_kernels import odd_quote_lines
+    from citylake.ingestion.textfile import odd_quote_lines_numpy
 
     text = np.frombuffer(b"".join(parts), np.uint8)
     assert odd_quote_lines(text).tolist() == odd_quote_lines_numpy(text).tolist()

@@ -17,10 +17,10 @@ import pytest
 from conftest import generated_city_lake
 from PIL import Image
 
-from h3_index import cells_to_strings, latlng_to_cells
-from lake import Lake
-from queries import footfall
-from viz import Layer, MapView, write_html
+from citylake.h3_index import cells_to_strings, latlng_to_cells
+from citylake.lake import Lake
+from citylake.queries import footfall
+from citylake.viz import Layer, MapView, write_html
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -143,8 +143,8 @@ def test_static_png_maps_need_no_browser(lake_path, kind):
 def test_a_static_map_is_the_same_bytes_whatever_order_its_rows_come_in():
     """Reports embed these PNGs: the same data must draw the same picture (engines and group-bys return rows in any
     order, and edges drawn over one another blend in the order they are drawn)."""
-    from h3_index import grid_disk
-    from viz.static import png_bytes
+    from citylake.h3_index import grid_disk
+    from citylake.viz.static import png_bytes
 
     cells = grid_disk(latlng_to_cells([31.2], [121.45], 9), 8)[0]
     rng = np.random.default_rng(3)

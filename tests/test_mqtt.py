@@ -13,9 +13,9 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from ingestion.iot import ingest_sensors
-from ingestion.mqtt import ingest_mqtt
-from lake import duckdb_for
+from citylake.ingestion.iot import ingest_sensors
+from citylake.ingestion.mqtt import ingest_mqtt
+from citylake.lake import duckdb_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_a_killed_ingester_loses_nothing(sensor_lake, mosquitto):
 
 
 def test_unreachable_broker_is_one_clear_error(lake):
-    from ingestion.errors import UnreadableInput
+    from citylake.ingestion.errors import UnreadableInput
 
     with pytest.raises(UnreadableInput, match="cannot connect to the broker"):
         ingest_mqtt(lake, "mqtt://127.0.0.1:1", "x", max_seconds=1)

@@ -10,10 +10,10 @@ import pytest
 import shapely
 from conftest import generated_city_lake
 
-from h3_index.distance import haversine_m
-from lake import Lake, scan
-from queries import ENGINES, BadFilter, Filters, conditions, correlations, footfall, profile
-from queries.near import busy_hours, near, nearest_things, readings_near, things
+from citylake.h3_index.distance import haversine_m
+from citylake.lake import Lake, scan
+from citylake.queries import ENGINES, BadFilter, Filters, conditions, correlations, footfall, profile
+from citylake.queries.near import busy_hours, near, nearest_things, readings_near, things
 
 
 @pytest.fixture(scope="module")

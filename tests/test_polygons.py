@@ -9,7 +9,7 @@ import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
-import h3_index as H
+import citylake.h3_index as H
 
 
 def blob(lon: float, lat: float, radius: float, vertices: int, seed: int) -> shapely.Polygon:

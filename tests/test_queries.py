@@ -15,8 +15,8 @@ import pytest
 import shapely
 from conftest import generated_city_lake
 
-from lake import Lake, scan
-from queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall, footfalls
+from citylake.lake import Lake, scan
+from citylake.queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall, footfalls
 
 UTC = dt.timezone.utc
 

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 from conftest import make_pings
 
-from lake import Lake
-from queries.sandbox import Refused, Workspace
+from citylake.lake import Lake
+from citylake.queries.sandbox import Refused, Workspace
 
 SECRET = "/etc/passwd"
 READERS = ["read_csv('{p}')", "read_csv_auto('{p}')", "read_json('{p}')", "read_json_auto('{p}')", "read_ndjson('{p}')",

@@ -10,11 +10,11 @@ import h3
 import polars as pl
 import pytest
 
-from ingestion.city import generate_city
-from ingestion.location import ingest_pings
-from lake import Lake, scan
-from queries import ENGINES, BadFilter, od_cells, stay_points
-from queries.staypoints import stay_points as detect
+from citylake.ingestion.city import generate_city
+from citylake.ingestion.location import ingest_pings
+from citylake.lake import Lake, scan
+from citylake.queries import ENGINES, BadFilter, od_cells, stay_points
+from citylake.queries.staypoints import stay_points as detect
 
 UTC = dt.timezone.utc
 

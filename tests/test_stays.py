@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from h3_index import latlng_to_cells
-from ingestion.map import ingest_places
-from lake import Lake, scan
-from queries import ENGINES, BadFilter, Filters, dwell, od, save_stays, stays, visits
+from citylake.h3_index import latlng_to_cells
+from citylake.ingestion.map import ingest_places
+from citylake.lake import Lake, scan
+from citylake.queries import ENGINES, BadFilter, Filters, dwell, od, save_stays, stays, visits
 
 PLAZA = shapely.Polygon([(121.400, 31.200), (121.406, 31.2005), (121.4065, 31.206), (121.4, 31.2058)])
 T0 = dt.datetime(2026, 11, 2, 8, tzinfo=dt.timezone.utc)
@@ -123,8 +123,8 @@ def test_od_counts_trips_between_consecutive_stays():
 
 
 def test_od_between_districts_is_the_same_on_both_engines(tmp_path):
-    from ingestion.city import generate_city
-    from ingestion.location import ingest_pings
+    from citylake.ingestion.city import generate_city
+    from citylake.ingestion.location import ingest_pings
 
     generate_city(tmp_path / "city", devices=120, days=2, seed=6)
     lake = Lake.init(tmp_path / "lake")

@@ -10,7 +10,7 @@ import sys
 
 from conftest import make_pings
 
-from lake import Lake
+from citylake.lake import Lake
 
 if __name__ == "__main__":
     root, rows, seed, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

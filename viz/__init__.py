@@ -1,10 +1,13 @@
 """kepler.gl map views that work offline (``viz.maps``, ``viz.kepler``) and static PNGs (``viz.static``)."""
 
-from viz.kepler import Layer, MapError, MapView, write_html
-from viz.maps import footfall_map, hotspots_map, od_map, places_map, readings_map, to_keplergl
-from viz.static import write_png
+if __name__ != "citylake.viz":  # this folder installs as citylake.viz; a checkout on sys.path must not make it `viz`
+    raise ImportError(f"import citylake.viz, not {__name__}: citylake's rooms are subpackages of citylake")
+
+from citylake.viz.kepler import Layer, MapError, MapView, write_html
+from citylake.viz.maps import footfall_map, footfall_view, hotspots_map, od_map, places_map, readings_map, to_keplergl
+from citylake.viz.static import png_bytes, write_png
 
 __all__ = [
-    "Layer", "MapError", "MapView", "footfall_map", "hotspots_map", "od_map", "places_map", "readings_map", "to_keplergl", "write_html",
-    "write_png",
+    "Layer", "MapError", "MapView", "footfall_map", "footfall_view", "hotspots_map", "od_map", "places_map", "png_bytes", "readings_map",
+    "to_keplergl", "write_html", "write_png",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from h3_index import CitylakeError
+from citylake.h3_index import CitylakeError
 
 VENDOR = Path(__file__).resolve().parent / "vendor"
 ASSET_DIR = "citylake-kepler"

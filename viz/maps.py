@@ -9,13 +9,13 @@ from __future__ import annotations
 import polars as pl
 import shapely
 
-from h3_index import cells_to_latlng, cells_to_strings
-from h3_index.polygons import is_polygonal
-from lake import Lake, scan
-from queries import DEFAULT_K, Filters, engine, footfall, od, stays
-from queries.base import QueryResult
-from queries.filters import check_freq
-from viz.kepler import Layer, MapView
+from citylake.h3_index import cells_to_latlng, cells_to_strings
+from citylake.h3_index.polygons import is_polygonal
+from citylake.lake import Lake, registry
+from citylake.queries import DEFAULT_K, Filters, engine, footfall, od, stays
+from citylake.queries.base import QueryResult
+from citylake.queries.filters import check_freq
+from citylake.viz.kepler import Layer, MapView
 
 NO_FILTERS = Filters()
 CATEGORY_COLOURS = {"park": (80, 180, 90), "district": (120, 120, 200), "business_district": (230, 160, 40), "expo": (220, 60, 140)}
@@ -25,7 +25,12 @@ def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filt
                  engine_name: str = "duckdb") -> MapView:
     """Distinct devices per H3 cell per bucket as extruded hexagons (colour: devices, height: pings), with
     a time filter to play the buckets back, over the outlines of the places."""
-    result = footfall(lake, by="cell", res=res, freq=freq, filters=filters, k=k, engine_name=engine_name)
+    return footfall_view(lake, footfall(lake, by="cell", res=res, freq=freq, filters=filters, k=k, engine_name=engine_name),
+                         res=res, freq=freq)
+
+
+def footfall_view(lake: Lake, result: QueryResult, /, *, res: int, freq: str) -> MapView:
+    """``footfall_map``'s view of a footfall per H3 cell the caller already has (``result``: by cell at ``res``, ``freq``)."""
     cells = pl.from_arrow(result.table)
     hexes = cells.select(pl.Series("hex", cells_to_strings(cells["h3_cell"].to_numpy()), pl.String),
                          pl.col("bucket").dt.replace_time_zone(None), "pings", "devices")
@@ -41,7 +46,7 @@ def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filt
 
 def readings_map(lake: Lake, /, *, metric: str | None = None, freq: str = "1h", filters: Filters = NO_FILTERS) -> MapView:
     """Mean reading per sensor per bucket as points coloured by value, with playback over the buckets."""
-    sensors = scan(lake, "sensors").select("sensor_id", "kind", "lat", "lon").collect()
+    sensors = registry.sensors(lake, columns=("sensor_id", "kind", "lat", "lon"))
     per = engine("polars", lake).readings(sensor_ids=sensors["sensor_id"].to_list(), freq=check_freq(freq), filters=filters)
     if metric:
         per = per.filter(pl.col("metric") == metric)
@@ -96,17 +101,15 @@ def places_map(lake: Lake, /, *, filters: Filters = NO_FILTERS) -> MapView:
     """Places as polygons (filled by category) and sensors as points."""
     view = MapView("Places and sensors")
     _with_places(view, lake, categories=filters.categories, filled=True)
-    sensors = scan(lake, "sensors").select("sensor_id", "kind", "place_id", "lat", "lon").collect()
+    sensors = registry.sensors(lake, columns=("sensor_id", "kind", "place_id", "lat", "lon"))
     view.add("sensors", sensors, "Sensors", Layer("point", "sensors", "Sensors", {"lat": "lat", "lng": "lon"}, color=(30, 150, 255)),
              tooltip=["sensor_id", "kind", "place_id"])
     return view
 
 
 def _with_places(view: MapView, lake: Lake, *, categories: tuple[str, ...] = (), filled: bool = False) -> None:
-    places = scan(lake, "places").select("place_id", "name", "category", "geometry").collect()
-    if categories:
-        places = places.filter(pl.col("category").is_in(list(categories)))
-    shapes = shapely.from_wkb(places["geometry"].to_numpy())
+    places = registry.places(lake, categories=categories)
+    shapes = registry.shapes(places)
     polygonal = is_polygonal(shapes)  # lines and points have no outline
     outlines = places.filter(pl.Series(polygonal)).with_columns(
         pl.Series("geometry", shapely.to_geojson(shapes[polygonal]), pl.String)).select("place_id", "name", "category", "geometry")
@@ -120,8 +123,8 @@ def _with_places(view: MapView, lake: Lake, *, categories: tuple[str, ...] = (),
 
 
 def _place_centres(lake: Lake, category: str) -> pl.DataFrame:
-    places = scan(lake, "places").filter(pl.col("category") == category).select("place_id", "name", "geometry").collect()
-    centres = shapely.centroid(shapely.from_wkb(places["geometry"].to_numpy()))
+    places = registry.places(lake, categories=(category,), columns=("place_id", "name", "geometry"))
+    centres = shapely.centroid(registry.shapes(places))
     return places.select("place_id", "name").with_columns(pl.Series("lat", shapely.get_y(centres)),
                                                           pl.Series("lon", shapely.get_x(centres)))
 
@@ -142,7 +145,7 @@ def to_keplergl(view: MapView, /, *, height: int = 600):
     try:
         from keplergl import KeplerGl
     except ImportError:
-        from viz.kepler import MapError
+        from citylake.viz.kepler import MapError
 
         raise MapError("the keplergl package is not installed; pip install 'citylake[notebooks]'") from None
     widget = KeplerGl(height=height, config=view.config())

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import shapely
 
-from h3_index import strings_to_cells
-from h3_index.cells import cells_to_polygons
-from viz.kepler import PALETTE, MapView
+from citylake.h3_index import strings_to_cells
+from citylake.h3_index.cells import cells_to_polygons
+from citylake.viz.kepler import PALETTE, MapView
 
 
 def write_png(view: MapView, out: str | Path, /, *, size_in: tuple[float, float] = (8, 8), dpi: int = 110) -> Path:

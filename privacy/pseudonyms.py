@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ingestion.errors import BadOption, NoPseudonymKey
+from citylake.privacy.errors import BadKeyFile, NoPseudonymKey
 
 KEY_ENV = "CITYLAKE_PSEUDONYM_KEY"
 KEY_BYTES = 32  # a full SHA-256 block of entropy
@@ -24,7 +24,7 @@ def create_key(key_file: str | Path, /, *, lake_root: str | Path | None = None) 
     """Create the key file (readable by its owner only) unless it exists; return its path."""
     path = Path(key_file).expanduser()
     if lake_root is not None and _inside(path, Path(lake_root)):
-        raise BadOption("privacy.pseudonym_key_file", str(path), "the key must live outside the lake directory")
+        raise BadKeyFile(str(path), "the key must live outside the lake directory; choose a path outside it")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,0 +1,5 @@
+"""``python -m citylake.cli``: the same as the ``citylake`` command."""
+
+from citylake.cli import run
+
+run()

@@ -1,0 +1,126 @@
+"""Lake commands: init, tables, settings, maintain (compact, vacuum, history) and generate-city."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from citylake.cli.options import TABLE_FORMATS, Context, pass_context
+from citylake.cli.output import emit, rows, say, status
+
+
+@click.command()
+@pass_context
+def init(ctx: Context) -> None:
+    """Create the lake and its tables (safe to run again on an existing lake), and the pseudonym key."""
+    from citylake import api
+
+    lake = api.init_lake(settings=ctx.settings)
+    say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res})")
+    key = api.create_pseudonym_key(lake, settings=ctx.settings)
+    if key is not None:
+        say(f"pseudonym key: {key} (keep it outside the lake; back it up: without it pseudonyms change)")
+
+
+@click.command()
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+@click.option("--as-of", metavar="VERSION|TIME", help="Show tables as of a time (ISO) or version.")
+@pass_context
+def tables(ctx: Context, fmt: str, as_of: str | None) -> None:
+    """Rows, files, bytes, partitions and version of every table (read from the Delta logs)."""
+    lake = ctx.open()
+    when = int(as_of) if as_of is not None and as_of.isdigit() else as_of
+    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.names]), fmt, title=f"lake {lake.root}")
+
+
+@click.command(name="settings")
+@pass_context
+def show_settings(ctx: Context) -> None:
+    """Every setting, its value in force and where that value came from."""
+    from citylake import settings as S
+
+    emit(rows([{"setting": s.name, "value": str(ctx.settings[s.name]), "from": ctx.settings.sources[s.name], "env": s.env_var,
+                "help": s.help} for s in S.SETTINGS]), "table")
+
+
+@click.group()
+def maintain() -> None:
+    """Table maintenance: compaction, vacuum, history."""
+
+
+@maintain.command()
+@click.argument("names", nargs=-1, metavar="[TABLE]...")
+@click.option("--target-mb", type=int, help="Target file size in MiB (setting lake.target_file_mb).")
+@pass_context
+def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None:
+    """Merge small files into large ones, one commit per table (all tables if none named)."""
+    lake = ctx.open()
+    target = target_mb or ctx.settings["lake.target_file_mb"]
+    for name in names or lake.names:
+        before = lake.stats(name)
+        started = time.perf_counter()
+        with status(f"compacting {name} ({before.files:,} files)…"):
+            lake.compact(name, target_mb=target)
+        after = lake.stats(name)
+        say(f"{name}: {before.files:,} files → {after.files:,} in {time.perf_counter() - started:.1f}s (version {after.version})")
+
+
+@maintain.command()
+@click.argument("names", nargs=-1, metavar="[TABLE]...")
+@click.option("--retention-hours", type=int, help="Keep files needed by versions younger than this (setting lake.vacuum_retention_hours).")
+@click.option("--dry-run/--apply", default=True, show_default=True, help="List what would go, or delete it.")
+@pass_context
+def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dry_run: bool) -> None:
+    """Remove files no current or retained version needs (a dry run unless --apply)."""
+    lake = ctx.open()
+    hours = ctx.settings["lake.vacuum_retention_hours"] if retention_hours is None else retention_hours
+    for name in names or lake.names:
+        files = lake.vacuum(name, retention_hours=hours, dry_run=dry_run)
+        say(f"{name}: {'would remove' if dry_run else 'removed'} {len(files):,} files")
+        for path in files[:20] if dry_run else []:
+            say(f"  {path}")
+    if dry_run:
+        say("dry run: nothing deleted; pass --apply to delete")
+
+
+@maintain.command()
+@click.argument("name", metavar="TABLE")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
+@pass_context
+def history(ctx: Context, name: str, limit: int, fmt: str) -> None:
+    """Commits of a table, newest first (version, time, operation, metrics)."""
+    from citylake.lake import commit_summary
+
+    emit(rows([commit_summary(commit) for commit in ctx.open().history(name, limit=limit)]), fmt, title=f"history of {name}")
+
+
+@click.command(name="generate-city")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write the feed files into.")
+@click.option("--devices", default=2000, show_default=True, help="Devices whose pings to generate.")
+@click.option("--days", default=7, show_default=True, help="Days of data.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same city.")
+@click.option("--start", default="2026-11-02", show_default=True, help="First day (UTC).")
+@click.option("--pings-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--mess", default=0.001, show_default=True, help="Share of rows duplicated or with swapped coordinates.")
+def generate_city(out_dir: str, devices: int, days: int, seed: int, start: str, pings_format: str, mess: float) -> None:
+    """Write a realistic sample city as feed files, with the injected events as truth.
+
+    \b
+    Writes places.geojson, sensors.csv, readings.csv, pings.csv|parquet, events.json, manifest.json.
+    Example:
+      citylake generate-city --out city --devices 2000 --days 7 --seed 1
+      citylake ingest places city/places.geojson && citylake ingest sensors city/sensors.csv
+      citylake ingest readings city/readings.csv && citylake ingest pings city/pings.csv
+    """
+    from citylake.ingestion import generate_city as generate
+
+    started = time.perf_counter()
+    with status(f"generating a city of {devices:,} devices over {days} days…"):
+        manifest = generate(out_dir, devices=devices, days=days, seed=seed, start=start, pings_format=pings_format, mess=mess)
+    made = ", ".join(f"{n:,} {t}" for t, n in manifest["rows"].items())
+    say(f"city written to {out_dir} in {time.perf_counter() - started:.1f}s: {made}; injected events in {out_dir}/events.json")
+
+
+COMMANDS = (init, tables, show_settings, maintain, generate_city)

@@ -1,0 +1,101 @@
+"""What many commands share: the context (settings, the lake), parameter types for ISO times and boxes, and the
+option bundles (time window, place filters, k, result format, analysis cluster)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import click
+
+from citylake import settings as S
+
+
+class Context:
+    """The settings in force for one command line, and the lake they name."""
+
+    def __init__(self, lake: str | None, config: str | None) -> None:
+        self.settings = S.load(config=config, overrides={"lake": lake})
+
+    def open(self):
+        from citylake import api
+
+        return api.open_lake(settings=self.settings)
+
+    def k(self, asked: int | None) -> int:
+        """The k for a people result: the lake's floor or --k when higher; lower only for the steward."""
+        from citylake.privacy import k_for_result
+
+        return k_for_result(asked, floor=self.settings["privacy.k_anonymity"], key_file=self.settings["privacy.pseudonym_key_file"])
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+class IsoTime(click.ParamType):
+    """An ISO date or time such as 2026-11-07 or 2026-11-07T08:00Z (UTC unless it carries an offset)."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO time such as 2026-11-07 or 2026-11-07T08:00Z", param, ctx)
+
+
+class Bbox(click.ParamType):
+    """xmin,ymin,xmax,ymax in degrees of longitude and latitude."""
+
+    name = "XMIN,YMIN,XMAX,YMAX"
+
+    def convert(self, value, param, ctx) -> tuple[float, float, float, float]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            x0, y0, x1, y1 = (float(v) for v in value.split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not four numbers xmin,ymin,xmax,ymax", param, ctx)
+        return x0, y0, x1, y1
+
+
+def options(*decorators: Callable) -> Callable:
+    """Several click options as one decorator, listed in --help in the order given."""
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+    return apply
+
+
+START = click.option("--from", "start", type=IsoTime(), help="Start (ISO, UTC unless it carries an offset), inclusive.")
+END = click.option("--to", "end", type=IsoTime(), help="End (ISO), exclusive.")
+window = options(START, END)
+PLACES = click.option("--place", "place_ids", multiple=True, metavar="ID", help="Only this place (repeatable).")
+CATEGORIES = click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable), e.g. park.")
+places = options(PLACES, CATEGORIES)
+K = click.option("--k", "k_anon", type=int, help="k-anonymity for this result (default: setting privacy.k_anonymity); "
+                 "lowering it is for the steward (needs the pseudonym key).")
+ENGINE = click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+result = options(
+    ENGINE,
+    click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True),
+    click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen."),
+)
+TABLE_FORMATS = click.Choice(["table", "csv", "json"])
+analysis = options(
+    START, END,
+    click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this Dask cluster (default: setting analysis.scheduler, "
+                 "else a local cluster)."),
+    click.option("--workers", type=int, help="Workers of the local cluster (default: setting analysis.workers)."),
+)
+
+
+def filters(*, start=None, end=None, place_ids=(), categories=(), hours=None, weekdays=None, bbox=None):
+    """The query filters from the options a command was given (hours and weekdays as typed: 9-17, weekend)."""
+    from citylake.queries import Filters, parse_hours, parse_weekdays
+
+    return Filters(start=start, end=end, place_ids=tuple(place_ids), categories=tuple(categories), hours=parse_hours(hours),
+                   weekdays=parse_weekdays(weekdays), bbox=bbox)

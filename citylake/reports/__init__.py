@@ -1,0 +1,51 @@
+"""District reports as files: computed by ``citylake.analytics.report``, drawn here (figures, HTML, Markdown), above
+analytics and viz."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from citylake.analytics import Analysis
+from citylake.analytics.report import Report, ReportBatch
+from citylake.lake import Lake
+from citylake.reports.figures import figures
+from citylake.reports.render import to_html, to_markdown
+
+
+def write(lake: Lake, report: Report, out: str | Path, /) -> Path:
+    """Write ``report`` as HTML (``.html``) or Markdown (``.md``, figures as PNG files beside it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drawn = figures(lake, report)
+    text = to_markdown(report, drawn, out) if out.suffix.lower() == ".md" else to_html(report, drawn)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def write_reports(lake: Lake, analysis: Analysis, place_ids: Sequence[str], /, *, out: str | Path, single: bool = False,
+                  start: dt.datetime | None = None, end: dt.datetime | None = None, k: int, announce: Callable[[str], None] = print,
+                  engine_name: str = "polars") -> list[Report]:
+    """One report per place: into the file ``out`` when ``single``, else ``out/<place>.html``; what the reports share is
+    computed once."""
+    batch = ReportBatch(lake, analysis, start=start, end=end, k=k, engine_name=engine_name)
+    made = []
+    for place_id in place_ids:
+        report = batch.build(place_id)
+        target = write(lake, report, Path(out) if single else Path(out) / f"{place_id.replace(':', '_')}.html")
+        announce(f"report: {target} — {report.headline['events']} events, {report.headline['sensor_faults']} sensor faults, "
+                 f"{report.headline['hot_cells']} hot cells")
+        made.append(report)
+    return made
+
+
+def write_summary(reports: list[Report], out: str | Path) -> Path:
+    """The machine-readable summary of a batch of reports (JSON)."""
+    out = Path(out)
+    out.write_text(json.dumps({"reports": [r.summary() for r in reports]}, indent=2, default=str) + "\n")
+    return out
+
+
+__all__ = ["Report", "ReportBatch", "write", "write_reports", "write_summary"]
