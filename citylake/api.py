@@ -25,14 +25,19 @@ if TYPE_CHECKING:
     from citylake.analytics.detect import Analysis
     from citylake.ingestion.batch import IngestReport
     from citylake.lake import Lake
+    from citylake.privacy import Policy
+    from citylake.queries import Filters
 
 
-def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None) -> Lake:
-    """Create a lake (or complete a partial one) with the configured resolutions."""
+def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None, policy: Policy | None = None) -> Lake:
+    """Create a lake (or complete a partial one) with the configured resolutions, and give it its pseudonym key and
+    privacy ``policy`` (default: k floor 10, epsilon 1 per day) unless it has them (see ``create_pseudonym_key``)."""
     from citylake.lake import Lake
 
     settings = settings or S.load()
-    return Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"])
+    lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"])
+    create_pseudonym_key(lake, settings=settings, policy=policy)
+    return lake
 
 
 def open_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None) -> Lake:
@@ -43,41 +48,58 @@ def open_lake(path: str | Path | None = None, /, *, settings: S.Settings | None 
     return Lake.open(path or settings["lake"])
 
 
-def create_pseudonym_key(lake: Lake, /, *, settings: S.Settings | None = None) -> Path | None:
-    """Create the pseudonym key file (outside the lake) unless it exists or $CITYLAKE_PSEUDONYM_KEY holds the key."""
-    import os
+def create_pseudonym_key(lake: Lake, /, *, settings: S.Settings | None = None, policy: Policy | None = None) -> Path | None:
+    """A new lake's key (the one in $CITYLAKE_PSEUDONYM_KEY, else a new key file of 32 random bytes, one per lake, outside
+    it) and its privacy policy, recorded with the key's check value in the steward zone. A lake that has a key keeps it.
+    Returns the key file made, if one was."""
+    from citylake.privacy import Policy, establish_key
 
-    from citylake.privacy import KEY_ENV, create_key
-
-    settings = settings or S.load()
-    if os.environ.get(KEY_ENV):
-        return None
-    return create_key(settings["privacy.pseudonym_key_file"], lake_root=lake.root)
+    return establish_key(lake, key_file(lake, settings=settings), policy=(policy or Policy()).checked())
 
 
-def steward_key(*, settings: S.Settings | None = None, doing: str = "this") -> bytes:
-    """The pseudonym key of the settings in force; refuses anyone who does not hold it (``citylake.privacy``)."""
+def key_file(lake: Lake, /, *, settings: S.Settings | None = None) -> Path:
+    """Where this lake's pseudonym key is kept: the setting, else ``~/.config/citylake/keys/<lake id>.key``."""
+    from citylake.privacy import key_file_of
+
+    return key_file_of(lake, (settings or S.load())["privacy.pseudonym_key_file"])
+
+
+def steward_key(lake: Lake, /, *, settings: S.Settings | None = None, doing: str = "this") -> bytes:
+    """The lake's pseudonym key from whoever holds it; refuses anyone else (``citylake.privacy.require_steward``)."""
     from citylake.privacy import require_steward
 
-    return require_steward((settings or S.load())["privacy.pseudonym_key_file"], doing=doing)
+    return require_steward(lake, key_file(lake, settings=settings), doing=doing)
+
+
+def k_for(lake: Lake, asked: int | None = None, /, *, settings: S.Settings | None = None) -> int:
+    """The k of one of the steward's exact people results: the lake's floor, or ``asked`` (the steward's key needed)."""
+    from citylake.privacy import k_for_result
+
+    steward_key(lake, settings=settings, doing="an exact people result")
+    return k_for_result(lake, asked)
 
 
 def connect(lake: Lake, /, *, as_of: str | None = None, settings: S.Settings | None = None) -> duckdb.DuckDBPyConnection:
-    """DuckDB over the lake: spatial and H3 SQL functions, one view per table."""
+    """DuckDB over every table of the lake, raw pings included: the steward's (spatial and H3 SQL functions, one view
+    per table). Analysts use ``sql`` / ``workspace``."""
     from citylake.lake import duckdb_for
 
-    return duckdb_for(lake, as_of=as_of, **_duckdb_options(settings or S.load()))
+    settings = settings or S.load()
+    steward_key(lake, settings=settings, doing="a raw connection to the lake")
+    return duckdb_for(lake, as_of=as_of, **_duckdb_options(settings))
 
 
 def workspace(lake: Lake, /, *, role: str = "analyst", as_of: str | None = None, settings: S.Settings | None = None):
     """The SQL workspace for a role: analysts read-only without personal data; stewards (key holders) everything."""
     from citylake.privacy import STEWARD, check_role
-    from citylake.queries.sandbox import Workspace
+    from citylake.queries.sandbox import Limits, Workspace
 
     settings = settings or S.load()
     if check_role(role) == STEWARD:
-        steward_key(settings=settings, doing="the steward role")
-    return Workspace(lake, role=role, as_of=as_of, **_duckdb_options(settings))
+        steward_key(lake, settings=settings, doing="the steward role")
+    limits = Limits(seconds=settings["sandbox.timeout_seconds"], memory=settings["sandbox.memory_limit"],
+                    threads=settings["sandbox.threads"])
+    return Workspace(lake, role=role, as_of=as_of, limits=limits, **_duckdb_options(settings))
 
 
 def _duckdb_options(settings: S.Settings) -> dict:
@@ -90,10 +112,13 @@ def sql(lake: Lake, query: str, /, *, role: str = "analyst", as_of: str | None =
     return workspace(lake, role=role, as_of=as_of).sql(query)
 
 
-def frame(lake: Lake, table: str, /, *, as_of: int | str | None = None) -> pl.LazyFrame:
-    """A Polars LazyFrame over one table."""
+def frame(lake: Lake, table: str, /, *, as_of: int | str | None = None, settings: S.Settings | None = None) -> pl.LazyFrame:
+    """A Polars LazyFrame over one table; the steward zone's tables (raw pings, stays, quarantine…) need the steward's key."""
     from citylake.lake import scan
+    from citylake.privacy import STEWARD_ONLY_TABLES
 
+    if table in STEWARD_ONLY_TABLES:
+        steward_key(lake, settings=settings, doing=f"reading {table}")
     return scan(lake, table, as_of=as_of)
 
 
@@ -106,7 +131,7 @@ def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None
     from citylake import ingestion
 
     settings = settings or S.load()
-    key = steward_key(settings=settings, doing="ingesting pings")
+    key = steward_key(lake, settings=settings, doing="ingesting pings")
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
     return ingestion.ingest_pings(lake, path, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
                                   batch_rows=settings["ingest.batch_rows"], progress=progress)
@@ -158,19 +183,25 @@ def _mapping(mapping: str | Mapping[str, str] | None, known: tuple[str, ...]) ->
 # --- steward jobs and analysis --------------------------------------------------------------------
 
 
-def publish(lake: Lake, /, *, k: int, engine_name: str = "duckdb", settings: S.Settings | None = None) -> dict[str, int]:
-    """Recompute the k-anonymous aggregates analysts read (reads raw pings: the steward's job)."""
-    from citylake.queries.publish import publish as publish_aggregates
+def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None = None, days: list[dt.date] | None = None,
+            engine_name: str = "polars", settings: S.Settings | None = None, announce: Callable[[str], None] = print) -> dict[str, int]:
+    """Release ``days`` (default: every day with pings) with differential privacy, spending ``epsilon`` and ``delta`` per
+    day (default: the lake's whole budget per day); refused past the budget. Reads raw pings: the steward's job."""
+    from citylake.privacy import read_policy
+    from citylake.queries.release import publish as release
 
-    steward_key(settings=settings, doing="publishing")
-    return publish_aggregates(lake, k=k, engine_name=engine_name)
+    steward_key(lake, settings=settings, doing="publishing")
+    policy = read_policy(lake)
+    epsilon = policy.epsilon_per_day if epsilon is None else epsilon
+    delta = policy.delta_per_day if delta is None else delta
+    return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
 
 
 def save_stays(lake: Lake, stays: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int, settings: S.Settings | None = None) -> int:
     """Write per-device stays as the derived table ``stays`` (steward data: the steward's job); the new version."""
     from citylake.queries import save_stays as write_stays
 
-    steward_key(settings=settings, doing="saving stays")
+    steward_key(lake, settings=settings, doing="saving stays")
     return write_stays(lake, stays, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
 
 
@@ -182,6 +213,7 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     from citylake.analytics import dask_client
 
     settings = settings or S.load()
+    steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
     with dask_client(scheduler or settings["analysis.scheduler"] or None, workers=workers or settings["analysis.workers"],
                      memory_limit=settings["analysis.worker_memory"] or None, announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client)
@@ -196,3 +228,128 @@ def place_ids_of(lake: Lake, category: str, /) -> list[str]:
     if not ids:
         raise BadFilter("category", category, 'no places of this category; see `citylake sql "SELECT DISTINCT category FROM places"`')
     return ids
+
+
+# --- people results, by role: the steward's exact ones, everyone else's from the releases ------------------------
+
+
+def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: str = "1h", res: int | None = None,
+             filters: Filters | None = None, k: int | None = None, engine_name: str = "duckdb", settings: S.Settings | None = None):
+    """Footfall per place (or cell, or category) per bucket: for the steward (the key needed) exact and k-anonymous
+    (``QueryResult``); for anyone else the release, filtered (``Released``)."""
+    from citylake import queries
+    from citylake.queries import released
+
+    filters = filters or queries.Filters()
+    if _steward(lake, role, settings, k):
+        return queries.footfall(lake, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings),
+                                engine_name=engine_name)
+    return released.footfall(lake, by=by, freq=freq, res=res, filters=filters)
+
+
+def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filters | None = None, k: int | None = None,
+       max_gap_s: int = 30 * 60, min_dwell_s: int = 5 * 60, engine_name: str = "duckdb", settings: S.Settings | None = None):
+    """Flows between zones: for the steward exact and k-anonymous between the filters' places; for anyone else the
+    release of flows between districts per day."""
+    from citylake import queries
+    from citylake.queries import released
+
+    filters = filters or queries.Filters()
+    if _steward(lake, role, settings, k):
+        found = queries.stays(lake, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s, engine_name=engine_name)
+        return queries.od(found, freq=freq, k=k_for(lake, k, settings=settings), engine_name=engine_name)
+    if freq != "1d" or set(filters.categories) - {"district"}:
+        raise queries.BadFilter("od", f"{freq}, {', '.join(filters.categories)}", "flows are released between districts per day; "
+                                f"use --category district --freq 1d (or {released.STEWARD_HINT})")
+    return released.od(lake, filters=queries.Filters(start=filters.start, end=filters.end, place_ids=filters.place_ids))
+
+
+def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, freq: str = "1h", filters: Filters | None = None,
+            k: int | None = None, engine_name: str = "duckdb", settings: S.Settings | None = None):
+    """Each place's footfall beside its nearby sensors' readings, from the steward's exact footfall or the release."""
+    from citylake import queries
+    from citylake.queries import released
+
+    filters = filters or queries.Filters()
+    if _steward(lake, role, settings, k):
+        return queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, k=k_for(lake, k, settings=settings),
+                               engine_name=engine_name)
+    hourly = released.footfall(lake, by="place", freq=freq, filters=filters)
+    table = queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name,
+                            hourly=queries.QueryResult(hourly.table, 0, 0, "release")).table
+    return released.Released(table, hourly.source)
+
+
+def conditions(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, filters: Filters | None = None, k: int | None = None,
+               engine_name: str = "duckdb", settings: S.Settings | None = None) -> pl.DataFrame:
+    """What sensors near each place read in its busy hours, the busy hours taken from the steward's exact footfall or
+    from the release."""
+    from citylake import queries
+    from citylake.queries import released
+
+    filters = filters or queries.Filters()
+    if _steward(lake, role, settings, k):
+        return queries.conditions(lake, radius_m=radius_m, filters=filters, k=k_for(lake, k, settings=settings), engine_name=engine_name)
+    hourly = released.footfall(lake, by="place", freq="1h", filters=filters)
+    return queries.conditions(lake, radius_m=radius_m, filters=filters, engine_name=engine_name,
+                              hourly=queries.QueryResult(hourly.table, 0, 0, "release"))
+
+
+def require_steward_role(lake: Lake, role: str, /, *, doing: str, settings: S.Settings | None = None) -> None:
+    """For what only the steward does (per-device stays, stay points, reports on raw pings): refuses the analyst role."""
+    from citylake.privacy import STEWARD, Refused, check_role
+
+    if check_role(role) != STEWARD:
+        raise Refused(f"{doing} reads per-device data and is not released; it is the steward's: --role steward, with the lake's key")
+    steward_key(lake, settings=settings, doing=doing)
+
+
+def _steward(lake: Lake, role: str, settings: S.Settings | None, k: int | None) -> bool:
+    """Whether ``role`` is the (verified) steward; an analyst's --k is refused (a release's threshold is the steward's)."""
+    from citylake.privacy import STEWARD, Refused, check_role
+
+    if check_role(role) == STEWARD:
+        steward_key(lake, settings=settings, doing="the steward role")
+        return True
+    if k is not None:
+        raise Refused("--k sets the k of the steward's exact results; analysts read releases, whose threshold the steward sets "
+                      "(pass --role steward with the lake's key)")
+    return False
+
+
+# --- the steward's privacy administration ---------------------------------------------------------------
+
+
+def privacy_status(lake: Lake, /, *, settings: S.Settings | None = None) -> tuple[dict, pl.DataFrame]:
+    """The lake's policy (without its check values) and the budget spent per day so far."""
+    import dataclasses
+
+    import polars as pl
+
+    from citylake.lake import scan
+    from citylake.privacy import read_policy
+
+    steward_key(lake, settings=settings, doing="reading the privacy policy")
+    policy = read_policy(lake)
+    shown = {k: v for k, v in dataclasses.asdict(policy).items() if k not in ("epochs", "pending")}
+    shown["key_epoch"] = policy.epoch
+    spent = (scan(lake, "privacy_ledger").group_by("day").agg(pl.col("epsilon").sum(), pl.col("delta").sum(),
+                                                             pl.col("release_id").n_unique().alias("releases")).sort("day").collect())
+    return shown, spent
+
+
+def change_policy(lake: Lake, /, *, settings: S.Settings | None = None, **values) -> dict:
+    """Change some of the lake's policy values (the steward's); returns the values changed."""
+    from citylake.privacy import read_policy, write_policy
+
+    steward_key(lake, settings=settings, doing="changing the privacy policy")
+    chosen = {name: value for name, value in values.items() if value is not None}
+    write_policy(lake, read_policy(lake).changed(**chosen))
+    return chosen
+
+
+def rotate_key(lake: Lake, /, *, settings: S.Settings | None = None) -> int:
+    """A new pseudonym key for the lake (a new epoch); returns the epoch."""
+    from citylake.privacy import rotate_key as rotate
+
+    return rotate(lake, key_file(lake, settings=settings))

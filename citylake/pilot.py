@@ -14,7 +14,6 @@ from pathlib import Path
 
 from citylake import api
 from citylake import settings as S
-from citylake.privacy import DEFAULT_K
 from citylake.queries import BadFilter
 
 
@@ -33,10 +32,11 @@ class Pilot:
         return "-".join(self.name.lower().split())
 
 
-def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = None, k: int = DEFAULT_K,
+def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = None, k: int | None = None,
               start: dt.datetime | None = None, end: dt.datetime | None = None, scheduler: str | None = None,
               workers: int | None = None, announce: Callable[[str], None] = print) -> Path:
-    """Load ``area`` into the lake of ``settings`` (made if missing) and write its first report to ``out``."""
+    """Load ``area`` into the lake of ``settings`` (made if missing, with its key: the pilot is its steward) and write its
+    first report to ``out`` (k: the lake's floor unless given)."""
     from citylake.reports import write_reports
 
     settings = settings or S.load()
@@ -45,7 +45,8 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
         announce(f"pilot: {label}: {step().line()}")
     place_id = _boundary_place_id(lake, area)
     analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, announce=announce)
-    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=k, announce=announce)
+    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=api.k_for(lake, k, settings=settings),
+                  announce=announce)
     return Path(out)
 
 

@@ -24,7 +24,6 @@ DEFAULT_PARTITION_RES = 5  # lake.lake
 DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"  # lake.engines
 DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
 COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
-DEFAULT_K = 10  # privacy.roles
 
 
 class SettingError(CitylakeError, ValueError):
@@ -95,9 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "privacy.pseudonym_key_file",
-        str(Path("~/.config/citylake/pseudonym.key")),
-        "Key for device-id pseudonyms (HMAC-SHA256); created by `citylake init`, never inside the lake. "
-        "$CITYLAKE_PSEUDONYM_KEY, if set, is the key itself and wins.",
+        "",
+        "The lake's pseudonym key (HMAC-SHA256, 32 random bytes), made by `citylake init`, never inside the lake; empty: "
+        "~/.config/citylake/keys/<lake id>.key, one per lake. $CITYLAKE_PSEUDONYM_KEY, if set, is the key itself.",
         _text,
     ),
     Setting("ingest.batch_rows", DEFAULT_BATCH_ROWS, "Rows per ingestion commit; larger files stream in batches of this many.",
@@ -105,8 +104,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
     Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
     Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),
-    Setting("privacy.k_anonymity", DEFAULT_K, "Groups about people with fewer distinct devices than this are withheld from "
-            "every result, report and map.", _positive_int),
+    Setting("sandbox.timeout_seconds", 60, "An analyst's SQL statement running longer than this is cancelled.", _positive_int),
+    Setting("sandbox.memory_limit", "2GB", "Memory one analyst's SQL workspace may use, e.g. '2GB'.", _text),
+    Setting("sandbox.threads", 2, "Threads one analyst's SQL workspace may use.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
     Setting("analysis.scheduler", "", "Dask scheduler address (tcp://HOST:PORT) for `citylake report`, `pilot` and "

@@ -7,7 +7,10 @@ killed mid-write leaves only files no commit names (``vacuum`` removes them).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +37,32 @@ DEFAULT_CELL_RES = 11
 # partitions per day, so files stay large; measured against res 4 and 6 in `make bench`.
 DEFAULT_PARTITION_RES = 5
 MARKER = "citylake.json"
-TABLES_DIR = "tables"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tables live in zones (steward/, tables/, releases/); 1 kept every table in tables/
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A directory of tables and who may read it: the steward zone is its owner's alone (0700, files 0600); the shared
+    and release zones are readable by every OS user who can reach the lake (0755, files 0644)."""
+    directory: str
+    mode: int
+    umask: int
+
+
+ZONES = {"steward": Zone("steward", 0o700, 0o077), "shared": Zone("tables", 0o755, 0o022), "release": Zone("releases", 0o755, 0o022)}
+
+
+def _in_zone(method):
+    """Run a write with the umask of its table's zone, so every file and log entry it creates gets the zone's mode.
+    (The umask is the process's: citylake writes one table at a time.)"""
+    @functools.wraps(method)
+    def write(self, name, *args, **kwargs):
+        previous = os.umask(ZONES[self.spec(name).zone].umask)
+        try:
+            return method(self, name, *args, **kwargs)
+        finally:
+            os.umask(previous)
+    return write
 
 
 @dataclass(frozen=True)
@@ -51,10 +78,11 @@ class TableStats:
 class Lake:
     """A citylake lake rooted at a directory. Open one with ``Lake.open`` or ``Lake.init``."""
 
-    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int) -> None:
+    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int, lake_id: str = "") -> None:
         self.root = Path(root)
         self.cell_res = check_resolution(cell_res)
         self.partition_res = check_resolution(partition_res)
+        self.lake_id = lake_id  # random, made with the lake: names its pseudonym key file, so no two lakes share a key
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -69,17 +97,16 @@ class Lake:
         root = Path(root)
         marker = root / MARKER
         if marker.exists():
-            lake = cls.open(root)
-        else:
-            if partition_res >= cell_res:
-                raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
-            lake = cls(root, cell_res=cell_res, partition_res=partition_res)
-        (root / TABLES_DIR).mkdir(parents=True, exist_ok=True)
-        for spec in TABLES.values():
-            lake._create_table(spec)
-        if not marker.exists():
-            facts = {"format": FORMAT_VERSION, "cell_res": lake.cell_res, "partition_res": lake.partition_res}
-            marker.write_text(json.dumps(facts, indent=2) + "\n")
+            return cls.open(root)
+        if partition_res >= cell_res:
+            raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
+        lake = cls(root, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8))
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)
+        lake._make_zones()
+        facts = {"format": FORMAT_VERSION, "lake_id": lake.lake_id, "cell_res": lake.cell_res, "partition_res": lake.partition_res}
+        marker.write_text(json.dumps(facts, indent=2) + "\n")
+        os.chmod(marker, 0o644)
         return lake
 
     @classmethod
@@ -89,13 +116,40 @@ class Lake:
         if not marker.is_file():
             raise LakeNotFound(str(root))
         facts = json.loads(marker.read_text())
-        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"])
-        for spec in TABLES.values():  # a lake made by an older citylake gains the tables added since
-            lake._create_table(spec)
+        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""))
+        if facts.get("format", 1) < FORMAT_VERSION and os.access(root, os.W_OK):
+            lake._upgrade(facts)
+        if os.access(root, os.W_OK):  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
+            lake._make_zones()
         return lake
 
-    def _create_table(self, spec: TableSpec) -> None:
-        path = self.path(spec.name)
+    def _make_zones(self) -> None:
+        for zone in ZONES.values():
+            path = self.root / zone.directory
+            path.mkdir(exist_ok=True)
+            os.chmod(path, zone.mode)
+        for spec in TABLES.values():
+            self._create_table(spec.name)
+
+    def _upgrade(self, facts: dict) -> None:
+        """A format-1 lake (every table in tables/) gets its zones: people data, raw input and bookkeeping move to the
+        steward's 0700 directory, releases to releases/; a Delta table's files are relative to it, so a move is a rename."""
+        for spec in TABLES.values():
+            old, new = self.root / ZONES["shared"].directory / spec.name, self.path(spec.name)
+            if spec.zone != "shared" and old.is_dir() and not new.exists():
+                new.parent.mkdir(exist_ok=True)
+                old.rename(new)
+        steward = self.root / ZONES["steward"].directory
+        for path in [steward, *steward.rglob("*")]:
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        self.lake_id = facts.get("lake_id") or secrets.token_hex(8)
+        facts = {**facts, "format": FORMAT_VERSION, "lake_id": self.lake_id}
+        (self.root / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
+
+    @_in_zone
+    def _create_table(self, name: str) -> None:
+        spec = self.spec(name)
+        path = self.path(name)
         if deltalake.DeltaTable.is_deltatable(str(path)):
             return
         deltalake.DeltaTable.create(
@@ -118,8 +172,16 @@ class Lake:
             raise UnknownTable(name, self.names) from None
 
     def path(self, name: str) -> Path:
-        self.spec(name)
-        return self.root / TABLES_DIR / name
+        return self.root / ZONES[self.spec(name).zone].directory / name
+
+    def readable(self, name: str) -> bool:
+        """Whether this process may read the table (the steward zone is its owner's alone)."""
+        return os.access(self.path(name).parent, os.R_OK | os.X_OK)
+
+    @property
+    def steward_dir(self) -> Path:
+        """The steward zone's directory: also holds the lake's privacy policy."""
+        return self.root / ZONES["steward"].directory
 
     def _delta(self, name: str) -> deltalake.DeltaTable:
         """The table's latest version, as delta-rs opens it."""
@@ -208,6 +270,7 @@ class Lake:
         rows = self.conform(name, data, schema=table.schema().to_arrow())
         return self._commit(name, table, rows, mode="overwrite" if mode == "overwrite" else "append", metadata=metadata)
 
+    @_in_zone
     def _commit(
         self,
         name: str,
@@ -288,6 +351,7 @@ class Lake:
             existing = existing.filter(pl.col(column).is_between(rows[column].min(), rows[column].max()))
         return existing.select(keys).join(rows.lazy().select(keys), on=keys, how="semi", nulls_equal=True).collect(engine="streaming")
 
+    @_in_zone
     def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
         """Insert new rows and replace rows with the same key (registries: places, sensors).
 
@@ -334,6 +398,7 @@ class Lake:
         rows = rows.drop_columns([c for c in (PARTITION_CELL, PARTITION_DATE) if c in rows.column_names])
         return rows.append_column(PARTITION_CELL, pa.array(parents)).append_column(PARTITION_DATE, pa.array(dates, pa.date32()))
 
+    @_in_zone
     def replace_keys(self, name: str, data: Any, /, *, column: str, values: list[str]) -> int:
         """Make the rows whose ``column`` is in ``values`` exactly ``data``, in one commit.
 
@@ -356,16 +421,36 @@ class Lake:
         )
         return table.version()
 
+    @_in_zone
+    def replace_where(self, name: str, data: Any, /, *, predicate: str, metadata: dict[str, str] | None = None) -> int:
+        """Make the rows matching ``predicate`` (SQL, e.g. ``bucket >= '…' AND bucket < '…'``) exactly ``data``, in one
+        commit; returns the new version."""
+        table = self._delta(name)
+        rows = self.conform(name, data, schema=table.schema().to_arrow())
+        deltalake.write_deltalake(
+            table, rows, mode="overwrite", predicate=predicate, writer_properties=_writer_properties(self.spec(name)),
+            commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
+        )
+        return deltalake.DeltaTable(table.table_uri).version()
+
+    @_in_zone
+    def forget_superseded(self, name: str, /) -> list[str]:
+        """Delete every file the latest version does not need, now: earlier versions become unreadable (a replaced
+        release must not stay readable through time travel). Returns the files removed."""
+        return self._delta(name).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+
     # -- maintenance ----------------------------------------------------------------------
     def history(self, name: str, /, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits of a table, newest first: version, time, operation and its metrics."""
         return self._delta(name).history(limit)
 
+    @_in_zone
     def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
         """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
         table = self._delta(name)
         return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
+    @_in_zone
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
 
@@ -376,6 +461,7 @@ class Lake:
         table = self._delta(name)
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True)
 
+    @_in_zone
     def add_column(self, name: str, column: str, type_: str, /) -> int:
         """Add a nullable column (schema evolution); existing rows read it as NULL."""
         table = self._delta(name)

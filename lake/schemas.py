@@ -29,6 +29,7 @@ class TableSpec:
     sort_by: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # rows with equal key are the same row: reruns must not add it twice
     people: bool = False  # holds data about people: raw rows for the steward role only
+    zone: str = "shared"  # steward (raw people data, raw input, bookkeeping), shared (registries, readings), release (DP releases)
     cell_columns: tuple[str, ...] = field(default=("h3_cell",))
     compression: str = "SNAPPY"  # of its Parquet pages, after dictionary and run-length encoding
 
@@ -132,6 +133,7 @@ TABLES: dict[str, TableSpec] = {
             sort_by=("h3_cell", "ts"),
             key=("device_id", "ts", "lat", "lon"),
             people=True,
+            zone="steward",
             # Every query reads it whole. Dictionaries already shrink what repeats (devices, cells, times); on top of
             # them Snappy saved 11-13% of the bytes and doubled the time to read them (10M pings: 0.10 -> 0.21 s).
             compression="UNCOMPRESSED",
@@ -152,6 +154,7 @@ TABLES: dict[str, TableSpec] = {
             "Derived: stays of devices in places (runs of consecutive pings inside a place), with the parameters that made them.",
             key=("device_id", "place_id", "start", "max_gap_s", "min_dwell_s"),
             people=True,
+            zone="steward",
             cell_columns=(),
         ),
         TableSpec(
@@ -161,28 +164,29 @@ TABLES: dict[str, TableSpec] = {
                 _f("name", pa.string()),
                 _f("category", pa.string(), False),
                 _f("bucket", TIMESTAMP, False),
-                _f("pings", pa.int64(), False),
                 _f("devices", pa.int64(), False),
-                _f("k", pa.int64(), False),
+                _f("release_id", pa.string(), False),
                 _f("computed_at", TIMESTAMP, False),
             ),
-            "Published aggregate: pings and distinct devices per place per hour, only groups of at least k devices.",
+            "Release: distinct devices per place per hour with differentially private noise; rows under the release's threshold "
+            "are not shown (see the releases table for epsilon, bounds and threshold).",
             key=("place_id", "bucket"),
             cell_columns=(),
+            zone="release",
         ),
         TableSpec(
             "footfall_cells_hourly",
             (
                 _f("h3_cell", pa.int64(), False),
                 _f("bucket", TIMESTAMP, False),
-                _f("pings", pa.int64(), False),
                 _f("devices", pa.int64(), False),
-                _f("k", pa.int64(), False),
+                _f("release_id", pa.string(), False),
                 _f("computed_at", TIMESTAMP, False),
             ),
-            "Published aggregate: pings and distinct devices per H3 cell (resolution 9) per hour, groups of at least k devices.",
+            "Release: distinct devices per H3 cell (the release's cell resolution) per hour with differentially private noise.",
             key=("h3_cell", "bucket"),
             cell_columns=(),
+            zone="release",
         ),
         TableSpec(
             "od_daily",
@@ -190,14 +194,48 @@ TABLES: dict[str, TableSpec] = {
                 _f("origin", pa.string(), False),
                 _f("destination", pa.string(), False),
                 _f("bucket", TIMESTAMP, False),
-                _f("trips", pa.int64(), False),
                 _f("devices", pa.int64(), False),
-                _f("k", pa.int64(), False),
+                _f("release_id", pa.string(), False),
                 _f("computed_at", TIMESTAMP, False),
             ),
-            "Published aggregate: trips between districts per day (consecutive stays), groups of at least k devices.",
+            "Release: devices that travelled between two districts (consecutive stays) per day, with differentially private noise.",
             key=("origin", "destination", "bucket"),
             cell_columns=(),
+            zone="release",
+        ),
+        TableSpec(
+            "releases",
+            (
+                _f("release_id", pa.string(), False),
+                _f("day", pa.date32(), False),
+                _f("table_name", pa.string(), False),
+                _f("mechanism", pa.string(), False),
+                _f("epsilon", pa.float64(), False),
+                _f("delta", pa.float64(), False),
+                _f("noise_scale", pa.float64(), False),
+                _f("bounds", pa.string(), False),
+                _f("threshold", pa.int64(), False),
+                _f("computed_at", TIMESTAMP, False),
+            ),
+            "What each release of each day is: its mechanism, epsilon and delta, noise scale, contribution bounds and threshold.",
+            key=("day", "table_name"),
+            cell_columns=(),
+            zone="release",
+        ),
+        TableSpec(
+            "privacy_ledger",
+            (
+                _f("release_id", pa.string(), False),
+                _f("day", pa.date32(), False),
+                _f("table_name", pa.string(), False),
+                _f("epsilon", pa.float64(), False),
+                _f("delta", pa.float64(), False),
+                _f("recorded_at", TIMESTAMP, False),
+            ),
+            "The privacy budget spent: one row per release of one table and day, kept when a release is replaced (it was seen).",
+            key=("release_id", "day", "table_name"),
+            cell_columns=(),
+            zone="steward",
         ),
         TableSpec(
             "quarantine",
@@ -210,9 +248,10 @@ TABLES: dict[str, TableSpec] = {
                 _f("reason", pa.string(), False),
                 _f("quarantined_at", TIMESTAMP, False),
             ),
-            "Every rejected input row with its source, position, raw text and the reason.",
+            "Every rejected input row with its source, position, raw text (device ids pseudonymised) and the reason.",
             key=("batch_id", "row_number"),
             cell_columns=(),
+            zone="steward",
         ),
         TableSpec(
             "batches",
@@ -232,6 +271,7 @@ TABLES: dict[str, TableSpec] = {
             "One row per ingestion run and chunk: source fingerprint, row counts and the commit version.",
             key=("batch_id", "started_at"),
             cell_columns=(),
+            zone="steward",  # input file paths
         ),
     )
 }

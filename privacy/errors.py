@@ -25,3 +25,9 @@ class BadKeyFile(PrivacyError, ValueError):
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         super().__init__(f"privacy.pseudonym_key_file {path!r}: {why}")
+
+
+class BadPolicy(PrivacyError, ValueError):
+    def __init__(self, name: str, value: object, why: str) -> None:
+        self.name, self.value = name, value
+        super().__init__(f"privacy policy {name} = {value!r}: {why}")

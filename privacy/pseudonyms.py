@@ -18,6 +18,7 @@ from citylake.privacy.errors import BadKeyFile, NoPseudonymKey
 
 KEY_ENV = "CITYLAKE_PSEUDONYM_KEY"
 KEY_BYTES = 32  # a full SHA-256 block of entropy
+MIN_KEY_BYTES = 32  # a key given in $CITYLAKE_PSEUDONYM_KEY must be at least this long (made keys are 64 hex digits)
 
 
 def create_key(key_file: str | Path, /, *, lake_root: str | Path | None = None) -> Path:
@@ -26,22 +27,37 @@ def create_key(key_file: str | Path, /, *, lake_root: str | Path | None = None) 
     if lake_root is not None and _inside(path, Path(lake_root)):
         raise BadKeyFile(str(path), "the key must live outside the lake directory; choose a path outside it")
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+        write_key_file(path, new_key())
     return path
 
 
+def new_key() -> bytes:
+    """A fresh key: 32 random bytes, as 64 hex digits."""
+    return secrets.token_hex(KEY_BYTES).encode()
+
+
+def write_key_file(path: Path, key: bytes, /) -> None:
+    """``key`` into a new file at ``path``, readable by its owner only (refuses to overwrite)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.decode() + "\n")
+
+
 def load_key(key_file: str | Path, /, *, env: Mapping[str, str] | None = None) -> bytes:
-    """The key from $CITYLAKE_PSEUDONYM_KEY, else from the key file."""
+    """The key from $CITYLAKE_PSEUDONYM_KEY, else from the key file; refuses a key shorter than MIN_KEY_BYTES."""
     env = os.environ if env is None else env
     if env.get(KEY_ENV):
-        return env[KEY_ENV].encode()
-    path = Path(key_file).expanduser()
-    if not path.is_file():
-        raise NoPseudonymKey(str(path))
-    return path.read_text().strip().encode()
+        key, where = env[KEY_ENV].encode(), f"${KEY_ENV}"
+    else:
+        path = Path(key_file).expanduser()
+        if not path.is_file():
+            raise NoPseudonymKey(str(path))
+        key, where = path.read_bytes().strip(), str(path)
+    if len(key) < MIN_KEY_BYTES:
+        raise BadKeyFile(where, f"a pseudonym key is at least {MIN_KEY_BYTES} bytes ({len(key)} given); `citylake init` makes one "
+                                "of 32 random bytes")
+    return key
 
 
 def pseudonym(raw_id: str, key: bytes) -> int:

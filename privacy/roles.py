@@ -1,24 +1,18 @@
-"""Roles and the k floor: the one place that decides who is the steward and how small a group about people
-may be shown.
-
-The steward is whoever holds the pseudonym key; everyone else is an analyst, who reads the shareable tables
-and people data only as k-anonymous aggregates.
-"""
+"""Roles: the steward (whoever holds the lake's pseudonym key: ``privacy.keys.require_steward``) reads everything and
+gets exact, k-anonymous people results; everyone else is an analyst, who reads the shared tables and people data only
+as differentially private releases."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from citylake.lake import TABLES
-from citylake.privacy.errors import NoPseudonymKey, Refused
-from citylake.privacy.pseudonyms import load_key
+from citylake.lake import TABLES, Lake
+from citylake.privacy.errors import Refused
+from citylake.privacy.policy import DEFAULT_K, read_policy
 
 ANALYST = "analyst"
 STEWARD = "steward"
 ROLES = (ANALYST, STEWARD)
-DEFAULT_K = 10  # groups of fewer than 10 distinct devices are never shown to anyone but the steward
-# Tables about people (raw pings, stays) or holding raw input text (quarantine) are for the steward only.
-STEWARD_ONLY_TABLES = tuple(name for name, spec in TABLES.items() if spec.people) + ("quarantine",)
+# The steward zone: raw pings, stays, the quarantine's raw input, the batches' file paths, the privacy ledger.
+STEWARD_ONLY_TABLES = tuple(name for name, spec in TABLES.items() if spec.zone == "steward")
 
 
 def check_role(role: str) -> str:
@@ -27,17 +21,11 @@ def check_role(role: str) -> str:
     return role
 
 
-def require_steward(key_file: str | Path, /, *, doing: str = "this") -> bytes:
-    """The pseudonym key, which makes its holder the steward; refuses anyone without it, saying what needed it."""
-    try:
-        return load_key(key_file)
-    except NoPseudonymKey as missing:
-        raise Refused(f"{doing} is for the steward, who holds the pseudonym key: {missing}") from None
-
-
-def k_for_result(asked: int | None, /, *, floor: int, key_file: str | Path) -> int:
-    """The k for one result about people: the lake's floor, or ``asked`` when higher; only the steward may go lower."""
-    if asked is None or asked >= floor:
-        return floor if asked is None else asked
-    require_steward(key_file, doing=f"k = {asked}, below the lake's k-anonymity ({floor}),")
-    return asked
+def k_for_result(lake: Lake, asked: int | None, /) -> int:
+    """The k of one of the steward's exact people results: the lake's floor, or ``asked`` (the steward may go lower).
+    Call it after ``require_steward``: the floor lives in the steward zone."""
+    policy = read_policy(lake)
+    floor = policy.k_floor if policy else DEFAULT_K
+    if asked is not None and asked < 1:
+        raise Refused(f"k = {asked}: k-anonymity needs k >= 1")
+    return floor if asked is None else asked

@@ -134,16 +134,22 @@ def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K
 def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
     """Trips between consecutive stays of each device in different places, per (origin, destination, bucket of departure):
     trips and distinct devices; k-anonymous. Choose the zones with the stays' filters (e.g. categories=("district",))."""
-    from citylake.h3_index import polars_expr as X
-
-    ordered = stays_frame.sort("device_id", "start", "place_id")
-    trips = ordered.with_columns(pl.col("place_id").shift(-1).over("device_id").alias("destination"),
-                                 pl.col("start").shift(-1).over("device_id").alias("arrival"))
-    trips = trips.filter(pl.col("destination").is_not_null() & (pl.col("destination") != pl.col("place_id")))
-    flows = (trips.group_by(pl.col("place_id").alias("origin"), "destination", X.time_bucket("end", check_freq(freq)).alias("bucket"))
+    flows = (trips(stays_frame, freq=freq).group_by("origin", "destination", "bucket")
              .agg(pl.len().cast(pl.Int64).alias("trips"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"))
              .sort("origin", "destination", "bucket"))
     return private_result(flows, k=k, engine=engine_name)
+
+
+def trips(stays_frame: pl.DataFrame, /, *, freq: str = "1d") -> pl.DataFrame:
+    """device_id, origin, destination, bucket (of departure): each move between consecutive stays of a device in different
+    places. Per device: for the steward, and for releases, which bound how many a device adds."""
+    from citylake.h3_index import polars_expr as X
+
+    ordered = stays_frame.sort("device_id", "start", "place_id")
+    moves = ordered.with_columns(pl.col("place_id").shift(-1).over("device_id").alias("destination"))
+    moves = moves.filter(pl.col("destination").is_not_null() & (pl.col("destination") != pl.col("place_id")))
+    departure = X.time_bucket("end", check_freq(freq)).alias("bucket")
+    return moves.select("device_id", pl.col("place_id").alias("origin"), "destination", departure)
 
 
 def conditions(
@@ -170,14 +176,14 @@ def conditions(
 
 def profile(
     lake: Lake, /, *, radius_m: float = 300.0, freq: str = "1h", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
-    engine_name: str = "duckdb",
+    engine_name: str = "duckdb", hourly: QueryResult | None = None,
 ) -> QueryResult:
     """People–things–places: each place's footfall per bucket beside the mean reading of every metric of the
     sensors within ``radius_m`` (one column per metric), the table to plot one against the other. k-anonymous:
-    a bucket whose footfall is withheld is absent."""
+    a bucket whose footfall is withheld is absent. ``hourly``: the places' footfall per ``freq``, when the caller has it."""
     from citylake.queries.near import readings_near
 
-    people = footfall(lake, by="place", freq=freq, filters=filters, k=k, engine_name=engine_name)
+    people = hourly or footfall(lake, by="place", freq=freq, filters=filters, k=k, engine_name=engine_name)
     readings = readings_near(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name)
     wide = readings.pivot(on="metric", index=["place_id", "bucket"], values="mean", sort_columns=True) if readings.height else None
     table = pl.from_arrow(people.table)
@@ -232,6 +238,6 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 __all__ = [
     "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
-    "footfall", "footfalls", "od", "od_cells", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
+    "footfall", "footfalls", "od", "od_cells", "trips", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
     "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K",
 ]

@@ -44,6 +44,11 @@ class Engine(Protocol):
         """device_id, ts, lat, lon of the pings the filters select (the steward's raw rows)."""
         ...
 
+    def presence(self, *, filters: Filters) -> pl.DataFrame:
+        """device_id, place_id, bucket: each hour a device had a ping inside a selected polygonal place, once (what a
+        release bounds and counts)."""
+        ...
+
     def readings(self, *, sensor_ids: list[str], freq: str, filters: Filters) -> pl.DataFrame:
         """sensor_id, metric, bucket, readings, mean, min, max of these sensors' readings per time bucket."""
         ...

@@ -36,6 +36,10 @@ class DuckDBEngine:
                       FROM ({hits}) p GROUP BY ALL"""
         return self.con.execute(sql).pl()
 
+    def presence(self, *, filters: Filters) -> pl.DataFrame:
+        sql = f"SELECT DISTINCT device_id, place_id, time_bucket_of(ts, '1h') AS bucket FROM ({self._hits_sql(filters)}) p"
+        return self.con.execute(sql).pl()
+
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return self.con.execute(f"SELECT device_id, ts, lat, lon FROM pings p WHERE {filters.ping_sql('p')}").pl()
 

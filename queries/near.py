@@ -145,9 +145,9 @@ def readings_near(
 
 
 def busy_hours(footfall_table: pl.DataFrame, /, *, share: float = 0.5) -> pl.DataFrame:
-    """place_id, hour: the hours of day (UTC) when a place's mean hourly pings reach ``share`` of its busiest hour.
-    Takes a k-anonymous hourly footfall result, so it reveals nothing footfall does not."""
-    per_hour = (footfall_table.group_by("place_id", pl.col("bucket").dt.hour().alias("hour")).agg(pl.col("pings").mean().alias("mean"))
+    """place_id, hour: the hours of day (UTC) when a place's mean hourly devices reach ``share`` of its busiest hour.
+    Takes a k-anonymous hourly footfall result or a release, so it reveals nothing they do not."""
+    per_hour = (footfall_table.group_by("place_id", pl.col("bucket").dt.hour().alias("hour")).agg(pl.col("devices").mean().alias("mean"))
                 .with_columns(pl.col("mean").max().over("place_id").alias("peak")))
     busy = per_hour.filter(pl.col("mean") >= share * pl.col("peak"))
     return busy.select("place_id", pl.col("hour").cast(pl.Int8)).sort("place_id", "hour")

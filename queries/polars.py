@@ -45,6 +45,12 @@ class PolarsEngine:
         per_category = once.group_by("_category", bucket).agg(*counts).collect(engine=STREAMING)
         return per_category.join(categories, on="_category").select("category", "bucket", "pings", "devices")
 
+    def presence(self, *, filters: Filters) -> pl.DataFrame:
+        pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
+        hits, places = self._hits(pings, filters)
+        hours = hits.select("device_id", PLACE, X.time_bucket("ts", "1h").alias("bucket")).unique().collect(engine=STREAMING)
+        return hours.join(places.select(PLACE, "place_id"), on=PLACE).select("device_id", "place_id", "bucket")
+
     def pings(self, *, filters: Filters) -> pl.DataFrame:
         return scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon").collect()
 

@@ -1,62 +1,150 @@
-"""The analyst SQL workspace: DuckDB that sees the shareable tables and nothing else.
+"""The analyst SQL workspace: DuckDB that sees the shared tables and the releases, and nothing else.
 
-Two locks, each enough for what it guards:
-- DuckDB's own: only the shareable tables' directories may be read (``allowed_directories``),
-  every other file access is off (``enable_external_access = false``) and the configuration
-  is locked, so no statement can reopen it. Raw pings and the quarantine (which holds raw
-  input text) are not among them: not as views, not through ``read_parquet`` on their path.
-- Ours: only SELECT and EXPLAIN statements run, so nothing is written, attached, installed,
-  loaded or set — DuckDB would still let COPY write *into* an allowed directory.
+Three locks, each enough for what it guards:
+- No files at all: the tables are handed to DuckDB as Arrow datasets read through the Delta log (the latest release;
+  shared tables as of a time if asked), and the connection runs with ``enable_external_access = false`` and a locked
+  configuration. No path is in the catalog, so none can appear in a plan, an error or a setting an analyst can read.
+- Ours, before anything runs: only SELECT statements, and EXPLAIN of a SELECT (never EXPLAIN ANALYZE, which runs
+  what it explains); no table function but ``range``/``generate_series``/``unnest`` (so no ``delta_scan``,
+  ``read_parquet``, ``duckdb_settings()``); no catalog schemas or system tables; no ``current_setting``.
+- Limits: every statement runs under a time limit (then it is cancelled), with a memory limit and a thread cap.
 
-The steward role (whoever holds the pseudonym key; ``citylake.privacy`` decides) gets a plain connection that sees everything.
+The steward role (whoever holds the lake's pseudonym key; ``citylake.privacy`` decides) gets a plain connection that
+sees every table.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+from dataclasses import dataclass
+
 import duckdb
+import pyarrow as pa
 
-from citylake.lake import Lake, connect, create_views, duckdb_for
-from citylake.privacy import ANALYST, STEWARD, Refused, check_role
-from citylake.privacy import STEWARD_ONLY_TABLES as HIDDEN_FROM_ANALYSTS
+from citylake.lake import TABLES, Lake, connect, duckdb_for
+from citylake.privacy import ANALYST, STEWARD, STEWARD_ONLY_TABLES, Refused, check_role
+from citylake.queries.errors import QueryError
 
-READ_ONLY = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
-__all__ = ["Refused", "Workspace"]
+HIDDEN_FROM_ANALYSTS = STEWARD_ONLY_TABLES
+TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}  # make rows from their arguments; read nothing
+HIDDEN_FUNCTIONS = {"current_setting", "getvariable"}  # show the connection's settings, which name directories
+HIDDEN_SCHEMAS = {"information_schema", "pg_catalog", "system", "temp"}
+SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_")
+COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+EXPLAINED = re.compile(r"^\s*explain\s+(?P<inner>(select|with|from)\b.*)$", re.S | re.I)
+__all__ = ["Limits", "QueryCancelled", "Refused", "Workspace"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one analyst statement may use (settings sandbox.*)."""
+    seconds: float = 60.0
+    memory: str = "2GB"
+    threads: int = 2
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class QueryCancelled(QueryError, TimeoutError):
+    """A statement that outran the workspace's time limit."""
 
 
 class Workspace:
-    """SQL over the lake for one role. Use ``Workspace(lake).sql("SELECT …")``."""
+    """SQL over the lake for one role. Use ``Workspace(lake).query("SELECT …")`` (an Arrow table)."""
 
-    def __init__(self, lake: Lake, /, *, role: str = ANALYST, as_of: str | None = None, **connect_options: object) -> None:
-        self.lake, self.role = lake, check_role(role)
+    def __init__(self, lake: Lake, /, *, role: str = ANALYST, as_of: str | None = None, limits: Limits = DEFAULT_LIMITS,
+                 **connect_options: object) -> None:
+        self.lake, self.role, self.limits = lake, check_role(role), limits
         if role == STEWARD:
+            self.tables = lake.names
             self.con = duckdb_for(lake, as_of=as_of, **connect_options)
             return
-        self.tables = [name for name in lake.names if name not in HIDDEN_FROM_ANALYSTS]
-        self.con = connect(**connect_options)  # type: ignore[arg-type]
-        create_views(self.con, lake, as_of=as_of, tables=self.tables)
-        self._lock()
+        self.tables = [name for name in lake.names if name not in HIDDEN_FROM_ANALYSTS and lake.readable(name)]
+        options = {**connect_options, "memory_limit": limits.memory, "threads": limits.threads}
+        self.con = connect(**options)  # type: ignore[arg-type]
+        for name in self.tables:  # a release is read as it is now: a replaced release is gone for readers
+            pinned = as_of if TABLES[name].zone == "shared" else None
+            self.con.register(name, lake.table(name, as_of=pinned).to_pyarrow_dataset())
+        for setting in ("enable_external_access = false", "allow_community_extensions = false", "lock_configuration = true"):
+            self.con.execute(f"SET {setting}")
 
-    def _lock(self) -> None:
-        readable = [str(self.lake.path(name).resolve()) + "/" for name in self.tables]
-        self.con.execute("SET allowed_directories = ?", [readable])
-        self.con.execute("SET enable_external_access = false")
-        self.con.execute("SET allow_community_extensions = false")
-        self.con.execute("SET lock_configuration = true")
+    def query(self, text: str, /) -> pa.Table | None:
+        """Run ``text`` (one or more statements) and return the last one's rows; analysts' statements are checked first
+        and run under the limits."""
+        if self.role == STEWARD:
+            result = self.con.sql(text)
+            return None if result is None else result.to_arrow_table()
+        checked = [self._checked(statement) for statement in self.con.extract_statements(text)]
+        result = None
+        for statement in checked:
+            result = self._run(statement)
+        return result
 
-    def sql(self, query: str, /) -> duckdb.DuckDBPyRelation | None:
-        """Run ``query``; for analysts, only SELECT and EXPLAIN statements are accepted."""
-        if self.role == ANALYST:
-            for statement in self.con.extract_statements(query):
-                if statement.type not in READ_ONLY:
-                    raise Refused(
-                        f"{statement.type.name} statements are not allowed in the analyst workspace: it is read-only "
-                        "(SELECT and EXPLAIN); the lake changes only through `citylake ingest` and `citylake maintain`"
-                    )
+    def sql(self, text: str, /) -> duckdb.DuckDBPyRelation | None:
+        """``query``, as a DuckDB relation (``.fetchall()``, ``.pl()``…)."""
+        table = self.query(text)
+        return None if table is None else self.con.from_arrow(table)
+
+    def _checked(self, statement) -> str:
+        """The statement's text if an analyst may run it; otherwise a refusal that says why."""
+        if statement.type == duckdb.StatementType.EXPLAIN:
+            explained = EXPLAINED.match(COMMENTS.sub(" ", statement.query))
+            if not explained:
+                raise Refused("only EXPLAIN of a SELECT runs in the analyst workspace (never EXPLAIN ANALYZE, which runs the "
+                              "statement it explains)")
+            return "EXPLAIN " + self._checked_select(explained["inner"])
+        if statement.type != duckdb.StatementType.SELECT:
+            raise Refused(f"{statement.type.name} statements are not allowed in the analyst workspace: it is read-only (SELECT "
+                          "and EXPLAIN); the lake changes only through `citylake ingest`, `citylake publish` and `citylake maintain`")
+        return self._checked_select(statement.query)
+
+    def _checked_select(self, text: str) -> str:
+        tree = json.loads(self.con.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+        if tree.get("error"):
+            raise Refused("only plain SELECT queries run in the analyst workspace")
+        for node in _nodes(tree):
+            if node.get("type") == "TABLE_FUNCTION":
+                name = str(node.get("function", {}).get("function_name", "")).lower()
+                if name not in TABLE_FUNCTIONS:
+                    raise Refused(f"table function {name}() is not available to analysts: the workspace reads the lake's "
+                                  "tables only, by name (`.tables` lists them)")
+            elif node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in HIDDEN_FUNCTIONS:
+                raise Refused(f"{node['function_name']}() is not available to analysts")
+            elif node.get("type") == "BASE_TABLE":
+                self._check_table(str(node.get("schema_name", "")).lower(), str(node.get("table_name", "")).lower())
+        return text
+
+    def _check_table(self, schema: str, table: str) -> None:
+        if table in HIDDEN_FROM_ANALYSTS:
+            raise Refused(f"{table} is not visible to analysts: it holds personal data or raw input; people data reaches "
+                          "analysts as releases (footfall_hourly, footfall_cells_hourly, od_daily)")
+        if schema in HIDDEN_SCHEMAS or table.startswith(SYSTEM_PREFIXES):
+            raise Refused(f"the catalog ({schema or table}) is not available to analysts; the tables are: {', '.join(self.tables)}")
+
+    def _run(self, statement: str) -> pa.Table | None:
+        """One checked statement, cancelled when it outruns the time limit."""
+        timer = threading.Timer(self.limits.seconds, self.con.interrupt)
+        timer.start()
         try:
-            return self.con.sql(query)
-        except duckdb.CatalogException as err:
-            hidden = [t for t in HIDDEN_FROM_ANALYSTS if t in str(err)] if self.role == ANALYST else []
-            if hidden:
-                raise Refused(f"{hidden[0]} is not visible to analysts: it holds personal data or raw input; "
-                              "use aggregate queries (`citylake query footfall`) or the steward role") from None
-            raise
+            result = self.con.execute(statement)
+            return result.fetch_arrow_table() if result.description else None
+        except duckdb.InterruptException:
+            raise QueryCancelled(f"the query ran longer than the workspace's limit of {self.limits.seconds:g} s and was cancelled "
+                                 "(setting sandbox.timeout_seconds); narrow it, or ask the steward") from None
+        finally:
+            timer.cancel()
+
+
+def _nodes(tree):
+    """Every dict in a serialised statement."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

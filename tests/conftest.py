@@ -19,6 +19,15 @@ settings.register_profile("ci", deadline=None, max_examples=300, suppress_health
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TEST_KEY = "citylake-test-key-0123456789abcdef-0123456789abcdef"  # a steward's key for test lakes (at least 32 bytes)
+
+
+def with_key(lake: Lake, key: str = TEST_KEY) -> Lake:
+    """Make ``key`` the lake's pseudonym key (as `citylake init` does with $CITYLAKE_PSEUDONYM_KEY) with the default policy."""
+    from citylake.privacy import Policy, key_check, write_policy
+
+    write_policy(lake, Policy().with_epoch(key_check(key.encode())))
+    return lake
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,11 +111,11 @@ def generated_city_lake(root: Path, *, devices: int, days: int, seed: int, feeds
     from citylake.ingestion.map import ingest_places
 
     generate_city(root / "city", devices=devices, days=days, seed=seed)
-    lake = Lake.init(root / "lake")
+    lake = with_key(Lake.init(root / "lake"))
     steps = {"places": lambda: ingest_places(lake, root / "city" / "places.geojson"),
              "sensors": lambda: ingest_sensors(lake, root / "city" / "sensors.csv"),
              "readings": lambda: ingest_readings(lake, root / "city" / "readings.csv"),
-             "pings": lambda: ingest_pings(lake, root / "city" / "pings.csv", key=b"k")}
+             "pings": lambda: ingest_pings(lake, root / "city" / "pings.csv", key=TEST_KEY.encode())}
     for feed in feeds:
         steps[feed]()
     return lake

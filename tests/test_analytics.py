@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 import shapely
-from conftest import generated_city_lake
+from conftest import TEST_KEY, generated_city_lake
 
 from citylake.analytics.anomalies import episodes, robust_z, sensor_faults
 from citylake.analytics.detect import TASK_PINGS, analyse, task_hours
@@ -196,7 +196,7 @@ def test_a_report_computes_footfall_stays_and_flows_once(city, monkeypatch, tmp_
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": "k"})
+                          env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
 
 
 @pytest.mark.integration

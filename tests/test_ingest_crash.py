@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
+from conftest import TEST_KEY
 
 from citylake.lake import Lake, duckdb_for
 
@@ -29,7 +30,7 @@ def write_pings(path, n: int) -> None:
 
 
 def ingest(lake: Lake, path) -> subprocess.Popen:
-    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": "crash-key", "CITYLAKE_INGEST_BATCH_ROWS": "20000"}
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_INGEST_BATCH_ROWS": "20000"}
     return subprocess.Popen([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TEST_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +55,7 @@ def test_malformed_pings_file(tmp_path, name):
     path.write_bytes(content)
     lake = Lake.init(tmp_path / "lake")
     result = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": "k"})
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
     assert "Traceback" not in result.stderr + result.stdout
     if error:
         assert result.returncode == 1

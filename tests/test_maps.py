@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import generated_city_lake
+from conftest import TEST_KEY, generated_city_lake
 from PIL import Image
 
 from citylake.h3_index import cells_to_strings, latlng_to_cells
@@ -85,7 +85,7 @@ def warm_pixels(pixels: np.ndarray) -> int:
 
 def citylake_map(lake_path: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", lake_path, "map", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": "k"})  # the tests are the steward
+                          timeout=300, env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})  # the steward
 
 
 def test_footfall_map_draws_the_k_anonymous_cells_offline(browser, lake_path):

@@ -94,7 +94,7 @@ def test_conditions_use_busy_hours_from_k_anonymous_footfall(city_lake):
     assert got[0].height > 0 and got[0].equals(got[1])
     hourly = pl.from_arrow(footfall(city_lake, freq="1h", filters=filters, k=3).table)
     busy = busy_hours(hourly)["hour"].to_list()
-    peak = hourly.group_by(pl.col("bucket").dt.hour()).agg(pl.col("pings").mean()).sort("pings")["bucket"][-1]
+    peak = hourly.group_by(pl.col("bucket").dt.hour()).agg(pl.col("devices").mean()).sort("devices")["bucket"][-1]
     assert peak in busy and got[0]["busy_hours"][0] == ",".join(map(str, busy))
 
 

@@ -63,8 +63,7 @@ def test_the_defaults_users_see_are_the_rooms_own():
     """settings.py repeats the rooms' defaults so that loading settings loads no room; they must not drift apart."""
     from citylake.ingestion import mqtt, textfile
     from citylake.lake import engines, lake
-    from citylake.privacy import roles
 
     assert (S.DEFAULT_CELL_RES, S.DEFAULT_PARTITION_RES) == (lake.DEFAULT_CELL_RES, lake.DEFAULT_PARTITION_RES)
     assert S.DEFAULT_EXTENSION_DIR == engines.DEFAULT_EXTENSION_DIR and S.DEFAULT_BATCH_ROWS == textfile.DEFAULT_BATCH_ROWS
-    assert (S.COMMIT_MESSAGES, S.COMMIT_SECONDS) == (mqtt.COMMIT_MESSAGES, mqtt.COMMIT_SECONDS) and S.DEFAULT_K == roles.DEFAULT_K
+    assert (S.COMMIT_MESSAGES, S.COMMIT_SECONDS) == (mqtt.COMMIT_MESSAGES, mqtt.COMMIT_SECONDS)

@@ -4,10 +4,10 @@ if __name__ != "citylake.viz":  # this folder installs as citylake.viz; a checko
     raise ImportError(f"import citylake.viz, not {__name__}: citylake's rooms are subpackages of citylake")
 
 from citylake.viz.kepler import Layer, MapError, MapView, write_html
-from citylake.viz.maps import footfall_map, footfall_view, hotspots_map, od_map, places_map, readings_map, to_keplergl
+from citylake.viz.maps import footfall_map, footfall_view, hotspots_map, od_map, od_view, places_map, readings_map, to_keplergl
 from citylake.viz.static import png_bytes, write_png
 
 __all__ = [
-    "Layer", "MapError", "MapView", "footfall_map", "footfall_view", "hotspots_map", "od_map", "places_map", "png_bytes", "readings_map",
-    "to_keplergl", "write_html", "write_png",
+    "Layer", "MapError", "MapView", "footfall_map", "footfall_view", "hotspots_map", "od_map", "od_view", "places_map", "png_bytes",
+    "readings_map", "to_keplergl", "write_html", "write_png",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 import shapely
 
-from citylake.h3_index import cells_to_latlng, cells_to_strings
+from citylake.h3_index import cell_resolutions, cells_to_latlng, cells_to_strings
 from citylake.h3_index.polygons import is_polygonal
 from citylake.lake import Lake, registry
 from citylake.queries import DEFAULT_K, Filters, engine, footfall, od, stays
@@ -25,19 +25,21 @@ def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filt
                  engine_name: str = "duckdb") -> MapView:
     """Distinct devices per H3 cell per bucket as extruded hexagons (colour: devices, height: pings), with
     a time filter to play the buckets back, over the outlines of the places."""
-    return footfall_view(lake, footfall(lake, by="cell", res=res, freq=freq, filters=filters, k=k, engine_name=engine_name),
-                         res=res, freq=freq)
+    return footfall_view(lake, footfall(lake, by="cell", res=res, freq=freq, filters=filters, k=k, engine_name=engine_name), freq=freq)
 
 
-def footfall_view(lake: Lake, result: QueryResult, /, *, res: int, freq: str) -> MapView:
-    """``footfall_map``'s view of a footfall per H3 cell the caller already has (``result``: by cell at ``res``, ``freq``)."""
+def footfall_view(lake: Lake, result, /, *, freq: str) -> MapView:
+    """``footfall_map``'s view of a footfall per H3 cell the caller already has: a steward's ``QueryResult`` (pings and
+    devices) or a release (devices)."""
     cells = pl.from_arrow(result.table)
+    counts = [c for c in ("devices", "pings") if c in cells.columns]
     hexes = cells.select(pl.Series("hex", cells_to_strings(cells["h3_cell"].to_numpy()), pl.String),
-                         pl.col("bucket").dt.replace_time_zone(None), "pings", "devices")
+                         pl.col("bucket").dt.replace_time_zone(None), *counts)
+    res = int(cell_resolutions(cells["h3_cell"].head(1).to_numpy())[0]) if cells.height else "—"
     view = MapView(f"Footfall per H3 cell (res {res}) per {freq}", note=_privacy_note(result))
     view.add("footfall", hexes, "Footfall", Layer("hexagonId", "footfall", "Devices per cell", {"hex_id": "hex"},
-                                                  color_by="devices", size_by="pings"),
-             tooltip=["hex", "bucket", "devices", "pings"])
+                                                  color_by="devices", size_by=counts[-1]),
+             tooltip=["hex", "bucket", *counts])
     view.time = ("footfall", "bucket")
     _with_places(view, lake)
     view.centre = _centre_of_cells(cells)
@@ -66,16 +68,23 @@ def od_map(lake: Lake, /, *, category: str = "district", freq: str = "1d", filte
     """Trips between places of one category (consecutive stays) as arcs from origin to destination centre."""
     zone_filters = Filters(start=filters.start, end=filters.end, categories=(category,))
     result = od(stays(lake, filters=zone_filters, engine_name=engine_name), freq=freq, k=k, engine_name=engine_name)
+    return od_view(lake, result, category=category, freq=freq)
+
+
+def od_view(lake: Lake, result, /, *, category: str, freq: str) -> MapView:
+    """``od_map``'s view of flows the caller already has: a steward's ``QueryResult`` (trips and devices) or a release
+    (devices)."""
     flows = pl.from_arrow(result.table)
+    counts = [c for c in ("trips", "devices") if c in flows.columns]
     centres = _place_centres(lake, category)
     arcs = (flows.join(centres.rename({"place_id": "origin", "lat": "lat0", "lon": "lon0", "name": "from"}), on="origin")
             .join(centres.rename({"place_id": "destination", "lat": "lat1", "lon": "lon1", "name": "to"}), on="destination")
             .with_columns(pl.col("bucket").dt.replace_time_zone(None))
-            .select("from", "to", "bucket", "trips", "devices", "lat0", "lon0", "lat1", "lon1"))
-    view = MapView(f"Trips between {category} zones per {freq}", note=_privacy_note(result))
-    view.add("od", arcs, "Flows", Layer("arc", "od", "Trips", {"lat0": "lat0", "lng0": "lon0", "lat1": "lat1", "lng1": "lon1"},
-                                        color_by="trips", size_by="trips"),
-             tooltip=["from", "to", "bucket", "trips", "devices"])
+            .select("from", "to", "bucket", *counts, "lat0", "lon0", "lat1", "lon1"))
+    view = MapView(f"Flows between {category} zones per {freq}", note=_privacy_note(result))
+    ends = {"lat0": "lat0", "lng0": "lon0", "lat1": "lat1", "lng1": "lon1"}
+    view.add("od", arcs, "Flows", Layer("arc", "od", counts[0].capitalize(), ends, color_by=counts[0], size_by=counts[0]),
+             tooltip=["from", "to", "bucket", *counts])
     view.time = ("od", "bucket")
     _with_places(view, lake, categories=(category,))
     return view
@@ -136,8 +145,10 @@ def _centre_of_cells(cells: pl.DataFrame) -> tuple[float, float] | None:
     return float(lat.mean()), float(lon.mean())
 
 
-def _privacy_note(result: QueryResult) -> str:
-    return f"k-anonymous: groups of fewer than {result.k} devices are not shown ({result.suppressed:,} withheld)"
+def _privacy_note(result) -> str:
+    if isinstance(result, QueryResult):
+        return f"k-anonymous (the steward's): groups of fewer than {result.k} devices are not shown"
+    return "differentially private release: counts carry noise; rows under the release's threshold are not shown"
 
 
 def to_keplergl(view: MapView, /, *, height: int = 600):

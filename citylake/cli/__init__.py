@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from citylake.cli import ingest, lake, map, query, report, sql
+from citylake.cli import ingest, lake, map, privacy, query, report, sql
 from citylake.cli.options import Context
 
 
@@ -37,7 +37,7 @@ def cli(ctx: click.Context, lake: str | None, config: str | None) -> None:
     ctx.obj = Context(lake, config)
 
 
-for group in (lake, sql, ingest, query, report, map):
+for group in (lake, sql, ingest, query, report, map, privacy):
     for command in group.COMMANDS:
         cli.add_command(command)
 

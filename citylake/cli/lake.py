@@ -11,16 +11,26 @@ from citylake.cli.output import emit, rows, say, status
 
 
 @click.command()
+@click.option("--k-floor", type=int, help="Smallest group of devices any exact people result shows (default 10).")
+@click.option("--epsilon-per-day", type=float, help="Privacy budget: the epsilon all releases of one day may spend together (default 1).")
+@click.option("--delta-per-day", type=float, help="…and the delta (default 1e-6; 0 for pure epsilon-DP, Laplace noise).")
 @pass_context
-def init(ctx: Context) -> None:
-    """Create the lake and its tables (safe to run again on an existing lake), and the pseudonym key."""
-    from citylake import api
+def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta_per_day: float | None) -> None:
+    """Create the lake, its zones and tables, its pseudonym key and its privacy policy (safe to run again: an
+    existing lake keeps its own).
 
-    lake = api.init_lake(settings=ctx.settings)
+    The steward zone (raw pings, stays, quarantine, batches, the privacy ledger and policy) is readable by the
+    lake's owner only; the shared tables and the releases by everyone who can reach the lake.
+    """
+    from citylake import api
+    from citylake.privacy import Policy
+
+    policy = Policy().changed(k_floor=k_floor, epsilon_per_day=epsilon_per_day, delta_per_day=delta_per_day)
+    lake = api.init_lake(settings=ctx.settings, policy=policy)
     say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res})")
-    key = api.create_pseudonym_key(lake, settings=ctx.settings)
-    if key is not None:
-        say(f"pseudonym key: {key} (keep it outside the lake; back it up: without it pseudonyms change)")
+    key = api.key_file(lake, settings=ctx.settings)
+    say(f"pseudonym key: {key if key.exists() else '$CITYLAKE_PSEUDONYM_KEY'} (the steward's: keep it outside the lake and back it "
+        "up; without it the lake's pseudonyms cannot be made again)")
 
 
 @click.command()
@@ -31,7 +41,7 @@ def tables(ctx: Context, fmt: str, as_of: str | None) -> None:
     """Rows, files, bytes, partitions and version of every table (read from the Delta logs)."""
     lake = ctx.open()
     when = int(as_of) if as_of is not None and as_of.isdigit() else as_of
-    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.names]), fmt, title=f"lake {lake.root}")
+    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.names if lake.readable(name)]), fmt, title=f"lake {lake.root}")
 
 
 @click.command(name="settings")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from citylake.cli.options import CATEGORIES, Context, K, analysis, filters, options, pass_context, window
+from citylake.cli.options import CATEGORIES, ROLE, Context, K, analysis, filters, options, pass_context, window
 from citylake.cli.output import note
 
 
@@ -33,21 +33,27 @@ def _write(view, out: str, tiles: str | None) -> None:
 
 
 @map_group.command(name="footfall")
-@click.option("--res", default=9, show_default=True, type=click.IntRange(0, 15), help="H3 resolution of the hexagons.")
+@click.option("--res", type=click.IntRange(0, 15), help="H3 resolution of the hexagons (analysts: the release's; steward: default 9).")
 @FREQ
+@ROLE
 @K
 @window
 @drawn
-def footfall(ctx: Context, res: int, freq: str, k_anon: int | None, start, end, tiles: str | None, out: str) -> None:
-    """Devices per H3 cell per bucket as extruded hexagons with time playback (k-anonymous).
+def footfall(ctx: Context, res: int | None, freq: str, role: str, k_anon: int | None, start, end, tiles: str | None, out: str) -> None:
+    """Devices per H3 cell per hour as extruded hexagons with time playback, from the release; with
+    --role steward, exact and k-anonymous at any resolution and bucket.
 
     \b
     Example:
-      citylake map footfall --res 9 --freq 1h --from 2026-11-04 --to 2026-11-05 --out footfall.html
+      citylake map footfall --from 2026-11-04 --to 2026-11-05 --out footfall.html
     """
-    from citylake.viz import footfall_map
+    from citylake import api
+    from citylake.viz import footfall_view
 
-    _write(footfall_map(ctx.open(), res=res, freq=freq, filters=filters(start=start, end=end), k=ctx.k(k_anon)), out, tiles)
+    lake = ctx.open()
+    found = api.footfall(lake, role=role, by="cell", freq=freq, res=res if res is not None or role != "steward" else 9,
+                         filters=filters(start=start, end=end), k=k_anon, settings=ctx.settings)
+    _write(footfall_view(lake, found, freq=freq), out, tiles)
 
 
 @map_group.command(name="readings")
@@ -70,19 +76,25 @@ def readings(ctx: Context, metric: str | None, freq: str, start, end, tiles: str
 @map_group.command(name="od")
 @click.option("--category", default="district", show_default=True, help="Zones: places of this category.")
 @click.option("--freq", type=click.Choice(["1h", "1d"]), default="1d", show_default=True, help="Bucket of the departure time.")
+@ROLE
 @K
 @window
 @drawn
-def od(ctx: Context, category: str, freq: str, k_anon: int | None, start, end, tiles: str | None, out: str) -> None:
-    """Trips between zones as arcs from origin to destination (k-anonymous).
+def od(ctx: Context, category: str, freq: str, role: str, k_anon: int | None, start, end, tiles: str | None, out: str) -> None:
+    """Devices travelling between districts per day as arcs, from the release; with --role steward, exact
+    trips between zones of any category (k-anonymous).
 
     \b
     Example:
       citylake map od --category district --out flows.html
     """
-    from citylake.viz import od_map
+    from citylake import api
+    from citylake.viz import od_view
 
-    _write(od_map(ctx.open(), category=category, freq=freq, filters=filters(start=start, end=end), k=ctx.k(k_anon)), out, tiles)
+    lake = ctx.open()
+    found = api.od(lake, role=role, freq=freq, filters=filters(start=start, end=end, categories=(category,)), k=k_anon,
+                   settings=ctx.settings)
+    _write(od_view(lake, found, category=category, freq=freq), out, tiles)
 
 
 @map_group.command(name="hotspots")
@@ -102,7 +114,7 @@ def hotspots(ctx: Context, k_anon: int | None, start, end, scheduler: str | None
 
     lake = ctx.open()
     found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note)
-    _write(hotspots_map(lake, found.hotspots, patterns=found.trends, k=ctx.k(k_anon)), out, tiles)
+    _write(hotspots_map(lake, found.hotspots, patterns=found.trends, k=ctx.k(lake, k_anon)), out, tiles)
 
 
 @map_group.command(name="places")

@@ -22,11 +22,11 @@ class Context:
 
         return api.open_lake(settings=self.settings)
 
-    def k(self, asked: int | None) -> int:
-        """The k for a people result: the lake's floor or --k when higher; lower only for the steward."""
-        from citylake.privacy import k_for_result
+    def k(self, lake, asked: int | None) -> int:
+        """The k of one of the steward's exact results: the lake's floor, or --k (the steward's key is checked)."""
+        from citylake import api
 
-        return k_for_result(asked, floor=self.settings["privacy.k_anonymity"], key_file=self.settings["privacy.pseudonym_key_file"])
+        return api.k_for(lake, asked, settings=self.settings)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -76,8 +76,11 @@ window = options(START, END)
 PLACES = click.option("--place", "place_ids", multiple=True, metavar="ID", help="Only this place (repeatable).")
 CATEGORIES = click.option("--category", "categories", multiple=True, help="Only places of this category (repeatable), e.g. park.")
 places = options(PLACES, CATEGORIES)
-K = click.option("--k", "k_anon", type=int, help="k-anonymity for this result (default: setting privacy.k_anonymity); "
-                 "lowering it is for the steward (needs the pseudonym key).")
+K = click.option("--k", "k_anon", type=int, help="With --role steward: k-anonymity of this exact result (default: the lake's "
+                 "k floor, see `citylake privacy show`).")
+ROLE = click.option("--role", type=click.Choice(["analyst", "steward"]), default="analyst", show_default=True,
+                    help="analyst: the differentially private releases; steward: exact, k-anonymous results from raw pings "
+                    "(needs the lake's pseudonym key).")
 ENGINE = click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
 result = options(
     ENGINE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from citylake.cli.options import Bbox, Context, K, filters, pass_context, places, result, window
+from citylake.cli.options import ROLE, Bbox, Context, K, filters, pass_context, places, result, window
 from citylake.cli.output import note, write_result
 
 
@@ -27,26 +27,28 @@ def _stays_options(command):
 @places
 @click.option("--hours", help="Hours of day (UTC): a range such as 9-17 or a list such as 8,12,18.")
 @click.option("--weekdays", help="mon,tue,… or weekend / weekdays.")
-@click.option("--bbox", type=Bbox(), help="Only pings inside this lon/lat box.")
+@click.option("--bbox", type=Bbox(), help="Only pings inside this lon/lat box (analysts: places or cells whose centre is inside).")
+@ROLE
 @K
 @result
 @pass_context
-def footfall(ctx: Context, by: str, res: int | None, freq: str, k_anon: int | None, engine_name: str, fmt: str, out: str | None,
-             **chosen) -> None:
-    """Pings and distinct devices per place (or category, or H3 cell) per time bucket.
+def footfall(ctx: Context, by: str, res: int | None, freq: str, role: str, k_anon: int | None, engine_name: str, fmt: str,
+             out: str | None, **chosen) -> None:
+    """Distinct devices per place (or H3 cell) per hour, from the differentially private release; with
+    --role steward, exact pings and devices per place, category or cell at any bucket, k-anonymous.
 
-    Pings in a place's interior cells count directly; pings in its boundary cells get an exact
-    point-in-polygon test. Groups with fewer than k distinct devices (setting privacy.k_anonymity)
-    are withheld, and how many is reported.
+    The steward's counts: pings in a place's interior cells count directly, pings in its boundary
+    cells get an exact point-in-polygon test, and groups with fewer than k distinct devices are withheld.
 
     \b
     Example: visitors of each park per hour last weekend
-      citylake query footfall --category park --from 2026-11-07 --to 2026-11-09 --freq 1h
+      citylake query footfall --category park --from 2026-11-07 --to 2026-11-09
     """
-    from citylake.queries import footfall as count
+    from citylake import api
     from citylake.queries import with_hex_cells
 
-    found = count(ctx.open(), by=by, freq=freq, res=res, filters=filters(**chosen), k=ctx.k(k_anon), engine_name=engine_name)
+    found = api.footfall(ctx.open(), role=role, by=by, freq=freq, res=res, filters=filters(**chosen), k=k_anon, engine_name=engine_name,
+                         settings=ctx.settings)
     write_result(with_hex_cells(found.table, "h3_cell", into="cell") if by == "cell" else found.table, fmt, out)
     note(found.summary())
 
@@ -57,12 +59,13 @@ def footfall(ctx: Context, by: str, res: int | None, freq: str, k_anon: int | No
 @_stays_options
 @click.option("--visits", "visits_freq", type=click.Choice(["15min", "1h", "1d"]), help="Show visits per place per bucket instead.")
 @click.option("--save", is_flag=True, help="Also write the stays as the derived table `stays` (steward data: per device).")
+@ROLE
 @K
 @result
 @pass_context
-def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, k_anon: int | None, engine_name: str,
-          fmt: str, out: str | None, **chosen) -> None:
-    """How long people stay in places: visits, devices, median and p90 stay per place (k-anonymous).
+def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, role: str, k_anon: int | None,
+          engine_name: str, fmt: str, out: str | None, **chosen) -> None:
+    """How long people stay in places: visits, devices, median and p90 stay per place (k-anonymous; the steward's).
 
     A stay is a run of one device's consecutive pings inside a place with no silence longer than
     --max-gap, lasting at least --min-dwell.
@@ -75,11 +78,12 @@ def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, s
     from citylake import api, queries
 
     lake = ctx.open()
+    api.require_steward_role(lake, role, doing="dwell", settings=ctx.settings)
     found = queries.stays(lake, filters=filters(**chosen), max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
     if save:
         version = api.save_stays(lake, found, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, settings=ctx.settings)
         note(f"stays: {found.height:,} rows written (version {version})")
-    k = ctx.k(k_anon)
+    k = ctx.k(lake, k_anon)
     answer = (queries.visits(found, freq=visits_freq, k=k, engine_name=engine_name) if visits_freq
               else queries.dwell(found, k=k, engine_name=engine_name))
     write_result(answer.table, fmt, out)
@@ -95,12 +99,14 @@ def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, s
               help="Zones are H3 cells at RES instead of places; stays are stay points (--radius, --min-dwell).")
 @click.option("--radius", default=200.0, show_default=True, help="With --cells: metres a device may wander and still stay.")
 @_stays_options
+@ROLE
 @K
 @result
 @pass_context
-def od(ctx: Context, freq: str, cell_res: int | None, radius: float, max_gap: int, min_dwell: int, k_anon: int | None,
+def od(ctx: Context, freq: str, cell_res: int | None, radius: float, max_gap: int, min_dwell: int, role: str, k_anon: int | None,
        engine_name: str, fmt: str, out: str | None, **chosen) -> None:
-    """Origin–destination flows: trips between consecutive stays in different zones (k-anonymous).
+    """Origin–destination flows: devices travelling between districts per day, from the release; with --role
+    steward, exact trips between consecutive stays in any zones (k-anonymous).
 
     Zones should not overlap (one category such as district): a stay inside two overlapping
     zones at once would read as a trip between them.
@@ -113,16 +119,17 @@ def od(ctx: Context, freq: str, cell_res: int | None, radius: float, max_gap: in
       citylake query od --category district --freq 1d
       citylake query od --cells 7 --radius 200 --min-dwell 15
     """
-    from citylake import queries
+    from citylake import api, queries
 
-    lake, chosen_filters, k = ctx.open(), filters(**chosen), ctx.k(k_anon)
+    lake, chosen_filters = ctx.open(), filters(**chosen)
     if cell_res is not None:
+        api.require_steward_role(lake, role, doing="flows between cells", settings=ctx.settings)
         points = queries.stay_points(lake, radius_m=radius, min_dwell_s=min_dwell * 60, filters=chosen_filters, engine_name=engine_name)
-        flows = queries.od_cells(points, res=cell_res, freq=freq, k=k, engine_name=engine_name)
+        flows = queries.od_cells(points, res=cell_res, freq=freq, k=ctx.k(lake, k_anon), engine_name=engine_name)
         table = queries.with_hex_cells(queries.with_hex_cells(flows.table, "origin"), "destination")
     else:
-        found = queries.stays(lake, filters=chosen_filters, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
-        flows = queries.od(found, freq=freq, k=k, engine_name=engine_name)
+        flows = api.od(lake, role=role, freq=freq, filters=chosen_filters, k=k_anon, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60,
+                       engine_name=engine_name, settings=ctx.settings)
         table = flows.table
     write_result(table, fmt, out)
     note(flows.summary())
@@ -138,11 +145,12 @@ def od(ctx: Context, freq: str, cell_res: int | None, radius: float, max_gap: in
               help="Whose neighbours --knn finds.")
 @click.option("--readings", is_flag=True, help="Show what the nearby sensors read during each place's busy hours.")
 @window
+@ROLE
 @K
 @result
 @pass_context
-def near(ctx: Context, what: str, radius: float, k: int | None, of: str, readings: bool, k_anon: int | None, engine_name: str,
-         fmt: str, out: str | None, **chosen) -> None:
+def near(ctx: Context, what: str, radius: float, k: int | None, of: str, readings: bool, role: str, k_anon: int | None,
+         engine_name: str, fmt: str, out: str | None, **chosen) -> None:
     """Things near places: sensors or POIs within --radius metres, or the --knn nearest, with distances on the sphere.
 
     \b
@@ -151,11 +159,12 @@ def near(ctx: Context, what: str, radius: float, k: int | None, of: str, reading
       citylake query near --category park --what pois --knn 3              # 3 nearest POIs of each park
       citylake query near --place places:expo --readings --from 2026-11-04 # what they read while the expo was busy
     """
-    from citylake import queries
+    from citylake import api, queries
 
     lake, chosen_filters = ctx.open(), filters(**chosen)
     if readings:
-        table = queries.conditions(lake, radius_m=radius, filters=chosen_filters, k=ctx.k(k_anon), engine_name=engine_name)
+        table = api.conditions(lake, role=role, radius_m=radius, filters=chosen_filters, k=k_anon, engine_name=engine_name,
+                               settings=ctx.settings)
     elif k is not None:
         table = queries.nearest_things(lake, of=of, what=what, k=k, filters=chosen_filters)
     else:
@@ -169,10 +178,12 @@ def near(ctx: Context, what: str, radius: float, k: int | None, of: str, reading
 @click.option("--radius", default=300.0, show_default=True, help="Sensors within this many metres of the place count as its own.")
 @click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket.")
 @window
+@ROLE
 @K
 @result
 @pass_context
-def profile(ctx: Context, radius: float, freq: str, k_anon: int | None, engine_name: str, fmt: str, out: str | None, **chosen) -> None:
+def profile(ctx: Context, radius: float, freq: str, role: str, k_anon: int | None, engine_name: str, fmt: str, out: str | None,
+            **chosen) -> None:
     """People–things–places: footfall of each place per bucket beside its nearby sensors' mean readings.
 
     One column per metric (e.g. pm25, laeq, people_count); the correlation of devices with each
@@ -184,9 +195,10 @@ def profile(ctx: Context, radius: float, freq: str, k_anon: int | None, engine_n
     """
     import polars as pl
 
-    from citylake import queries
+    from citylake import api, queries
 
-    found = queries.profile(ctx.open(), radius_m=radius, freq=freq, filters=filters(**chosen), k=ctx.k(k_anon), engine_name=engine_name)
+    found = api.profile(ctx.open(), role=role, radius_m=radius, freq=freq, filters=filters(**chosen), k=k_anon, engine_name=engine_name,
+                        settings=ctx.settings)
     write_result(found.table, fmt, out)
     for row in queries.correlations(pl.from_arrow(found.table)).filter(pl.col("buckets") >= 3).iter_rows(named=True):
         note(f"{row['place_id']}: devices vs {row['metric']}: r = {row['r']} over {row['buckets']} buckets")

@@ -35,7 +35,7 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
         place_ids = tuple(api.place_ids_of(lake, category))
     if not place_ids:
         raise click.UsageError("say which place: --district PLACE_ID (repeatable) or --category CATEGORY")
-    k = ctx.k(k_anon)
+    k = ctx.k(lake, k_anon)
     found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note)
     single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
     written = reports.write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=note)
@@ -67,7 +67,7 @@ def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, re
     from citylake.pilot import Pilot, run_pilot
 
     area = Pilot(boundary=boundary, name=name, pois=pois, sensors=sensors, readings=readings, pings=pings)
-    target = run_pilot(area, out=out, settings=ctx.settings, k=ctx.k(k_anon), start=start, end=end, scheduler=scheduler,
+    target = run_pilot(area, out=out, settings=ctx.settings, k=k_anon, start=start, end=end, scheduler=scheduler,
                        workers=workers, announce=note)
     note(f"pilot: first report at {target}")
 

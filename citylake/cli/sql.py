@@ -6,7 +6,7 @@ import time
 
 import click
 
-from citylake.cli.options import TABLE_FORMATS, Context, pass_context
+from citylake.cli.options import TABLE_FORMATS, Context, IsoTime, pass_context
 from citylake.cli.output import emit, note, say, status
 
 ROLE = click.option("--role", type=click.Choice(["analyst", "steward"]), default="analyst", show_default=True,
@@ -68,26 +68,47 @@ def shell(ctx: Context, role: str, history_file: str) -> None:
 
 
 @click.command()
-@click.option("--k", "k_anon", type=int, help="k for the published tables (default: setting privacy.k_anonymity).")
-@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+@click.option("--epsilon", type=float, help="Epsilon this release spends per day (default: the lake's whole budget per day).")
+@click.option("--delta", type=float, help="Delta it spends per day (default: the lake's; 0 for Laplace noise, pure epsilon-DP).")
+@click.option("--from", "start", type=IsoTime(), help="First day to release (default: every day with pings).")
+@click.option("--to", "end", type=IsoTime(), help="Day after the last one to release.")
+@click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="polars", show_default=True)
 @pass_context
-def publish(ctx: Context, k_anon: int | None, engine_name: str) -> None:
-    """Recompute the k-anonymous aggregates analysts may read in SQL (a steward job; needs the pseudonym key).
+def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end, engine_name: str) -> None:
+    """Release people data for analysts with differential privacy (a steward job; needs the lake's key).
 
-    Writes footfall_hourly (per place and hour), footfall_cells_hourly (per resolution-9 cell and
-    hour) and od_daily (trips between districts per day); each keeps only groups of at least k devices.
+    For each day: footfall_hourly (devices per place and hour), footfall_cells_hourly (devices per
+    cell and hour) and od_daily (devices travelling between districts). Each device's contribution
+    is bounded, OpenDP's noise is added on fixed public partitions, and only noisy counts of at least
+    the lake's k floor are written. A release replaces the previous one of its days for readers. The
+    budget ledger refuses a release that would take a day past the lake's budget (`citylake privacy show`).
 
     \b
-    Example (nightly):
-      citylake publish && citylake sql "SELECT * FROM footfall_hourly ORDER BY devices DESC LIMIT 5"
+    Example (nightly, yesterday at half the daily budget):
+      citylake publish --from 2026-11-29 --to 2026-11-30 --epsilon 0.5
+      citylake sql "SELECT * FROM footfall_hourly ORDER BY devices DESC LIMIT 5"
     """
     from citylake import api
 
     started = time.perf_counter()
-    with status("computing the published aggregates…"):
-        written = api.publish(ctx.open(), k=ctx.k(k_anon), engine_name=engine_name, settings=ctx.settings)
+    days = _days(start, end)
+    with status("releasing…") as spinner:
+        written = api.publish(ctx.open(), epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, settings=ctx.settings,
+                              announce=lambda text: spinner.update(text) if spinner else None)
     made = ", ".join(f"{name} {n:,} rows" for name, n in written.items())
-    say(f"published {made} in {time.perf_counter() - started:.1f}s")
+    say(f"released {made} in {time.perf_counter() - started:.1f}s")
+
+
+def _days(start, end) -> list | None:
+    """The UTC days from ``start`` up to (not including) ``end``; None (every day with pings) when neither is given."""
+    import datetime as dt
+
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise click.UsageError("give both --from and --to, or neither (every day with pings)")
+    first, stop = start.date(), end.date()
+    return [first + dt.timedelta(days=i) for i in range((stop - first).days)]
 
 
 COMMANDS = (sql, shell, publish)

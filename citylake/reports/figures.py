@@ -7,7 +7,6 @@ import io
 
 import polars as pl
 
-from citylake.analytics import HOTSPOT_RES
 from citylake.analytics.report import Report
 from citylake.lake import Lake
 from citylake.viz import footfall_view, png_bytes
@@ -16,7 +15,7 @@ from citylake.viz import footfall_view, png_bytes
 def figures(lake: Lake, report: Report, /) -> dict[str, bytes]:
     """Title → PNG of each figure of ``report``."""
     return {"Footfall by hour": footfall_by_hour(report.hourly, report.name),
-            "Map of footfall": png_bytes(footfall_view(lake, report.cells, res=HOTSPOT_RES, freq="1d"), size_in=(6, 6), dpi=90)}
+            "Map of footfall": png_bytes(footfall_view(lake, report.cells, freq="1d"), size_in=(6, 6), dpi=90)}
 
 
 def footfall_by_hour(people: pl.DataFrame, name: str) -> bytes:

@@ -1,0 +1,96 @@
+"""The lake's privacy policy, kept by the steward in the steward zone (``<lake>/steward/privacy.json``, mode 0600), not
+in anyone's settings: the k floor, the privacy budget per day, what a release bounds, and the key's check values."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+
+from citylake.lake import Lake
+from citylake.privacy.errors import BadPolicy, Refused
+
+POLICY_FILE = "privacy.json"
+DEFAULT_K = 10  # groups of fewer than 10 distinct devices are never shown, and a release shows no noisy count under 10
+DEFAULT_EPSILON_PER_DAY = 1.0
+DEFAULT_DELTA_PER_DAY = 1e-6
+
+
+@dataclass(frozen=True)
+class Policy:
+    k_floor: int = DEFAULT_K
+    epsilon_per_day: float = DEFAULT_EPSILON_PER_DAY  # the most all releases covering one day may spend together
+    delta_per_day: float = DEFAULT_DELTA_PER_DAY
+    release_cell_res: int = 8  # ~0.7 km² cells: a finer release drowns in its own noise
+    max_place_hours: int = 24  # (place, hour) pairs one device may add to a day's footfall release
+    max_cell_hours: int = 24  # (cell, hour) pairs one device may add to a day's cell release: its likeliest cell each hour
+    max_trips: int = 6  # trips one device may add to a day's flows release
+    threshold_sigmas: float = 2.0  # a release shows a noisy count only from this many noise deviations up (and the k floor):
+    # an empty partition's noise passes it 2.3% of the time (Gaussian), so most rows shown are real
+    epochs: tuple[dict, ...] = field(default=())  # {"epoch", "check", "since"}: the key's check value per epoch
+    pending: str | None = None  # a rotation's new check value until it is finished
+
+    @property
+    def epoch(self) -> int:
+        return self.epochs[-1]["epoch"] if self.epochs else 0
+
+    @property
+    def current_check(self) -> str | None:
+        return self.epochs[-1]["check"] if self.epochs else None
+
+    def with_epoch(self, check: str) -> Policy:
+        since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        return dataclasses.replace(self, epochs=(*self.epochs, {"epoch": self.epoch + 1, "check": check, "since": since}), pending=None)
+
+    def with_pending(self, check: str) -> Policy:
+        return dataclasses.replace(self, pending=check)
+
+    def changed(self, **values) -> Policy:
+        """The policy with some values changed (each checked)."""
+        updated = dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+        return updated.checked()
+
+    def checked(self) -> Policy:
+        if self.k_floor < 2:
+            raise BadPolicy("k_floor", self.k_floor, "k-anonymity below 2 shows single devices; use 2 or more")
+        if not 0 < self.epsilon_per_day <= 10:
+            raise BadPolicy("epsilon_per_day", self.epsilon_per_day, "give a budget above 0 and at most 10 per day")
+        if not 0 <= self.delta_per_day < 1e-3:
+            raise BadPolicy("delta_per_day", self.delta_per_day, "delta must be below 1e-3 (far below 1 / devices)")
+        if self.threshold_sigmas < 0:
+            raise BadPolicy("threshold_sigmas", self.threshold_sigmas, "give a number of noise deviations of 0 or more")
+        for name in ("max_place_hours", "max_cell_hours", "max_trips"):
+            if getattr(self, name) < 1:
+                raise BadPolicy(name, getattr(self, name), "a contribution bound is at least 1")
+        return self
+
+
+def read_policy(lake: Lake, /, *, doing: str = "this") -> Policy | None:
+    """The lake's policy, or None for a lake not given one yet; refuses whoever cannot read the steward zone."""
+    path = lake.steward_dir / POLICY_FILE
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise Refused(f"{doing} is for the steward: the lake's steward zone ({lake.steward_dir.name}/) is readable by its "
+                      "owner only") from None
+    known = {f.name for f in dataclasses.fields(Policy)}
+    values = {k: v for k, v in document.items() if k in known}
+    values["epochs"] = tuple(values.get("epochs", ()))
+    return Policy(**values)
+
+
+def write_policy(lake: Lake, policy: Policy, /) -> None:
+    """Replace the policy file atomically, readable by its owner only."""
+    path = lake.steward_dir / POLICY_FILE
+    staged = path.with_suffix(".json.new")
+    previous = os.umask(0o077)
+    try:
+        staged.write_text(json.dumps(dataclasses.asdict(policy.checked()), indent=2) + "\n")
+        os.chmod(staged, 0o600)
+        staged.replace(path)
+    finally:
+        os.umask(previous)

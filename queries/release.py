@@ -1,0 +1,194 @@
+"""Releases: people data for everyone but the steward, with differential privacy.
+
+Each day of the lake is released on fixed public partitions — every polygonal place × hour, every cell of the city's
+extent (at the policy's release resolution) × hour, every ordered pair of districts — so which rows exist says nothing
+about anyone. For each table, a device's contribution to the day is bounded first (at most ``max_place_hours`` place-
+hours, ``max_cell_hours`` cell-hours — its likeliest cell each hour —, ``max_trips`` district pairs travelled), then
+OpenDP's Laplace or Gaussian noise calibrated to that bound is added to every partition's count, and only noisy counts
+of at least the release's threshold are written: the policy's k floor, or ``threshold_sigmas`` noise deviations when that
+is higher, so that an empty partition's noise rarely shows as a row. A release replaces the previous one of its days for readers: the old
+rows are deleted and their files removed at once, so no time travel reaches them. The budget ledger records the spend
+before anything is written (``privacy.ledger``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import shapely
+
+from citylake.h3_index import latlng_to_cells, polygon_to_cells
+from citylake.h3_index.polygons import is_polygonal
+from citylake.lake import Lake, registry
+from citylake.privacy import Policy
+from citylake.privacy.ledger import check_budget, record
+from citylake.privacy.noise import Noise, calibrate
+from citylake.queries import Filters, engine, stays, trips
+from citylake.queries.errors import BadFilter
+
+OD_ZONES = "district"
+# How a release's epsilon and delta are shared between its tables (hourly footfall per place is what planners read most).
+SHARES = {"footfall_hourly": 0.6, "footfall_cells_hourly": 0.25, "od_daily": 0.15}
+DAY = dt.timedelta(days=1)
+HOUR_US = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """One table's public partitions for a day, the bounded exact count of each, and how a device may change them."""
+    keys: pl.DataFrame  # one row per partition
+    counts: np.ndarray
+    l1: float
+    l2: float
+    bounds: dict
+
+
+def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days: list[dt.date] | None = None,
+            engine_name: str = "polars", announce: Callable[[str], None] = lambda _: None) -> dict[str, int]:
+    """Release ``days`` (default: every day with pings) spending ``epsilon``/``delta`` per day; rows written per table."""
+    days = sorted(days if days is not None else (dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date")))
+    if not days:
+        raise BadFilter("days", [], "no pings to release; ingest pings first")
+    check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
+    release_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    noises = {table: _noise(table, policy, epsilon * share, delta * share) for table, share in SHARES.items()}
+    record(lake, release_id, {(day, table): (noise.epsilon, noise.delta) for day in days for table, noise in noises.items()})
+    runner, written = engine(engine_name, lake), dict.fromkeys(SHARES, 0)
+    public = _public_partitions(lake, policy)
+    for day in days:
+        announce(f"releasing {day}…")
+        rows = {"footfall_hourly": _place_hours(runner, day, policy, public),
+                "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
+                "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
+        described = []
+        for table, partitions in rows.items():
+            threshold = max(policy.k_floor, int(np.ceil(policy.threshold_sigmas * noises[table].deviation)))
+            kept = _noisy_rows(partitions, noises[table], threshold)
+            written[table] += _replace_day(lake, table, day, kept, release_id)
+            described.append(_description(release_id, day, table, noises[table], partitions.bounds, threshold))
+        lake.replace_where("releases", pl.DataFrame(described), predicate=f"day = '{day.isoformat()}'")
+    for table in (*SHARES, "releases"):
+        lake.forget_superseded(table)
+    return written
+
+
+def _noise(table: str, policy: Policy, epsilon: float, delta: float) -> Noise:
+    bound = {"footfall_hourly": policy.max_place_hours, "footfall_cells_hourly": policy.max_cell_hours, "od_daily": policy.max_trips}[table]
+    return calibrate(epsilon=epsilon, delta=delta, l1=bound, l2=float(np.sqrt(bound)))  # each contribution adds 1 to one partition
+
+
+@dataclass(frozen=True)
+class Public:
+    places: pl.DataFrame  # place_id, name, category of every polygonal place
+    cells: np.ndarray  # every cell of the city's extent at the release resolution
+    pairs: pl.DataFrame  # origin, destination: every ordered pair of districts
+
+
+def _public_partitions(lake: Lake, policy: Policy) -> Public:
+    """What is released, from the public registry alone: never from where people were."""
+    places = registry.places(lake)
+    outlines = registry.shapes(places)
+    polygonal = places.filter(pl.Series(is_polygonal(outlines))).select("place_id", "name", "category")
+    extent = shapely.box(*shapely.total_bounds(outlines)) if places.height else None
+    cells = polygon_to_cells(extent, policy.release_cell_res)[0] if extent is not None else np.empty(0, np.int64)
+    districts = polygonal.filter(pl.col("category") == OD_ZONES).select("place_id")
+    pairs = (districts.rename({"place_id": "origin"}).join(districts.rename({"place_id": "destination"}), how="cross")
+             .filter(pl.col("origin") != pl.col("destination")))
+    return Public(polygonal, np.sort(cells), pairs)
+
+
+def _utc_us(times: pl.Expr) -> pl.Expr:
+    return times.dt.cast_time_unit("us").dt.convert_time_zone("UTC")
+
+
+def _hours(day: dt.date) -> pl.Series:
+    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    return pl.datetime_range(start, start + DAY, "1h", closed="left", eager=True, time_unit="us", time_zone="UTC").alias("bucket")
+
+
+def _window(day: dt.date) -> Filters:
+    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    return Filters(start=start, end=start + DAY)
+
+
+def _bounded(rows: pl.DataFrame, most: int, key: list[str]) -> pl.DataFrame:
+    """At most ``most`` rows per device, chosen by a keyed hash fresh for every release (no device is favoured)."""
+    salt = secrets.randbits(62)
+    ranked = rows.with_columns(pl.struct(key).hash(salt).alias("_draw"))
+    return ranked.filter(pl.col("_draw").rank("ordinal").over("device_id") <= most).drop("_draw")
+
+
+def _counts_on(grid: pl.DataFrame, found: pl.DataFrame, on: list[str]) -> np.ndarray:
+    counts = found.group_by(on).agg(pl.len().alias("n"))
+    return grid.join(counts, on=on, how="left", maintain_order="left")["n"].fill_null(0).to_numpy()
+
+
+def _place_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partitions:
+    presence = runner.presence(filters=_window(day)).with_columns(_utc_us(pl.col("bucket")))
+    found = _bounded(presence, policy.max_place_hours, ["device_id", "place_id", "bucket"])
+    grid = public.places.join(_hours(day).to_frame(), how="cross")
+    return Partitions(grid, _counts_on(grid, found, ["place_id", "bucket"]), policy.max_place_hours, np.sqrt(policy.max_place_hours),
+                      {"per_device_day": f"{policy.max_place_hours} place-hours"})
+
+
+def _cell_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partitions:
+    pings = runner.pings(filters=_window(day))
+    res = policy.release_cell_res
+    cells = latlng_to_cells(pings["lat"].to_numpy(), pings["lon"].to_numpy(), res) if pings.height else np.empty(0, np.int64)
+    per_hour = (pings.select("device_id", _utc_us(pl.col("ts").dt.truncate("1h")).alias("bucket"))
+                .with_columns(pl.Series("h3_cell", cells, pl.Int64))
+                .group_by("device_id", "bucket", "h3_cell").agg(pl.len().alias("pings")))
+    likeliest = per_hour.sort("pings", "h3_cell", descending=[True, False]).unique(["device_id", "bucket"], keep="first")
+    found = _bounded(likeliest.drop("pings"), policy.max_cell_hours, ["device_id", "h3_cell", "bucket"])
+    grid = pl.DataFrame({"h3_cell": public.cells}, schema={"h3_cell": pl.Int64}).join(_hours(day).to_frame(), how="cross")
+    return Partitions(grid, _counts_on(grid, found, ["h3_cell", "bucket"]), policy.max_cell_hours, np.sqrt(policy.max_cell_hours),
+                      {"per_device_day": f"{policy.max_cell_hours} cell-hours (its likeliest cell each hour)", "cell_resolution": res})
+
+
+def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, engine_name: str) -> Partitions:
+    window = _window(day)
+    zones = stays(lake, filters=Filters(start=window.start, end=window.end, categories=(OD_ZONES,)), engine_name=engine_name)
+    moved = trips(zones).select("device_id", "origin", "destination").unique()
+    found = _bounded(moved, policy.max_trips, ["device_id", "origin", "destination"])
+    grid = public.pairs.with_columns(pl.lit(dt.datetime.combine(day, dt.time(), dt.timezone.utc)).dt.cast_time_unit("us").alias("bucket"))
+    return Partitions(grid, _counts_on(grid, found, ["origin", "destination"]), policy.max_trips, np.sqrt(policy.max_trips),
+                      {"per_device_day": f"{policy.max_trips} district pairs travelled"})
+
+
+def _noisy_rows(partitions: Partitions, noise: Noise, threshold: int) -> pl.DataFrame:
+    """The partitions whose noisy count reaches ``threshold``, with that count (the exact one never leaves)."""
+    noisy = noise.add(partitions.counts)
+    column = "devices"
+    return partitions.keys.with_columns(pl.Series(column, noisy, pl.Int64)).filter(pl.col(column) >= threshold)
+
+
+def _replace_day(lake: Lake, table: str, day: dt.date, rows: pl.DataFrame, release_id: str) -> int:
+    now = dt.datetime.now(dt.timezone.utc)
+    stamped = rows.with_columns(pl.lit(release_id).alias("release_id"), pl.lit(now).dt.cast_time_unit("us").alias("computed_at"))
+    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    lake.replace_where(table, stamped, predicate=f"bucket >= '{start.isoformat()}' AND bucket < '{(start + DAY).isoformat()}'")
+    return stamped.height
+
+
+def _description(release_id: str, day: dt.date, table: str, noise: Noise, bounds: dict, threshold: int) -> dict:
+    return {"release_id": release_id, "day": day, "table_name": table, "mechanism": noise.mechanism, "epsilon": noise.epsilon,
+            "delta": noise.delta, "noise_scale": noise.scale, "bounds": json.dumps(bounds), "threshold": threshold,
+            "computed_at": dt.datetime.now(dt.timezone.utc)}
+
+
+def exact_aggregates(lake: Lake, /, *, k: int, engine_name: str = "polars") -> dict[str, pl.DataFrame]:
+    """The steward's exact, k-anonymous counterparts of the released tables (footfall per place-hour and per cell-hour
+    at resolution 9, flows between districts per day): what ``citylake publish`` wrote for analysts before releases
+    had noise. Written nowhere; for the steward, and for measuring what a release costs and how close it stays."""
+    from citylake.queries import footfalls, od
+
+    by_place, by_cell = (pl.from_arrow(result.table) for result in footfalls(lake, views=[("place", None), ("cell", 9)], freq="1h", k=k,
+                                                                                  engine_name=engine_name))
+    flows = pl.from_arrow(od(stays(lake, filters=Filters(categories=(OD_ZONES,)), engine_name=engine_name), freq="1d", k=k).table)
+    return {"footfall_hourly": by_place, "footfall_cells_hourly": by_cell, "od_daily": flows}
