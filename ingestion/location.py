@@ -75,22 +75,28 @@ def _validate(
     if has_accuracy:
         checks += [*V.numeric("accuracy_m", optional=True),
                    V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
-    # Quarantined text must not carry the raw device id either: its field becomes the pseudonym.
-    frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"))
+    # Quarantined text must not carry the raw device id either: its field becomes the pseudonym, and a field that is not a
+    # valid value of its column (where a shifted or swapped row would put the id) is withheld, in the raw text and the reason.
+    frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"),
+                               *_withheld_unless_valid(frame, has_accuracy))
     good, bad = V.split(frame, checks, raw_columns=[device_ref_expr(), *[c for c in rows.column_names if c != "device_id"]])
     good = good.select(
-        pl.col("_pseudonym").alias("device_id"), pl.col("_ts").alias("ts"), pl.col("_lat").alias("lat"), pl.col("_lon").alias("lon"),
+        pl.col("_pseudonym").alias("device_id"), pl.col("_ts").dt.truncate("1s").alias("ts"),
+        pl.col("_lat").round(PLACES).alias("lat"), pl.col("_lon").round(PLACES).alias("lon"),
         (pl.col("_accuracy_m") if has_accuracy else pl.lit(None, pl.Float64)).cast(pl.Float32).alias("accuracy_m"),
     )
     good = good.with_columns(pl.Series("h3_cell", latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)))
     if raw.rejected:
         device_field = rows.column_names.index("device_id") if raw.rows.num_columns else 0
-        unreadable = [(pos, redact_line(text, device_field, raw.delimiter, key), why, kind) for pos, text, why, kind in raw.rejected]
+        unreadable = [(pos, redact_line(text, device_field, raw.delimiter, key, expected=raw.rows.num_columns), why, kind)
+                      for pos, text, why, kind in raw.rejected]
         bad = pl.concat([V.unreadable(unreadable), bad])
     return Chunk(good.to_arrow(), bad, raw.rows_in, raw.bytes_done)
 
 
 WITHHELD = "[line withheld: its device id could not be separated from the rest]"
+NOT_A_VALUE = "[withheld: not a valid value here]"
+PLACES = 5  # stored coordinates keep 5 decimals (~1 m), timestamps whole seconds: finer tells nothing a city needs
 
 
 def device_ref_expr() -> pl.Expr:
@@ -98,16 +104,26 @@ def device_ref_expr() -> pl.Expr:
     return pl.when(V.is_missing("device_id")).then(pl.lit("")).otherwise(pl.format("pseudonym:{}", pl.col("_pseudonym")))
 
 
-def redact_line(text: str, field: int, delimiter: str, key: bytes) -> str:
-    """A rejected line with its device-id field replaced by the pseudonym, or withheld whole."""
+def _withheld_unless_valid(frame: pl.DataFrame, has_accuracy: bool) -> list[pl.Expr]:
+    """The raw text of ts, lat, lon (and accuracy_m) where it reads as a value of its column's kind, else NOT_A_VALUE."""
+    coordinate_like = lambda parsed: parsed.abs() <= 360  # noqa: E731 - a swapped lat/lon stays readable; an id-sized number does not
+    valid = {"ts": pl.col("_ts").is_not_null(), "lat": coordinate_like(pl.col("_lat")), "lon": coordinate_like(pl.col("_lon")),
+             "accuracy_m": pl.col("_accuracy_m").abs() < 100_000 if has_accuracy else None}
+    return [pl.when(V.is_missing(c) | condition).then(pl.col(c)).otherwise(pl.lit(NOT_A_VALUE)).alias(c)
+            for c, condition in valid.items() if condition is not None and c in frame.columns]
+
+
+def redact_line(text: str, field: int, delimiter: str, key: bytes, *, expected: int | None = None) -> str:
+    """A rejected line with its device-id field replaced by the pseudonym; withheld whole when it cannot be split, or has
+    another number of fields than the header (a shifted line's id is in another field)."""
     try:
-        fields = next(csv.reader([text], delimiter=delimiter))
+        parts = next(csv.reader([text], delimiter=delimiter))
     except (csv.Error, StopIteration):
         return WITHHELD
-    if field >= len(fields):
+    if field >= len(parts) or (expected is not None and len(parts) != expected):
         return WITHHELD
-    fields[field] = f"pseudonym:{pseudonym(fields[field], key)}" if fields[field].strip() else ""
-    return delimiter.join(fields)
+    parts[field] = f"pseudonym:{pseudonym(parts[field], key)}" if parts[field].strip() else ""
+    return delimiter.join(parts)
 
 
 __all__ = ["OPTIONAL", "REQUIRED", "ingest_pings", "parse_mapping", "read_pings"]

@@ -148,38 +148,44 @@ def test_query_near_and_profile_from_the_command_line(sample_lake):
     assert near and all(r["place_id"] == "places:expo" and r["distance_m"] <= 300 for r in near)
     knn = json.loads(ok("--lake", sample_lake, "query", "near", "--category", "park", "--what", "pois", "--knn", "2", "--format", "json"))
     assert sorted({r["rank"] for r in knn}) == [1, 2]
-    result = citylake("--lake", sample_lake, "query", "profile", "--place", "places:expo", "--format", "csv")
+    result = citylake("--lake", sample_lake, "query", "profile", "--place", "places:expo", "--role", "steward", "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("place_id,name,category,bucket,pings,devices") and "withheld (fewer than 10 devices)" in result.stderr
-    flows = json.loads(ok("--lake", sample_lake, "query", "od", "--cells", "7", "--k", "2", "--format", "json"))
+    flows = json.loads(ok("--lake", sample_lake, "query", "od", "--cells", "7", "--role", "steward", "--k", "2", "--format", "json"))
     assert flows and all(len(r["origin"]) == 15 and r["devices"] >= 2 for r in flows)  # hex cells at the edges
     for command in ("near", "profile", "footfall", "dwell", "od"):
         assert "Example" in ok("query", command, "--help")
     one_line_error(citylake("--lake", sample_lake, "query", "near", "--place", "nowhere"), "no place matches")
 
 
-def test_only_the_steward_lowers_k(sample_lake, tmp_path):
+def test_only_the_steward_gets_exact_results_and_sets_k(sample_lake, tmp_path):
     no_key = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "absent.key"), "CITYLAKE_PSEUDONYM_KEY": ""}
-    one_line_error(citylake("--lake", sample_lake, "query", "footfall", "--k", "2", env=no_key), "below the lake's k-anonymity",
-                   "steward")
-    raising = citylake("--lake", sample_lake, "query", "footfall", "--k", "50", "--format", "csv", env=no_key)
+    one_line_error(citylake("--lake", sample_lake, "query", "footfall", "--role", "steward", env=no_key), "steward", "key")
+    one_line_error(citylake("--lake", sample_lake, "query", "footfall", "--k", "50"), "--k", "steward")  # an analyst's k means nothing
+    raising = citylake("--lake", sample_lake, "query", "footfall", "--role", "steward", "--k", "50", "--format", "csv")
     assert raising.returncode == 0 and "fewer than 50 devices" in raising.stderr
-    lowered = citylake("--lake", sample_lake, "query", "footfall", "--k", "2", "--format", "csv")  # the tests hold the key
+    lowered = citylake("--lake", sample_lake, "query", "footfall", "--role", "steward", "--k", "2", "--format", "csv")
     assert lowered.returncode == 0 and "fewer than 2 devices" in lowered.stderr
+    for people in (["query", "dwell"], ["query", "od", "--cells", "7"]):
+        one_line_error(citylake("--lake", sample_lake, *people), "steward")
 
 
-def test_published_aggregates_are_what_analysts_read(sample_lake, tmp_path):
+def test_releases_are_what_analysts_read(sample_lake, tmp_path):
     no_key = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "absent.key"), "CITYLAKE_PSEUDONYM_KEY": ""}
     one_line_error(citylake("--lake", sample_lake, "publish", env=no_key), "key")
-    assert "published footfall_hourly" in ok("--lake", sample_lake, "publish", "--k", "3")
-    rows = json.loads(ok("--lake", sample_lake, "sql", "SELECT * FROM footfall_hourly ORDER BY place_id, bucket", "--format", "json"))
-    want = json.loads(ok("--lake", sample_lake, "query", "footfall", "--k", "3", "--format", "json"))
-    assert rows and [(r["place_id"], r["bucket"], r["pings"], r["devices"]) for r in rows] == \
-        [(r["place_id"], r["bucket"], r["pings"], r["devices"]) for r in want]
-    assert all(r["devices"] >= 3 and r["k"] == 3 for r in rows)
-    for table in ("footfall_cells_hourly", "od_daily"):
-        assert json.loads(ok("--lake", sample_lake, "sql", f"SELECT min(k) AS k FROM {table}", "--format", "json"))[0]["k"] in (3, None)
-    one_line_error(citylake("--lake", sample_lake, "sql", "SELECT count(*) FROM pings"), "not visible to analysts")
+    assert "released footfall_hourly" in ok("--lake", sample_lake, "publish", "--epsilon", "0.5", "--delta", "0")
+    rows = json.loads(ok("--lake", sample_lake, "sql", "SELECT place_id, bucket, devices FROM footfall_hourly ORDER BY place_id, bucket",
+                         "--format", "json", env=no_key))
+    read = citylake("--lake", sample_lake, "query", "footfall", "--format", "json", env=no_key)
+    assert read.returncode == 0 and "withheld" not in read.stderr and "differentially private" in read.stderr
+    assert [(r["place_id"], r["bucket"], r["devices"]) for r in json.loads(read.stdout)] == \
+        [(r["place_id"], r["bucket"], r["devices"]) for r in rows]
+    about = json.loads(ok("--lake", sample_lake, "sql", "SELECT * FROM releases", "--format", "json", env=no_key))
+    assert {r["table_name"] for r in about} == {"footfall_hourly", "footfall_cells_hourly", "od_daily"}
+    assert all(r["mechanism"] == "laplace" and r["delta"] == 0 and r["threshold"] >= 10 for r in about)
+    assert all(r["devices"] >= min(a["threshold"] for a in about) for r in rows)
+    one_line_error(citylake("--lake", sample_lake, "publish", "--epsilon", "0.6"), "budget")  # 0.5 + 0.6 > 1 per day
+    one_line_error(citylake("--lake", sample_lake, "sql", "SELECT count(*) FROM pings", env=no_key), "not visible to analysts")
 
 
 def test_shell_runs_multi_line_statements_and_keeps_the_analyst_rules(sample_lake):

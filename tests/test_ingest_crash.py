@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
-from conftest import TEST_KEY
+from conftest import TEST_KEY, with_key
 
 from citylake.lake import Lake, duckdb_for
 
@@ -36,7 +36,7 @@ def ingest(lake: Lake, path) -> subprocess.Popen:
 
 
 def test_sigkill_mid_ingest_then_rerun_lands_each_row_once(tmp_path):
-    lake = Lake.init(tmp_path / "lake")
+    lake = with_key(Lake.init(tmp_path / "lake"))
     write_pings(tmp_path / "pings.csv", 200_000)
     proc = ingest(lake, tmp_path / "pings.csv")
     deadline = time.monotonic() + 120

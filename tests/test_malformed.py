@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TEST_KEY
+from conftest import TEST_KEY, with_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +53,7 @@ def test_malformed_pings_file(tmp_path, name):
     content, valid, error = CORPUS[name]
     path = tmp_path / "pings.csv"
     path.write_bytes(content)
-    lake = Lake.init(tmp_path / "lake")
+    lake = with_key(Lake.init(tmp_path / "lake"))
     result = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
     assert "Traceback" not in result.stderr + result.stdout

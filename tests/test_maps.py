@@ -90,7 +90,7 @@ def citylake_map(lake_path: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_footfall_map_draws_the_k_anonymous_cells_offline(browser, lake_path):
     out = ARTIFACTS / "footfall.html"
-    done = citylake_map(lake_path, "footfall", "--res", "9", "--freq", "1h", "--k", "3", "--out", str(out))
+    done = citylake_map(lake_path, "footfall", "--res", "9", "--freq", "1h", "--role", "steward", "--k", "3", "--out", str(out))
     assert done.returncode == 0, done.stderr
     state, pixels, refused = render(browser, out, ARTIFACTS / "footfall.png")
     want = pl.from_arrow(footfall(Lake.open(lake_path), by="cell", res=9, freq="1h", k=3).table)
@@ -105,7 +105,7 @@ def test_footfall_map_draws_the_k_anonymous_cells_offline(browser, lake_path):
 
 @pytest.mark.parametrize("kind, args, data_id, layer", [
     ("readings", ["--metric", "pm25"], "readings", "point"),
-    ("od", ["--category", "district", "--k", "2"], "od", "arc"),
+    ("od", ["--category", "district", "--role", "steward", "--k", "2"], "od", "arc"),
     ("places", [], "places", "geojson"),
     ("hotspots", ["--k", "2", "--workers", "1"], "hotspots", "hexagonId"),
 ])
@@ -117,6 +117,23 @@ def test_every_map_command_renders_its_layer(browser, lake_path, kind, args, dat
     assert [layer, data_id, True] in state["layers"] and state["rows"][data_id] > 0
     if kind != "places":  # places are drawn in blue: their test is the layer data
         assert warm_pixels(pixels) > 300, f"no {layer} layer drawn in the map area"
+
+
+def test_analysts_map_the_release(browser, lake_path, tmp_path):
+    """Without the key, a footfall map shows the release: its cells and noisy counts, nothing else."""
+    released = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", lake_path, "publish"], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
+    assert released.returncode == 0, released.stderr
+    out = ARTIFACTS / "footfall-release.html"
+    analyst = {**os.environ, "CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "none.key")}
+    analyst.pop("CITYLAKE_PSEUDONYM_KEY", None)
+    done = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", lake_path, "map", "footfall", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=analyst)
+    assert done.returncode == 0, done.stderr
+    state, pixels, _ = render(browser, out, ARTIFACTS / "footfall-release.png")
+    want = Lake.open(lake_path).table("footfall_cells_hourly").to_pyarrow_table()
+    assert state["rows"]["footfall"] == want.num_rows > 0 and warm_pixels(pixels) > 300
+    assert "differentially private" in done.stderr and "withheld" not in done.stderr
 
 
 def test_the_pixel_check_can_fail(browser, tmp_path):
@@ -132,7 +149,7 @@ def test_the_pixel_check_can_fail(browser, tmp_path):
 @pytest.mark.parametrize("kind", ["footfall", "od", "readings"])
 def test_static_png_maps_need_no_browser(lake_path, kind):
     out = ARTIFACTS / f"{kind}-static.png"
-    k = [] if kind == "readings" else ["--k", "2"]  # readings are not about people
+    k = [] if kind == "readings" else ["--role", "steward", "--k", "2"]  # readings are not about people
     done = citylake_map(lake_path, kind, *k, "--out", str(out))
     assert done.returncode == 0, done.stderr
     pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)

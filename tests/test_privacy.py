@@ -1,13 +1,41 @@
-"""The privacy room: the pseudonym key, the one steward check and the k floor."""
+"""The privacy room: the lake's key and its check, rotation, the policy, the budget ledger, calibrated noise, and the
+releases built on them (bounded contributions, public partitions, thresholds, replacement)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import stat
 
+import numpy as np
+import polars as pl
 import pytest
+from conftest import TEST_KEY, generated_city_lake, with_key
 
-from citylake.privacy import BadKeyFile, NoPseudonymKey, Refused, k_for_result, require_steward
+from citylake.lake import Lake, scan
+from citylake.privacy import (
+    BadKeyFile,
+    BadPolicy,
+    NoPseudonymKey,
+    Policy,
+    Refused,
+    establish_key,
+    k_for_result,
+    key_check,
+    read_policy,
+    require_steward,
+    rotate_key,
+)
 from citylake.privacy import pseudonyms as P
+from citylake.privacy.ledger import check_budget, record, spent
+from citylake.privacy.noise import calibrate
+from citylake.queries import Filters, footfall
+from citylake.queries import release as R
+
+
+@pytest.fixture
+def bare_env(monkeypatch):
+    monkeypatch.delenv(P.KEY_ENV, raising=False)
 
 
 def test_key_file_is_private_and_outside_the_lake(tmp_path):
@@ -16,24 +44,133 @@ def test_key_file_is_private_and_outside_the_lake(tmp_path):
     assert P.create_key(key) == key and P.load_key(key, env={}) == P.load_key(key, env={})  # created once
     with pytest.raises(BadKeyFile, match="outside the lake"):
         P.create_key(tmp_path / "lake" / "k.key", lake_root=tmp_path / "lake")
-    assert P.load_key(key, env={P.KEY_ENV: "from-env"}) == b"from-env"
+    assert P.load_key(key, env={P.KEY_ENV: TEST_KEY}) == TEST_KEY.encode()
+    with pytest.raises(BadKeyFile, match="at least 32 bytes"):
+        P.load_key(key, env={P.KEY_ENV: "short-key"})
     with pytest.raises(NoPseudonymKey, match="citylake init"):
         P.load_key(tmp_path / "absent.key", env={})
 
 
-def test_only_the_key_holder_is_steward(tmp_path, monkeypatch):
-    monkeypatch.delenv(P.KEY_ENV, raising=False)
+def test_only_the_lakes_own_key_makes_a_steward(tmp_path, bare_env):
+    lake = Lake.init(tmp_path / "lake")
+    key_file = tmp_path / "keys" / "lake.key"
+    with pytest.raises(Refused, match="no pseudonym key"):
+        require_steward(lake, key_file)
+    P.create_key(key_file)
+    with pytest.raises(Refused, match="has none yet"):  # a key, but the lake records no key yet
+        require_steward(lake, key_file)
+    establish_key(lake, key_file, policy=Policy())
+    assert require_steward(lake, key_file) == P.load_key(key_file)
+    policy_file = lake.steward_dir / "privacy.json"
+    assert stat.S_IMODE(policy_file.stat().st_mode) == 0o600 and P.load_key(key_file) not in policy_file.read_bytes()
+    other = tmp_path / "other.key"
+    P.create_key(other)  # a good key, but not this lake's
+    with pytest.raises(Refused, match="not this lake's pseudonym key"):
+        require_steward(lake, other, doing="publishing")
     with pytest.raises(Refused, match="publishing is for the steward"):
-        require_steward(tmp_path / "absent.key", doing="publishing")
-    key = P.create_key(tmp_path / "steward.key")
-    assert require_steward(key) == P.load_key(key)
+        require_steward(lake, tmp_path / "absent.key", doing="publishing")
 
 
-def test_k_below_the_floor_needs_the_steward(tmp_path, monkeypatch):
-    monkeypatch.delenv(P.KEY_ENV, raising=False)
-    absent = tmp_path / "absent.key"
-    assert k_for_result(None, floor=10, key_file=absent) == 10
-    assert k_for_result(25, floor=10, key_file=absent) == 25
-    with pytest.raises(Refused, match="below the lake's k-anonymity"):
-        k_for_result(3, floor=10, key_file=absent)
-    assert k_for_result(3, floor=10, key_file=P.create_key(tmp_path / "steward.key")) == 3
+def test_rotation_starts_an_epoch_and_retires_the_old_key(tmp_path, bare_env):
+    lake = Lake.init(tmp_path / "lake")
+    key_file = tmp_path / "lake.key"
+    establish_key(lake, key_file, policy=Policy())
+    old = P.load_key(key_file)
+    assert rotate_key(lake, key_file) == 2
+    new = P.load_key(key_file)
+    assert new != old and require_steward(lake, key_file) == new and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    (tmp_path / "old.key").write_bytes(old)
+    with pytest.raises(Refused, match="not this lake's"):
+        require_steward(lake, tmp_path / "old.key")
+    assert P.pseudonym("device-1", old) != P.pseudonym("device-1", new)  # the same device is unlinkable across epochs
+    assert [e["epoch"] for e in read_policy(lake).epochs] == [1, 2]
+
+
+def test_a_rotation_cut_short_still_unlocks_the_lake(tmp_path, bare_env):
+    """Killed after the new key replaced the key file, before the policy named it: the new key finishes the rotation."""
+    from citylake.privacy import write_policy
+
+    lake = Lake.init(tmp_path / "lake")
+    key_file = tmp_path / "lake.key"
+    establish_key(lake, key_file, policy=Policy())
+    fresh = P.new_key()
+    write_policy(lake, read_policy(lake).with_pending(key_check(fresh)))
+    key_file.unlink()
+    P.write_key_file(key_file, fresh)
+    assert require_steward(lake, key_file) == fresh and read_policy(lake).epoch == 2 and read_policy(lake).pending is None
+
+
+def test_the_k_floor_lives_in_the_lake(tmp_path, bare_env):
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    assert k_for_result(lake, None) == 10 and k_for_result(lake, 3) == 3
+    from citylake.privacy import write_policy
+
+    write_policy(lake, read_policy(lake).changed(k_floor=25))
+    assert k_for_result(lake, None) == 25
+    with pytest.raises(BadPolicy, match="k-anonymity below 2"):
+        read_policy(lake).changed(k_floor=1)
+
+
+def test_the_ledger_refuses_a_day_past_its_budget(tmp_path):
+    lake = Lake.init(tmp_path / "lake")
+    policy, days = Policy(), [dt.date(2026, 11, 2), dt.date(2026, 11, 3)]
+    check_budget(lake, policy, days, epsilon=1.0, delta=1e-6)  # a whole day's budget is allowed once
+    record(lake, "r1", {(days[0], "footfall_hourly"): (0.7, 0.0)})
+    check_budget(lake, policy, days, epsilon=0.3, delta=0.0)
+    with pytest.raises(Refused, match="2026-11-02 has spent epsilon 0.7"):
+        check_budget(lake, policy, days, epsilon=0.31, delta=0.0)
+    assert spent(lake, days)["epsilon"].to_list() == [0.7, 0.0]
+
+
+@pytest.mark.parametrize("delta", [0.0, 1e-6])
+def test_noise_is_what_opendp_says_it_is(delta):
+    noise = calibrate(epsilon=0.5, delta=delta, l1=24, l2=24 ** 0.5)
+    assert noise.epsilon <= 0.5 + 1e-9 and noise.mechanism == ("laplace" if delta == 0 else "gaussian")
+    if delta == 0:
+        assert noise.scale == pytest.approx(24 / 0.5)
+    drawn = noise.add(np.full(40_000, 100)) - 100
+    assert abs(drawn.mean()) < 0.05 * noise.deviation and drawn.std() == pytest.approx(noise.deviation, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    return generated_city_lake(tmp_path_factory.mktemp("release"), devices=300, days=2, seed=21)
+
+
+def test_bounded_counts_before_noise_are_the_exact_counts(city):
+    """With bounds no device reaches, the counts a release adds noise to are the exact distinct devices per place-hour."""
+    runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
+    day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
+    found = R._place_hours(runner, day, Policy(max_place_hours=10_000), public)
+    exact = pl.from_arrow(footfall(city, by="place", freq="1h", filters=R._window(day), k=1, engine_name="duckdb").table)
+    counted = found.keys.with_columns(pl.Series("n", found.counts)).filter(pl.col("n") > 0)
+    assert counted.join(exact, on=["place_id", "bucket"], how="full").filter(pl.col("n") != pl.col("devices")).height == 0
+    assert counted.height == exact.height > 0
+
+
+def test_a_device_adds_at_most_its_bound(city):
+    presence = R.engine("polars", city).presence(filters=Filters())
+    assert presence.group_by("device_id").len()["len"].max() > 5
+    assert R._bounded(presence, 5, ["device_id", "place_id", "bucket"]).group_by("device_id").len()["len"].max() == 5
+
+
+def test_a_release_shows_only_public_partitions_over_its_threshold_and_replaces_the_last(city, bare_env):
+    policy = Policy(epsilon_per_day=2.0)
+    R.publish(city, policy=policy, epsilon=1.0, delta=0.0)
+    first_version = city.table("footfall_hourly").version()
+    about = scan(city, "releases").collect()
+    for table, rows in (("footfall_hourly", scan(city, "footfall_hourly").collect()),
+                        ("footfall_cells_hourly", scan(city, "footfall_cells_hourly").collect())):
+        threshold = about.filter(pl.col("table_name") == table)["threshold"].min()
+        assert rows.height and rows["devices"].min() >= threshold >= policy.k_floor
+    public = R._public_partitions(city, policy)
+    assert set(scan(city, "footfall_cells_hourly").collect()["h3_cell"]) <= set(public.cells.tolist())
+    assert set(scan(city, "footfall_hourly").collect()["place_id"]) <= set(public.places["place_id"])
+    assert json.loads(about["bounds"][0])
+    R.publish(city, policy=policy, epsilon=1.0, delta=0.0)  # the same days again: the budget of 2 per day allows it
+    assert scan(city, "releases").collect()["release_id"].n_unique() == 1  # the second release replaced the first
+    with pytest.raises(Exception, match="(?i)not found|no such file"):
+        city.table("footfall_hourly", as_of=first_version).to_pyarrow_table()  # the first release's files are gone
+    with pytest.raises(Refused, match="budget"):
+        R.publish(city, policy=policy, epsilon=0.1, delta=0.0)
+    assert scan(city, "privacy_ledger").collect()["release_id"].n_unique() == 2  # both releases spent budget

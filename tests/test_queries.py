@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import shapely
-from conftest import generated_city_lake
+from conftest import TEST_KEY, generated_city_lake
 
 from citylake.lake import Lake, scan
 from citylake.queries import ENGINES, BadFilter, Filters, UnknownEngine, footfall, footfalls
@@ -125,8 +125,9 @@ def test_bad_requests_are_named(city_lake, call, error):
 
 
 def test_cli_footfall_formats(city_lake, tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall", *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=300, env={**os.environ})
+    run = lambda *a: subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall",  # noqa: E731
+                                     "--role", "steward", *a], capture_output=True, text=True, timeout=300,
+                                    env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
     as_json = run("--category", "park", "--freq", "1d", "--format", "json", "--engine", "polars")
     assert as_json.returncode == 0, as_json.stderr
     rows = json.loads(as_json.stdout)

@@ -8,7 +8,7 @@ import sys
 
 import duckdb
 import pytest
-from conftest import make_pings
+from conftest import TEST_KEY, make_pings, with_key
 
 from citylake.lake import Lake
 from citylake.queries.sandbox import Refused, Workspace
@@ -21,7 +21,7 @@ READERS = ["read_csv('{p}')", "read_csv_auto('{p}')", "read_json('{p}')", "read_
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    lake = Lake.init(tmp_path_factory.mktemp("sandbox") / "lake")
+    lake = with_key(Lake.init(tmp_path_factory.mktemp("sandbox") / "lake"))
     lake.write("pings", make_pings(2_000))
     import polars as pl
 
@@ -74,7 +74,8 @@ def test_no_reader_function_reaches_outside_files(analyst, outside, reader, targ
 
 @pytest.mark.parametrize("reader", ["read_parquet('{p}/**/*.parquet')", "delta_scan('{p}')", "read_blob('{p}/_delta_log/*')"])
 def test_raw_pings_cannot_be_read_by_path(analyst, lake, reader):
-    assert "Permission" in refused(analyst, f"SELECT count(*) FROM {reader.format(p=lake.path('pings'))}")
+    message = refused(analyst, f"SELECT count(*) FROM {reader.format(p=lake.path('pings'))}")
+    assert "not available to analysts" in message and str(lake.root) not in message
 
 
 @pytest.mark.parametrize("table", ["pings", "quarantine"])
@@ -136,7 +137,7 @@ def test_cli_roles(lake, tmp_path):
     assert denied.returncode == 1 and "not visible to analysts" in denied.stderr and "Traceback" not in denied.stderr
     keyless = run("SELECT count(*) FROM pings", "--role", "steward", env={"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "none")})
     assert keyless.returncode == 1 and "no pseudonym key" in keyless.stderr
-    (tmp_path / "key").write_text("k\n")
+    (tmp_path / "key").write_text(TEST_KEY + "\n")
     steward = run("SELECT count(*) AS n FROM pings", "--role", "steward", "--format", "csv",
                   env={"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "key")})
     assert steward.returncode == 0 and steward.stdout.splitlines() == ["n", "2000"]
