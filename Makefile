@@ -38,10 +38,12 @@ demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake,
 	$(CITYLAKE) sql --role steward "SELECT kind_of_reason, count(*) AS rows FROM (SELECT split_part(reason, ' ', 1) || ' … ' || \
 	  regexp_extract(reason, '(out of range|not a timestamp|not a number|missing|future|fields)') AS kind_of_reason FROM quarantine) \
 	  GROUP BY 1 ORDER BY 2 DESC"
-	@echo "Footfall per park, expo and business district per day (k-anonymous: groups under 10 devices withheld)"
-	$(CITYLAKE) query footfall --category park --category expo --category business_district --freq 1d --from 2026-11-05 --to 2026-11-07
+	@echo "The steward's exact footfall per park, expo and business district per day (k-anonymous: groups under 10 devices withheld)"
+	$(CITYLAKE) query footfall --role steward --category park --category expo --category business_district --freq 1d --from 2026-11-05 --to 2026-11-07
+	@echo "Releasing every day with differential privacy (the lake's budget: epsilon 1 per day); analysts read only releases"
 	$(CITYLAKE) publish
-	$(CITYLAKE) map footfall --res 9 --freq 1h --out demo-maps/footfall.html
+	$(CITYLAKE) query footfall --category expo --from 2026-11-05T08:00Z --to 2026-11-05T20:00Z
+	$(CITYLAKE) map footfall --out demo-maps/footfall.html
 	$(CITYLAKE) map od --category district --out demo-maps/flows.html
 	$(CITYLAKE) report --district places:expo --district places:cbd --out demo-reports
 	@echo "Open demo-maps/footfall.html and demo-reports/places_expo.html in a browser (both work offline);"

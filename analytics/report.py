@@ -81,7 +81,7 @@ class ReportBatch:
             "busiest_hour_devices": int(busiest["devices"][0]) if busiest.height else None,
             "median_stay_min": float(dwell_table["median_min"][0]) if dwell_table.height else None,
             "events": int((detections["kind"] == "event").sum()), "sensor_faults": int((detections["kind"] == "sensor fault").sum()),
-            "hot_cells": int(hot.height), "hours_withheld_for_privacy": hourly.suppressed,
+            "hot_cells": int(hot.height),
         }
         report = Report(place_id, name, self.start, self.end, self.k, headline, hourly=people, cells=cells)
         report.sections = [
@@ -90,7 +90,8 @@ class ReportBatch:
              "sensor faults: flat lines, impossible values, silence. Evidence lists each signal and its z."),
             ("Hotspots", hot, f"Getis-Ord Gi* of pings per H3 cell (resolution {HOTSPOT_RES}) over the window; z ≥ 2.58 is p < 0.01."),
             ("Footfall by hour", people.select("bucket", "pings", "devices").sort("bucket"),
-             f"k-anonymous: hours with fewer than {self.k} devices are withheld ({hourly.suppressed} withheld)."),
+             f"k-anonymous: hours with fewer than {self.k} devices are not shown (how many is not said: a count of them would "
+             "tell that someone was there)."),
             ("How long people stay", dwell_table, "Stays: consecutive pings inside the place, at most 30 min apart, at least 5 min long."),
             (f"Sensors nearby (within {NEARBY_M} m) during busy hours", nearby, ""),
             (f"Flows in and out (between {category or 'these'} zones)", flows, "Trips between consecutive stays; k-anonymous."),

@@ -130,7 +130,7 @@ class Workspace:
         timer.start()
         try:
             result = self.con.execute(statement)
-            return result.fetch_arrow_table() if result.description else None
+            return result.to_arrow_table() if result.description else None
         except duckdb.InterruptException:
             raise QueryCancelled(f"the query ran longer than the workspace's limit of {self.limits.seconds:g} s and was cancelled "
                                  "(setting sandbox.timeout_seconds); narrow it, or ask the steward") from None
