@@ -12,6 +12,7 @@ from citylake.lake.errors import (
     LakeError,
     LakeNotFound,
     NoSuchVersion,
+    NotWritable,
     SchemaMismatch,
     TableNotEmpty,
     UnknownTable,
@@ -22,6 +23,6 @@ from citylake.lake.schemas import TABLES, TableSpec
 
 __all__ = [
     "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "ExtensionMissing", "Lake", "LakeError",
-    "LakeNotFound", "NoSuchVersion", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec", "TableStats",
+    "LakeNotFound", "NoSuchVersion", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec", "TableStats",
     "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

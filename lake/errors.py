@@ -56,3 +56,10 @@ class ExtensionMissing(LakeError, ImportError):
             f"DuckDB extension {name!r} is not installed; pip install duckdb-extension-{name}=={version} "
             "(extensions come from PyPI, never downloaded at run time)"
         )
+
+
+class NotWritable(LakeError, PermissionError):
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        super().__init__(f"table {name!r} is not writable by you ({path}): only the lake's owner changes the lake; "
+                         "run the command as the lake's owner")

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from citylake.h3_index import check_resolution
 from citylake.h3_index.buckets import partition_keys
-from citylake.lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, SchemaMismatch, TableNotEmpty, UnknownTable
+from citylake.lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, NotWritable, SchemaMismatch, TableNotEmpty, UnknownTable
 from citylake.lake.run_keys import RunKeys
 from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
 
@@ -57,6 +57,10 @@ def _in_zone(method):
     (The umask is the process's: citylake writes one table at a time.)"""
     @functools.wraps(method)
     def write(self, name, *args, **kwargs):
+        path = self.path(name)
+        where = path if path.exists() else path.parent
+        if not os.access(where, os.W_OK | os.X_OK):  # refused here, before the writer's threads meet it (and panic)
+            raise NotWritable(name, str(where))
         previous = os.umask(ZONES[self.spec(name).zone].umask)
         try:
             return method(self, name, *args, **kwargs)

@@ -38,7 +38,7 @@ def key_file_of(lake: Lake, configured: str | Path | None = None, /) -> Path:
 def establish_key(lake: Lake, key_file: Path, /, *, policy: Policy) -> Path | None:
     """Give a new lake its key (the one in $CITYLAKE_PSEUDONYM_KEY, else a new key file) and its policy; a lake that
     has one keeps it. Returns the key file it made, if any."""
-    if read_policy(lake) is not None:
+    if read_policy(lake, doing="giving the lake its key") is not None:
         return None
     made = None
     if os.environ.get(KEY_ENV):

@@ -141,6 +141,12 @@ def test_another_os_user_reads_releases_and_nothing_of_the_steward_zone(city, tm
     assert read.returncode == 0 and read.stdout.startswith("place_id,name,category,bucket,devices"), read.stderr
     stolen = as_nobody(*cli, "sql", "--role", "steward", "SELECT count(*) FROM pings", env=env)
     assert stolen.returncode == 1 and "steward" in stolen.stderr and "Traceback" not in stolen.stderr
+    version = lake.table("footfall_hourly").version()
+    for change in (["maintain", "compact", "footfall_hourly"], ["ingest", "places", str(city.base / "city" / "places.geojson")]):
+        refused = as_nobody(*cli, *change, env=env)
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [refused.stderr.strip()], refused.stderr
+        assert "only the lake's owner" in refused.stderr and "panicked" not in refused.stderr
+    assert lake.table("footfall_hourly").version() == version
 
 
 @pytest.mark.parametrize("statement", [

@@ -58,16 +58,23 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"citylake: error: {one_line(err)}", err=True)
         return 1
     except Exception as err:
-        if not _is_duckdb_error(err):
+        if not _reported_as_one_line(err):
             raise
-        click.echo(f"citylake: error: {one_line(err)}", err=True)
+        click.echo(f"citylake: error: {one_line(err)}{_hint(err)}", err=True)
         return 1
     return 0
 
 
-def _is_duckdb_error(err: Exception) -> bool:
-    duckdb = sys.modules.get("duckdb")  # loaded by whatever raised it; never imported just to check
-    return duckdb is not None and isinstance(err, duckdb.Error)
+def _reported_as_one_line(err: Exception) -> bool:
+    """A failure of the engines or the file system the user can act on: DuckDB's and deltalake's errors, OS errors."""
+    duckdb, deltalake = sys.modules.get("duckdb"), sys.modules.get("deltalake")  # loaded by whatever raised; never imported to check
+    return (isinstance(err, OSError) or (duckdb is not None and isinstance(err, duckdb.Error))
+            or (deltalake is not None and isinstance(err, deltalake.exceptions.DeltaError)))
+
+
+def _hint(err: Exception) -> str:
+    denied = isinstance(err, PermissionError) or "Permission denied" in str(err)
+    return " (only the lake's owner may change it; analysts read the shared tables and the releases)" if denied else ""
 
 
 def one_line(err: Exception) -> str:

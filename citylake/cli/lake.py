@@ -67,7 +67,7 @@ def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None
     """Merge small files into large ones, one commit per table (all tables if none named)."""
     lake = ctx.open()
     target = target_mb or ctx.settings["lake.target_file_mb"]
-    for name in names or lake.names:
+    for name in names or [n for n in lake.names if lake.readable(n)]:
         before = lake.stats(name)
         started = time.perf_counter()
         with status(f"compacting {name} ({before.files:,} files)…"):
@@ -85,7 +85,7 @@ def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dr
     """Remove files no current or retained version needs (a dry run unless --apply)."""
     lake = ctx.open()
     hours = ctx.settings["lake.vacuum_retention_hours"] if retention_hours is None else retention_hours
-    for name in names or lake.names:
+    for name in names or [n for n in lake.names if lake.readable(n)]:
         files = lake.vacuum(name, retention_hours=hours, dry_run=dry_run)
         say(f"{name}: {'would remove' if dry_run else 'removed'} {len(files):,} files")
         for path in files[:20] if dry_run else []:
