@@ -28,8 +28,8 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
                                "or leave --scheduler out for a local cluster") from None
         cluster = None
     else:
-        cluster = _local_cluster(workers, memory_limit)
-        client = Client(cluster)
+        cluster, security = _local_cluster(workers, memory_limit)
+        client = Client(cluster, security=security)
     announce(f"dask: {len(client.scheduler_info()['workers'])} workers; dashboard at {client.dashboard_link}")
     try:
         yield client
@@ -64,15 +64,20 @@ WORKER_ENVIRON = {**ONE_CORE, **KEEP_FREED_MEMORY}
 
 
 def _local_cluster(workers: int, memory_limit: str | None):
-    """Worker processes of one thread and one core each, so that a second worker adds a core, not contention."""
+    """Worker processes of one thread and one core each, so that a second worker adds a core, not contention; and the
+    TLS credentials, made for this cluster alone, that its scheduler, nannies and workers require of every peer. Without
+    them any local user could connect to 127.0.0.1 and run code as the steward (who holds the key, reads raw pings)."""
     import dask
     from distributed import LocalCluster
+    from distributed.security import Security
 
+    security = Security.temporary()  # a fresh CA and certificate, in memory only; handed to the workers as they spawn
     saved = {name: os.environ.get(name) for name in WORKER_ENVIRON}
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON, **QUIET_WORKERS}):
-            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
-                                dashboard_address="127.0.0.1:0", preload=PRELOAD)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
+                                   dashboard_address="127.0.0.1:0", preload=PRELOAD, protocol="tls://", security=security)
+            return cluster, security
     finally:  # the Nanny sets them in this process to hand them on; this process keeps its own
         for name, value in saved.items():
             if value is None:

@@ -16,7 +16,8 @@ _PUBLIC = {
     **dict.fromkeys(("MAX_RES", "MIN_RES", "cell_resolutions", "cell_to_children", "cell_to_parent", "cells_to_boundary_wkt",
                      "cells_to_latlng", "cells_to_polygons", "cells_to_strings", "check_cells", "check_resolution", "grid_disk",
                      "latlng_to_cells", "strings_to_cells"), "cells"),
-    **dict.fromkeys(("BadCell", "BadCoordinate", "BadFrequency", "BadGeometry", "BadResolution", "CitylakeError"), "errors"),
+    **dict.fromkeys(("BadCell", "BadCoordinate", "BadFrequency", "BadGeometry", "BadResolution", "CitylakeError", "TooManyCells"),
+                    "errors"),
     "polygon_to_cells": "polygons",
 }
 __all__ = sorted(_PUBLIC)

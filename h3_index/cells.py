@@ -20,7 +20,7 @@ import pyarrow as pa
 import shapely
 from h3ronpy import vector
 
-from citylake.h3_index.errors import BadCell, BadCoordinate, BadResolution
+from citylake.h3_index.errors import BadCell, BadCoordinate, BadResolution, TooManyCells
 from citylake.h3_index.threads import thread_map
 
 MIN_RES, MAX_RES = 0, 15
@@ -114,14 +114,35 @@ def parent_bits(cells: np.ndarray, res: int) -> np.ndarray:
 
 
 def cell_to_children(cell: int, res: int) -> np.ndarray:
-    """All descendants of one cell at the finer resolution ``res``."""
+    """All descendants of one cell at the finer resolution ``res`` (at most MAX_CELLS_OUT)."""
     res = check_resolution(res)
     (cell,) = check_cells([cell])
     own = int(cell_resolutions([cell])[0])
     if res < own:
         raise BadResolution(res, why=f"children must be finer than their parent, which is at resolution {own}")
+    check_cell_count(children_count(own, res), f"the children of a resolution-{own} cell at resolution {res}")
     children = h3ronpy.change_resolution(pa.array(np.array([cell]).view(np.uint64)), res)
     return pa.array(children).to_numpy(zero_copy_only=False).view(np.int64)
+
+
+# What one call may make: enough for every cell of a city at a fine resolution, far below what would exhaust memory
+# (a resolution-0 cell's children at resolution 15 are 4.7e12 cells; a disk of radius 100,000 has 3e10).
+MAX_CELLS_OUT = 10_000_000
+
+
+def children_count(own: int, res: int) -> int:
+    """How many children at ``res`` a cell at ``own`` has (at most: pentagons have fewer)."""
+    return 7 ** max(res - own, 0)
+
+
+def disk_size(k: int) -> int:
+    """How many cells a grid disk of radius ``k`` holds (at most: one around a pentagon holds fewer)."""
+    return 3 * k * (k + 1) + 1
+
+
+def check_cell_count(asked: int, what: str) -> None:
+    if asked > MAX_CELLS_OUT:
+        raise TooManyCells(asked, MAX_CELLS_OUT, what)
 
 
 def grid_disk(cells: Iterable[int] | np.ndarray, k: int) -> list[np.ndarray]:
@@ -135,6 +156,7 @@ def grid_disk_flat(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"grid distance k={k!r} is not valid; pass a whole number >= 0")
     arr = check_cells(cells)
+    check_cell_count(arr.size * disk_size(int(k)), f"grid disks of radius {k} around {arr.size:,} cells")
     disks = pa.array(h3ronpy.grid_disk(pa.array(arr.view(np.uint64)), int(k)))
     offsets = disks.offsets.to_numpy()
     flat = disks.values.to_numpy(zero_copy_only=False).view(np.int64)

@@ -54,3 +54,10 @@ class BadGeometry(H3IndexError, ValueError):
         super().__init__(
             f"cannot cover a {geom_type} with H3 cells{': ' + why if why else ''}; pass a Polygon or MultiPolygon in EPSG:4326"
         )
+
+
+class TooManyCells(H3IndexError, ValueError):
+    def __init__(self, asked: int, most: int, what: str) -> None:
+        self.asked = asked
+        super().__init__(f"{what} would make {asked:,} cells, more than the {most:,} one call may make; "
+                         "ask for a coarser resolution, a smaller k, or fewer cells at a time")

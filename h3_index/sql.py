@@ -95,6 +95,7 @@ def _is_valid_cell(cell: pa.Array) -> pa.Array:
 def _grid_disk(cell: pa.Array, k: pa.Array) -> pa.Array:
     rows = _valid_rows(cell, k)
     cs, ks = _numpy(cell, rows, "int64"), _numpy(k, rows, "int64")
+    C.check_cell_count(sum(C.disk_size(max(int(v), 0)) for v in ks), f"h3_grid_disk over {cs.size:,} rows")  # the whole batch
     disks: list = [None] * cs.size
     for value in np.unique(ks):
         at = np.flatnonzero(ks == value)
@@ -106,6 +107,8 @@ def _grid_disk(cell: pa.Array, k: pa.Array) -> pa.Array:
 def _cell_to_children(cell: pa.Array, res: pa.Array) -> pa.Array:
     rows = _valid_rows(cell, res)
     cs, rs = _numpy(cell, rows, "int64"), _numpy(res, rows, "int64")
+    owns = C.cell_resolutions(C.check_cells(cs)) if cs.size else cs
+    C.check_cell_count(sum(C.children_count(int(o), int(r)) for o, r in zip(owns, rs)), f"h3_cell_to_children over {cs.size:,} rows")
     return _scatter([C.cell_to_children(c, int(r)).tolist() for c, r in zip(cs, rs)], rows, pa.list_(pa.int64()))
 
 

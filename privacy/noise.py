@@ -41,8 +41,10 @@ class Noise:
 def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:
     """The noise that spends at most ``epsilon`` (and ``delta``) on counts a device changes by at most ``l1`` (sum of
     absolute changes) and ``l2`` (root of summed squares)."""
-    if epsilon <= 0:
-        raise BadPolicy("epsilon", epsilon, "a release needs epsilon above 0")
+    if not (math.isfinite(epsilon) and 1e-6 <= epsilon <= 100):
+        raise BadPolicy("epsilon", epsilon, "give a release an epsilon from 1e-6 to 100 (the lake's budget per day caps it)")
+    if not (math.isfinite(delta) and 0 <= delta < 1e-3):
+        raise BadPolicy("delta", delta, "give a delta of 0 (Laplace noise) or above 0 and below 1e-3")
     l1, l2 = int(math.ceil(l1)), int(math.ceil(l2))  # the bounds of whole-number counts, rounded up (never less noise)
     if delta == 0:
         scale = l1 / epsilon

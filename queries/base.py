@@ -29,7 +29,8 @@ class QueryResult:
     engine: str
 
     def summary(self) -> str:
-        return f"{self.table.num_rows:,} rows; {self.suppressed:,} withheld (fewer than {self.k} devices) — {self.engine}"
+        # how many groups were withheld is not said: "0 withheld" against "1 withheld" tells whether anyone was there
+        return f"{self.table.num_rows:,} rows; groups withheld (fewer than {self.k} devices) — {self.engine}"
 
 
 class Engine(Protocol):

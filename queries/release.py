@@ -55,9 +55,9 @@ def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days
     days = sorted(days if days is not None else (dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date")))
     if not days:
         raise BadFilter("days", [], "no pings to release; ingest pings first")
+    noises = {table: _noise(table, policy, epsilon * share, delta * share) for table, share in SHARES.items()}  # checks both first
     check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
     release_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    noises = {table: _noise(table, policy, epsilon * share, delta * share) for table, share in SHARES.items()}
     record(lake, release_id, {(day, table): (noise.epsilon, noise.delta) for day in days for table, noise in noises.items()})
     runner, written = engine(engine_name, lake), dict.fromkeys(SHARES, 0)
     public = _public_partitions(lake, policy)

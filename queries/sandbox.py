@@ -67,7 +67,9 @@ class Workspace:
         self.con = connect(**options)  # type: ignore[arg-type]
         for name in self.tables:  # a release is read as it is now: a replaced release is gone for readers
             pinned = as_of if TABLES[name].zone == "shared" else None
-            self.con.register(name, lake.table(name, as_of=pinned).to_pyarrow_dataset())
+            self.con.register(name, _dataset(lake.table(name, as_of=pinned)))
+        # a join's filter pushed into an Arrow scan compares plain strings with the string_view columns (no Arrow kernel)
+        self.con.execute("SET disabled_optimizers = 'join_filter_pushdown'")
         for setting in ("enable_external_access = false", "allow_community_extensions = false", "lock_configuration = true"):
             self.con.execute(f"SET {setting}")
 
@@ -136,6 +138,14 @@ class Workspace:
                                  "(setting sandbox.timeout_seconds); narrow it, or ask the steward") from None
         finally:
             timer.cancel()
+
+
+def _dataset(table):
+    """The Delta table's files as an Arrow dataset, text columns read as string_view: DuckDB pushes a text filter down as a
+    string_view scalar, and Arrow has no kernel comparing it with a plain string column."""
+    plain = table.to_pyarrow_dataset()
+    viewed = [f.with_type(pa.string_view()) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) else f for f in plain.schema]
+    return table.to_pyarrow_dataset(schema=pa.schema(viewed, metadata=plain.schema.metadata))
 
 
 def _nodes(tree):

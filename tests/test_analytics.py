@@ -194,6 +194,32 @@ def test_a_report_computes_footfall_stays_and_flows_once(city, monkeypatch, tmp_
     assert made.headline["pings"] > 0 and made.cells.table.num_rows > 0
 
 
+def test_the_local_cluster_lets_in_no_other_local_user():
+    """The steward's workers hold the key and raw pings: a process without the run's TLS credentials gets no connection."""
+    import asyncio
+
+    from distributed.core import rpc
+    from distributed.security import Security
+
+    from citylake.analytics import dask_client
+
+    async def identity(address: str, **options) -> dict:
+        peer = rpc(address, **options)
+        try:
+            return await asyncio.wait_for(peer.identity(), 10)
+        finally:
+            await peer.close_rpc()
+
+    with dask_client(workers=1, announce=lambda _: None) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        for address in (client.scheduler.address, *client.scheduler_info()["workers"]):
+            assert address.startswith("tls://")
+            for options in ({"connection_args": Security.temporary().get_connection_args("client")}, {}):
+                target = address if options else address.replace("tls://", "tcp://")
+                with pytest.raises(Exception, match="(?i)comm"):
+                    asyncio.run(identity(target, **options))
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
                           env={**os.environ, "COLUMNS": "200", "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
@@ -211,7 +237,7 @@ def test_reports_render_for_every_park_and_stay_k_anonymous(city, tmp_path):
     page = (tmp_path / "r" / "places_park-0.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "What is unusual" in page and "k-anonymity k = 5" in page
     single = run_cli("--lake", str(lake.root), "report", "--district", "places:expo", "--workers", "1", "--k", "5",
-                     "--out", str(tmp_path / "expo.md"))
+                     "--from", "2026-11-01", "--to", "2026-12-01", "--out", str(tmp_path / "expo.md"))  # dates without a time: UTC
     assert single.returncode == 0, single.stderr
     text = (tmp_path / "expo.md").read_text()
     assert "| event | high | places:expo" in text and (tmp_path / "expo-figure-1.png").stat().st_size > 1000

@@ -80,6 +80,25 @@ def test_suppression_is_no_presence_oracle(city):
     assert after.stdout == before.stdout and after.stderr == before.stderr
 
 
+def test_the_stewards_own_results_do_not_count_what_they_withhold(city):
+    """A steward's exact result says groups were withheld, never how many: 0 against 1 would say whether anyone was there."""
+    lone = city.base / "lone-at-five.csv"
+    lone.write_text("device_id,ts,lat,lon\nsolo,2026-11-03T05:10:00Z,31.3305,121.3305\nsolo,2026-11-03T05:40:00Z,31.3305,121.3305\n")
+    city.ok("ingest", "pings", str(lone), steward=True)
+    box = ["--role", "steward", "--by", "cell", "--bbox", "121.33,31.33,121.331,31.331", "--format", "csv"]
+    someone = city.run("query", "footfall", *box, "--from", "2026-11-03T05:00Z", "--to", "2026-11-03T06:00Z", steward=True)
+    nobody = city.run("query", "footfall", *box, "--from", "2026-11-03T07:00Z", "--to", "2026-11-03T08:00Z", steward=True)
+    assert someone.returncode == nobody.returncode == 0 and someone.stderr == nobody.stderr and someone.stdout == nobody.stdout
+
+
+@pytest.mark.parametrize("release", [["--delta", "-1e-6"], ["--epsilon", "1e-320"], ["--epsilon", "nan"], ["--epsilon", "0"]])
+def test_a_malformed_release_spends_nothing(city, release):
+    spent = city.ok("privacy", "show", steward=True)
+    line = city.refused("publish", *release, steward=True)
+    assert "epsilon" in line or "delta" in line
+    assert city.ok("privacy", "show", steward=True) == spent
+
+
 @pytest.mark.parametrize("args", [
     ["query", "footfall", "--by", "cell", "--res", "9"],
     ["query", "footfall", "--by", "cell", "--res", "11"],
@@ -208,6 +227,10 @@ def test_runaway_queries_are_cancelled(city):
     line = city.refused("sql", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", env=limited)
     assert "cancelled" in line and time.monotonic() - started < 30
     city.refused("sql", "SELECT count(DISTINCT a.range * 100000 + b.range) FROM range(20000) a, range(20000) b", env=limited)
+    for runaway in ("SELECT h3_cell_to_children(h3_latlng_to_cell(31.2, 121.4, 0), 15)",  # 4.7e12 cells: an abort, before
+                    "SELECT len(h3_cell_to_children(h3_latlng_to_cell(31.2, 121.4, 2), 11)) FROM range(50)",
+                    "SELECT h3_grid_disk(h3_latlng_to_cell(31.2, 121.4, 9), 100000)"):
+        assert "cells" in city.refused("sql", runaway, env=limited)
 
 
 def test_quarantine_and_pings_keep_no_raw_id_and_no_more_precision_than_a_city_needs(city):

@@ -166,3 +166,14 @@ def test_children_must_be_finer():
 def test_negative_grid_distance_is_refused():
     with pytest.raises(ValueError, match="k=-1"):
         H.grid_disk([oracle_cell(0, 0, 5)], -1)
+
+
+def test_a_call_makes_at_most_ten_million_cells():
+    """Children and disks grow as 7^levels and k²: past the limit a call says so instead of exhausting memory."""
+    cell = int(H.latlng_to_cells([31.2], [121.4], 2)[0])
+    assert len(H.cell_to_children(cell, 10)) == 7 ** 8  # 5.8 million: within
+    with pytest.raises(H.TooManyCells, match="coarser resolution"):
+        H.cell_to_children(cell, 11)
+    assert len(H.grid_disk([cell], 1000)[0]) <= 3_003_001
+    with pytest.raises(H.TooManyCells, match="smaller k"):
+        H.grid_disk([cell], 2_000)

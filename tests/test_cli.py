@@ -77,6 +77,10 @@ def test_sql_in_every_format(sample_lake):
     assert [(r["cell"], int(r["n"])) for r in as_csv] == [(r["cell"], r["n"]) for r in as_json]
     table = ok("--lake", sample_lake, "sql", query)
     assert as_json[0]["cell"] in table
+    for text_filters in ("SELECT count(*) AS n FROM readings r JOIN sensors s USING (sensor_id) WHERE s.kind = 'air_quality' "
+                         "AND r.metric = 'pm25'",
+                         "SELECT count(*) AS n FROM sensors WHERE kind IN ('air_quality', 'noise') AND sensor_id >= 'A'"):
+        assert json.loads(ok("--lake", sample_lake, "sql", text_filters, "--format", "json"))[0]["n"] > 0  # text filters in the scans
 
 
 def test_lake_from_environment_then_default_directory(sample_lake, tmp_path):

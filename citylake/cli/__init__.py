@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reported_as_one_line(err: Exception) -> bool:
-    """A failure of the engines or the file system the user can act on: DuckDB's and deltalake's errors, OS errors."""
+    """A failure of the engines, the file system or the input the user can act on: DuckDB's and deltalake's errors, OS
+    errors, text that is not valid UTF-8."""
+    if isinstance(err, UnicodeError):
+        return True
     duckdb, deltalake = sys.modules.get("duckdb"), sys.modules.get("deltalake")  # loaded by whatever raised; never imported to check
     return (isinstance(err, OSError) or (duckdb is not None and isinstance(err, duckdb.Error))
             or (deltalake is not None and isinstance(err, deltalake.exceptions.DeltaError)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -28,9 +29,12 @@ def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta
     policy = Policy().changed(k_floor=k_floor, epsilon_per_day=epsilon_per_day, delta_per_day=delta_per_day)
     lake = api.init_lake(settings=ctx.settings, policy=policy)
     say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res})")
-    key = api.key_file(lake, settings=ctx.settings)
-    say(f"pseudonym key: {key if key.exists() else '$CITYLAKE_PSEUDONYM_KEY'} (the steward's: keep it outside the lake and back it "
-        "up; without it the lake's pseudonyms cannot be made again)")
+    key, from_env = api.key_file(lake, settings=ctx.settings), bool(os.environ.get("CITYLAKE_PSEUDONYM_KEY"))
+    if key.exists() or from_env:
+        say(f"pseudonym key: {'$CITYLAKE_PSEUDONYM_KEY' if from_env else key} (the steward's: keep it outside the lake and back it "
+            "up; without it the lake's pseudonyms cannot be made again)")
+    else:
+        say("this lake's pseudonym key is its steward's, and not here")
 
 
 @click.command()

@@ -41,9 +41,10 @@ class IsoTime(click.ParamType):
         if isinstance(value, dt.datetime):
             return value
         try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO time such as 2026-11-07 or 2026-11-07T08:00Z", param, ctx)
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)  # a time without an offset is UTC
 
 
 class Bbox(click.ParamType):

@@ -23,9 +23,10 @@ ROLE = click.option("--role", type=click.Choice(["analyst", "steward"]), default
 def sql(ctx: Context, query: str, fmt: str, as_of: str | None, max_rows: int, role: str) -> None:
     """Run SQL against the lake. Tables are views; h3_* and spatial ST_* functions are loaded.
 
-    Analysts (the default role) get a read-only workspace: SELECT and EXPLAIN over places,
-    place_cells, sensors, readings and batches, with no access to other files. Raw pings and the
-    quarantine are for the steward role, which needs the pseudonym key.
+    Analysts (the default role) get a read-only workspace: SELECT and EXPLAIN over the shared
+    tables (places, place_cells, sensors, readings) and the releases (footfall_hourly,
+    footfall_cells_hourly, od_daily, releases), with no file access. Raw pings, stays, the quarantine,
+    the batches and the privacy ledger are for the steward role, which needs the lake's key.
 
     \b
     Example:
