@@ -97,7 +97,7 @@ def _what_if(lake: Lake, exact: pl.DataFrame) -> dict:
     runner, public = R.engine("polars", lake), R._public_partitions(lake, Policy())
     days = sorted(dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date"))
     out = {}
-    for epsilon, bound in ((0.6, 24), (0.6, 36), (0.6, 48), (1.0, 36), (2.0, 36)):
+    for epsilon, bound in ((0.6, 8), (0.6, 24), (0.6, 36), (0.6, 48), (1.0, 36), (2.0, 36)):
         noise = calibrate(epsilon=epsilon, delta=1e-6 * epsilon, l1=bound, l2=float(np.sqrt(bound)))
         threshold = max(10, int(np.ceil(Policy().threshold_sigmas * noise.deviation)))
         frames = []
