@@ -296,3 +296,27 @@ def test_run_keys_remember_every_key_through_growth():
             seen_before.add(k)
         assert suspects.tolist() == expected, chunk
     assert run.slots.size > FIRST_SLOTS and run.used == len(seen_before)
+
+
+def test_a_lake_from_before_zones_moves_into_them_when_its_owner_opens_it(tmp_path):
+    """Format 1 kept every table in tables/: opening it moves people data and bookkeeping into the 0700 steward zone."""
+    import json
+    import os
+    import stat
+
+    lake = Lake.init(tmp_path / "lake")
+    lake.write("pings", make_pings(500))
+    marker = tmp_path / "lake" / "citylake.json"
+    for spec in TABLES.values():  # put it back as format 1 laid it out
+        if spec.zone != "shared":
+            lake.path(spec.name).rename(tmp_path / "lake" / "tables" / spec.name)
+    (tmp_path / "lake" / "steward").rmdir()
+    facts = json.loads(marker.read_text())
+    marker.write_text(json.dumps({k: v for k, v in facts.items() if k != "lake_id"} | {"format": 1}))
+    opened = Lake.open(tmp_path / "lake")
+    assert opened.rows("pings") == 500 and opened.path("pings").parent.name == "steward" and opened.lake_id
+    assert not (tmp_path / "lake" / "tables" / "pings").exists() and json.loads(marker.read_text())["format"] == 2
+    steward = tmp_path / "lake" / "steward"
+    assert stat.S_IMODE(steward.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in steward.rglob("*")), "a steward file is open to others"
+    assert os.access(opened.path("footfall_hourly"), os.R_OK)
