@@ -3,13 +3,15 @@
 Two data shapes: the generated city (16 districts tiling it, parks, a business district, an expo; devices commuting
 between home and work all day), which the releases were developed on, and park-like blobs visited by the footfall
 figure's generator (5 visits a device-day, 10M pings), which they were not. On each: the release at the lake's default
-budget (epsilon 1, delta 1e-6 per day, 60% of it to hourly footfall per place) against the exact per-place-hour device
-counts; the share of place-hours released; and the release's time against the steward's exact k-anonymous aggregates.
+policy (epsilon 1, delta 1e-6 per day, 60% of it to hourly footfall per place, a tenth of that choosing the day's bound on
+place-hours per device) against the exact per-place-hour device counts, and the same counts under fixed
+bounds; the share of place-hours released; and the release's time against the steward's exact k-anonymous aggregates.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -67,7 +69,8 @@ def _measure(lake: Lake) -> dict:
            "release_vs_exact": round(release_s / exact_s, 2), "rows_released": written,
            "footfall_hourly": {"noise": about["mechanism"][0], "noise_sd": round(float(about["noise_scale"][0]), 1),
                                "threshold": int(about["threshold"][0]), **_utility(exact, released)},
-           "devices_over_the_place_hour_bound": _capped(lake, policy.max_place_hours)}
+           "bound_per_day": [json.loads(b)["per_device_day"] for b in about["bounds"]],
+           "devices_over_36_place_hours_a_day": _capped(lake, 36)}
     out["what_if"] = _what_if(lake, exact)
     return out
 
@@ -102,7 +105,7 @@ def _what_if(lake: Lake, exact: pl.DataFrame) -> dict:
         threshold = max(10, int(np.ceil(Policy().threshold_sigmas * noise.deviation)))
         frames = []
         for day in days:
-            parts = R._place_hours(runner, day, Policy(max_place_hours=bound), public)
+            parts = R._place_hours(runner, day, Policy(max_place_hours=bound, bound_share=0), public, (epsilon, 1e-6 * epsilon))
             frames.append(parts.keys.with_columns(pl.Series("released", noise.add(parts.counts))).filter(pl.col("released") >= threshold))
         found = _utility(exact, pl.concat(frames).select("place_id", "bucket", "released"))
         out[f"epsilon_{epsilon:g}_max_{bound}_place_hours"] = {"noise_sd": round(noise.deviation, 1), "threshold": threshold,

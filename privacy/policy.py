@@ -24,9 +24,11 @@ class Policy:
     epsilon_per_day: float = DEFAULT_EPSILON_PER_DAY  # the most all releases covering one day may spend together
     delta_per_day: float = DEFAULT_DELTA_PER_DAY
     release_cell_res: int = 8  # ~0.7 km² cells: a finer release drowns in its own noise
-    max_place_hours: int = 36  # (place, hour) pairs one device may add to a day's footfall release: 24 hours, and places
-    # overlapping (a park in a district) for half of them; fewer cut real presence (measured in `make bench`: dp_release)
-    max_cell_hours: int = 24  # (cell, hour) pairs one device may add to a day's cell release: its likeliest cell each hour
+    max_place_hours: int = 48  # (place, hour) pairs one device may add to a day's footfall release, at most: each day's bound
+    # is chosen below it from that day's data, privately (bound_share), as commuters need ~30 and park visitors ~5 (dp_release)
+    bound_share: float = 0.1  # of the footfall release's epsilon, spent choosing the day's bound (a DP 95th percentile); 0: fixed
+    max_cell_hours: int = 25  # (cell, hour) pairs one device may add to a day's cell release: its likeliest cell each hour, so
+    # at most 24; 25 is a square, so its L2 bound (5) is whole and the many cell-hours get the fast discrete noise
     max_trips: int = 6  # trips one device may add to a day's flows release
     threshold_sigmas: float = 3.0  # a release shows a noisy count only from this many noise deviations up (and the k floor):
     # an empty partition's noise passes it 0.13% of the time (Gaussian; 2 deviations let 2.3% through, most rows of a sparse release)
@@ -62,6 +64,8 @@ class Policy:
             raise BadPolicy("delta_per_day", self.delta_per_day, "delta must be below 1e-3 (far below 1 / devices)")
         if self.threshold_sigmas < 0:
             raise BadPolicy("threshold_sigmas", self.threshold_sigmas, "give a number of noise deviations of 0 or more")
+        if not 0 <= self.bound_share < 1:
+            raise BadPolicy("bound_share", self.bound_share, "give a share of the release's epsilon from 0 (a fixed bound) to below 1")
         for name in ("max_place_hours", "max_cell_hours", "max_trips"):
             if getattr(self, name) < 1:
                 raise BadPolicy(name, getattr(self, name), "a contribution bound is at least 1")

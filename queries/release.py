@@ -28,7 +28,7 @@ from citylake.h3_index.polygons import is_polygonal
 from citylake.lake import Lake, registry
 from citylake.privacy import Policy
 from citylake.privacy.ledger import check_budget, record
-from citylake.privacy.noise import Noise, calibrate
+from citylake.privacy.noise import Noise, calibrate, dp_quantile
 from citylake.queries import Filters, engine, stays, trips
 from citylake.queries.errors import BadFilter
 
@@ -36,7 +36,7 @@ OD_ZONES = "district"
 # How a release's epsilon and delta are shared between its tables (hourly footfall per place is what planners read most).
 SHARES = {"footfall_hourly": 0.6, "footfall_cells_hourly": 0.25, "od_daily": 0.15}
 DAY = dt.timedelta(days=1)
-HOUR_US = 3_600_000_000
+BOUND_QUANTILE = 0.95  # a day's bound keeps every place-hour of 95% of its devices; the other 5% lose their extra hours
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,8 @@ class Partitions:
     """One table's public partitions for a day, the bounded exact count of each, and how a device may change them."""
     keys: pl.DataFrame  # one row per partition
     counts: np.ndarray
-    l1: float
-    l2: float
     bounds: dict
+    noise: Noise | None = None  # when the day's bound was chosen from its data, the noise for that bound
 
 
 def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days: list[dt.date] | None = None,
@@ -55,23 +54,25 @@ def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days
     days = sorted(days if days is not None else (dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date")))
     if not days:
         raise BadFilter("days", [], "no pings to release; ingest pings first")
-    noises = {table: _noise(table, policy, epsilon * share, delta * share) for table, share in SHARES.items()}  # checks both first
+    budget = {table: (epsilon * share, delta * share) for table, share in SHARES.items()}
+    noises = {table: _noise(table, policy, *budget[table]) for table in SHARES}  # checks epsilon and delta before anything
     check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
     release_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    record(lake, release_id, {(day, table): (noise.epsilon, noise.delta) for day in days for table, noise in noises.items()})
+    record(lake, release_id, {(day, table): budget[table] for day in days for table in SHARES})
     runner, written = engine(engine_name, lake), dict.fromkeys(SHARES, 0)
     public = _public_partitions(lake, policy)
     for day in days:
         announce(f"releasing {day}…")
-        rows = {"footfall_hourly": _place_hours(runner, day, policy, public),
+        rows = {"footfall_hourly": _place_hours(runner, day, policy, public, budget["footfall_hourly"]),
                 "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
                 "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
         described = []
         for table, partitions in rows.items():
-            threshold = max(policy.k_floor, int(np.ceil(policy.threshold_sigmas * noises[table].deviation)))
-            kept = _noisy_rows(partitions, noises[table], threshold)
+            noise = partitions.noise or noises[table]
+            threshold = max(policy.k_floor, int(np.ceil(policy.threshold_sigmas * noise.deviation)))
+            kept = _noisy_rows(partitions, noise, threshold)
             written[table] += _replace_day(lake, table, day, kept, release_id)
-            described.append(_description(release_id, day, table, noises[table], partitions.bounds, threshold))
+            described.append(_description(release_id, day, table, noise, partitions.bounds, threshold))
         lake.replace_where("releases", pl.DataFrame(described), predicate=f"day = '{day.isoformat()}'")
     for table in (*SHARES, "releases"):
         lake.forget_superseded(table)
@@ -129,12 +130,22 @@ def _counts_on(grid: pl.DataFrame, found: pl.DataFrame, on: list[str]) -> np.nda
     return grid.join(counts, on=on, how="left", maintain_order="left")["n"].fill_null(0).to_numpy()
 
 
-def _place_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partitions:
+def _place_hours(runner, day: dt.date, policy: Policy, public: Public, budget: tuple[float, float]) -> Partitions:
+    """Devices per place-hour, each device-day bounded; the bound is the policy's cap, or (``bound_share`` > 0) the day's
+    95th percentile of place-hours per device, chosen privately with a share of the table's epsilon."""
     presence = runner.presence(filters=_window(day)).with_columns(_utc_us(pl.col("bucket")))
-    found = _bounded(presence, policy.max_place_hours, ["device_id", "place_id", "bucket"])
+    epsilon, delta = budget
+    bound, noise, how = policy.max_place_hours, None, "the policy's bound"
+    if policy.bound_share > 0:
+        per_device = presence.group_by("device_id").len()["len"].to_numpy()
+        bound = dp_quantile(per_device, candidates=list(range(1, policy.max_place_hours + 1)), alpha=BOUND_QUANTILE,
+                            epsilon=epsilon * policy.bound_share)
+        noise = calibrate(epsilon=epsilon * (1 - policy.bound_share), delta=delta, l1=bound, l2=float(np.sqrt(bound)))
+        how = f"the day's {BOUND_QUANTILE:.0%} quantile, chosen privately (epsilon {epsilon * policy.bound_share:.3g})"
+    found = _bounded(presence, bound, ["device_id", "place_id", "bucket"])
     grid = public.places.join(_hours(day).to_frame(), how="cross")
-    return Partitions(grid, _counts_on(grid, found, ["place_id", "bucket"]), policy.max_place_hours, np.sqrt(policy.max_place_hours),
-                      {"per_device_day": f"{policy.max_place_hours} place-hours"})
+    return Partitions(grid, _counts_on(grid, found, ["place_id", "bucket"]),
+                      {"per_device_day": f"{bound} place-hours ({how}; at most {policy.max_place_hours})"}, noise)
 
 
 def _cell_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partitions:
@@ -147,7 +158,7 @@ def _cell_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partiti
     likeliest = per_hour.sort("pings", "h3_cell", descending=[True, False]).unique(["device_id", "bucket"], keep="first")
     found = _bounded(likeliest.drop("pings"), policy.max_cell_hours, ["device_id", "h3_cell", "bucket"])
     grid = pl.DataFrame({"h3_cell": public.cells}, schema={"h3_cell": pl.Int64}).join(_hours(day).to_frame(), how="cross")
-    return Partitions(grid, _counts_on(grid, found, ["h3_cell", "bucket"]), policy.max_cell_hours, np.sqrt(policy.max_cell_hours),
+    return Partitions(grid, _counts_on(grid, found, ["h3_cell", "bucket"]),
                       {"per_device_day": f"{policy.max_cell_hours} cell-hours (its likeliest cell each hour)", "cell_resolution": res})
 
 
@@ -157,8 +168,8 @@ def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, en
     moved = trips(zones).select("device_id", "origin", "destination").unique()
     found = _bounded(moved, policy.max_trips, ["device_id", "origin", "destination"])
     grid = public.pairs.with_columns(pl.lit(dt.datetime.combine(day, dt.time(), dt.timezone.utc)).dt.cast_time_unit("us").alias("bucket"))
-    return Partitions(grid, _counts_on(grid, found, ["origin", "destination"]), policy.max_trips, np.sqrt(policy.max_trips),
-                      {"per_device_day": f"{policy.max_trips} district pairs travelled"})
+    bounds = {"per_device_day": f"{policy.max_trips} district pairs travelled"}
+    return Partitions(grid, _counts_on(grid, found, ["origin", "destination"]), bounds)
 
 
 def _noisy_rows(partitions: Partitions, noise: Noise, threshold: int) -> pl.DataFrame:

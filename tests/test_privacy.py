@@ -141,11 +141,22 @@ def test_bounded_counts_before_noise_are_the_exact_counts(city):
     """With bounds no device reaches, the counts a release adds noise to are the exact distinct devices per place-hour."""
     runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
     day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
-    found = R._place_hours(runner, day, Policy(max_place_hours=10_000), public)
+    found = R._place_hours(runner, day, Policy(max_place_hours=10_000, bound_share=0), public, (1.0, 1e-6))
     exact = pl.from_arrow(footfall(city, by="place", freq="1h", filters=R._window(day), k=1, engine_name="duckdb").table)
     counted = found.keys.with_columns(pl.Series("n", found.counts)).filter(pl.col("n") > 0)
     assert counted.join(exact, on=["place_id", "bucket"], how="full").filter(pl.col("n") != pl.col("devices")).height == 0
     assert counted.height == exact.height > 0
+
+
+def test_the_days_bound_is_chosen_privately_near_its_95th_percentile():
+    """A commuter city needs ~30 place-hours a device-day, a park city ~5: the bound follows the data, for epsilon 0.06."""
+    from citylake.privacy.noise import dp_quantile
+
+    rng = np.random.default_rng(4)
+    for values, truth in ((rng.poisson(20, 50_000).clip(1, 48), None), (rng.integers(1, 6, 50_000), None)):
+        truth = float(np.quantile(values, 0.95))
+        chosen = [dp_quantile(values, candidates=list(range(1, 49)), alpha=0.95, epsilon=0.06) for _ in range(5)]
+        assert all(abs(c - truth) <= 1 for c in chosen), (truth, chosen)
 
 
 def test_a_device_adds_at_most_its_bound(city):
