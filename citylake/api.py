@@ -275,8 +275,7 @@ def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, fr
         return queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, k=k_for(lake, k, settings=settings),
                                engine_name=engine_name)
     hourly = released.footfall(lake, by="place", freq=freq, filters=filters)
-    table = queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name,
-                            hourly=queries.QueryResult(hourly.table, 0, 0, "release")).table
+    table = queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, engine_name=engine_name, hourly=hourly.as_result()).table
     return released.Released(table, hourly.source)
 
 
@@ -290,9 +289,8 @@ def conditions(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0,
     filters = filters or queries.Filters()
     if _steward(lake, role, settings, k):
         return queries.conditions(lake, radius_m=radius_m, filters=filters, k=k_for(lake, k, settings=settings), engine_name=engine_name)
-    hourly = released.footfall(lake, by="place", freq="1h", filters=filters)
-    return queries.conditions(lake, radius_m=radius_m, filters=filters, engine_name=engine_name,
-                              hourly=queries.QueryResult(hourly.table, 0, 0, "release"))
+    hourly = released.footfall(lake, by="place", freq="1h", filters=filters).as_result()
+    return queries.conditions(lake, radius_m=radius_m, filters=filters, engine_name=engine_name, hourly=hourly)
 
 
 def require_steward_role(lake: Lake, role: str, /, *, doing: str, settings: S.Settings | None = None) -> None:

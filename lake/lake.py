@@ -183,6 +183,11 @@ class Lake:
         return os.access(self.path(name).parent, os.R_OK | os.X_OK)
 
     @property
+    def readable_names(self) -> list[str]:
+        """The tables this process may read (another OS user than the owner: not the steward zone's)."""
+        return [name for name in self.names if self.readable(name)]
+
+    @property
     def steward_dir(self) -> Path:
         """The steward zone's directory: also holds the lake's privacy policy."""
         return self.root / ZONES["steward"].directory

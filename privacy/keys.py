@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 
 from citylake.lake import Lake
-from citylake.privacy.errors import BadKeyFile, NoPseudonymKey, Refused
+from citylake.privacy.errors import NoPseudonymKey, Refused
 from citylake.privacy.policy import Policy, read_policy, write_policy
-from citylake.privacy.pseudonyms import KEY_ENV, load_key, new_key, write_key_file
+from citylake.privacy.pseudonyms import KEY_ENV, create_key, load_key, new_key, write_key_file
 
 CHECK_TEXT = b"citylake key check v1"
 KEYS_DIR = Path("~/.config/citylake/keys")
@@ -41,16 +41,10 @@ def establish_key(lake: Lake, key_file: Path, /, *, policy: Policy) -> Path | No
     if read_policy(lake, doing="giving the lake its key") is not None:
         return None
     made = None
-    if os.environ.get(KEY_ENV):
-        key = load_key(key_file)
-    else:
-        if _inside(key_file, lake.root):
-            raise BadKeyFile(str(key_file), "the key must live outside the lake directory; choose a path outside it")
-        if not key_file.exists():
-            write_key_file(key_file, new_key())
-            made = key_file
-        key = load_key(key_file)
-    write_policy(lake, policy.with_epoch(key_check(key)))
+    if not os.environ.get(KEY_ENV):
+        made = None if key_file.exists() else key_file
+        create_key(key_file, lake_root=lake.root)
+    write_policy(lake, policy.with_epoch(key_check(load_key(key_file))))
     return made
 
 
@@ -91,10 +85,3 @@ def _finish_rotation(lake: Lake, policy: Policy) -> Policy:
     write_policy(lake, finished)
     return finished
 
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(Path(root).resolve())
-        return True
-    except ValueError:
-        return False

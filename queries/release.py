@@ -63,7 +63,7 @@ def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days
     public = _public_partitions(lake, policy)
     for day in days:
         announce(f"releasing {day}…")
-        rows = {"footfall_hourly": _place_hours(runner, day, policy, public, budget["footfall_hourly"]),
+        rows = {"footfall_hourly": _place_hours(presence_on(runner, day), day, policy, public, budget["footfall_hourly"]),
                 "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
                 "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
         described = []
@@ -108,14 +108,22 @@ def _utc_us(times: pl.Expr) -> pl.Expr:
     return times.dt.cast_time_unit("us").dt.convert_time_zone("UTC")
 
 
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+
+
 def _hours(day: dt.date) -> pl.Series:
-    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    start = _day_start(day)
     return pl.datetime_range(start, start + DAY, "1h", closed="left", eager=True, time_unit="us", time_zone="UTC").alias("bucket")
 
 
-def _window(day: dt.date) -> Filters:
-    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
-    return Filters(start=start, end=start + DAY)
+def _window(day: dt.date, categories: tuple[str, ...] = ()) -> Filters:
+    return Filters(start=_day_start(day), end=_day_start(day) + DAY, categories=categories)
+
+
+def presence_on(runner, day: dt.date) -> pl.DataFrame:
+    """device_id, place_id, bucket: the day's place-hours of every device (what the footfall release counts)."""
+    return runner.presence(filters=_window(day)).with_columns(_utc_us(pl.col("bucket")))
 
 
 def _bounded(rows: pl.DataFrame, most: int, key: list[str]) -> pl.DataFrame:
@@ -130,10 +138,10 @@ def _counts_on(grid: pl.DataFrame, found: pl.DataFrame, on: list[str]) -> np.nda
     return grid.join(counts, on=on, how="left", maintain_order="left")["n"].fill_null(0).to_numpy()
 
 
-def _place_hours(runner, day: dt.date, policy: Policy, public: Public, budget: tuple[float, float]) -> Partitions:
-    """Devices per place-hour, each device-day bounded; the bound is the policy's cap, or (``bound_share`` > 0) the day's
-    95th percentile of place-hours per device, chosen privately with a share of the table's epsilon."""
-    presence = runner.presence(filters=_window(day)).with_columns(_utc_us(pl.col("bucket")))
+def _place_hours(presence: pl.DataFrame, day: dt.date, policy: Policy, public: Public, budget: tuple[float, float]) -> Partitions:
+    """Devices per place-hour of the day's ``presence``, each device-day bounded; the bound is the policy's cap, or
+    (``bound_share`` > 0) the day's 95th percentile of place-hours per device, chosen privately with a share of the
+    table's epsilon."""
     epsilon, delta = budget
     bound, noise, how = policy.max_place_hours, None, "the policy's bound"
     if policy.bound_share > 0:
@@ -163,11 +171,10 @@ def _cell_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partiti
 
 
 def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, engine_name: str) -> Partitions:
-    window = _window(day)
-    zones = stays(lake, filters=Filters(start=window.start, end=window.end, categories=(OD_ZONES,)), engine_name=engine_name)
+    zones = stays(lake, filters=_window(day, categories=(OD_ZONES,)), engine_name=engine_name)
     moved = trips(zones).select("device_id", "origin", "destination").unique()
     found = _bounded(moved, policy.max_trips, ["device_id", "origin", "destination"])
-    grid = public.pairs.with_columns(pl.lit(dt.datetime.combine(day, dt.time(), dt.timezone.utc)).dt.cast_time_unit("us").alias("bucket"))
+    grid = public.pairs.with_columns(pl.lit(_day_start(day)).dt.cast_time_unit("us").alias("bucket"))
     bounds = {"per_device_day": f"{policy.max_trips} district pairs travelled"}
     return Partitions(grid, _counts_on(grid, found, ["origin", "destination"]), bounds)
 
@@ -182,7 +189,7 @@ def _noisy_rows(partitions: Partitions, noise: Noise, threshold: int) -> pl.Data
 def _replace_day(lake: Lake, table: str, day: dt.date, rows: pl.DataFrame, release_id: str) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     stamped = rows.with_columns(pl.lit(release_id).alias("release_id"), pl.lit(now).dt.cast_time_unit("us").alias("computed_at"))
-    start = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    start = _day_start(day)
     lake.replace_where(table, stamped, predicate=f"bucket >= '{start.isoformat()}' AND bucket < '{(start + DAY).isoformat()}'")
     return stamped.height
 

@@ -15,6 +15,7 @@ import shapely
 
 from citylake.h3_index import cell_resolutions
 from citylake.lake import Lake, registry, scan
+from citylake.queries.base import QueryResult
 from citylake.queries.errors import BadFilter
 from citylake.queries.filters import Filters
 
@@ -26,6 +27,11 @@ STEWARD_HINT = "the steward's exact results (`--role steward`, with the lake's k
 class Released:
     table: pa.Table
     source: str  # the release table the rows come from
+
+    def as_result(self) -> QueryResult:
+        """The rows as a ``QueryResult``, for the functions that build on footfall (``profile``, ``conditions``); nothing
+        was withheld from it, only from the release."""
+        return QueryResult(self.table, 0, 0, f"release {self.source}")
 
     def summary(self) -> str:
         return (f"{self.table.num_rows:,} rows from the release {self.source} (differentially private: counts carry noise; "

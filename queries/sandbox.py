@@ -62,7 +62,7 @@ class Workspace:
             self.tables = lake.names
             self.con = duckdb_for(lake, as_of=as_of, **connect_options)
             return
-        self.tables = [name for name in lake.names if name not in HIDDEN_FROM_ANALYSTS and lake.readable(name)]
+        self.tables = [name for name in lake.readable_names if name not in HIDDEN_FROM_ANALYSTS]
         options = {**connect_options, "memory_limit": limits.memory, "threads": limits.threads}
         self.con = connect(**options)  # type: ignore[arg-type]
         for name in self.tables:  # a release is read as it is now: a replaced release is gone for readers

@@ -141,7 +141,7 @@ def test_bounded_counts_before_noise_are_the_exact_counts(city):
     """With bounds no device reaches, the counts a release adds noise to are the exact distinct devices per place-hour."""
     runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
     day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
-    found = R._place_hours(runner, day, Policy(max_place_hours=10_000, bound_share=0), public, (1.0, 1e-6))
+    found = R._place_hours(R.presence_on(runner, day), day, Policy(max_place_hours=10_000, bound_share=0), public, (1.0, 1e-6))
     exact = pl.from_arrow(footfall(city, by="place", freq="1h", filters=R._window(day), k=1, engine_name="duckdb").table)
     counted = found.keys.with_columns(pl.Series("n", found.counts)).filter(pl.col("n") > 0)
     assert counted.join(exact, on=["place_id", "bucket"], how="full").filter(pl.col("n") != pl.col("devices")).height == 0

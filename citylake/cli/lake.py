@@ -45,7 +45,7 @@ def tables(ctx: Context, fmt: str, as_of: str | None) -> None:
     """Rows, files, bytes, partitions and version of every table (read from the Delta logs)."""
     lake = ctx.open()
     when = int(as_of) if as_of is not None and as_of.isdigit() else as_of
-    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.names if lake.readable(name)]), fmt, title=f"lake {lake.root}")
+    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.readable_names]), fmt, title=f"lake {lake.root}")
 
 
 @click.command(name="settings")
@@ -71,7 +71,7 @@ def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None
     """Merge small files into large ones, one commit per table (all tables if none named)."""
     lake = ctx.open()
     target = target_mb or ctx.settings["lake.target_file_mb"]
-    for name in names or [n for n in lake.names if lake.readable(n)]:
+    for name in names or lake.readable_names:
         before = lake.stats(name)
         started = time.perf_counter()
         with status(f"compacting {name} ({before.files:,} files)…"):
@@ -89,7 +89,7 @@ def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dr
     """Remove files no current or retained version needs (a dry run unless --apply)."""
     lake = ctx.open()
     hours = ctx.settings["lake.vacuum_retention_hours"] if retention_hours is None else retention_hours
-    for name in names or [n for n in lake.names if lake.readable(n)]:
+    for name in names or lake.readable_names:
         files = lake.vacuum(name, retention_hours=hours, dry_run=dry_run)
         say(f"{name}: {'would remove' if dry_run else 'removed'} {len(files):,} files")
         for path in files[:20] if dry_run else []:
