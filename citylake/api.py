@@ -174,6 +174,19 @@ def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings 
                                  commit_seconds=settings["mqtt.commit_seconds"], tz=tz or settings["ingest.timezone"], **options)
 
 
+def check_ledger(lake: Lake, /, *, repair: bool = False) -> list[str]:
+    """Drift between the ingestion ledger and the tables (``ingestion.ledger``), after mending what can be mended when
+    ``repair``; an empty list means they agree."""
+    from citylake.ingestion import ledger
+
+    drift = ledger.check(lake)
+    if repair and drift.missing_batches:
+        for table in drift.missing_batches:
+            ledger.repair(lake, table, drift=drift)
+        drift = ledger.check(lake)
+    return drift.lines
+
+
 def _mapping(mapping: str | Mapping[str, str] | None, known: tuple[str, ...]) -> dict[str, str]:
     from citylake.ingestion import parse_mapping
 

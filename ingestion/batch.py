@@ -1,13 +1,12 @@
 """One ingestion run: chunks of validated rows committed exactly once, bad rows quarantined,
 one ``batches`` row per chunk, a progress bar and a one-line summary.
 
-Exactly once, across crashes and reruns: every chunk is appended with ``Lake.append_new``,
-which skips rows whose key the table already holds, so rerunning a file (after a crash, or
-after registering the sensors whose readings were quarantined) lands only what is missing.
-The chunk's data commit carries its batch id and counts in the Delta commit metadata,
-atomically with the rows; the ``batches`` table (one row per run and chunk) and the
-``quarantine`` table (one row per rejected file line, keyed by chunk and line) follow in
-their own commits and are mended by a rerun if a crash falls between.
+Exactly once, across crashes, reruns and other writers: every chunk is appended with ``Lake.append_new``,
+which skips rows whose key the table already holds (under the table's writer lock), so rerunning a file (after a
+crash, or after registering the sensors whose readings were quarantined) lands only what is missing, and two ingests
+of overlapping files land each key once. A chunk's rejected lines are quarantined first, then its rows commit with
+the batch id and every count in the Delta commit metadata, then its ``batches`` row; ``ingestion.ledger`` mends and
+checks what a crash between those commits leaves, and every run mends its table before it starts.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from citylake.ingestion import ledger
 from citylake.ingestion.errors import UnreadableInput
 from citylake.lake import Lake
 
@@ -122,13 +122,14 @@ class BatchWriter:
         batch_id = f"{self.fingerprint[:16]}:{index}"  # the same file chunk has the same id in every run
         offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
         meta = {"citylake.batch_id": batch_id, "citylake.source": self.source, "citylake.rows_in": str(chunk.rows_in),
-                "citylake.rejected": str(chunk.bad.height)}
+                "citylake.rejected": str(chunk.bad.height), "citylake.fingerprint": self.fingerprint,
+                "citylake.started_at": started.isoformat()}
+        self._quarantine(batch_id, chunk.bad)  # first: a chunk whose rows are visible always has its rejects recorded
         if self.registry:
             version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
             duplicates = offered - inserted - updated
         else:
             version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True, run=self.run)
-        self._quarantine(batch_id, chunk.bad)
         self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
         self._count(chunk, inserted, duplicates)
 
@@ -203,6 +204,7 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
 def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
     """Commit every chunk, with a progress bar over the input's bytes."""
     started = time.perf_counter()
+    ledger.repair(writer.lake, writer.table)  # a run before this one may have stopped between a chunk's commits
     bar = Progress(
         TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}"), BarColumn(), DownloadColumn(),
         TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not progress,

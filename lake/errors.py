@@ -63,3 +63,17 @@ class NotWritable(LakeError, PermissionError):
         self.name = name
         super().__init__(f"table {name!r} is not writable by you ({path}): only the lake's owner changes the lake; "
                          "run the command as the lake's owner")
+
+
+class DiskFull(LakeError, OSError):
+    def __init__(self, name: str, path: str, needed: int, free: int) -> None:
+        self.name, self.needed, self.free = name, needed, free
+        super().__init__(f"not enough disk space for table {name!r} at {path}: this write needs about {_mb(needed)} and "
+                         f"{_mb(free)} is free; free some space and rerun the same command: it resumes where it stopped")
+
+    def __str__(self) -> str:  # OSError would print its args as a tuple
+        return self.args[0]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 1024:,.0f} KB"

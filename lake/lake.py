@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +24,19 @@ import pyarrow.compute as pc
 
 from citylake.h3_index import check_resolution
 from citylake.h3_index.buckets import partition_keys
-from citylake.lake.errors import BadWriteMode, LakeNotFound, NoSuchVersion, NotWritable, SchemaMismatch, TableNotEmpty, UnknownTable
+from citylake.lake.errors import (
+    BadWriteMode,
+    DiskFull,
+    LakeNotFound,
+    NoSuchVersion,
+    NotWritable,
+    SchemaMismatch,
+    TableNotEmpty,
+    UnknownTable,
+)
 from citylake.lake.run_keys import RunKeys
 from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
+from citylake.lake.writers import ensure_room, is_disk_full, table_lock
 
 WriteMode = Literal["error", "append", "overwrite"]
 AsOf = int | str | dt.datetime | None
@@ -57,15 +68,22 @@ def _in_zone(method):
     (The umask is the process's: citylake writes one table at a time.)"""
     @functools.wraps(method)
     def write(self, name, *args, **kwargs):
-        path = self.path(name)
-        where = path if path.exists() else path.parent
-        if not os.access(where, os.W_OK | os.X_OK):  # refused here, before the writer's threads meet it (and panic)
-            raise NotWritable(name, str(where))
+        self._check_writable(name)
         previous = os.umask(ZONES[self.spec(name).zone].umask)
         try:
             return method(self, name, *args, **kwargs)
         finally:
             os.umask(previous)
+    return write
+
+
+def _one_writer(method):
+    """Run a write holding its table's writer lock (``lake.writers``): what it checks is still true when it commits."""
+    @functools.wraps(method)
+    def write(self, name, *args, **kwargs):
+        self._check_writable(name)
+        with table_lock(self.path(name)):
+            return method(self, name, *args, **kwargs)
     return write
 
 
@@ -192,6 +210,13 @@ class Lake:
         """The steward zone's directory: also holds the lake's privacy policy."""
         return self.root / ZONES["steward"].directory
 
+    def _check_writable(self, name: str) -> None:
+        """Refused here, before the Delta writer's threads meet it (and panic)."""
+        path = self.path(name)
+        where = path if path.exists() else path.parent
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise NotWritable(name, str(where))
+
     def _delta(self, name: str) -> deltalake.DeltaTable:
         """The table's latest version, as delta-rs opens it."""
         return deltalake.DeltaTable(str(self.path(name)))
@@ -289,13 +314,19 @@ class Lake:
         mode: str,
         metadata: dict[str, str] | None,
     ) -> int:
-        deltalake.write_deltalake(
-            table,
-            rows,
-            mode=mode,
-            writer_properties=_writer_properties(self.spec(name)),
-            commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
-        )
+        ensure_room(name, self.path(name), rows.nbytes)
+        try:
+            deltalake.write_deltalake(
+                table,
+                rows,
+                mode=mode,
+                writer_properties=_writer_properties(self.spec(name)),
+                commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
+            )
+        except (OSError, deltalake.exceptions.DeltaError) as err:
+            if is_disk_full(err):
+                raise DiskFull(name, str(self.path(name)), rows.nbytes, shutil.disk_usage(self.path(name)).free) from None
+            raise
         return deltalake.DeltaTable(table.table_uri).version()
 
     def append_new(
@@ -316,18 +347,25 @@ class Lake:
         ``run`` (from ``run_keys``) is one ingestion run's memory of the keys it committed: with it, a chunk is checked
         against the table as it was before the run and the run's key hashes, not against the run's own files.
         """
+        rows = pl.from_arrow(data if conformed else self.conform(name, data))
+        return self._append_new_rows(name, rows, metadata=metadata, run=run)
+
+    @_one_writer
+    def _append_new_rows(self, name: str, rows: pl.DataFrame, /, *, metadata: dict[str, str] | None,
+                         run: RunKeys | None) -> tuple[int, int, int]:
         table = self._delta(name)
-        rows = pl.from_arrow(data if conformed else self.conform(name, data, schema=table.schema().to_arrow()))
         offered = rows.height
         rows = self._new_rows(name, rows, table) if run is None else self._new_rows_of_run(name, rows, run, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
+        if run is not None:
+            run.seen_version = version
         return version, rows.height, offered - rows.height
 
     def run_keys(self, name: str) -> RunKeys:
         """A fresh memory of keys for one ingestion run into ``name`` (see ``append_new``)."""
         table = self._delta(name)
-        return RunKeys(table.version() if _row_count(_add_actions(table)) else None)
+        return RunKeys(table.version() if _row_count(_add_actions(table)) else None, seen_version=table.version())
 
     def _new_rows(self, name: str, rows: pl.DataFrame, table: deltalake.DeltaTable) -> pl.DataFrame:
         keys = list(self.spec(name).key)
@@ -340,6 +378,9 @@ class Lake:
 
     def _new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, table: deltalake.DeltaTable) -> pl.DataFrame:
         keys = list(self.spec(name).key)
+        if table.version() != run.seen_version:  # another writer committed since this run's last commit: check against it too
+            run.version_before = table.version() if _row_count(_add_actions(table)) else None
+            run.seen_version = table.version()
         if run.suspects(rows, keys).any():  # a repeat within the run, or two keys with one hash: the exact check
             return self._new_rows(name, rows, table)
         if run.version_before is not None and rows.height:  # every key is new to this run; was it there before it?
@@ -360,6 +401,7 @@ class Lake:
             existing = existing.filter(pl.col(column).is_between(rows[column].min(), rows[column].max()))
         return existing.select(keys).join(rows.lazy().select(keys), on=keys, how="semi", nulls_equal=True).collect(engine="streaming")
 
+    @_one_writer
     @_in_zone
     def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
         """Insert new rows and replace rows with the same key (registries: places, sensors).
@@ -407,6 +449,7 @@ class Lake:
         rows = rows.drop_columns([c for c in (PARTITION_CELL, PARTITION_DATE) if c in rows.column_names])
         return rows.append_column(PARTITION_CELL, pa.array(parents)).append_column(PARTITION_DATE, pa.array(dates, pa.date32()))
 
+    @_one_writer
     @_in_zone
     def replace_keys(self, name: str, data: Any, /, *, column: str, values: list[str]) -> int:
         """Make the rows whose ``column`` is in ``values`` exactly ``data``, in one commit.
@@ -430,6 +473,7 @@ class Lake:
         )
         return table.version()
 
+    @_one_writer
     @_in_zone
     def replace_where(self, name: str, data: Any, /, *, predicate: str, metadata: dict[str, str] | None = None) -> int:
         """Make the rows matching ``predicate`` (SQL, e.g. ``bucket >= '…' AND bucket < '…'``) exactly ``data``, in one

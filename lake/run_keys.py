@@ -6,6 +6,7 @@ slot, at most half the slots used, so 16 to 32 bytes per row the run has committ
 suspicion: ``Lake.append_new`` checks those rows exactly (against each other and the table). Rows the table held
 before the run began are checked against that version of the table, which the run's own commits do not change.
 A run of one chunk (most small files) keeps its hashes in an array and never loads the compiled table.
+Another process writing the same table meanwhile is noticed by its version and checked against (``seen_version``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ FIRST_SLOTS = 1 << 16
 
 
 class RunKeys:
-    def __init__(self, version_before: int | None) -> None:
+    def __init__(self, version_before: int | None, *, seen_version: int) -> None:
         self.version_before = version_before  # the table's version when the run began; None: it held no rows then
+        # the table's version after this run's last commit: a later one is another writer's, whose keys the run's hashes
+        # do not hold, so the run moves ``version_before`` up to it (Lake._new_rows_of_run)
+        self.seen_version = seen_version
         self.first: np.ndarray | None = None  # the first chunk's hashes, until a second chunk comes
         self.slots: np.ndarray | None = None
         self.used = 0

@@ -29,8 +29,8 @@ def write_pings(path, n: int) -> None:
     }), path)
 
 
-def ingest(lake: Lake, path) -> subprocess.Popen:
-    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_INGEST_BATCH_ROWS": "20000"}
+def ingest(lake: Lake, path, *, batch_rows: int = 20_000) -> subprocess.Popen:
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_INGEST_BATCH_ROWS": str(batch_rows)}
     return subprocess.Popen([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -56,3 +56,62 @@ def test_sigkill_mid_ingest_then_rerun_lands_each_row_once(tmp_path):
     unique_rows = len(set(map(tuple, pcsv.read_csv(tmp_path / "pings.csv").to_pandas().itertuples(index=False))))
     assert total == distinct == unique_rows
     assert f"{unique_rows - partial:,} accepted" in out
+
+
+def maintain_check(lake: Lake, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
+    return subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "maintain", "check", *extra],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def ledger_sums(lake: Lake) -> tuple[int, int]:
+    accepted = duckdb_for(lake).execute("SELECT coalesce(sum(rows_accepted), 0) FROM batches WHERE table_name = 'pings'").fetchone()[0]
+    return int(accepted), lake.rows("pings")
+
+
+def test_sigkill_at_random_moments_leaves_drift_a_rerun_mends(tmp_path):
+    """Kill the ingest at random moments (some land between a chunk's rows and its batches row); `maintain check`
+    reports any drift, the next run mends it, and at the end the ledger reconciles with the table exactly."""
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    write_pings(tmp_path / "pings.csv", 60_000)
+    rng = np.random.default_rng(3)
+    log = lake.path("pings") / "_delta_log"
+    drifted = 0
+    for strike in range(8):
+        proc = ingest(lake, tmp_path / "pings.csv", batch_rows=2000)
+        commits = len(list(log.glob("*.json")))
+        wait_for = commits + int(rng.integers(1, 4))
+        while len(list(log.glob("*.json"))) < wait_for and proc.poll() is None:  # strike just after a data commit...
+            time.sleep(0.002)
+        if strike % 2:
+            time.sleep(float(rng.uniform(0, 0.5)))  # ...or at some moment after it
+        proc.kill()
+        proc.wait()
+        checked = maintain_check(lake)
+        assert "Traceback" not in checked.stderr
+        accepted, held = ledger_sums(lake)
+        if accepted != held:  # rows the ledger does not account for are always reported
+            assert checked.returncode == 1 and "have no batches row" in checked.stdout
+        drifted += checked.returncode != 0
+    assert drifted, "no kill fell between a chunk's commits; strike at other moments"
+    rerun = ingest(lake, tmp_path / "pings.csv", batch_rows=2000)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+    assert maintain_check(lake).returncode == 0
+    accepted, held = ledger_sums(lake)
+    assert accepted == held == len(set(map(tuple, pcsv.read_csv(tmp_path / "pings.csv").to_pandas().itertuples(index=False))))
+
+
+def test_check_finds_a_lost_batches_row_and_repair_writes_it_back(tmp_path):
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    write_pings(tmp_path / "pings.csv", 30_000)
+    assert ingest(lake, tmp_path / "pings.csv", batch_rows=10_000).wait(timeout=300) == 0
+    assert maintain_check(lake).returncode == 0
+    batches = lake.table("batches").to_pyarrow_table()
+    lost = batches.column("rows_accepted")[0].as_py()
+    lake.write("batches", batches.slice(1), mode="overwrite")  # the ledger loses a chunk
+    found = maintain_check(lake)
+    assert found.returncode == 1 and f"1 committed chunk(s) ({lost:,} rows) have no batches row" in found.stdout
+    mended = maintain_check(lake, "--repair")
+    assert mended.returncode == 0, mended.stdout
+    accepted, held = ledger_sums(lake)
+    assert accepted == held > 29_000

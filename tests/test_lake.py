@@ -285,7 +285,7 @@ def test_run_keys_remember_every_key_through_growth():
     from citylake.lake.run_keys import FIRST_SLOTS, RunKeys
 
     rng = np.random.default_rng(5)
-    run, seen_before = RunKeys(None), set()
+    run, seen_before = RunKeys(None, seen_version=0), set()
     for chunk in range(4):  # 4 × 30,000 keys, a third repeated: the table doubles past FIRST_SLOTS more than once
         keys = rng.integers(0, 60_000, 30_000)
         rows = pl.DataFrame({"a": keys, "b": keys % 7})

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from citylake import CitylakeError
 
     try:
-        cli.main(args=argv, prog_name="citylake", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="citylake", standalone_mode=False)  # a command's click Exit(n) returns n
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"citylake: error: {one_line(err)}{_hint(err)}", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _reported_as_one_line(err: Exception) -> bool:

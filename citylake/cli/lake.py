@@ -1,4 +1,4 @@
-"""Lake commands: init, tables, settings, maintain (compact, vacuum, history) and generate-city."""
+"""Lake commands: init, tables, settings, maintain (compact, vacuum, check, history) and generate-city."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def show_settings(ctx: Context) -> None:
 
 @click.group()
 def maintain() -> None:
-    """Table maintenance: compaction, vacuum, history."""
+    """Table maintenance: compaction, vacuum, history, and a check of the ingestion ledger."""
 
 
 @maintain.command()
@@ -96,6 +96,25 @@ def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dr
             say(f"  {path}")
     if dry_run:
         say("dry run: nothing deleted; pass --apply to delete")
+
+
+@maintain.command()
+@click.option("--repair", is_flag=True, help="Write the batches rows a crash left out (from their commits), then check again.")
+@pass_context
+def check(ctx: Context, repair: bool) -> None:
+    """Check that the ingestion ledger agrees with the tables: every committed chunk has its batches row and its
+    quarantined lines, the counts match, every place has its cells. Exits 1 and lists any drift."""
+    from citylake import api
+
+    lake = ctx.open()
+    api.steward_key(lake, settings=ctx.settings, doing="checking the ingestion ledger")
+    with status("checking the ledger against the tables…"):
+        drift = api.check_ledger(lake, repair=repair)
+    for line in drift:
+        say(f"drift: {line}")
+    if drift:
+        raise click.exceptions.Exit(1)
+    say("ok: batches and quarantine agree with every table's commits; every place has its cells")
 
 
 @maintain.command()
