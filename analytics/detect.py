@@ -33,6 +33,9 @@ class Analysis:
     seconds: dict[str, float] = field(default_factory=dict)  # the Dask part and the detection part
 
 
+MAX_GRID_ROWS = 200_000_000  # place-hours scored at once (about 5 GB of series); beyond it, say how to narrow the window
+
+
 def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> dict[dt.date, int]:
     """Pings per UTC day in the window, from the lake's log (no scan)."""
     per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
@@ -123,11 +126,21 @@ def _hotspots(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFrame:
-    """Every entity at every hour of the window (an hour with no devices is a zero, not a gap)."""
+    """Every entity at every hour of the days that have data (an hour with no devices is a zero, not a gap). The grid
+    follows the days the lake holds, not the span between its first and last row: two rows years apart add two days."""
     if series.is_empty():
         return series
-    hours = pl.datetime_range(series["bucket"].min(), series["bucket"].max(), "1h", eager=True, time_zone="UTC").alias("bucket")
-    grid = series.select(entity).unique().join(hours.to_frame(), how="cross")
+    days = series.select(pl.col("bucket").dt.truncate("1d").unique())
+    hours = days.join(pl.DataFrame({"hour": pl.int_range(0, 24, eager=True)}), how="cross").select(
+        (pl.col("bucket") + pl.duration(hours=pl.col("hour"))).alias("bucket"))
+    hours = hours.filter(pl.col("bucket").is_between(series["bucket"].min(), series["bucket"].max()))
+    entities = series.select(entity).unique()
+    if entities.height * hours.height > MAX_GRID_ROWS:
+        from citylake.analytics.anomalies import AnalysisInputError
+
+        raise AnalysisInputError(f"the analysis would score {entities.height:,} places at {hours.height:,} hours, more than "
+                                 f"{MAX_GRID_ROWS:,} values; narrow it with --from/--to or to fewer places")
+    grid = entities.join(hours, how="cross")
     return grid.join(series, on=[*entity, "bucket"], how="left").with_columns(pl.col(value).fill_null(0.0))
 
 

@@ -8,6 +8,7 @@ in force and where each came from; the README documents them all (a test checks 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ DEFAULT_PARTITION_RES = 5  # lake.lake
 DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"  # lake.engines
 DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
 COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
+EARLIEST = dt.date(2000, 1, 1)  # ingestion.validate
 
 
 class SettingError(CitylakeError, ValueError):
@@ -44,6 +46,17 @@ def _positive_int(value: Any) -> int:
     if number < 0:
         raise ValueError("must be a whole number >= 0")
     return number
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError("must be a date such as 2000-01-01") from None
 
 
 def _text(value: Any) -> str:
@@ -102,6 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.batch_rows", DEFAULT_BATCH_ROWS, "Rows per ingestion commit; larger files stream in batches of this many.",
             _positive_int),
     Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
+    Setting("ingest.earliest", EARLIEST, "Rows timed before this date (YYYY-MM-DD) are quarantined as placeholders.", _date),
     Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
     Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),
     Setting("sandbox.timeout_seconds", 60, "An analyst's SQL statement running longer than this is cancelled.", _positive_int),

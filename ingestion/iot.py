@@ -111,21 +111,21 @@ def sensor_cells(lake: Lake) -> pl.DataFrame:
 
 def ingest_readings(
     lake: Lake, path: str | Path, /, *, mapping: Mapping[str, str] | None = None, tz: str = "UTC", delimiter: str | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None, earliest: dt.date = V.EARLIEST,
 ) -> IngestReport:
-    """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined."""
+    """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too)."""
     path = Path(path)
     V.check_timezone(tz)
     writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True)
     known = sensor_cells(lake)
-    latest = V.latest_allowed(now)
+    window = V.time_window(earliest, now)
     parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
-                      lambda raw: validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, latest=latest))
+                      lambda raw: validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, window=window))
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
 
 
 def validate_readings(
-    raw: RawChunk, source: str, *, known: pl.DataFrame, mapping: Mapping[str, str], tz: str, latest: dt.datetime
+    raw: RawChunk, source: str, *, known: pl.DataFrame, mapping: Mapping[str, str], tz: str, window: V.TimeWindow
 ) -> Chunk:
     """Check readings and attach each sensor's cell; unknown sensors are rejected with the fix."""
     rows = V.rename(raw.rows, mapping, source, READING_REQUIRED, ())
@@ -136,7 +136,7 @@ def validate_readings(
         *V.required(["sensor_id", "metric"]),
         V.Check(pl.col("h3_cell").is_null(), pl.format("sensor {} is not in the registry; ingest it with `citylake ingest sensors`",
                                                       pl.col("sensor_id")), "unknown sensor"),
-        *V.timestamp_checks("ts", "_ts", latest=latest),
+        *V.timestamp_checks("ts", "_ts", window=window),
         *V.numeric("value"),
     ]
     good, bad = V.split(frame, checks, raw_columns=list(READING_REQUIRED))

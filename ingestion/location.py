@@ -30,10 +30,11 @@ OPTIONAL = ("accuracy_m",)
 def read_pings(
     path: str | Path, /, *, key: bytes, cell_res: int = 11, mapping: Mapping[str, str] | None = None, tz: str = "UTC",
     delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, now: dt.datetime | None = None,
+    earliest: dt.date = V.EARLIEST,
 ) -> tuple[pa.Table, pl.DataFrame]:
     """All valid pings of a file as a table ready for the lake, and the rejected rows."""
     parts = list(_pings_chunks(Path(path), key=key, cell_res=cell_res, mapping=mapping or {}, tz=tz,
-                               delimiter=delimiter, batch_rows=batch_rows, now=now))
+                               delimiter=delimiter, batch_rows=batch_rows, window=V.time_window(earliest, now)))
     good = pa.concat_tables([p.good for p in parts]) if parts else pa.table({})
     bad = pl.concat([p.bad for p in parts]) if parts else pl.DataFrame()
     return good, bad
@@ -42,27 +43,27 @@ def read_pings(
 def ingest_pings(
     lake: Lake, path: str | Path, /, *, key: bytes, mapping: Mapping[str, str] | None = None, tz: str = "UTC",
     delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None,
+    earliest: dt.date = V.EARLIEST,
 ) -> IngestReport:
-    """Ingest a pings file into the lake: exactly once, bad rows quarantined."""
+    """Ingest a pings file into the lake: exactly once, bad rows quarantined (times before ``earliest`` too)."""
     path = Path(path)
     V.check_timezone(tz)
     writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
-                          delimiter=delimiter, batch_rows=batch_rows, now=now)
+                          delimiter=delimiter, batch_rows=batch_rows, window=V.time_window(earliest, now))
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
 
 
 def _pings_chunks(
     path: Path, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, delimiter: str | None,
-    batch_rows: int, now: dt.datetime | None,
+    batch_rows: int, window: V.TimeWindow,
 ) -> Iterator[Chunk]:
-    latest = V.latest_allowed(now)
     yield from validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
-                         lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest))
+                         lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
 
 
 def _validate(
-    raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, latest: dt.datetime
+    raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, window: V.TimeWindow
 ) -> Chunk:
     rows = V.rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
     frame = pl.from_arrow(rows)
@@ -71,7 +72,7 @@ def _validate(
         pl.Series(V.POSITION, raw.positions), V.timestamps(frame["ts"], tz).alias("_ts"),
         *V.typed_numbers(["lat", "lon", *(["accuracy_m"] if has_accuracy else [])]),
     )
-    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", "_ts", latest=latest), *V.coordinates()]
+    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", "_ts", window=window), *V.coordinates()]
     if has_accuracy:
         checks += [*V.numeric("accuracy_m", optional=True),
                    V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]

@@ -28,7 +28,7 @@ from citylake.ingestion.batch import BatchWriter, IngestReport
 from citylake.ingestion.errors import BadOption, UnreadableInput
 from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
 from citylake.ingestion.textfile import RawChunk
-from citylake.ingestion.validate import latest_allowed
+from citylake.ingestion.validate import time_window
 from citylake.lake import Lake
 
 CONNECT_TIMEOUT_S = 10
@@ -135,8 +135,8 @@ def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue, *,
 
 
 def _commit(lake: Lake, writer: BatchWriter, client: paho.Client, held: list[Message], index: int, tz: str) -> None:
-    latest = latest_allowed()
-    chunk = validate_readings(_as_rows(held), writer.source, known=sensor_cells(lake), mapping={}, tz=tz, latest=latest)
+    window = time_window()  # the live feed checks against now, message by message
+    chunk = validate_readings(_as_rows(held), writer.source, known=sensor_cells(lake), mapping={}, tz=tz, window=window)
     writer.commit(index, chunk)
     for message in held:  # only now may the broker forget them
         if message.qos:

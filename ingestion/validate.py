@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import polars as pl
@@ -31,13 +32,24 @@ POSITION = "_position"
 # 1e11 s is the year 5138, 1e14 ms the year 5138 too; real feeds stay far below both.
 EPOCH_SECONDS_BELOW, EPOCH_MILLIS_BELOW = 1e11, 1e14
 FUTURE_TOLERANCE = dt.timedelta(minutes=10)  # clocks drift; more than this is a bad clock or a bad row
+# Before this, a timestamp is a placeholder (0001-01-01, 1900, the epoch, -1) rather than an observation: setting
+# ingest.earliest. A lake whose rows spanned two thousand years would make every hourly series two thousand years long.
+EARLIEST = dt.date(2000, 1, 1)
 OFFSET_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M%:z")
 NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S")
 
 
-def latest_allowed(now: dt.datetime | None = None) -> dt.datetime:
-    """Timestamps after this are in the future: a bad clock or a bad row."""
-    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_TOLERANCE
+@dataclass(frozen=True)
+class TimeWindow:
+    """The times a row may carry: from the lake's earliest date to a little past now."""
+    earliest: dt.datetime
+    latest: dt.datetime
+
+
+def time_window(earliest: dt.date = EARLIEST, now: dt.datetime | None = None) -> TimeWindow:
+    """Timestamps before ``earliest`` are placeholders; after now (give or take clock drift) a bad clock or a bad row."""
+    start = dt.datetime.combine(earliest, dt.time(), dt.timezone.utc)
+    return TimeWindow(start, (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_TOLERANCE)
 
 
 def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
@@ -180,15 +192,19 @@ def coordinates(lat: str = "lat", lon: str = "lon") -> list[Check]:
     ]
 
 
-def timestamp_checks(column: str, parsed: str, *, latest: dt.datetime) -> list[Check]:
+def timestamp_checks(column: str, parsed: str, *, window: TimeWindow) -> list[Check]:
     """Checks of a timestamp column already parsed into the column ``parsed``."""
     parsed = pl.col(parsed)
+    earliest = window.earliest.date().isoformat()
     return [
         Check(is_missing(column), pl.lit(f"{column} is missing"), f"{column} missing"),
         Check(parsed.is_null(), pl.format(f"{column} {{}} is not a timestamp (ISO 8601 or epoch seconds/millis)", text(column)),
               f"{column} not a timestamp"),
-        Check(parsed > pl.lit(latest).dt.cast_time_unit("us"), pl.format(f"{column} {{}} is in the future", text(column)),
+        Check(parsed > pl.lit(window.latest).dt.cast_time_unit("us"), pl.format(f"{column} {{}} is in the future", text(column)),
               f"{column} in the future"),
+        Check(parsed < pl.lit(window.earliest).dt.cast_time_unit("us"),
+              pl.format(f"{column} {{}} is before the lake's earliest date {earliest} (a placeholder, not an observation; "
+                        "setting ingest.earliest)", text(column)), f"{column} before {earliest}"),
     ]
 
 

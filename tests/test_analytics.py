@@ -261,3 +261,15 @@ def test_pilot_loads_an_area_and_writes_its_first_report(city, tmp_path):
     page = (tmp_path / "pilot.html").read_text()
     assert "Riverside Park" in page and "pilot:riverside-park" in page
     assert "pilot: first report at" in done.stderr
+
+
+def test_the_hourly_grid_follows_the_days_with_data_not_the_span():
+    """Two rows decades apart complete to two days of hours, not to every hour between them."""
+    from citylake.analytics.detect import _complete
+
+    series = pl.DataFrame({"place_id": ["a", "b"], "bucket": [dt.datetime(2001, 3, 4, 5, tzinfo=dt.timezone.utc),
+                                                            dt.datetime(2026, 11, 1, 7, tzinfo=dt.timezone.utc)],
+                           "devices": [3.0, 4.0]})
+    grid = _complete(series, ["place_id"], "devices")
+    assert grid.height == 2 * (19 + 8)  # each place: 05:00..23:00 on the first day, 00:00..07:00 on the last
+    assert grid["devices"].sum() == 7.0

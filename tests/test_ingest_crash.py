@@ -115,3 +115,31 @@ def test_check_finds_a_lost_batches_row_and_repair_writes_it_back(tmp_path):
     assert mended.returncode == 0, mended.stdout
     accepted, held = ledger_sums(lake)
     assert accepted == held > 29_000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB file system (tmpfs; mounting needs root, which the CI machine has)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], check=True)
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_full_disk_says_how_much_space_and_a_rerun_resumes(tmp_path, small_disk):
+    lake = with_key(Lake.init(small_disk / "lake"))
+    write_pings(tmp_path / "pings.csv", 400_000)
+    proc = ingest(lake, tmp_path / "pings.csv", batch_rows=50_000)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert err.count("\n") == 1 and "not enough disk space" in err and "rerun" in err, err
+    assert "Traceback" not in err and "panicked" not in err
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)  # the user frees space
+    rerun = ingest(lake, tmp_path / "pings.csv", batch_rows=50_000)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
+    assert maintain_check(lake).returncode == 0
+    accepted, held = ledger_sums(lake)
+    assert accepted == held == len(set(map(tuple, pcsv.read_csv(tmp_path / "pings.csv").to_pandas().itertuples(index=False))))

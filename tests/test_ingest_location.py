@@ -77,7 +77,24 @@ def test_timestamps_become_utc(lake, tmp_path, text, want):
     assert got == want.replace(tzinfo=dt.timezone.utc)
 
 
-@given(st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2026, 1, 1)), st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
+@pytest.mark.parametrize("placeholder", ["0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "-1", "0",
+                                         "1999-12-31T23:59:59Z"])
+def test_times_before_the_earliest_date_are_quarantined(lake, tmp_path, placeholder):
+    """Placeholder times never land (one would make every hourly series span centuries); the rows beside them do."""
+    text = HEADER + "a,2026-11-01T00:00:00Z,31.2,121.4,5\n" + f"b,{placeholder},31.2,121.4,5\n" + "c,2000-01-01T00:00:00Z,31.2,121.4,5\n"
+    report = ingest_pings(lake, write(tmp_path / "p.csv", text), key=KEY)
+    assert (report.accepted, report.rejected) == (2, 1)
+    [(line, reason)] = quarantine(lake)
+    assert line == 3 and "before the lake's earliest date 2000-01-01" in reason and "ingest.earliest" in reason
+
+
+def test_the_earliest_date_is_a_setting(lake, tmp_path):
+    text = HEADER + "a,1995-06-01T00:00:00Z,31.2,121.4,5\n"
+    assert ingest_pings(lake, write(tmp_path / "p.csv", text), key=KEY).rejected == 1
+    assert ingest_pings(lake, write(tmp_path / "p.csv", text), key=KEY, earliest=dt.date(1990, 1, 1)).accepted == 1
+
+
+@given(st.datetimes(dt.datetime(2000, 1, 2), dt.datetime(2026, 1, 1)), st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
        st.sampled_from(["T", " "]), st.booleans())
 def test_timestamp_round_trip(tmp_path_factory, when, offset_min, sep, with_fraction):
     from citylake.ingestion.validate import timestamps
