@@ -11,6 +11,8 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
 - partition_resolution: files, write time and query times for coarse cells at res 4, 5, 6;
 - ingest_pings_csv, ingest_memory: a pings CSV into a lake vs DuckDB's floor, the steps no ingest can skip,
   and peak memory as the file grows (bench/ingest.py);
+- month_of_pings: a month of pings (Parquet and CSV, two data shapes) vs DuckDB's floor, files left, and footfall on the
+  lake as ingested vs compacted (bench/month_ingest.py);
 - footfall: footfall per place per hour vs DuckDB ST_Contains, GeoPandas sjoin and SedonaDB (bench/footfall.py);
 - knn_spatialbench_q12: k nearest neighbours vs SedonaDB and DuckDB (bench/knn.py);
 - queries_scaling: stays, OD, stay points and near-place queries at a tenth of the pings and all (bench/queries_scaling.py);

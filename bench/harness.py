@@ -110,7 +110,7 @@ class Run:
 
 def figures() -> list[tuple[str, Callable[[Run], dict]]]:
     """Every figure in the order a full run measures them, under its name in results.json (what ``--only`` picks)."""
-    from bench import analysis, footfall, ingest, knn, lake_write, point_to_cell, queries_scaling, release
+    from bench import analysis, footfall, ingest, knn, lake_write, month_ingest, point_to_cell, queries_scaling, release
 
     return [
         ("point_to_cell", lambda run: point_to_cell.bench_point_to_cell(run.rows)),
@@ -118,6 +118,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("partition_resolution", lambda run: lake_write.bench_partition_resolution(run.pings(), run.work)),
         ("ingest_pings_csv", lambda run: ingest.bench_ingest_pings(run.ingest_rows, run.work)),
         ("ingest_memory", lambda run: ingest.bench_ingest_memory(run.ingest_rows // 10, run.work)),
+        ("month_of_pings", lambda run: month_ingest.bench_month_of_pings(run.rows, run.work)),
         ("footfall", lambda run: footfall.bench_footfall(run.rows, run.work)),
         ("knn_spatialbench_q12", lambda run: knn.bench_knn(run.work)),
         ("queries_scaling", lambda run: queries_scaling.bench_queries_scaling(run.rows, run.work)),

@@ -109,6 +109,8 @@ class BatchWriter:
         # for days, checks each micro-batch against the table instead: its memory would grow without end)
         self.run = lake.run_keys(table) if one_run and not registry else None
         self.report = IngestReport(table, source)
+        self.chunks = 0
+        self.touched: dict[str, set] = {column: set() for column in lake.spec(table).partition_by}
 
     @property
     def fingerprint(self) -> str:
@@ -132,6 +134,19 @@ class BatchWriter:
             version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True, run=self.run)
         self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
         self._count(chunk, inserted, duplicates)
+        self._touch(chunk.good)
+
+    def _touch(self, rows: pa.Table | pl.DataFrame) -> None:
+        self.chunks += 1
+        for column, values in self.touched.items():
+            values.update(pl.Series(rows[column]).unique().to_list() if len(rows) else [])
+
+    def compact_touched(self) -> None:
+        """Merge the files this run's chunks left in each partition, so a freshly ingested table reads as fast as a
+        compacted one (one commit; a run of one chunk wrote one file per partition already). Files written before
+        the run are merged too where they share a partition with it."""
+        if self.chunks > 1 and any(self.touched.values()):
+            self.lake.compact_partitions(self.table, self.touched)
 
     def prepare(self, chunk: Chunk) -> Chunk:
         """Cast, partition and sort the good rows (runs on the prefetch thread, off the commit path)."""
@@ -201,18 +216,22 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
             yield chunk
 
 
-def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
-    """Commit every chunk, with a progress bar over the input's bytes."""
+def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False,
+        compact: bool = True) -> IngestReport:
+    """Commit every chunk, with a progress bar over the input's bytes; then merge the run's files per partition."""
     started = time.perf_counter()
     ledger.repair(writer.lake, writer.table)  # a run before this one may have stopped between a chunk's commits
     bar = Progress(
-        TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}"), BarColumn(), DownloadColumn(),
+        TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}{{task.description}}"), BarColumn(), DownloadColumn(),
         TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not progress,
     )
     with bar:
-        task = bar.add_task("ingest", total=total_bytes or None)
+        task = bar.add_task("", total=total_bytes or None)
         for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):
             writer.commit(index, chunk)
             bar.update(task, completed=chunk.bytes_done)
+        if compact:
+            bar.update(task, description=" (merging the run's files per partition…)")
+            writer.compact_touched()
     writer.report.seconds = time.perf_counter() - started
     return writer.report

@@ -504,6 +504,15 @@ class Lake:
         return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
     @_in_zone
+    def compact_partitions(self, name: str, partitions: dict[str, set], /, *, target_mb: int = 128) -> dict[str, Any]:
+        """``compact`` only where a partition column takes one of the given values (e.g. the dates an ingest touched);
+        a partition already in one file is left as it is."""
+        filters = [(column, "in", sorted(map(str, values))) for column, values in partitions.items() if values]
+        table = self._delta(name)
+        return table.optimize.compact(partition_filters=filters or None, target_size=target_mb * 1024 * 1024,
+                                      writer_properties=_writer_properties(self.spec(name)))
+
+    @_in_zone
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
 

@@ -54,3 +54,20 @@ def test_four_writers_on_overlapping_files_land_what_one_writer_lands(tmp_path):
     assert table_rows(many) == expected
     accepted = duckdb_for(many).execute("SELECT sum(rows_accepted) FROM batches WHERE table_name = 'pings'").fetchone()[0]
     assert accepted == len(expected)  # the ledger counts each row once too
+
+
+def test_ingesting_with_another_key_is_refused_and_adds_nothing(tmp_path):
+    """The same file pseudonymised with another key would look like new devices and land twice: refused, one line."""
+    import os
+    import subprocess
+    import sys
+
+    path = overlapping_files(tmp_path, pool=2_000, share=1.0)[0]
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    assert ingest(lake, path).wait(timeout=300) == 0
+    held = lake.rows("pings")
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": "another-key-of-at-least-32-bytes-0123456789abcdef"}
+    proc = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "not this lake's pseudonym key" in proc.stderr
+    assert lake.rows("pings") == held
