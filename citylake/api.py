@@ -134,7 +134,8 @@ def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None
     key = steward_key(lake, settings=settings, doing="ingesting pings")
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
     return ingestion.ingest_pings(lake, path, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
-                                  batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"], progress=progress)
+                                  batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
+                                  buffer_mb=settings["ingest.buffer_mb"], progress=progress)
 
 
 def ingest_readings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None = None,
@@ -146,7 +147,8 @@ def ingest_readings(lake: Lake, path: str | Path, /, *, settings: S.Settings | N
     settings = settings or S.load()
     pairs = _mapping(mapping, ingestion.READING_REQUIRED)
     return ingestion.ingest_readings(lake, path, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
-                                     batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"], progress=progress)
+                                     batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
+                                     buffer_mb=settings["ingest.buffer_mb"], progress=progress)
 
 
 def ingest_sensors(lake: Lake, path: str | Path, /, *, progress: bool = False) -> IngestReport:

@@ -24,6 +24,7 @@ DEFAULT_CELL_RES = 11  # lake.lake
 DEFAULT_PARTITION_RES = 5  # lake.lake
 DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"  # lake.engines
 DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
+DEFAULT_BUFFER_MB = 1024  # ingestion.batch
 COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
 EARLIEST = dt.date(2000, 1, 1)  # ingestion.validate
 
@@ -115,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.batch_rows", DEFAULT_BATCH_ROWS, "Rows per ingestion commit; larger files stream in batches of this many.",
             _positive_int),
     Setting("ingest.timezone", "UTC", "Time zone of naive timestamps in input files (also --tz).", _text),
+    Setting("ingest.buffer_mb", DEFAULT_BUFFER_MB, "Memory a file's ingest may fill with checked rows before committing them "
+            "(one file per partition per commit): more gives fewer, larger files.", _positive_int),
     Setting("ingest.earliest", EARLIEST, "Rows timed before this date (YYYY-MM-DD) are quarantined as placeholders.", _date),
     Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
     Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -98,18 +99,37 @@ def _digest_and_close(source) -> str:
         return hashlib.file_digest(source, "sha256").hexdigest()
 
 
+DEFAULT_BUFFER_MB = 1024  # checked rows a file's run holds before committing them (setting ingest.buffer_mb)
+
+
+@dataclass
+class Gathered:
+    """A chunk whose rows wait in a run's buffer: what its ``batches`` row will need."""
+
+    batch_id: str
+    rows_in: int
+    rejected: int
+    offered: int
+    started: dt.datetime
+
+
 class BatchWriter:
-    """Commits the chunks of one source into one table."""
+    """Commits the chunks of one source into one table.
+
+    A file's run (``one_run``) gathers its chunks' checked rows in memory, up to ``buffer_mb``, and commits them
+    together: one file per partition per commit, so a month of pings lands in one file per partition rather than one
+    per partition and chunk. Registries and live feeds commit each chunk as it comes."""
 
     def __init__(self, lake: Lake, table: str, source: str, fingerprint: str | Future[str], *, registry: bool = False,
-                 one_run: bool = False) -> None:
+                 one_run: bool = False, buffer_mb: int = DEFAULT_BUFFER_MB) -> None:
         self.lake, self.table, self.source, self._fingerprint = lake, table, source, fingerprint
         self.registry = registry  # registries (places, sensors) replace rows by key instead of skipping them
         # a file's chunks: remember this run's keys rather than read its earlier chunks back (a live feed, which runs
         # for days, checks each micro-batch against the table instead: its memory would grow without end)
         self.run = lake.run_keys(table) if one_run and not registry else None
+        self.buffer_bytes = buffer_mb << 20
+        self.gathered: list[tuple[Gathered, pl.DataFrame]] = []
         self.report = IngestReport(table, source)
-        self.chunks = 0
         self.touched: dict[str, set] = {column: set() for column in lake.spec(table).partition_by}
 
     @property
@@ -119,34 +139,67 @@ class BatchWriter:
         return self._fingerprint
 
     def commit(self, index: int, chunk: Chunk) -> None:
+        """Quarantine the chunk's rejected lines, then commit its rows (or gather them, in a file's run)."""
         started = dt.datetime.now(UTC)
         chunk = self.prepare(chunk)
         batch_id = f"{self.fingerprint[:16]}:{index}"  # the same file chunk has the same id in every run
         offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
-        meta = {"citylake.batch_id": batch_id, "citylake.source": self.source, "citylake.rows_in": str(chunk.rows_in),
-                "citylake.rejected": str(chunk.bad.height), "citylake.fingerprint": self.fingerprint,
-                "citylake.started_at": started.isoformat()}
         self._quarantine(batch_id, chunk.bad)  # first: a chunk whose rows are visible always has its rejects recorded
+        self._count_input(chunk)
+        self._touch(chunk.good)
+        if self.run is not None:
+            self._gather(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), pl.from_arrow(chunk.good))
+            return
+        meta = {**self._source_metadata(), "citylake.batch_id": batch_id, "citylake.rows_in": str(chunk.rows_in),
+                "citylake.rejected": str(chunk.bad.height), "citylake.started_at": started.isoformat()}
         if self.registry:
             version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
             duplicates = offered - inserted - updated
         else:
-            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True, run=self.run)
-        self._record_batch(batch_id, chunk, (inserted, duplicates), version, started)
-        self._count(chunk, inserted, duplicates)
-        self._touch(chunk.good)
+            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True)
+        self._record_batches([(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), inserted, duplicates)], version)
+
+    def _source_metadata(self) -> dict[str, str]:
+        return {"citylake.source": self.source, "citylake.fingerprint": self.fingerprint}
+
+    def _gather(self, chunk: Gathered, rows: pl.DataFrame) -> None:
+        keys = list(self.lake.spec(self.table).key)
+        pending = pl.concat([part.select(keys) for _, part in self.gathered], rechunk=False) if self.gathered else None
+        new = self.lake.new_rows_of_run(self.table, rows, self.run, pending=pending)
+        self.gathered.append((chunk, new.with_columns(pl.lit(len(self.gathered), pl.Int32).alias(CHUNK))))
+        if sum(part.estimated_size() for _, part in self.gathered) >= self.buffer_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the gathered rows in one commit, then their chunks' ``batches`` rows."""
+        if not self.gathered:
+            return
+        chunks = [chunk for chunk, _ in self.gathered]
+        rows = pl.concat([part for _, part in self.gathered], how="vertical_relaxed")
+        self.gathered = []
+
+        def metadata(committed: pl.DataFrame) -> dict[str, str]:
+            landed = _landed_per_chunk(committed, len(chunks))
+            entries = [{"batch_id": c.batch_id, "rows_in": c.rows_in, "rejected": c.rejected, "inserted": n,
+                        "duplicates": c.offered - n, "started_at": c.started.isoformat()} for c, n in zip(chunks, landed)]
+            return {**self._source_metadata(), "citylake.chunks": json.dumps(entries), "citylake.inserted": str(sum(landed)),
+                    "citylake.duplicates": str(sum(c.offered for c in chunks) - sum(landed))}
+
+        version, committed = self.lake.commit_run_rows(self.table, rows, self.run, metadata=metadata)
+        landed = _landed_per_chunk(committed, len(chunks))
+        self._record_batches([(c, n, c.offered - n) for c, n in zip(chunks, landed)], version)
 
     def _touch(self, rows: pa.Table | pl.DataFrame) -> None:
-        self.chunks += 1
         for column, values in self.touched.items():
             values.update(pl.Series(rows[column]).unique().to_list() if len(rows) else [])
 
     def compact_touched(self) -> None:
-        """Merge the files this run's chunks left in each partition, so a freshly ingested table reads as fast as a
-        compacted one (one commit; a run of one chunk wrote one file per partition already). Files written before
-        the run are merged too where they share a partition with it."""
-        if self.chunks > 1 and any(self.touched.values()):
-            self.lake.compact_partitions(self.table, self.touched)
+        """Merge the files of each partition this run touched that now holds more than one (several commits of a file
+        too large for one buffer, or an earlier file's rows in the same partition), so a freshly ingested table reads
+        as fast as a compacted one. One commit; partitions already in one file are not rewritten."""
+        crowded = self.lake.crowded_partitions(self.table, self.touched)
+        if crowded:
+            self.lake.compact_partitions(self.table, crowded)
 
     def prepare(self, chunk: Chunk) -> Chunk:
         """Cast, partition and sort the good rows (runs on the prefetch thread, off the commit path)."""
@@ -168,22 +221,33 @@ class BatchWriter:
         )
         self.lake.append_new("quarantine", rows)
 
-    def _record_batch(self, batch_id: str, chunk: Chunk, recorded: tuple[int, int], version: int, started: dt.datetime) -> None:
+    def _record_batches(self, chunks: list[tuple[Gathered, int, int]], version: int) -> None:
+        """One ``batches`` row per (chunk, rows inserted, duplicates skipped), in one commit."""
+        now = dt.datetime.now(UTC)
         self.lake.append_new("batches", pl.DataFrame({
-            "batch_id": [batch_id], "table_name": [self.table], "source": [self.source], "fingerprint": [self.fingerprint],
-            "rows_in": [chunk.rows_in], "rows_accepted": [recorded[0]], "rows_rejected": [chunk.bad.height],
-            "rows_duplicate": [recorded[1]], "version": [version],
-            "started_at": [started], "finished_at": [dt.datetime.now(UTC)],
+            "batch_id": [c.batch_id for c, _, _ in chunks], "table_name": self.table, "source": self.source,
+            "fingerprint": self.fingerprint, "rows_in": [c.rows_in for c, _, _ in chunks],
+            "rows_accepted": [n for _, n, _ in chunks], "rows_rejected": [c.rejected for c, _, _ in chunks],
+            "rows_duplicate": [d for _, _, d in chunks], "version": version, "started_at": [c.started for c, _, _ in chunks],
+            "finished_at": now,
         }, schema_overrides={"started_at": pl.Datetime("us", "UTC"), "finished_at": pl.Datetime("us", "UTC")}))
+        self.report.accepted += sum(n for _, n, _ in chunks)
+        self.report.duplicates += sum(d for _, _, d in chunks)
 
-    def _count(self, chunk: Chunk, inserted: int, duplicates: int) -> None:
+    def _count_input(self, chunk: Chunk) -> None:
         r = self.report
         r.rows_in += chunk.rows_in
-        r.accepted += inserted
-        r.duplicates += duplicates
         r.rejected += chunk.bad.height
         if chunk.bad.height:
             r.reasons.update(dict(chunk.bad["kind"].value_counts().iter_rows()))
+
+
+CHUNK = "_chunk"  # which gathered chunk a row came from (not written: Lake.commit_run_rows drops "_" columns)
+
+
+def _landed_per_chunk(committed: pl.DataFrame, chunks: int) -> list[int]:
+    counts = dict(committed.group_by(CHUNK).len().iter_rows()) if committed.height else {}
+    return [int(counts.get(i, 0)) for i in range(chunks)]
 
 
 VALIDATORS = 2  # chunks validated at once: validation costs more than a commit, so one validator would hold commits up
@@ -230,6 +294,7 @@ def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, p
         for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):
             writer.commit(index, chunk)
             bar.update(task, completed=chunk.bytes_done)
+        writer.flush()
         if compact:
             bar.update(task, description=" (merging the run's files per partition…)")
             writer.compact_touched()

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
+from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
 from citylake.ingestion.errors import UnreadableInput
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from citylake.lake import Lake, registry
@@ -112,11 +112,12 @@ def sensor_cells(lake: Lake) -> pl.DataFrame:
 def ingest_readings(
     lake: Lake, path: str | Path, /, *, mapping: Mapping[str, str] | None = None, tz: str = "UTC", delimiter: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None, earliest: dt.date = V.EARLIEST,
+    buffer_mb: int = DEFAULT_BUFFER_MB,
 ) -> IngestReport:
     """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too)."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True)
+    writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True, buffer_mb=buffer_mb)
     known = sensor_cells(lake)
     window = V.time_window(earliest, now)
     parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),

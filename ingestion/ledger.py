@@ -11,6 +11,7 @@ from the commit's metadata; every ingestion run repairs its table before it star
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -19,6 +20,7 @@ from citylake.lake import Lake
 
 UTC = dt.timezone.utc
 LEDGERED = ("pings", "readings", "places", "sensors")  # the tables ingestion writes through batches
+LINK = ["version", "batch_id"]  # a batches row names the commit that landed its chunk
 
 
 @dataclass
@@ -34,12 +36,22 @@ class Drift:
 
 
 def chunk_commits(lake: Lake, table: str) -> pl.DataFrame:
-    """One row per commit of ``table`` that landed an ingestion chunk, with the counts its metadata carries."""
-    rows = [_commit_row(table, c) for c in lake.history(table) if "citylake.batch_id" in c]
+    """One row per ingestion chunk each commit of ``table`` landed, with the counts its metadata carries (a chunk
+    committed alone names its batch id; a file's run that gathered several lists them in ``citylake.chunks``)."""
+    rows = [row for c in lake.history(table) for row in _chunk_rows(table, c)]
     schema = {"batch_id": pl.String, "table_name": pl.String, "source": pl.String, "fingerprint": pl.String,
               "rows_in": pl.Int64, "rows_accepted": pl.Int64, "rows_rejected": pl.Int64, "rows_duplicate": pl.Int64,
               "version": pl.Int64, "started_at": pl.Datetime("us", "UTC"), "finished_at": pl.Datetime("us", "UTC")}
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _chunk_rows(table: str, commit: dict) -> list[tuple]:
+    if "citylake.chunks" in commit:
+        finished = dt.datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
+        return [(c["batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
+                 int(c["rows_in"]), int(c["inserted"]), int(c["rejected"]), int(c["duplicates"]), int(commit["version"]),
+                 dt.datetime.fromisoformat(c["started_at"]), finished) for c in json.loads(commit["citylake.chunks"])]
+    return [_commit_row(table, commit)] if "citylake.batch_id" in commit else []
 
 
 def _commit_row(table: str, commit: dict) -> tuple:
@@ -66,17 +78,17 @@ def check(lake: Lake, tables: tuple[str, ...] = LEDGERED) -> Drift:
 
 
 def _check_table(drift: Drift, table: str, commits: pl.DataFrame, batches: pl.DataFrame, quarantined: pl.DataFrame) -> None:
-    missing = commits.join(batches.select("version"), on="version", how="anti")
+    missing = commits.join(batches.select(LINK), on=LINK, how="anti")
     if missing.height:
         drift.missing_batches[table] = missing
         drift.lines.append(f"{table}: {missing.height:,} committed chunk(s) ({missing['rows_accepted'].sum():,} rows) have no "
                            "batches row; `citylake maintain check --repair` (or any ingest into the table) writes them")
-    recorded = batches.join(commits.select("version", accepted="rows_accepted", rejected="rows_rejected"), on="version")
+    recorded = batches.join(commits.select(*LINK, accepted="rows_accepted", rejected="rows_rejected"), on=LINK)
     wrong = recorded.filter((pl.col("rows_accepted") != pl.col("accepted")) | (pl.col("rows_rejected") != pl.col("rejected")))
     if wrong.height:
         drift.lines.append(f"{table}: {wrong.height:,} batches row(s) disagree with their commit's counts "
                            f"(versions {', '.join(map(str, wrong['version'].head(5)))})")
-    stray = batches.join(commits.select("version"), on="version", how="anti")
+    stray = batches.join(commits.select(LINK), on=LINK, how="anti")
     if stray.height:
         drift.lines.append(f"{table}: {stray.height:,} batches row(s) name a version that landed no chunk "
                            f"(versions {', '.join(map(str, stray['version'].head(5)))})")
@@ -110,7 +122,7 @@ def _check_covers(drift: Drift, lake: Lake) -> None:
 def repair(lake: Lake, table: str, *, drift: Drift | None = None) -> int:
     """Write the ``batches`` rows of committed chunks that lack one (from their commits' metadata); returns how many."""
     if drift is None:
-        missing = chunk_commits(lake, table).join(_recorded_versions(lake, table), on="version", how="anti")
+        missing = chunk_commits(lake, table).join(_recorded(lake, table), on=LINK, how="anti")
     else:
         missing = drift.missing_batches.get(table, pl.DataFrame())
     if missing.height:
@@ -118,6 +130,6 @@ def repair(lake: Lake, table: str, *, drift: Drift | None = None) -> int:
     return missing.height
 
 
-def _recorded_versions(lake: Lake, table: str) -> pl.DataFrame:
+def _recorded(lake: Lake, table: str) -> pl.DataFrame:
     return (pl.scan_delta(str(lake.path("batches"))).filter(pl.col("table_name") == table)
-            .select("version").drop_nulls().collect())
+            .select(LINK).drop_nulls().collect())

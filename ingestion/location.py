@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
+from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
 from citylake.ingestion.validate import parse_mapping
 from citylake.lake import Lake
@@ -43,13 +43,13 @@ def read_pings(
 def ingest_pings(
     lake: Lake, path: str | Path, /, *, key: bytes, mapping: Mapping[str, str] | None = None, tz: str = "UTC",
     delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None,
-    earliest: dt.date = V.EARLIEST, compact: bool = True,
+    earliest: dt.date = V.EARLIEST, buffer_mb: int = DEFAULT_BUFFER_MB, compact: bool = True,
 ) -> IngestReport:
     """Ingest a pings file into the lake: exactly once, bad rows quarantined (times before ``earliest`` too); the run's
     files are merged per partition at its end unless ``compact=False`` (the bench measures both)."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True)
+    writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True, buffer_mb=buffer_mb)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
                           delimiter=delimiter, batch_rows=batch_rows, window=V.time_window(earliest, now))
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress, compact=compact)

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -355,17 +356,48 @@ class Lake:
                          run: RunKeys | None) -> tuple[int, int, int]:
         table = self._delta(name)
         offered = rows.height
-        rows = self._new_rows(name, rows, table) if run is None else self._new_rows_of_run(name, rows, run, table)
+        if run is None:
+            rows = self._new_rows(name, rows, table)
+        else:
+            self._catch_up(name, run, table)
+            rows = self.new_rows_of_run(name, rows, run)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
         if run is not None:
             run.seen_version = version
         return version, rows.height, offered - rows.height
 
+    @_one_writer
+    def commit_run_rows(self, name: str, rows: pl.DataFrame, run: RunKeys, /, *,
+                        metadata: Callable[[pl.DataFrame], dict[str, str]]) -> tuple[int, pl.DataFrame]:
+        """Commit rows a run gathered from several chunks (each checked by ``new_rows_of_run``) in one commit; returns
+        the version and the rows committed. Columns starting with ``_`` travel back to the caller but are not written.
+        Another writer's commits since the run last looked are checked against here, under the lock: their keys are
+        dropped from ``rows`` and the run moves its ``version_before`` up to them. ``metadata`` gets the rows committed."""
+        table = self._delta(name)
+        if self._catch_up(name, run, table) and rows.height:
+            keys = list(self.spec(name).key)
+            rows = rows.join(self._keys_present(name, rows.select(keys + list(self.spec(name).partition_by))), on=keys,
+                             how="anti", nulls_equal=True)
+        data = rows.select([c for c in rows.columns if not c.startswith("_")]).to_arrow()
+        version = self._commit(name, table, _sorted(data, self.spec(name).sort_by) if data.num_rows else data, mode="append",
+                               metadata=metadata(rows))
+        run.seen_version = version
+        return version, rows
+
     def run_keys(self, name: str) -> RunKeys:
         """A fresh memory of keys for one ingestion run into ``name`` (see ``append_new``)."""
         table = self._delta(name)
         return RunKeys(table.version() if _row_count(_add_actions(table)) else None, seen_version=table.version())
+
+    def _catch_up(self, name: str, run: RunKeys, table: deltalake.DeltaTable) -> bool:
+        """Whether another writer committed since the run's last commit; if so the run checks against it from now on.
+        (Called under the table's writer lock, just before the run commits.)"""
+        if table.version() == run.seen_version:
+            return False
+        run.version_before = table.version() if _row_count(_add_actions(table)) else None
+        run.seen_version = table.version()
+        return True
 
     def _new_rows(self, name: str, rows: pl.DataFrame, table: deltalake.DeltaTable) -> pl.DataFrame:
         keys = list(self.spec(name).key)
@@ -376,16 +408,25 @@ class Lake:
             rows = rows.join(self._keys_present(name, rows), on=keys, how="anti", nulls_equal=True)
         return rows
 
-    def _new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, table: deltalake.DeltaTable) -> pl.DataFrame:
+    def new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, /, *, pending: pl.DataFrame | None = None) -> pl.DataFrame:
+        """The rows of one chunk of a run whose keys are new: not in the table as the run began, not committed by the run,
+        not in ``pending`` (keys the run gathered but has not committed yet), not earlier in the chunk.
+
+        A key whose hash the run has not seen can only be in the table as it was before the run. A seen hash (a repeat,
+        or two keys with one hash) is checked exactly against the table as it is now, ``pending`` and the chunk's
+        other rows; there are few of those."""
         keys = list(self.spec(name).key)
-        if table.version() != run.seen_version:  # another writer committed since this run's last commit: check against it too
-            run.version_before = table.version() if _row_count(_add_actions(table)) else None
-            run.seen_version = table.version()
-        if run.suspects(rows, keys).any():  # a repeat within the run, or two keys with one hash: the exact check
-            return self._new_rows(name, rows, table)
-        if run.version_before is not None and rows.height:  # every key is new to this run; was it there before it?
-            rows = rows.join(self._keys_present(name, rows, version=run.version_before), on=keys, how="anti", nulls_equal=True)
-        return rows
+        suspect = pl.Series(run.suspects(rows, keys))
+        fresh, repeated = rows.filter(~suspect), rows.filter(suspect)
+        if run.version_before is not None and fresh.height:
+            fresh = fresh.join(self._keys_present(name, fresh, version=run.version_before), on=keys, how="anti", nulls_equal=True)
+        if not repeated.height:
+            return fresh
+        repeated = self._new_rows(name, repeated, self._delta(name))
+        for held in (fresh, pending):
+            if held is not None and held.height and repeated.height:
+                repeated = repeated.join(held.select(keys), on=keys, how="anti", nulls_equal=True)
+        return pl.concat([fresh, repeated], how="vertical_relaxed")
 
     def _keys_present(self, name: str, rows: pl.DataFrame, *, version: int | None = None) -> pl.DataFrame:
         """Keys of ``rows`` the table already holds. The table's keys stream past a hash table of
@@ -497,12 +538,26 @@ class Lake:
         """Commits of a table, newest first: version, time, operation and its metrics."""
         return self._delta(name).history(limit)
 
+    @_one_writer
     @_in_zone
     def compact(self, name: str, /, *, target_mb: int = 128) -> dict[str, Any]:
         """Merge small files into files of about ``target_mb`` (one commit; old files stay until vacuum)."""
         table = self._delta(name)
         return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
+    def crowded_partitions(self, name: str, partitions: dict[str, set], /) -> dict[str, set]:
+        """Of the partitions where each column takes one of the given values, the values of those held in more than one
+        file (read from the log)."""
+        actions = pl.from_arrow(_add_actions(self.table(name)))
+        if not actions.height or not partitions:
+            return {}
+        columns = [f"partition.{c}" for c in partitions]
+        wanted = pl.all_horizontal(pl.col(f"partition.{c}").cast(pl.String).is_in([str(v) for v in values])
+                                   for c, values in partitions.items())
+        crowded = actions.filter(wanted).group_by(columns).len().filter(pl.col("len") > 1)
+        return {c: set(crowded[f"partition.{c}"].to_list()) for c in partitions} if crowded.height else {}
+
+    @_one_writer  # two compactions of one partition at once would each add the merged rows
     @_in_zone
     def compact_partitions(self, name: str, partitions: dict[str, set], /, *, target_mb: int = 128) -> dict[str, Any]:
         """``compact`` only where a partition column takes one of the given values (e.g. the dates an ingest touched);

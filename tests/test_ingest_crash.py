@@ -29,8 +29,10 @@ def write_pings(path, n: int) -> None:
     }), path)
 
 
-def ingest(lake: Lake, path, *, batch_rows: int = 20_000) -> subprocess.Popen:
-    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_INGEST_BATCH_ROWS": str(batch_rows)}
+def ingest(lake: Lake, path, *, batch_rows: int = 20_000, buffer_mb: int = 0) -> subprocess.Popen:
+    """The ingest CLI in a child; ``buffer_mb=0`` commits every chunk as it comes (many commits to strike between)."""
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_INGEST_BATCH_ROWS": str(batch_rows),
+           "CITYLAKE_INGEST_BUFFER_MB": str(buffer_mb)}
     return subprocess.Popen([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", "pings", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -78,7 +80,7 @@ def test_sigkill_at_random_moments_leaves_drift_a_rerun_mends(tmp_path):
     log = lake.path("pings") / "_delta_log"
     drifted = 0
     for strike in range(8):
-        proc = ingest(lake, tmp_path / "pings.csv", batch_rows=2000)
+        proc = ingest(lake, tmp_path / "pings.csv", batch_rows=2000, buffer_mb=strike % 3)  # 0: a commit per chunk; 1, 2: gathered
         commits = len(list(log.glob("*.json")))
         wait_for = commits + int(rng.integers(1, 4))
         while len(list(log.glob("*.json"))) < wait_for and proc.poll() is None:  # strike just after a data commit...

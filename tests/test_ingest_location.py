@@ -186,9 +186,20 @@ def test_large_files_stream_in_batches_with_exact_line_numbers(lake, tmp_path):
     report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(lines)), key=KEY, batch_rows=700)
     assert (report.accepted, report.rejected) == (4_997, 3)
     assert [r for r, _ in quarantine(lake)] == [bad + 2 for bad in (17, 2_222, 4_999)]  # +1 header, +1 one-based
-    appends = [c for c in lake.history("pings") if c["operation"] == "WRITE" and "citylake.batch_id" in c]
-    assert lake.stats("batches").rows == len(appends) > 5
-    assert lake.stats("pings").files == lake.stats("pings").partitions  # the run's files merged at its end
+    appends = [c for c in lake.history("pings") if c["operation"] == "WRITE"]
+    assert len(appends) == 1 and lake.stats("batches").rows > 5  # the run's chunks gathered into one commit, one row each
+    assert lake.stats("pings").files == lake.stats("pings").partitions
+
+
+def test_a_file_larger_than_the_buffer_commits_in_parts_then_merges_them(lake, tmp_path):
+    lines = [f"d{i % 50},2026-11-0{1 + i % 3}T00:{i // 60 % 60:02d}:{i % 60:02d}Z,{31.1 + i * 1e-4:.4f},121.4,5\n" for i in range(30_000)]
+    report = ingest_pings(lake, write(tmp_path / "p.csv", HEADER + "".join(lines)), key=KEY, batch_rows=3_000, buffer_mb=0)
+    assert report.accepted == 30_000
+    operations = [c["operation"] for c in reversed(lake.history("pings"))]
+    assert operations.count("WRITE") > 5 and operations[-1] == "OPTIMIZE"  # a commit per chunk, then one merge
+    stats = lake.stats("pings")
+    assert stats.files == stats.partitions and stats.rows == 30_000
+    assert duckdb_for(lake).execute("SELECT sum(rows_accepted) FROM batches").fetchone()[0] == 30_000
 
 
 def test_parquet_input_with_typed_columns(lake, tmp_path):

@@ -45,7 +45,7 @@ def test_four_writers_on_overlapping_files_land_what_one_writer_lands(tmp_path):
         proc = ingest(one, path, batch_rows=4000)
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     many = with_key(Lake.init(tmp_path / "many"))
-    procs = [ingest(many, path, batch_rows=4000) for path in files]
+    procs = [ingest(many, path, batch_rows=4000, buffer_mb=w % 2) for w, path in enumerate(files)]  # per chunk, and gathered
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

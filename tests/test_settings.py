@@ -61,10 +61,10 @@ def test_every_setting_is_documented_in_the_readme():
 
 def test_the_defaults_users_see_are_the_rooms_own():
     """settings.py repeats the rooms' defaults so that loading settings loads no room; they must not drift apart."""
-    from citylake.ingestion import mqtt, textfile, validate
+    from citylake.ingestion import batch, mqtt, textfile, validate
     from citylake.lake import engines, lake
 
     assert (S.DEFAULT_CELL_RES, S.DEFAULT_PARTITION_RES) == (lake.DEFAULT_CELL_RES, lake.DEFAULT_PARTITION_RES)
     assert S.DEFAULT_EXTENSION_DIR == engines.DEFAULT_EXTENSION_DIR and S.DEFAULT_BATCH_ROWS == textfile.DEFAULT_BATCH_ROWS
     assert (S.COMMIT_MESSAGES, S.COMMIT_SECONDS) == (mqtt.COMMIT_MESSAGES, mqtt.COMMIT_SECONDS)
-    assert S.EARLIEST == validate.EARLIEST
+    assert S.EARLIEST == validate.EARLIEST and S.DEFAULT_BUFFER_MB == batch.DEFAULT_BUFFER_MB
