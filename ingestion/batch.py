@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from citylake.ingestion.errors import UnreadableInput
 from citylake.lake import Lake
@@ -200,13 +200,15 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
             yield chunk
 
 
+def progress_bar(title: str, *columns: ProgressColumn, progress: bool) -> Progress:
+    """The bar every ingestion step shows on a terminal: ``title``, the bar, ``columns``, time left; gone when done."""
+    return Progress(TextColumn(title), BarColumn(), *columns, TimeRemainingColumn(), transient=True, disable=not progress)
+
+
 def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
     """Commit every chunk, with a progress bar over the input's bytes."""
     started = time.perf_counter()
-    bar = Progress(
-        TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not progress,
-    )
+    bar = progress_bar(f"[bold]{writer.table}[/] {Path(writer.source).name}", DownloadColumn(), TransferSpeedColumn(), progress=progress)
     with bar:
         task = bar.add_task("ingest", total=total_bytes or None)
         for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):
