@@ -18,7 +18,7 @@ import pyarrow as pa
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns
 from citylake.ingestion.validate import parse_mapping
 from citylake.lake import Lake
 from citylake.privacy.pseudonyms import pseudonym, pseudonymise
@@ -46,9 +46,9 @@ def ingest_pings(
     """Ingest a pings file into the lake: exactly once, bad rows quarantined."""
     path = Path(path)
     V.check_timezone(tz)
-    writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
                           delimiter=delimiter, batch_rows=batch_rows, now=now)
+    writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True)
     return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
 
 
@@ -56,9 +56,11 @@ def _pings_chunks(
     path: Path, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, delimiter: str | None,
     batch_rows: int, now: dt.datetime | None,
 ) -> Iterator[Chunk]:
+    """The file's validated chunks; a header without the required columns is refused now, before any chunk is read."""
+    V.check_columns(columns(path, delimiter=delimiter), mapping, str(path), REQUIRED)
     latest = V.latest_allowed(now)
-    yield from validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
-                         lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest))
+    return validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
+                     lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, latest=latest))
 
 
 def _validate(

@@ -35,6 +35,7 @@ SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
 MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20
 PARSE_BLOCK_BYTES = 8 << 20  # pyarrow parses blocks of this size on all cores
+JSONL_HEADER_RECORDS = 1_000  # a JSON Lines file's columns are the keys of its first objects
 COMPILED_SCAN_BYTES = 8 << 20  # blocks from this size are scanned by compiled code (numba loads in about a second)
 # A quoted value may hold line breaks (RFC 4180), over at most this many lines: past that its opening quote is taken for
 # an unbalanced one. Addresses and notes take a few lines; the bound keeps one stray quote from holding up the file.
@@ -55,6 +56,23 @@ class RawChunk:
     @property
     def rows_in(self) -> int:
         return self.rows.num_rows + len(self.rejected)
+
+
+def columns(path: str | Path, *, delimiter: str | None = None) -> list[str]:
+    """The columns a file names, read before any row: a CSV header, a Parquet schema, or the keys of the first
+    ``JSONL_HEADER_RECORDS`` objects of JSON Lines (each chunk of which then carries every one of them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableInput(str(path), "no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UnreadableInput(str(path), f"not a readable Parquet file ({err})") from None
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return jsonl_columns(path)
+    return read_header(path, delimiter)[0]
 
 
 def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None) -> Iterator[RawChunk]:
@@ -344,8 +362,28 @@ def _is_utf8(line: bytes) -> bool:
 # --- JSON Lines and Parquet -------------------------------------------------------------------
 
 
+def jsonl_columns(path: Path) -> list[str]:
+    """The keys of the first ``JSONL_HEADER_RECORDS`` objects of a JSON Lines file, in the order first seen."""
+    keys: dict[str, None] = {}
+    objects = lines = 0
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            lines += bool(raw.strip())
+            record = _json_record(raw, line_no, [])
+            if record is not None:
+                keys.update(dict.fromkeys(record))
+                objects += 1
+                if objects >= JSONL_HEADER_RECORDS:
+                    break
+    if not lines:
+        raise UnreadableInput(str(path), "the file is empty; nothing to ingest")
+    return list(keys)
+
+
 def jsonl_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
-    """JSON Lines: one object per line; other lines are rejected with the reason."""
+    """JSON Lines: one object per line; other lines are rejected with the reason. Every chunk has the file's columns
+    (``jsonl_columns``), empty where its objects lack them, so a key missing from a whole chunk is a missing value."""
+    header = jsonl_columns(path)
     records: list[dict] = []
     positions: list[int] = []
     rejected: list[tuple[int, str, str, str]] = []
@@ -358,10 +396,10 @@ def jsonl_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
                 records.append(record)
                 positions.append(line_no)
             if len(records) + len(rejected) >= batch_rows:
-                yield _jsonl_chunk(records, positions, rejected, done)
+                yield _jsonl_chunk(records, positions, rejected, done, header)
                 records, positions, rejected = [], [], []
     if records or rejected:
-        yield _jsonl_chunk(records, positions, rejected, done)
+        yield _jsonl_chunk(records, positions, rejected, done, header)
 
 
 def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
@@ -379,9 +417,9 @@ def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
     return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}
 
 
-def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done: int) -> RawChunk:
-    names = sorted({k for r in records for k in r})
-    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names}) if records else pa.table({})
+def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done: int, header: list[str]) -> RawChunk:
+    names = sorted(set(header).union(*records))
+    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names})
     return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, done)
 
 

@@ -3,6 +3,7 @@ clear one-line message or quarantined rows, never a traceback, and every valid r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -190,3 +191,42 @@ def test_a_bad_row_over_several_lines_is_quarantined_at_its_first_line(tmp_path)
     assert (report.accepted, report.rejected) == (2, 1)
     ((line, reason, raw),) = duckdb_for(lake).execute("SELECT row_number, reason, raw FROM quarantine").fetchall()
     assert line == 3 and reason.startswith("lat ") and raw.startswith("pseudonym:") and "split" not in raw
+
+
+# --- a header without the required columns: one line, exit 1, nothing written ------------------------------------
+
+WRONG_HEADERS = {  # feed -> (columns the file has, the required ones it lacks)
+    "pings": (["uid", "ts", "lat", "lon"], ["device_id"]),
+    "readings": (["sensor_id", "time", "metric", "val"], ["ts", "value"]),
+    "sensors": (["id", "kind", "lat", "lon"], ["sensor_id"]),
+}
+
+
+def wrong_header_file(tmp_path, feed: str, fmt: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names, _ = WRONG_HEADERS[feed]
+    rows = [] if fmt.endswith("empty") else [["x", "2026-11-01T00:00:00Z", "31.2", "121.4"]]
+    path = tmp_path / f"{feed}.{fmt.split('-')[0]}"
+    if fmt.startswith("csv"):
+        path.write_text(",".join(names) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(dict(zip(names, r))) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.table({n: pa.array([r[i] for r in rows], pa.string()) for i, n in enumerate(names)}), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv-empty", "jsonl", "parquet", "parquet-empty"])
+@pytest.mark.parametrize("feed", list(WRONG_HEADERS))
+def test_a_header_without_required_columns_is_one_line_and_writes_nothing(tmp_path, feed, fmt):
+    path = wrong_header_file(tmp_path, feed, fmt)
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    result = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake.root), "ingest", feed, str(path)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
+    found, missing = WRONG_HEADERS[feed]
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert f"missing column(s) {', '.join(missing)}; found {', '.join(found)}" in line
+    assert lake.rows(feed) == lake.rows("batches") == lake.rows("quarantine") == 0
