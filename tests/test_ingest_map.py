@@ -382,3 +382,16 @@ def test_complete_shapefile_has_no_side_file_notes(lake, tmp_path):
     places_frame().iloc[:1].to_file(tmp_path / "shp" / "parks.shp")
     report = ingest_places(lake, tmp_path / "shp" / "parks.shp")
     assert report.notes == []
+
+
+def test_a_repeated_place_id_keeps_its_last_shape_in_both_tables(lake, tmp_path):
+    smaller = PARK.buffer(-0.004)
+    frame = gpd.GeoDataFrame({"id": ["p1", "p1", "c1"]}, geometry=[PARK, smaller, CAFE], crs="EPSG:4326")
+    frame.to_file(tmp_path / "d.geojson", driver="GeoJSON")
+    report = ingest_places(lake, tmp_path / "d.geojson", category="park")
+    assert (report.accepted, report.rejected, report.duplicates) == (2, 0, 1)
+    stored = shapely.from_wkb(scan(lake, "places").filter(pl.col("place_id") == "d:p1").select("geometry").collect().item())
+    assert stored.equals_exact(smaller, tolerance=1e-9)
+    assert_every_place_has_its_cover(lake)
+    cells = scan(lake, "place_cells").filter(pl.col("place_id") == "d:p1").collect()["h3_cell"].to_numpy()
+    assert shapely.intersects(cells_to_polygons(cells), smaller).all()  # no cell of the first, larger shape only
