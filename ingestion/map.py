@@ -1,10 +1,11 @@
 """Map feed: places (POIs, parks, districts, land use, buildings, roads) into ``places`` and
 their H3 covers into ``place_cells``.
 
-Reads GeoJSON, GeoParquet, Shapefiles (zipped too), GeoPackage, CSV with a WKT column or
-lat/lon columns, and OpenStreetMap PBF extracts. Reprojects to EPSG:4326, repairs invalid
-shapes (and says so), gives every place a stable id (source + source id, else a hash of the
-geometry) and covers it with cells flagged interior or boundary.
+Reads GeoJSON, GeoParquet, Shapefiles (zipped too), GeoPackage (every layer, or one), CSV with
+a WKT column or lat/lon columns, and OpenStreetMap PBF extracts. Reprojects to EPSG:4326,
+flattens 3D shapes to 2D, repairs invalid shapes (and says so), gives every place a stable id
+(source + source id, else a hash of the geometry) and covers it with cells flagged interior or
+boundary: every cover before anything is written, and the covers before the places.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def cover_places(places: gpd.GeoDataFrame, cell_res: int, *, progress: bool = Fa
                 parts.append(pl.DataFrame({"place_id": [place_id] * cells.size, "h3_cell": cells, "interior": interior}))
             except _Refused as refusal:
                 refused[row] = refusal.args
-            bar.update(task, advance=min(estimate, MAX_CELLS_OUT), done=n)
+            bar.update(task, advance=estimate if estimate <= MAX_CELLS_OUT else 0, done=n)
     covers = pl.concat(parts) if parts else pl.DataFrame(schema={"place_id": pl.String, "h3_cell": pl.Int64, "interior": pl.Boolean})
     return covers, refused
 
