@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from citylake.ingestion.errors import UnreadableInput
@@ -208,7 +209,8 @@ def progress_bar(title: str, *columns: ProgressColumn, progress: bool) -> Progre
 def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False) -> IngestReport:
     """Commit every chunk, with a progress bar over the input's bytes."""
     started = time.perf_counter()
-    bar = progress_bar(f"[bold]{writer.table}[/] {Path(writer.source).name}", DownloadColumn(), TransferSpeedColumn(), progress=progress)
+    name = escape(Path(writer.source).name).replace("{", "{{").replace("}", "}}")  # a file name is neither markup nor a format
+    bar = progress_bar(f"[bold]{writer.table}[/] {name}", DownloadColumn(), TransferSpeedColumn(), progress=progress)
     with bar:
         task = bar.add_task("ingest", total=total_bytes or None)
         for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):
