@@ -159,11 +159,13 @@ def ingest_sensors(lake: Lake, path: str | Path, /, *, progress: bool = False) -
 
 
 def ingest_places(lake: Lake, path: str | Path, /, *, category: str | None = None, name_field: str | None = None,
-                  id_field: str | None = None, crs: str | None = None, progress: bool = False) -> IngestReport:
-    """Map data into ``places`` and their H3 covers into ``place_cells``."""
+                  id_field: str | None = None, crs: str | None = None, layer: str | None = None, progress: bool = False) -> IngestReport:
+    """Map data into ``places`` and their H3 covers into ``place_cells`` (``layer``: the one layer of a multi-layer file to
+    read; default every layer)."""
     from citylake import ingestion
 
-    return ingestion.ingest_places(lake, path, category=category, name_field=name_field, id_field=id_field, crs=crs, progress=progress)
+    return ingestion.ingest_places(lake, path, category=category, name_field=name_field, id_field=id_field, crs=crs, layer=layer,
+                                   progress=progress)
 
 
 def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings | None = None, tz: str | None = None,

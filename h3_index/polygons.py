@@ -10,19 +10,26 @@ one notion of "inside" everywhere (planar lon/lat, as GeoJSON and shapely mean i
 
 from __future__ import annotations
 
+import math
+
+import h3
 import numpy as np
 import pyarrow as pa
 import shapely
 from h3ronpy import ContainmentMode, vector
 from shapely.geometry.base import BaseGeometry
 
-from citylake.h3_index.cells import cells_to_polygons, check_resolution, grid_disk
+from citylake.h3_index.cells import cells_to_polygons, check_cell_count, check_resolution, grid_disk
+from citylake.h3_index.distance import EARTH_RADIUS_M, haversine_m
 from citylake.h3_index.errors import BadGeometry
 
 # H3 cell edges are straight in the gnomonic projection, shapely's in lon/lat; at
 # resolution 7 and finer they differ by under a millimetre. Interior cells must clear the
 # polygon's edge by this margin (about 1 cm) so the difference can never misplace a point.
 EDGE_MARGIN_DEG = 1e-7
+# Edges straight in lon/lat are curves on the equal-area map the estimate measures in; points this far apart trace them
+# closely enough for an estimate (a 1-degree step errs by well under 1% of the area).
+ESTIMATE_STEP_DEG = 1.0
 
 
 POLYGON_TYPES = (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON)
@@ -46,6 +53,7 @@ def polygon_to_cells(geom: BaseGeometry, res: int) -> tuple[np.ndarray, np.ndarr
         return np.empty(0, np.int64), np.empty(0, bool)
     if not geom.is_valid:
         raise BadGeometry(geom.geom_type, "it is not valid (self-intersecting?); repair it with shapely.make_valid first")
+    check_cell_count(estimate_cells(geom, res), f"a cover of this {geom.geom_type} at resolution {res}")
     cells = _candidate_cells(geom, res)
     shapes = cells_to_polygons(cells)
     inner = geom.buffer(-EDGE_MARGIN_DEG)
@@ -54,6 +62,45 @@ def polygon_to_cells(geom: BaseGeometry, res: int) -> tuple[np.ndarray, np.ndarr
     cells, interior = _add_near_misses(geom, res, cells, interior)
     order = np.argsort(cells)
     return cells[order], interior[order]
+
+
+def estimate_cells(geom: BaseGeometry, res: int) -> int:
+    """About how many cells at ``res`` a cover of ``geom`` holds, found without covering it: its area over the average
+    cell area, plus the cells along its outline that stick out (a third of the outline over the average edge length,
+    measured on random shapes), or for lines their length over the edge length, and one per point. A world-sized polygon
+    is refused on this number at once instead of being covered for minutes."""
+    res = check_resolution(res)
+    if geom is None or geom.is_empty:
+        return 0
+    kind = geom.geom_type
+    if kind in ("Point", "MultiPoint"):
+        return len(shapely.get_parts(geom))
+    if kind == "GeometryCollection":
+        return sum(estimate_cells(part, res) for part in shapely.get_parts(geom))
+    edge = h3.average_hexagon_edge_length(res, unit="m")
+    if kind in ("Polygon", "MultiPolygon"):
+        outline = _length_m(shapely.get_parts(shapely.boundary(geom)))
+        return math.ceil(area_m2(geom) / h3.average_hexagon_area(res, unit="m^2") + outline / (3 * edge))
+    return math.ceil(_length_m(shapely.get_parts(geom)) / edge)
+
+
+def area_m2(geom: BaseGeometry) -> float:
+    """Area in square metres of a shape in lon/lat, on H3's sphere: measured on the cylindrical equal-area map
+    (x = R·lon, y = R·sin lat), which keeps areas, so a polygon spanning the globe measures the globe."""
+    def equal_area(xy: np.ndarray) -> np.ndarray:
+        lon, lat = np.radians(xy[:, 0]), np.radians(np.clip(xy[:, 1], -90, 90))
+        return np.column_stack([EARTH_RADIUS_M * lon, EARTH_RADIUS_M * np.sin(lat)])
+
+    return float(shapely.area(shapely.transform(shapely.segmentize(geom, ESTIMATE_STEP_DEG), equal_area)))
+
+
+def _length_m(lines: np.ndarray) -> float:
+    """Great-circle length in metres of lines (each one's vertices joined in order)."""
+    total = 0.0
+    for line in lines:
+        xy = shapely.get_coordinates(line)
+        total += float(haversine_m(xy[:-1, 1], xy[:-1, 0], xy[1:, 1], xy[1:, 0]).sum()) if len(xy) > 1 else 0.0
+    return total
 
 
 def _candidate_cells(geom: BaseGeometry, res: int) -> np.ndarray:

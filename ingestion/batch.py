@@ -24,7 +24,8 @@ from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from citylake.ingestion import ledger
 from citylake.ingestion.errors import UnreadableInput
@@ -280,15 +281,19 @@ def prefetch(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
             yield chunk
 
 
+def progress_bar(title: str, *columns: ProgressColumn, progress: bool) -> Progress:
+    """The bar every ingestion step shows on a terminal: ``title``, the bar, ``columns``, time left; gone when done."""
+    return Progress(TextColumn(title), BarColumn(), *columns, TimeRemainingColumn(), transient=True, disable=not progress)
+
+
 def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, progress: bool = False,
         compact: bool = True) -> IngestReport:
     """Commit every chunk, with a progress bar over the input's bytes; then merge the run's files per partition."""
     started = time.perf_counter()
     ledger.repair(writer.lake, writer.table)  # a run before this one may have stopped between a chunk's commits
-    bar = Progress(
-        TextColumn(f"[bold]{writer.table}[/] {Path(writer.source).name}{{task.description}}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), transient=True, disable=not progress,
-    )
+    name = escape(Path(writer.source).name).replace("{", "{{").replace("}", "}}")  # a file name is neither markup nor a format
+    bar = progress_bar(f"[bold]{writer.table}[/] {name}{{task.description}}", DownloadColumn(), TransferSpeedColumn(),
+                       progress=progress)
     with bar:
         task = bar.add_task("", total=total_bytes or None)
         for index, chunk in enumerate(prefetch(writer.prepare(c) for c in chunks)):

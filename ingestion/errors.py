@@ -17,13 +17,11 @@ class UnreadableInput(IngestError, ValueError):
 
 
 class MissingColumns(IngestError, ValueError):
-    def __init__(self, source: str, missing: list[str], found: list[str], hint: str = "") -> None:
+    def __init__(self, source: str, missing: list[str], found: list[str], hint: str = "",
+                 fix: str = "rename columns with --map target=source") -> None:
         self.source, self.missing, self.found = source, missing, found
         shown = ", ".join(found[:12]) + (" …" if len(found) > 12 else "")
-        super().__init__(
-            f"{source}: missing column(s) {', '.join(missing)}; found {shown or 'none'}"
-            f"{'; ' + hint if hint else ''}; rename columns with --map target=source"
-        )
+        super().__init__(f"{source}: missing column(s) {', '.join(missing)}; found {shown or 'none'}{'; ' + hint if hint else ''}; {fix}")
 
 
 class BadOption(IngestError, ValueError):

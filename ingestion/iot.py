@@ -20,12 +20,13 @@ from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
 from citylake.ingestion.errors import UnreadableInput
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns
 from citylake.lake import Lake, registry
 
 SENSOR_REQUIRED = ("sensor_id", "kind", "lat", "lon")
 SENSOR_OPTIONAL = ("unit", "place_id")
 READING_REQUIRED = ("sensor_id", "ts", "metric", "value")
+SENSOR_FIX = "name the registry's columns so in the file (ingest sensors takes no --map)"
 
 
 # --- sensors ------------------------------------------------------------------------------------
@@ -40,14 +41,20 @@ def read_sensors(path: str | Path, /, *, lake: Lake | None = None, cell_res: int
 def ingest_sensors(lake: Lake, path: str | Path, /, *, progress: bool = False) -> IngestReport:
     """Add or update sensors (by sensor_id) from a registry file."""
     path = Path(path)
+    parts = _sensor_chunks(path, lake=lake, cell_res=lake.cell_res)
     writer = BatchWriter(lake, "sensors", str(path), fingerprint(path), registry=True)
-    return run(writer, _sensor_chunks(path, lake=lake, cell_res=lake.cell_res), total_bytes=path.stat().st_size, progress=progress)
+    return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
 
 
 def _sensor_chunks(path: Path, *, lake: Lake | None, cell_res: int) -> Iterator[Chunk]:
-    raws = [_geojson_points(path)] if path.suffix.lower() in (".geojson", ".json") else chunks(path, batch_rows=DEFAULT_BATCH_ROWS)
-    for raw in raws:
-        yield _validate_sensors(raw, str(path), lake=lake, cell_res=cell_res)
+    """The file's validated chunks; a header without the required columns is refused now, before any chunk is read."""
+    if path.suffix.lower() in (".geojson", ".json"):
+        raws = [_geojson_points(path)]
+        V.check_columns(raws[0].rows.column_names, {}, str(path), SENSOR_REQUIRED, fix=SENSOR_FIX)
+    else:
+        V.check_columns(columns(path), {}, str(path), SENSOR_REQUIRED, fix=SENSOR_FIX)
+        raws = chunks(path, batch_rows=DEFAULT_BATCH_ROWS)
+    return (_validate_sensors(raw, str(path), lake=lake, cell_res=cell_res) for raw in raws)
 
 
 def _geojson_points(path: Path) -> RawChunk:
@@ -73,7 +80,7 @@ def _geojson_points(path: Path) -> RawChunk:
 def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res: int) -> Chunk:
     extra = [c for c in raw.rows.column_names if c not in (*SENSOR_REQUIRED, *SENSOR_OPTIONAL)]
     attributes = _attributes_json(raw.rows, extra)
-    rows = V.rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL).append_column("attributes", attributes)
+    rows = V.rename(raw.rows, {}, source, SENSOR_REQUIRED, SENSOR_OPTIONAL, fix=SENSOR_FIX).append_column("attributes", attributes)
     frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), *V.typed_numbers(["lat", "lon"]))
     good, bad = V.split(frame, [*V.required(["sensor_id", "kind"]), *V.coordinates()])
     lat, lon = pl.col("_lat"), pl.col("_lon")
@@ -117,6 +124,7 @@ def ingest_readings(
     """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too)."""
     path = Path(path)
     V.check_timezone(tz)
+    V.check_columns(columns(path, delimiter=delimiter), mapping or {}, str(path), READING_REQUIRED)
     writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True, buffer_mb=buffer_mb)
     known = sensor_cells(lake)
     window = V.time_window(earliest, now)

@@ -117,6 +117,10 @@ def _check_covers(drift: Drift, lake: Lake) -> None:
     if bare.height:
         drift.lines.append(f"places: {bare.height:,} place(s) have no cells in place_cells (e.g. {bare['place_id'][0]}); "
                            "ingest their file again")
+    orphans = covered.join(places, on="place_id", how="anti")
+    if orphans.height:  # no query counts them (every reader starts from places), but they are a run cut short
+        drift.lines.append(f"place_cells: cells of {orphans.height:,} place id(s) not in places (e.g. {orphans['place_id'][0]}): "
+                           "a places ingest stopped between its two commits; ingest that file again")
 
 
 def repair(lake: Lake, table: str, *, drift: Drift | None = None) -> int:

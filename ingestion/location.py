@@ -18,7 +18,7 @@ import pyarrow as pa
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns
 from citylake.ingestion.validate import parse_mapping
 from citylake.lake import Lake
 from citylake.privacy.pseudonyms import pseudonym, pseudonymise
@@ -59,8 +59,10 @@ def _pings_chunks(
     path: Path, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, delimiter: str | None,
     batch_rows: int, window: V.TimeWindow,
 ) -> Iterator[Chunk]:
-    yield from validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
-                         lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
+    """The file's validated chunks; a header without the required columns is refused now, before any chunk is read."""
+    V.check_columns(columns(path, delimiter=delimiter), mapping, str(path), REQUIRED)
+    return validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
+                     lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
 
 
 def _validate(

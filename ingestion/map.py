@@ -1,10 +1,11 @@
 """Map feed: places (POIs, parks, districts, land use, buildings, roads) into ``places`` and
 their H3 covers into ``place_cells``.
 
-Reads GeoJSON, GeoParquet, Shapefiles (zipped too), GeoPackage, CSV with a WKT column or
-lat/lon columns, and OpenStreetMap PBF extracts. Reprojects to EPSG:4326, repairs invalid
-shapes (and says so), gives every place a stable id (source + source id, else a hash of the
-geometry) and covers it with cells flagged interior or boundary.
+Reads GeoJSON, GeoParquet, Shapefiles (zipped too), GeoPackage (every layer, or one), CSV with
+a WKT column or lat/lon columns, and OpenStreetMap PBF extracts. Reprojects to EPSG:4326,
+flattens 3D shapes to 2D, repairs invalid shapes (and says so), gives every place a stable id
+(source + source id, else a hash of the geometry) and covers it with cells flagged interior or
+boundary: every cover before anything is written, and the covers before the places.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,10 +24,10 @@ import pyarrow as pa
 import shapely
 
 from citylake.h3_index import grid_disk, latlng_to_cells, polygon_to_cells
-from citylake.h3_index.cells import cells_to_polygons
-from citylake.h3_index.polygons import is_polygonal
+from citylake.h3_index.cells import MAX_CELLS_OUT, cells_to_polygons
+from citylake.h3_index.polygons import estimate_cells, is_polygonal
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, run
+from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, progress_bar, run
 from citylake.ingestion.errors import BadOption, UnreadableInput
 from citylake.lake import Lake
 
@@ -40,57 +42,121 @@ OSM_CATEGORIES = (("leisure", {"park": "park", "garden": "park", "playground": "
 
 def read_places(
     path: str | Path, /, *, category: str | None = None, name_field: str | None = None, id_field: str | None = None,
-    crs: str | None = None, source: str | None = None,
+    crs: str | None = None, source: str | None = None, layer: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, list[str]]:
-    """Places of a map file in EPSG:4326 with place_id, name, category, attributes; and notes on repairs."""
+    """Places of a map file in EPSG:4326 with place_id, name, category, attributes; and notes on what was read and repaired.
+
+    Every layer of a multi-layer file (GeoPackage, a zip of shapefiles) is read, unless ``layer`` picks one; a
+    multi-layer file's places take ``<file>/<layer>`` as their source, so ids of two layers cannot collide."""
     path = Path(path)
-    frame = _read(path)
     notes: list[str] = []
-    frame = _to_wgs84(frame, crs, str(path), notes)
-    frame = _repair(frame, notes)
     source = source or path.name.split(".")[0]
-    frame["place_id"] = _place_ids(frame, source, id_field)
+    layers, in_file = _read(path, layer)
+    many = in_file > 1
+    frames = []
+    for name, frame in layers:
+        frame = _to_wgs84(frame, crs, f"{path} layer {name}" if many else str(path), notes)
+        frames.append(frame.assign(source=f"{source}/{name}" if many else source))
+    if len(layers) > 1:
+        notes.append(f"read {len(layers)} layers: " + ", ".join(f"{name} ({len(f):,})" for (name, _), f in zip(layers, frames)))
+    elif many:
+        notes.append(f"read layer {layer}, one of {in_file}")
+    notes += _missing_sidecars(path, category)
+    frame = frames[0] if len(frames) == 1 else gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+    frame = _flatten(frame, notes)
+    frame = _repair(frame, notes)
+    frame["place_id"] = _place_ids(frame, frame["source"], id_field)
     frame["name"] = _names(frame, name_field)
     frame["category"] = category or _categories(frame)
-    frame["source"] = source
     frame["attributes"] = _attributes(frame)
-    return frame[["place_id", "name", "category", "source", "attributes", "geometry"]], notes
+    return frame[["place_id", "name", "category", "source", "attributes", "geometry"]], list(dict.fromkeys(notes))
 
 
 def ingest_places(
     lake: Lake, path: str | Path, /, *, category: str | None = None, name_field: str | None = None, id_field: str | None = None,
-    crs: str | None = None, progress: bool = False,
+    crs: str | None = None, layer: str | None = None, progress: bool = False,
 ) -> IngestReport:
-    """Add or replace places (by place_id) and their H3 covers."""
+    """Add or replace places (by place_id) and their H3 covers.
+
+    Every cover is made before anything is written; a place that cannot be covered (too many cells, a shape H3 cannot
+    take) is quarantined with the reason and the others land. Then the covers are written, and only then the places:
+    every reader starts from ``places``, so cells of a place not (yet) in ``places`` are read by nobody, and a place is
+    never read without its cells, even when the process dies between the two commits. A rerun of the file mends that.
+    """
     path = Path(path)
     started = time.perf_counter()
-    places, notes = read_places(path, category=category, name_field=name_field, id_field=id_field, crs=crs)
-    chunk = _as_chunk(places, lake.cell_res)
+    places, notes = read_places(path, category=category, name_field=name_field, id_field=id_field, crs=crs, layer=layer)
+    covers, refused = cover_places(places, lake.cell_res, progress=progress)
+    chunk = _as_chunk(places, lake.cell_res, refused)
     writer = BatchWriter(lake, "places", str(path), fingerprint(path), registry=True)
+    replace_covers(lake, chunk.good.column("place_id").to_pylist(), covers)
     report = run(writer, iter([chunk]), total_bytes=path.stat().st_size, progress=progress)
-    good = pl.from_arrow(chunk.good)
-    replace_covers(lake, good["place_id"].to_list(), cover(good, lake.cell_res))
+    report.duplicates += chunk.rows_in - chunk.bad.height - chunk.good.num_rows  # earlier rows of an id the file repeats
     report.notes += notes
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _read(path: Path) -> gpd.GeoDataFrame:
+def _read(path: Path, layer: str | None) -> tuple[list[tuple[str | None, gpd.GeoDataFrame]], int]:
+    """(layer name, frame) for every layer read (one for formats without layers), and how many layers the file has."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UnreadableInput(str(path), "no such file")
+    if layer is not None and suffix in (".pbf", ".parquet", ".geoparquet", ".csv", ".tsv", ".txt"):
+        raise BadOption("--layer", layer, f"a {suffix} file has no layers; --layer picks a layer of a GeoPackage or another "
+                                          "multi-layer file")
     try:
         if suffix == ".pbf":
-            return _read_osm(path)
+            return [(None, _read_osm(path))], 1
         if suffix in (".parquet", ".geoparquet"):
-            return gpd.read_parquet(path)
+            return [(None, gpd.read_parquet(path))], 1
         if suffix in (".csv", ".tsv", ".txt"):
-            return _read_csv(path)
-        return gpd.read_file(f"zip://{path}" if suffix == ".zip" else path)
+            return [(None, _read_csv(path))], 1
+        chosen, in_file = _layers(path, layer)
+        return [(name, gpd.read_file(_gdal_path(path), layer=name)) for name in chosen], in_file
     except (UnreadableInput, BadOption):
         raise
     except Exception as err:  # GDAL, pyarrow and pyrosm each raise their own kinds
         raise UnreadableInput(str(path), f"cannot read it as map data ({str(err).splitlines()[0][:200]})") from None
+
+
+def _gdal_path(path: Path) -> str:
+    return f"zip://{path}" if path.suffix.lower() == ".zip" else str(path)
+
+
+def _layers(path: Path, layer: str | None) -> tuple[list[str], int]:
+    """The layers to read (``layer``, else every layer with geometry: a GeoPackage may hold plain tables too), and how
+    many layers with geometry the file has."""
+    import pyogrio
+
+    listed = pyogrio.list_layers(_gdal_path(path))
+    spatial = [str(name) for name, kind in listed if kind is not None]
+    if layer is None:
+        if not spatial:
+            raise UnreadableInput(str(path), "no layer in it has geometry")
+        return spatial, len(spatial)
+    if layer not in spatial:
+        why = "has no geometry" if layer in [str(name) for name, _ in listed] else f"is not in {path.name}"
+        raise BadOption("--layer", layer, f"that layer {why}; the file's layers are {', '.join(spatial) or 'none'}")
+    return [layer], len(spatial)
+
+
+def _missing_sidecars(path: Path, category: str | None) -> list[str]:
+    """Notes for shapefiles without their .dbf (the attributes: names, categories, ids), beside them or in their zip."""
+    suffix = path.suffix.lower()
+    if suffix == ".shp":
+        members = [p.name for p in path.parent.iterdir()]
+        shapefiles = [path.name]
+    elif suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+        shapefiles = [m for m in members if m.lower().endswith(".shp")]
+    else:
+        return []
+    lowered = {m.lower() for m in members}
+    lost = "names" if category else "names or categories"
+    return [f"no {Path(shp).stem}.dbf beside {Path(shp).name}: places have no {lost}"
+            for shp in shapefiles if f"{shp[:-4]}.dbf".lower() not in lowered]
 
 
 def _read_csv(path: Path) -> gpd.GeoDataFrame:
@@ -141,6 +207,18 @@ def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | None, source: str, notes: list
     return frame
 
 
+def _flatten(frame: gpd.GeoDataFrame, notes: list[str]) -> gpd.GeoDataFrame:
+    """Drop Z (and M) coordinates: places are 2D, and H3 covers take only 2D shapes."""
+    geometry = frame.geometry.values
+    raised = shapely.has_z(geometry) | shapely.has_m(geometry)
+    if not raised.any():
+        return frame
+    geometry = geometry.copy()
+    geometry[raised] = shapely.force_2d(geometry[raised])
+    notes.append(f"flattened {int(raised.sum())} 3D geometr{'y' if raised.sum() == 1 else 'ies'} to 2D")
+    return frame.set_geometry(gpd.GeoSeries(geometry, index=frame.index, crs=frame.crs))
+
+
 def _repair(frame: gpd.GeoDataFrame, notes: list[str]) -> gpd.GeoDataFrame:
     geometry = frame.geometry.values
     present = ~(shapely.is_missing(geometry) | shapely.is_empty(geometry))
@@ -163,7 +241,7 @@ def _polygonal_part(geom):
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def _place_ids(frame: gpd.GeoDataFrame, source: str, id_field: str | None) -> list[str]:
+def _place_ids(frame: gpd.GeoDataFrame, source: pd.Series, id_field: str | None) -> list[str]:
     field = id_field or next((c for c in ID_FIELDS if c in frame.columns), None)
     if id_field and id_field not in frame.columns:
         raise BadOption("--id-field", id_field, f"no such column; columns are {', '.join(map(str, frame.columns))}")
@@ -172,7 +250,7 @@ def _place_ids(frame: gpd.GeoDataFrame, source: str, id_field: str | None) -> li
     if field is None:
         return geometry_ids
     ids = frame[field].astype(str).where(frame[field].notna() & (frame[field].astype(str) != ""))
-    return [f"{source}:{i}" if isinstance(i, str) else g for i, g in zip(ids, geometry_ids)]
+    return [f"{s}:{i}" if isinstance(i, str) else g for s, i, g in zip(source, ids, geometry_ids)]
 
 
 def _names(frame: gpd.GeoDataFrame, name_field: str | None) -> pd.Series:
@@ -209,38 +287,87 @@ def _attributes(frame: gpd.GeoDataFrame) -> list[str | None]:
     return [json.dumps({k: str(v) for k, v in r.items() if v not in (None, "")}) or None for r in records]
 
 
-def _as_chunk(places: gpd.GeoDataFrame, cell_res: int) -> Chunk:
+def _to_cover(places: gpd.GeoDataFrame) -> np.ndarray:
+    """Which rows become places: those with a shape, and of rows repeating a place_id the last (as the upsert keeps)."""
+    geometry = places.geometry.values
+    present = ~(shapely.is_missing(geometry) | shapely.is_empty(geometry))
+    later = pd.Series(False, index=places.index)
+    later[present] = places.loc[present, "place_id"].duplicated(keep="last")
+    return present & ~later.to_numpy()
+
+
+def cover_places(places: gpd.GeoDataFrame, cell_res: int, *, progress: bool = False) -> tuple[pl.DataFrame, dict[int, tuple[str, str]]]:
+    """The cover (place_id, h3_cell, interior) of every place to be written, and the places refused: row → (reason, kind).
+
+    A place whose estimated cover passes ``MAX_CELLS_OUT`` is refused before any covering starts; one that H3 cannot
+    cover, or that covers no cell, is refused with the reason. The bar counts places, and moves by their estimated cells.
+    """
+    rows = np.flatnonzero(_to_cover(places))
+    shapes, ids = places.geometry.values[rows], places["place_id"].to_numpy()[rows]
+    estimates = [estimate_cells(shape, cell_res) for shape in shapes]
+    refused: dict[int, tuple[str, str]] = {}
+    parts = []
+    bar = progress_bar("[bold]covering[/] {task.fields[done]:,}/{task.fields[places]:,} places", progress=progress)
+    with bar:
+        task = bar.add_task("cover", total=sum(e for e in estimates if e <= MAX_CELLS_OUT) or None, done=0, places=len(rows))
+        for n, (row, place_id, shape, estimate) in enumerate(zip(rows.tolist(), ids, shapes, estimates), start=1):
+            try:
+                cells, interior = _cover(shape, estimate, cell_res)
+                parts.append(pl.DataFrame({"place_id": [place_id] * cells.size, "h3_cell": cells, "interior": interior}))
+            except _Refused as refusal:
+                refused[row] = refusal.args
+            bar.update(task, advance=estimate if estimate <= MAX_CELLS_OUT else 0, done=n)
+    covers = pl.concat(parts) if parts else pl.DataFrame(schema={"place_id": pl.String, "h3_cell": pl.Int64, "interior": pl.Boolean})
+    return covers, refused
+
+
+class _Refused(Exception):
+    """A place that gets no cover: (reason, kind)."""
+
+
+def _cover(shape, estimate: int, cell_res: int) -> tuple[np.ndarray, np.ndarray]:
+    if estimate > MAX_CELLS_OUT:
+        raise _Refused(f"its cover at H3 resolution {cell_res} would be about {estimate:,} cells, more than the limit of "
+                       f"{MAX_CELLS_OUT:,}; split it into smaller shapes, or keep it in a lake with a coarser h3.cell_resolution",
+                       "too many cells")
+    try:
+        cells, interior = cells_of(shape, cell_res)
+    except ValueError as err:  # our H3 errors (TooManyCells, BadGeometry) and h3ronpy's own are ValueErrors
+        raise _Refused(f"cannot be covered with H3 cells: {str(err).splitlines()[0][:300]}", "cannot be covered") from None
+    if cells.size == 0:
+        raise _Refused(f"its {shape.geom_type} covers no H3 cell", "cannot be covered")
+    return cells, interior
+
+
+def _as_chunk(places: gpd.GeoDataFrame, cell_res: int, refused: dict[int, tuple[str, str]]) -> Chunk:
+    """The rows to write, and the rows set aside: no shape, or refused a cover (``refused``: row → reason, kind)."""
     geometry = places.geometry.values
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    why = {int(row): ("geometry is missing, empty or could not be repaired", "geometry missing") for row in np.flatnonzero(missing)}
+    why.update(refused)
+    rows = sorted(why)
     bad = pl.DataFrame({
-        V.POSITION: np.flatnonzero(missing) + 1,
-        "raw": places.loc[missing, "place_id"].fillna("(no id)").astype(str).tolist(),
-        "reason": ["geometry is missing, empty or could not be repaired"] * int(missing.sum()),
-        "kind": ["geometry missing"] * int(missing.sum()),
+        V.POSITION: [row + 1 for row in rows],
+        "raw": places["place_id"].iloc[rows].fillna("(no id)").astype(str).tolist(),
+        "reason": [why[row][0] for row in rows], "kind": [why[row][1] for row in rows],
     }, schema=V.BAD_SCHEMA)
-    good = places.loc[~missing]
+    keep = _to_cover(places)
+    keep[rows] = False
+    good = places.loc[keep]
     shapes = good.geometry.values
     bounds = shapely.bounds(shapes)
     centroids = shapely.centroid(shapes)
     table = pa.table({
-        "place_id": good["place_id"].tolist(),
+        "place_id": pa.array(good["place_id"].tolist(), pa.string()),
         "name": pa.array(good["name"].astype(object).where(good["name"].notna(), None).tolist(), pa.string()),
-        "category": good["category"].astype(str).tolist(), "geometry": shapely.to_wkb(shapes).tolist(),
+        "category": pa.array(good["category"].astype(str).tolist(), pa.string()),
+        "geometry": pa.array(shapely.to_wkb(shapes).tolist(), pa.binary()),
         "bbox": [dict(zip(("xmin", "ymin", "xmax", "ymax"), b)) for b in bounds.tolist()],
         "h3_cell": latlng_to_cells(shapely.get_y(centroids), shapely.get_x(centroids), cell_res),
-        "source": good["source"].tolist(), "attributes": good["attributes"].tolist(),
+        "source": pa.array(good["source"].tolist(), pa.string()), "attributes": pa.array(good["attributes"].tolist(), pa.string()),
         "loaded_at": pa.array([pd.Timestamp.now(tz="UTC").to_pydatetime()] * len(good), pa.timestamp("us", tz="UTC")),
     })
     return Chunk(table, bad, len(places), 0)
-
-
-def cover(places: pl.DataFrame, cell_res: int) -> pl.DataFrame:
-    """place_id, h3_cell, interior for every place: polygons by area, lines and points by the cells they touch."""
-    parts = []
-    for place_id, wkb in places.select("place_id", "geometry").iter_rows():
-        cells, interior = cells_of(shapely.from_wkb(wkb), cell_res)
-        parts.append(pl.DataFrame({"place_id": [place_id] * cells.size, "h3_cell": cells, "interior": interior}))
-    return pl.concat(parts) if parts else pl.DataFrame(schema={"place_id": pl.String, "h3_cell": pl.Int64, "interior": pl.Boolean})
 
 
 def cells_of(geom, cell_res: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +389,8 @@ def cells_of(geom, cell_res: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def replace_covers(lake: Lake, place_ids: list[str], cells: pl.DataFrame) -> None:
-    """Replace the covers of these places in one commit (old cells of re-ingested places go)."""
+    """Replace the covers of these places in one commit (old cells of re-ingested places go). Called before the places
+    themselves are written: see ``ingest_places``."""
     if not place_ids:
         return
     lake.replace_keys("place_cells", cells, column="place_id", values=place_ids)

@@ -4,6 +4,12 @@ CSV is cut into newline-aligned byte blocks here rather than by pyarrow's stream
 because quarantine needs the file line of every bad row (pyarrow's invalid-row hook does not
 give it), lines that are not UTF-8 must be set aside before parsing, and one huge line must
 not stop the file. Values stay text; ``validate`` turns them into types row by row.
+
+A quoted value may hold line breaks (RFC 4180): such a row is read whole, at the file line it starts on, and a block
+never ends inside it. A line with an odd number of quotes opens such a value when it does not read as a row on its own;
+the value ends at the next line with an odd number of quotes if the lines from one to the other read as one row of the
+header's width, over at most ``MAX_QUOTED_LINES`` lines. Otherwise the quote is unbalanced: that line alone is set
+aside, and the lines after it are read as rows again.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ SAMPLE_BYTES = 1 << 16  # enough lines to estimate bytes per row
 MAX_BLOCK_BYTES = 256 << 20  # a chunk's text never exceeds this, whatever the estimate says (one huge line skews it)
 MAX_HEADER_BYTES = 1 << 20
 PARSE_BLOCK_BYTES = 8 << 20  # pyarrow parses blocks of this size on all cores
+JSONL_HEADER_RECORDS = 1_000  # a JSON Lines file's columns are the keys of its first objects
 COMPILED_SCAN_BYTES = 8 << 20  # blocks from this size are scanned by compiled code (numba loads in about a second)
+# A quoted value may hold line breaks (RFC 4180), over at most this many lines: past that its opening quote is taken for
+# an unbalanced one. Addresses and notes take a few lines; the bound keeps one stray quote from holding up the file.
+MAX_QUOTED_LINES = 100
+NEWLINE = ord("\n")
 
 
 @dataclass
@@ -45,6 +56,23 @@ class RawChunk:
     @property
     def rows_in(self) -> int:
         return self.rows.num_rows + len(self.rejected)
+
+
+def columns(path: str | Path, *, delimiter: str | None = None) -> list[str]:
+    """The columns a file names, read before any row: a CSV header, a Parquet schema, or the keys of the first
+    ``JSONL_HEADER_RECORDS`` objects of JSON Lines (each chunk of which then carries every one of them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableInput(str(path), "no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pq.read_schema(path).names
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UnreadableInput(str(path), f"not a readable Parquet file ({err})") from None
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return jsonl_columns(path)
+    return read_header(path, delimiter)[0]
 
 
 def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None) -> Iterator[RawChunk]:
@@ -101,16 +129,29 @@ def csv_chunks(path: Path, *, batch_rows: int, delimiter: str | None = None) -> 
             if cut == 0 and not at_end:  # a line longer than a block: keep reading until it ends
                 carry = buf
                 continue
+            quotes = parser.quoted_rows(buf[:cut], at_end=at_end)
+            if quotes.pending is not None:  # a row may go on past the cut: end the block before it
+                cut = _line_start(buf, quotes.pending)
+                if cut == 0:  # the block is that row so far: read on until it closes (at most MAX_QUOTED_LINES)
+                    carry = buf
+                    continue
             block, carry = buf[:cut], buf[cut:]
             if block:
                 done += len(block)
                 lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-                chunk = parser.parse(block, line_no, lines)
+                chunk = parser.parse(block, line_no, lines, quotes)
                 chunk.bytes_done = done
                 line_no += lines
                 yield chunk
             if at_end:
                 return
+
+
+def _line_start(block: bytes, line: int) -> int:
+    """Offset of line ``line`` (0 = the first) in ``block``."""
+    if line == 0:
+        return 0
+    return int(np.flatnonzero(np.frombuffer(block, np.uint8) == NEWLINE)[line - 1]) + 1
 
 
 def _block_bytes(path: Path, header_bytes: int, batch_rows: int) -> int:
@@ -121,64 +162,38 @@ def _block_bytes(path: Path, header_bytes: int, batch_rows: int) -> int:
     return min(max(int(per_row * batch_rows), 1 << 12), MAX_BLOCK_BYTES)
 
 
+@dataclass
+class QuotedRows:
+    """What the quotes of a block say about its lines (numbered from 0, the block's first)."""
+
+    unbalanced: list[int] = field(default_factory=list)  # lines opening a quoted value that never closes: set aside
+    spans: list[tuple[int, int]] = field(default_factory=list)  # rows over several lines (RFC 4180): first and last line
+    pending: int | None = None  # first line of a row still open at the block's end, which the next text may close
+
+    @property
+    def continuation(self) -> int:
+        """How many lines are the second or later line of a row."""
+        return sum(last - first for first, last in self.spans)
+
+
+UNBALANCED = 'has an unbalanced quote (a field opened with " is never closed)'
+
+
 class _BlockParser:
     def __init__(self, columns: list[str], delimiter: str) -> None:
         self.columns, self.delimiter = columns, delimiter
 
-    def parse(self, block: bytes, first_line: int, lines: int) -> RawChunk:
-        """Rows of a block of ``lines`` whole lines starting at file line ``first_line``."""
-        rejected: list[tuple[int, str, str, str]] = []
-        invalid: Counter[str] = Counter()
-        reasons: dict[str, str] = {}
-
-        def on_invalid(row: pcsv.InvalidRow) -> str:
-            invalid[row.text] += 1
-            reasons[row.text] = f"has {row.actual_columns} fields, expected {row.expected_columns} (truncated line or wrong delimiter?)"
-            return "skip"
-
-        if b'"' in block:
-            block = self._drop_unbalanced_quotes(block, first_line, rejected)
-        try:
-            table = self._parse(block, on_invalid, invalid)
-        except pa.ArrowInvalid as err:  # Arrow checks UTF-8 as it parses: set such lines aside, parse the rest
-            if "UTF8" not in str(err):
-                raise
-            invalid.clear()
-            block = self._drop_non_utf8_lines(block, first_line, rejected)
-            table = self._parse(block, on_invalid, invalid)
-        if not invalid and not rejected and table.num_rows == lines:  # every line a row: no blank, bad or set-aside lines
-            positions = np.arange(first_line, first_line + table.num_rows, dtype=np.int64)
-        else:
-            positions = self._positions(block, first_line, invalid, reasons, rejected)
-        if positions.size != table.num_rows:
-            raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
-        rejected.sort()
-        return RawChunk(table, positions, rejected, delimiter=self.delimiter)
-
-    def _parse(self, block: bytes, on_invalid, invalid: Counter) -> pa.Table:
-        try:
-            return self._read(block, PARSE_BLOCK_BYTES, on_invalid)
-        except pa.ArrowInvalid as err:  # a line longer than a parse block: parse the chunk as one block
-            if "UTF8" in str(err):
-                raise
-            invalid.clear()
-            return self._read(block, len(block) + 1, on_invalid)
-
-    def _read(self, block: bytes, block_size: int, on_invalid) -> pa.Table:
-        return pcsv.read_csv(
-            io.BytesIO(block),
-            read_options=pcsv.ReadOptions(column_names=self.columns, block_size=block_size),
-            parse_options=pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid, newlines_in_values=False),
-            convert_options=pcsv.ConvertOptions(
-                column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-
-    @staticmethod
-    def _drop_unbalanced_quotes(block: bytes, first_line: int, rejected: list) -> bytes:
-        """Lines with an odd number of quotes: values never span lines here, and the parser would otherwise read on
-        into the next line, taking a good row with it. Most files quote every field, so this runs on most blocks:
-        a compiled one-pass scan on large blocks, NumPy on small ones (not worth loading the compiler for)."""
+    def quoted_rows(self, block: bytes, *, at_end: bool) -> QuotedRows:
+        """Which lines open a quoted value that goes on to later lines, where each such row ends, and which quotes never
+        close. A line with an odd number of quotes either has a literal quote inside an unquoted value (it reads as one
+        whole row on its own) or opens a quoted value; that value ends at the next line with an odd number of quotes if
+        the lines from the one to the other read as exactly one row of the header's width, at most ``MAX_QUOTED_LINES``
+        lines long. Otherwise its quote is unbalanced: the line is set aside, and the lines after it are read as rows
+        again, so one stray quote never swallows the rest of the file. Most files quote every field, so this scan runs on
+        most blocks: compiled on large blocks, NumPy on small ones (not worth loading the compiler for)."""
+        found = QuotedRows()
+        if b'"' not in block:
+            return found
         text = np.frombuffer(block, np.uint8)
         if len(block) >= COMPILED_SCAN_BYTES:
             from citylake.ingestion.text_kernels import odd_quote_lines
@@ -186,34 +201,141 @@ class _BlockParser:
             odd = odd_quote_lines(text).tolist()
         else:
             odd = odd_quote_lines_numpy(text).tolist()
-        return _set_aside(block, first_line, rejected, odd, 'has an unbalanced quote (a field opened with " is never closed)',
-                          "unbalanced quote")
+        if not odd:
+            return found
+        breaks = np.flatnonzero(text == NEWLINE)
+        lines = breaks.size + (0 if block.endswith(b"\n") else 1)
 
-    @staticmethod
-    def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list) -> bytes:
-        bad = [i for i, line in enumerate(block.split(b"\n")) if not _is_utf8(line)]
-        return _set_aside(block, first_line, rejected, bad, "is not valid UTF-8 text", "not UTF-8")
+        def lines_text(first: int, last: int) -> bytes:
+            return block[(breaks[first - 1] + 1 if first else 0):(breaks[last] if last < breaks.size else len(block))]
 
-    @staticmethod
-    def _positions(block: bytes, first_line: int, invalid: Counter, reasons: dict, rejected: list) -> np.ndarray:
-        """Line numbers of the rows the parser kept (slow path: only blocks with bad or blank lines)."""
-        kept = []
-        for i, line in enumerate(block.split(b"\n")):
-            line = line.rstrip(b"\r")
-            if not line:
+        i = 0
+        while i < len(odd):
+            first = odd[i]
+            if self._one_row(lines_text(first, first)):  # a literal quote inside a value: the line is a row of its own
+                i += 1
                 continue
-            text = line.decode("utf-8")
-            if invalid.get(text):
-                invalid[text] -= 1
-                rejected.append((first_line + i, text, reasons[text], "wrong number of fields"))
-            else:
-                kept.append(first_line + i)
+            last = odd[i + 1] if i + 1 < len(odd) else None
+            if last is not None and last - first < MAX_QUOTED_LINES and self._one_row(lines_text(first, last)):
+                found.spans.append((first, last))
+                i += 2
+                continue
+            if last is None and not at_end and first + MAX_QUOTED_LINES > lines:
+                found.pending = first  # the row may close in text not read yet
+                return found
+            found.unbalanced.append(first)
+            i += 1
+        return found
+
+    def _one_row(self, text: bytes) -> bool:
+        """Whether ``text`` reads (strictly, as RFC 4180 says) as exactly one row of the header's width."""
+        try:
+            rows = list(csv.reader(io.StringIO(text.decode("utf-8").rstrip("\r"), newline=""), delimiter=self.delimiter, strict=True))
+        except (csv.Error, UnicodeDecodeError):
+            return False
+        return len(rows) == 1 and len(rows[0]) == len(self.columns)
+
+    def parse(self, block: bytes, first_line: int, lines: int, quotes: QuotedRows) -> RawChunk:
+        """Rows of a block of ``lines`` whole lines starting at file line ``first_line``; ``quotes`` from ``quoted_rows``."""
+        rejected: list[tuple[int, str, str, str]] = []
+        invalid: Counter[str] = Counter()
+        reasons: dict[str, str] = {}
+        spans = list(quotes.spans)
+
+        def on_invalid(row: pcsv.InvalidRow) -> str:
+            invalid[row.text] += 1
+            reasons[row.text] = f"has {row.actual_columns} fields, expected {row.expected_columns} (truncated line or wrong delimiter?)"
+            return "skip"
+
+        block = _set_aside(block, first_line, rejected, quotes.unbalanced, UNBALANCED, "unbalanced quote")
+        try:
+            table = self._parse(block, on_invalid, invalid, multiline=bool(spans))
+        except pa.ArrowInvalid as err:  # Arrow checks UTF-8 as it parses: set such lines aside, parse the rest
+            if "UTF8" not in str(err):
+                raise
+            invalid.clear()
+            block, spans = self._drop_non_utf8_lines(block, first_line, rejected, spans)
+            table = self._parse(block, on_invalid, invalid, multiline=bool(spans))
+        starts = _row_starts(lines, spans)
+        if not invalid and not rejected and table.num_rows == starts.size:  # every row whole: no blank, bad or set-aside lines
+            positions = first_line + starts
+        else:
+            positions = self._positions(block, first_line, spans, invalid, reasons, rejected)
+        if positions.size != table.num_rows:
+            raise UnreadableInput("csv", f"could not place rows near line {first_line}; check quoting and line endings")
+        rejected.sort()
+        return RawChunk(table, positions, rejected, delimiter=self.delimiter)
+
+    def _parse(self, block: bytes, on_invalid, invalid: Counter, *, multiline: bool) -> pa.Table:
+        try:
+            return self._read(block, PARSE_BLOCK_BYTES, on_invalid, multiline)
+        except pa.ArrowInvalid as err:  # a line longer than a parse block: parse the chunk as one block
+            if "UTF8" in str(err):
+                raise
+            invalid.clear()
+            return self._read(block, len(block) + 1, on_invalid, multiline)
+
+    def _read(self, block: bytes, block_size: int, on_invalid, multiline: bool) -> pa.Table:
+        # values over several lines only where the quote scan found such rows: Arrow splits other blocks faster
+        return pcsv.read_csv(
+            io.BytesIO(block),
+            read_options=pcsv.ReadOptions(column_names=self.columns, block_size=block_size),
+            parse_options=pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid, newlines_in_values=multiline),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in self.columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+
+    @staticmethod
+    def _drop_non_utf8_lines(block: bytes, first_line: int, rejected: list,
+                             spans: list[tuple[int, int]]) -> tuple[bytes, list[tuple[int, int]]]:
+        """The block with its non-UTF-8 lines set aside (a row over several lines goes whole), and the rows over several
+        lines that remain."""
+        lines = block.split(b"\n")
+        bad = {i for i, line in enumerate(lines) if not _is_utf8(line)}
+        broken = [(first, last) for first, last in spans if bad.intersection(range(first, last + 1))]
+        for first, last in broken:
+            text = b"\n".join(lines[first:last + 1]).rstrip(b"\r").decode("utf-8", "replace")
+            rejected.append((first_line + first, text, "is not valid UTF-8 text", "not UTF-8"))
+            lines[first:last + 1] = [b""] * (last + 1 - first)
+            bad -= set(range(first, last + 1))
+        block = _set_aside(b"\n".join(lines), first_line, rejected, sorted(bad), "is not valid UTF-8 text", "not UTF-8")
+        return block, [span for span in spans if span not in broken]
+
+    @staticmethod
+    def _positions(block: bytes, first_line: int, spans: list[tuple[int, int]], invalid: Counter, reasons: dict,
+                   rejected: list) -> np.ndarray:
+        """Line numbers of the rows the parser kept (slow path: only blocks with bad or blank lines); a row over several
+        lines is at its first."""
+        kept = []
+        lines = block.split(b"\n")
+        last_of = dict(spans)
+        i = 0
+        while i < len(lines):
+            last = last_of.get(i, i)
+            row = b"\n".join(lines[i:last + 1]).rstrip(b"\r")
+            if row:
+                text = row.decode("utf-8")
+                if invalid.get(text):
+                    invalid[text] -= 1
+                    rejected.append((first_line + i, text, reasons[text], "wrong number of fields"))
+                else:
+                    kept.append(first_line + i)
+            i = last + 1
         return np.asarray(kept, dtype=np.int64)
+
+
+def _row_starts(lines: int, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The lines (0 = the block's first) that begin a row: all but the later lines of rows over several lines."""
+    later = np.zeros(lines, bool)
+    for first, last in spans:
+        later[first + 1:last + 1] = True
+    return np.flatnonzero(~later)
 
 
 def odd_quote_lines_numpy(text: np.ndarray) -> np.ndarray:
     """``ingestion.text_kernels.odd_quote_lines`` in NumPy: each quote's line by binary search among the newlines."""
-    line_of_quote = np.searchsorted(np.flatnonzero(text == ord("\n")), np.flatnonzero(text == ord('"')))
+    line_of_quote = np.searchsorted(np.flatnonzero(text == NEWLINE), np.flatnonzero(text == ord('"')))
     return np.flatnonzero(np.bincount(line_of_quote) % 2 == 1)
 
 
@@ -240,8 +362,28 @@ def _is_utf8(line: bytes) -> bool:
 # --- JSON Lines and Parquet -------------------------------------------------------------------
 
 
+def jsonl_columns(path: Path) -> list[str]:
+    """The keys of the first ``JSONL_HEADER_RECORDS`` objects of a JSON Lines file, in the order first seen."""
+    keys: dict[str, None] = {}
+    objects = lines = 0
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            lines += bool(raw.strip())
+            record = _json_record(raw, line_no, [])
+            if record is not None:
+                keys.update(dict.fromkeys(record))
+                objects += 1
+                if objects >= JSONL_HEADER_RECORDS:
+                    break
+    if not lines:
+        raise UnreadableInput(str(path), "the file is empty; nothing to ingest")
+    return list(keys)
+
+
 def jsonl_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
-    """JSON Lines: one object per line; other lines are rejected with the reason."""
+    """JSON Lines: one object per line; other lines are rejected with the reason. Every chunk has the file's columns
+    (``jsonl_columns``), empty where its objects lack them, so a key missing from a whole chunk is a missing value."""
+    header = jsonl_columns(path)
     records: list[dict] = []
     positions: list[int] = []
     rejected: list[tuple[int, str, str, str]] = []
@@ -254,10 +396,10 @@ def jsonl_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
                 records.append(record)
                 positions.append(line_no)
             if len(records) + len(rejected) >= batch_rows:
-                yield _jsonl_chunk(records, positions, rejected, done)
+                yield _jsonl_chunk(records, positions, rejected, done, header)
                 records, positions, rejected = [], [], []
     if records or rejected:
-        yield _jsonl_chunk(records, positions, rejected, done)
+        yield _jsonl_chunk(records, positions, rejected, done, header)
 
 
 def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
@@ -275,9 +417,9 @@ def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
     return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}
 
 
-def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done: int) -> RawChunk:
-    names = sorted({k for r in records for k in r})
-    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names}) if records else pa.table({})
+def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done: int, header: list[str]) -> RawChunk:
+    names = sorted(set(header).union(*records))
+    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names})
     return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, done)
 
 

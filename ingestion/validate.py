@@ -65,16 +65,30 @@ def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
-def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pa.Table:
+RENAME = "rename columns with --map target=source"
+
+
+def check_columns(found: list[str], mapping: Mapping[str, str], source: str, required: tuple[str, ...], *, fix: str = RENAME) -> None:
+    """Refuse a file whose columns (``found``, as the file names them) lack a required one once ``mapping`` renames them:
+    the error names what is missing, what is there and ``fix``. Ingestion checks the header before anything is written."""
+    reverse = {src: target for target, src in mapping.items()}
+    missing = [c for c in required if c not in {reverse.get(c, c) for c in found}]
+    if not missing:
+        return
+    hint = ""
+    if len(found) == 1 and any(d in found[0] for d in ",;\t|"):
+        hint = "the header is one column: is the delimiter right? pass --delimiter"
+    elif not found:
+        hint = "no column names could be read from it (JSON Lines: no object among its first lines)"
+    raise MissingColumns(source, missing, found, hint, fix)
+
+
+def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...], *,
+           fix: str = RENAME) -> pa.Table:
     """Rename source columns to lake columns and check the required ones are there."""
+    check_columns(rows.column_names, mapping, source, required, fix=fix)
     reverse = {src: target for target, src in mapping.items()}
     rows = rows.rename_columns([reverse.get(c, c) for c in rows.column_names])
-    missing = [c for c in required if c not in rows.column_names]
-    if missing:
-        hint = ""
-        if len(rows.column_names) == 1 and any(d in rows.column_names[0] for d in ",;\t|"):
-            hint = "the header is one column: is the delimiter right? pass --delimiter"
-        raise MissingColumns(source, missing, rows.column_names, hint)
     return rows.select([c for c in (*required, *optional) if c in rows.column_names])
 
 

@@ -119,3 +119,15 @@ def test_read_sensors_without_a_lake(tmp_path):
     good, bad = read_sensors(write_sensors(tmp_path / "sensors.csv"))
     assert good.num_rows == 4 and set(good.column("place_id").to_pylist()) == {None}
     assert bad.height == 1 and "lat 95" in bad["reason"][0]
+
+
+def test_jsonl_objects_lacking_a_key_in_a_later_chunk_are_quarantined_not_an_error(places_lake, tmp_path):
+    """A JSON Lines file's columns are its first objects' keys; a chunk whose objects all lack one has missing values."""
+    ingest_sensors(places_lake, write_sensors(tmp_path / "sensors.csv"))
+    full = [{"sensor_id": "S1", "ts": f"2026-11-01T00:0{i}:00Z", "metric": "noise", "value": 50 + i} for i in range(4)]
+    partial = [{"sensor_id": "S1", "ts": f"2026-11-01T01:0{i}:00Z", "metric": "noise"} for i in range(4)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in full + partial))
+    report = ingest_readings(places_lake, tmp_path / "r.jsonl", batch_rows=2)
+    assert (report.accepted, report.rejected) == (4, 4) and report.reasons == {"value missing": 4}
+    lines = duckdb_for(places_lake).execute("SELECT row_number FROM quarantine WHERE table_name = 'readings' ORDER BY 1").fetchall()
+    assert [line for (line,) in lines] == [5, 6, 7, 8]

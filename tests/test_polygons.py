@@ -89,3 +89,41 @@ def test_self_intersecting_polygon_is_refused_with_the_fix():
     bowtie = shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1)])
     with pytest.raises(H.BadGeometry, match="make_valid"):
         H.polygon_to_cells(bowtie, 5)
+
+
+# --- the size of a cover, known before covering ------------------------------------------------------------
+
+
+@given(st.floats(-170, 170), st.floats(-70, 70), st.floats(0.005, 0.05), st.integers(5, 40), st.integers(0, 2**31),
+       st.integers(8, 10))
+def test_estimate_is_close_to_the_cover_h3_makes(lon, lat, radius, vertices, seed, res):
+    from citylake.h3_index.polygons import estimate_cells
+
+    park = blob(lon, lat, radius, vertices, seed)
+    centred = len(h3.h3shape_to_cells(h3.geo_to_h3shape(park), res))  # h3's own count: cells whose centre is inside
+    cover = H.polygon_to_cells(park, res)[0].size  # those and the cells along the outline
+    estimate = estimate_cells(park, res)
+    # H3 cells differ in area from place to place (by up to about 2x over the globe), so an estimate from the average cell
+    # is within a factor, never off by orders of magnitude
+    assert 0.6 * centred <= estimate and 0.5 * cover - 2 <= estimate <= 1.5 * cover + 2, (centred, cover, estimate)
+
+
+def test_area_is_the_spheres_for_the_whole_globe_and_geodesic_for_a_city_block():
+    from pyproj import Geod
+
+    from citylake.h3_index.distance import EARTH_RADIUS_M
+    from citylake.h3_index.polygons import area_m2
+
+    assert area_m2(shapely.box(-180, -90, 180, 90)) == pytest.approx(4 * np.pi * EARTH_RADIUS_M**2, rel=1e-9)
+    block = blob(121.47, 31.23, 0.01, 30, 4)
+    geodesic = abs(Geod(a=EARTH_RADIUS_M, b=EARTH_RADIUS_M).geometry_area_perimeter(block)[0])
+    assert area_m2(block) == pytest.approx(geodesic, rel=1e-3)
+
+
+def test_a_world_sized_polygon_is_refused_before_covering():
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(H.TooManyCells, match="10,000,000"):
+        H.polygon_to_cells(shapely.box(-179, -89, 179, 89), 11)
+    assert time.perf_counter() - started < 5

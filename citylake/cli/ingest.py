@@ -94,13 +94,16 @@ def readings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str 
 @click.option("--name-field", help="Column holding the place name (default: name).")
 @click.option("--id-field", help="Column holding the source's id (default: id, osm_id, …; else a hash of the geometry).")
 @click.option("--crs", help="CRS of a file that names none, e.g. EPSG:3067.")
+@click.option("--layer", help="The one layer to read of a GeoPackage or other multi-layer file (default: every layer).")
 @pass_context
 def places(ctx: Context, files: tuple[str, ...], category: str | None, name_field: str | None, id_field: str | None,
-           crs: str | None) -> None:
+           crs: str | None, layer: str | None) -> None:
     """Map data (GeoJSON, GeoParquet, Shapefile or .zip, GeoPackage, CSV with WKT or lat/lon, OSM .pbf) into `places`.
 
-    Shapes are reprojected to EPSG:4326 and repaired if invalid; each place is covered with
-    H3 cells (place_cells), flagged interior or boundary.
+    Shapes are reprojected to EPSG:4326, flattened to 2D and repaired if invalid; each place is
+    covered with H3 cells (place_cells), flagged interior or boundary. A shape whose cover would
+    pass 10 million cells is quarantined. Every layer of a multi-layer file is read unless
+    --layer names one.
 
     \b
     Example:
@@ -109,7 +112,7 @@ def places(ctx: Context, files: tuple[str, ...], category: str | None, name_fiel
     from citylake import api
 
     _each(ctx, files, lambda lake, path, progress: api.ingest_places(lake, path, category=category, name_field=name_field,
-                                                                    id_field=id_field, crs=crs, progress=progress))
+                                                                    id_field=id_field, crs=crs, layer=layer, progress=progress))
 
 
 @ingest.command(name="mqtt")
