@@ -115,19 +115,24 @@ def bench_unavoidable_ingest_steps(path: Path, lake_dir: Path, chunk_rows: int =
             "note": "the steps every pings ingest must take, with no checks: their CPU time bounds the ingest's speed"}
 
 
-def bench_ingest_memory(batch_rows: int, work: Path) -> dict:
-    """Peak RSS ingesting files of 1x, 5x and 10x the batch size, each in a fresh process (bench/ingest_rss.py).
+def bench_ingest_memory(batch_rows: int, work: Path, buffers_mb: tuple[int, ...] = (64, 1024)) -> dict:
+    """Peak RSS ingesting files of 1x, 5x and 10x the batch size, each in a fresh process (bench/ingest_rss.py), with a
+    small buffer of gathered rows and with the default one.
 
-    Two chunks are in memory at once (one validating while the other commits), so a file of
-    one batch uses less; flat means 10x uses no more than 5x."""
+    Up to four chunks are in flight (two validating, one waiting, one committing) and the run gathers checked rows up to
+    its buffer before committing; flat means 10x uses no more than 5x once the buffer is full."""
     out: dict = {"batch_rows": batch_rows}
-    for times in (1, 5, 10):
-        path = work / f"rss-{times}x.csv"
+    files = {times: work / f"rss-{times}x.csv" for times in (1, 5, 10)}
+    for times, path in files.items():
         write_pings_csv(path, batch_rows * times, seed=times)
-        peak = subprocess.run([sys.executable, "-m", "bench.ingest_rss", str(path), str(work), str(batch_rows)], check=True,
-                              capture_output=True, text=True, cwd=ROOT).stdout.split()[-1]
-        out[f"peak_rss_mb_{times}x"] = int(peak)
+    for buffer_mb in buffers_mb:
+        peaks = {}
+        for times, path in files.items():
+            peak = subprocess.run([sys.executable, "-m", "bench.ingest_rss", str(path), str(work), str(batch_rows), str(buffer_mb)],
+                                  check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()[-1]
+            peaks[times] = out[f"buffer_{buffer_mb}mb_peak_rss_mb_{times}x"] = int(peak)
+        out[f"buffer_{buffer_mb}mb_growth_5x_over_1x"] = round(peaks[5] / peaks[1], 2)
+        out[f"buffer_{buffer_mb}mb_growth_10x_over_5x"] = round(peaks[10] / peaks[5], 2)
+    for path in files.values():
         path.unlink()
-    out["growth_5x_over_1x"] = round(out["peak_rss_mb_5x"] / out["peak_rss_mb_1x"], 2)
-    out["growth_10x_over_5x"] = round(out["peak_rss_mb_10x"] / out["peak_rss_mb_5x"], 2)
     return out
