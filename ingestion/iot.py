@@ -140,13 +140,14 @@ def validate_readings(
     rows = V.rename(raw.rows, mapping, source, READING_REQUIRED, ())
     frame = pl.from_arrow(rows).with_columns(pl.Series(V.POSITION, raw.positions), V.text("sensor_id").alias("sensor_id"))
     frame = frame.join(known, on="sensor_id", how="left", maintain_order="left")
-    frame = frame.with_columns(V.timestamps(frame["ts"], tz).alias("_ts"), *V.typed_numbers(["value"]))
+    schema = frame.schema
+    frame = frame.with_columns(V.timestamps(frame["ts"], tz).alias("_ts"), *V.typed_numbers(["value"], schema))
     checks = [
         *V.required(["sensor_id", "metric"]),
         V.Check(pl.col("h3_cell").is_null(), pl.format("sensor {} is not in the registry; ingest it with `citylake ingest sensors`",
                                                       pl.col("sensor_id")), "unknown sensor"),
-        *V.timestamp_checks("ts", "_ts", window=window),
-        *V.numeric("value"),
+        *V.timestamp_checks("ts", "_ts", window=window, schema=schema),
+        *V.numeric("value", schema=schema),
     ]
     good, bad = V.split(frame, checks, raw_columns=list(READING_REQUIRED))
     good = good.select(

@@ -70,20 +70,22 @@ def _validate(
 ) -> Chunk:
     rows = V.rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
     frame = pl.from_arrow(rows)
-    has_accuracy = "accuracy_m" in frame.columns
+    schema, has_accuracy = frame.schema, "accuracy_m" in frame.columns
     frame = frame.with_columns(
         pl.Series(V.POSITION, raw.positions), V.timestamps(frame["ts"], tz).alias("_ts"),
-        *V.typed_numbers(["lat", "lon", *(["accuracy_m"] if has_accuracy else [])]),
+        *V.typed_numbers(["lat", "lon", *(["accuracy_m"] if has_accuracy else [])], schema),
     )
-    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", "_ts", window=window), *V.coordinates()]
+    checks = [*V.required(["device_id"]), *V.timestamp_checks("ts", "_ts", window=window, schema=schema),
+              *V.coordinates(schema=schema)]
     if has_accuracy:
-        checks += [*V.numeric("accuracy_m", optional=True),
+        checks += [*V.numeric("accuracy_m", optional=True, schema=schema),
                    V.Check(pl.col("_accuracy_m") < 0, pl.format("accuracy_m {} is negative", V.text("accuracy_m")), "accuracy_m negative")]
     # Quarantined text must not carry the raw device id either: its field becomes the pseudonym, and a field that is not a
-    # valid value of its column (where a shifted or swapped row would put the id) is withheld, in the raw text and the reason.
-    frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"),
-                               *_withheld_unless_valid(frame, has_accuracy))
-    good, bad = V.split(frame, checks, raw_columns=[device_ref_expr(), *[c for c in rows.column_names if c != "device_id"]])
+    # valid value of its column (where a shifted or swapped row would put the id) is withheld, in the raw text and the reason
+    # (worked out for the rejected rows only).
+    frame = frame.with_columns(pseudonymise(frame["device_id"].cast(pl.String).fill_null(""), key).alias("_pseudonym"))
+    good, bad = V.split(frame, checks, raw_columns=[device_ref_expr(), *[c for c in rows.column_names if c != "device_id"]],
+                        redact=_withheld_unless_valid(frame, has_accuracy))
     good = good.select(
         pl.col("_pseudonym").alias("device_id"), pl.col("_ts").dt.truncate("1s").alias("ts"),
         pl.col("_lat").round(PLACES).alias("lat"), pl.col("_lon").round(PLACES).alias("lon"),

@@ -105,19 +105,30 @@ def text(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String).str.strip_chars()
 
 
-def is_missing(column: str) -> pl.Expr:
+Schema = Mapping[str, pl.DataType] | None  # the input's column types: a typed (Parquet) column skips the text round trip
+
+
+def _typed(column: str, schema: Schema) -> bool:
+    return schema is not None and column in schema and schema[column] != pl.String
+
+
+def is_missing(column: str, schema: Schema = None) -> pl.Expr:
+    if _typed(column, schema):
+        return pl.col(column).is_null()
     raw = pl.col(column).cast(pl.String)
     return raw.is_null() | (raw == "")
 
 
-def number(column: str) -> pl.Expr:
+def number(column: str, schema: Schema = None) -> pl.Expr:
     """The column as a float, NULL where it is not a number."""
+    if _typed(column, schema) and schema[column].is_numeric():
+        return pl.col(column).cast(pl.Float64)
     return pl.col(column).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def typed_numbers(columns: list[str]) -> list[pl.Expr]:
+def typed_numbers(columns: list[str], schema: Schema = None) -> list[pl.Expr]:
     """``_<column>`` as floats, computed once for the checks and the output to share."""
-    return [number(c).alias(f"_{c}") for c in columns]
+    return [number(c, schema).alias(f"_{c}") for c in columns]
 
 
 def timestamps(values: pl.Series, tz: str) -> pl.Series:
@@ -186,32 +197,32 @@ def required(columns: list[str]) -> list[Check]:
     return [Check(is_missing(c), pl.lit(f"{c} is missing"), f"{c} missing") for c in columns]
 
 
-def numeric(column: str, *, optional: bool = False) -> list[Check]:
+def numeric(column: str, *, optional: bool = False, schema: Schema = None) -> list[Check]:
     """``column`` (typed as ``_<column>`` by ``typed_numbers``) must be a finite number, or empty if optional."""
     value = pl.col(f"_{column}")
-    present = ~is_missing(column)
+    present = ~is_missing(column, schema)
     return [
         Check(present & value.is_null(), pl.format(f"{column} {{}} is not a number", text(column)), f"{column} not a number"),
         Check(present & ~value.is_finite(), pl.format(f"{column} {{}} is not finite", text(column)), f"{column} not finite"),
     ] + ([] if optional else [Check(~present, pl.lit(f"{column} is missing"), f"{column} missing")])
 
 
-def coordinates(lat: str = "lat", lon: str = "lon") -> list[Check]:
+def coordinates(lat: str = "lat", lon: str = "lon", *, schema: Schema = None) -> list[Check]:
     la, lo = pl.col(f"_{lat}"), pl.col(f"_{lon}")
     return [
-        *numeric(lat), *numeric(lon),
+        *numeric(lat, schema=schema), *numeric(lon, schema=schema),
         Check(la.abs() > 90, pl.format("lat {} is out of range ±90 (lat/lon swapped?)", text(lat)), "lat out of range"),
         Check(lo.abs() > 180, pl.format("lon {} is out of range ±180", text(lon)), "lon out of range"),
         Check((la == 0) & (lo == 0), pl.lit("position (0, 0) is a null-island placeholder, not a place"), "position (0, 0)"),
     ]
 
 
-def timestamp_checks(column: str, parsed: str, *, window: TimeWindow) -> list[Check]:
+def timestamp_checks(column: str, parsed: str, *, window: TimeWindow, schema: Schema = None) -> list[Check]:
     """Checks of a timestamp column already parsed into the column ``parsed``."""
     parsed = pl.col(parsed)
     earliest = window.earliest.date().isoformat()
     return [
-        Check(is_missing(column), pl.lit(f"{column} is missing"), f"{column} missing"),
+        Check(is_missing(column, schema), pl.lit(f"{column} is missing"), f"{column} missing"),
         Check(parsed.is_null(), pl.format(f"{column} {{}} is not a timestamp (ISO 8601 or epoch seconds/millis)", text(column)),
               f"{column} not a timestamp"),
         Check(parsed > pl.lit(window.latest).dt.cast_time_unit("us"), pl.format(f"{column} {{}} is in the future", text(column)),
@@ -229,11 +240,13 @@ def raw_text(columns: list[str | pl.Expr], delimiter: str = ",") -> pl.Expr:
 
 
 def split(
-    frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str | pl.Expr] | None = None
+    frame: pl.DataFrame, checks: list[Check], *, delimiter: str = ",", raw_columns: list[str | pl.Expr] | None = None,
+    redact: list[pl.Expr] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(good rows, bad rows as position/raw/reason/kind). ``frame`` carries a POSITION column;
     a bad row's raw text joins ``raw_columns`` (default: all the input columns; computed for bad rows only). Checks are
-    cheap comparisons; reason text is built only for the rows that fail."""
+    cheap comparisons; reason text is built only for the rows that fail, after ``redact`` (expressions replacing
+    input columns) has been applied to them."""
     columns = raw_columns or [c for c in frame.columns if c != POSITION and not c.startswith("_")]
     failed = pl.when(checks[0].bad).then(pl.lit(0, pl.Int16))
     for i, check in enumerate(checks[1:], start=1):
@@ -241,6 +254,8 @@ def split(
     marked = frame.with_columns(failed.otherwise(pl.lit(None, pl.Int16)).alias(FAILED))
     good = marked.filter(pl.col(FAILED).is_null()).drop(FAILED)
     bad = marked.filter(pl.col(FAILED).is_not_null())
+    if redact:
+        bad = bad.with_columns(redact)
     reason, kind = pl.lit(None, pl.String), pl.lit(None, pl.String)
     for i, check in reversed(list(enumerate(checks))):
         reason = pl.when(pl.col(FAILED) == i).then(check.reason).otherwise(reason)
