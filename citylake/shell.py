@@ -7,9 +7,10 @@ statement runs, and on leaving.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -38,6 +39,10 @@ class Shell:
         self.keep_history = self.interactive
 
     def run(self) -> None:
+        with _typed_keys_survive_ctrl_c(self.interactive):
+            self._run_loop()
+
+    def _run_loop(self) -> None:
         self._load_history()
         print(f"citylake shell ({self.workspace.role} role). End statements with ; — .help for commands.", file=sys.stderr)
         pending: list[str] = []
@@ -150,3 +155,27 @@ class Shell:
         except OSError as err:
             self.keep_history = False  # said once
             print(f"note: the history cannot be saved to {self.history} ({err.strerror}); pass --history FILE", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _typed_keys_survive_ctrl_c(interactive: bool) -> Iterator[None]:
+    """The terminal keeps what was typed when Ctrl-C is pressed (NOFLSH), for as long as the shell runs. Otherwise a key
+    typed just before Ctrl-C can be thrown away after readline saw it waiting and before it read it, and readline then
+    waits for a key that never comes, retrying through every signal, so Ctrl-C at the prompt did nothing."""
+    try:
+        import termios
+
+        saved = termios.tcgetattr(sys.stdin.fileno()) if interactive else None
+    except (ImportError, OSError):
+        saved = None
+    if saved is None:
+        yield
+        return
+    keeping = list(saved)
+    keeping[3] |= termios.NOFLSH
+    termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, keeping)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, saved)

@@ -2,10 +2,11 @@
 
 Python raises ``KeyboardInterrupt`` only when the main thread next runs Python code; inside a Delta write or a Polars
 query that can be many seconds. A thread woken by the signal itself (``signal.set_wakeup_fd``) quiets native stderr at once
-(a dying command's threads and workers print nothing), and if Python has not taken the interrupt within ``GRACE`` seconds,
-prints the line and ends the process. That is safe by design: every write is one Delta commit, so a killed command
-leaves only files no commit names, and a rerun resumes (ingestion skips what it committed).
-The shell takes its own Ctrl-C (it cancels the running statement) and calls ``let_the_caller_handle``.
+(a dying command's threads and workers print nothing), hands the signal to the main thread if another thread got it, and
+if Python has not taken the interrupt within ``GRACE`` seconds, prints the line and ends the process. That is safe by
+design: every write is one Delta commit, so a killed command leaves only files no commit names, and a rerun resumes
+(ingestion skips what it committed). The shell takes its own Ctrl-C (it cancels the running statement) and calls
+``let_the_caller_handle``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from citylake.cli import stderr
 
 GRACE = 1.0  # seconds the main thread has to take an interrupt before the process is ended for it
+# The kernel hands a process's SIGINT to any thread. Delivered to another one, it interrupts no system call of the main
+# thread, and the main thread sleeping in one (readline waiting for a key, in the shell) never runs Python's handler:
+# after this long the signal is sent to the main thread itself.
+FORWARD_AFTER = 0.05
 LINE = "citylake: interrupted; run the command again to resume (what was committed stays, and is not done twice)"
 
 _taken = 0  # interrupts Python's handler has raised in the main thread
@@ -74,18 +80,26 @@ def _unraisable(unraisable) -> None:
 
 
 def _watch(wake_in: int) -> None:
-    seen = 0
+    seen = echoes = 0
     while True:
         try:
             woken = os.read(wake_in, 64)
         except OSError:
             return
         for signum in woken:
-            if signum != signal.SIGINT or not _armed:
+            if signum != signal.SIGINT:
+                continue
+            if echoes:  # the wake-up of a signal forwarded below
+                echoes -= 1
                 continue
             seen += 1
-            stderr.quiet()
-            threading.Timer(GRACE, _end_unless_taken, args=(seen,)).start()
+            if _armed:
+                stderr.quiet()
+                threading.Timer(GRACE, _end_unless_taken, args=(seen,)).start()
+            time.sleep(FORWARD_AFTER)
+            if _taken < seen:
+                echoes += 1
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
 
 def _end_unless_taken(seen: int) -> None:
