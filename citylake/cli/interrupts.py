@@ -92,6 +92,8 @@ def _watch(wake_in: int) -> None:
             if echoes:  # the wake-up of a signal forwarded below
                 echoes -= 1
                 continue
+            if signal.getsignal(signal.SIGINT) is not _raise:  # a command with its own (`ingest mqtt` flushes, then stops)
+                continue
             seen += 1
             if _armed:
                 stderr.quiet()
@@ -103,7 +105,7 @@ def _watch(wake_in: int) -> None:
 
 
 def _end_unless_taken(seen: int) -> None:
-    if _taken >= seen or not _armed:
+    if _taken >= seen or not _armed or signal.getsignal(signal.SIGINT) is not _raise:
         return
     report()
     stderr.finish(timeout=0.5, flush=False)  # the main thread may hold stdout's lock: a half-written result is lost anyway

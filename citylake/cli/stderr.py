@@ -103,8 +103,9 @@ def start() -> bool:
     if pid == 0:  # the relay: reads the pipe until every writer has closed it, then ends
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for citylake; the relay lives until the pipe closes
-            for fd in (sink, acks_in, 0, 1, 2):  # holds no stream a reader waits on the end of, but its own
-                os.close(fd)
+            for fd in {sink, acks_in, 0, 1, 2} - {source, terminal, acks_out}:  # holds no stream a reader waits on but its own
+                with contextlib.suppress(OSError):  # (0 or 1 may be closed already, or be one of those three)
+                    os.close(fd)
             _relay(source, terminal, acks_out)
         finally:
             os._exit(0)
