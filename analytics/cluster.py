@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import sys
 from collections.abc import Iterator
 
 from citylake.h3_index import CitylakeError
@@ -34,9 +37,42 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
     try:
         yield client
     finally:
-        client.close()
+        _close_quietly(client, cluster, interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
+
+
+# What shutting a cluster down logs is not news: a heartbeat or a worker's stream meets a comm already closed
+# (CommClosedError, StreamClosedError), a worker is told to go, asyncio finds a cancelled task. These loggers are quiet
+# while the client and the cluster close; the results were in hand before.
+SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _close_quietly(client, cluster, *, interrupted: bool = False) -> None:
+    """The client first (it stops asking the scheduler anything), then our own cluster; our workers are quieted too.
+    A failure of the shutdown itself is dropped: the work it followed is done, or failed with its own error. After Ctrl-C
+    the shutdown is hurried (the user is waiting for the prompt)."""
+    loggers = [logging.getLogger(name) for name in SHUTDOWN_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    timeout = 2 if interrupted else 10
+    try:
+        if cluster is not None and not interrupted:
+            with contextlib.suppress(Exception):
+                client.run(_quiet_shutdown_logs)
+        with contextlib.suppress(Exception):
+            client.close(timeout=timeout)
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=timeout)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _quiet_shutdown_logs() -> None:
+    """Run in each of our local workers before the cluster closes (they would log the scheduler going away)."""
+    for name in SHUTDOWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 # One core per worker: the engines inside a task (Polars, Arrow, h3ronpy's Rayon pool) size their thread pools when
@@ -63,6 +99,22 @@ KEEP_FREED_MEMORY = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:10000,muzzy_decay_ms:1
 WORKER_ENVIRON = {**ONE_CORE, **KEEP_FREED_MEMORY}
 
 
+@contextlib.contextmanager
+def _ctrl_c_not_inherited() -> Iterator[None]:
+    """Ctrl-C goes to every process of the terminal's foreground group: local workers would die of it while this process
+    still needs them to shut down in order (and the nannies would start new ones). A blocked signal stays blocked across
+    exec, so SIGINT is blocked in this thread while the cluster starts: the thread the cluster spawns its workers from,
+    made now, and the workers inherit the block; this process still takes Ctrl-C on its other threads."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _local_cluster(workers: int, memory_limit: str | None):
     """Worker processes of one thread and one core each, so that a second worker adds a core, not contention; and the
     TLS credentials, made for this cluster alone, that its scheduler, nannies and workers require of every peer. Without
@@ -74,7 +126,7 @@ def _local_cluster(workers: int, memory_limit: str | None):
     security = Security.temporary()  # a fresh CA and certificate, in memory only; handed to the workers as they spawn
     saved = {name: os.environ.get(name) for name in WORKER_ENVIRON}
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON, **QUIET_WORKERS}):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON, **QUIET_WORKERS}), _ctrl_c_not_inherited():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
                                    dashboard_address="127.0.0.1:0", preload=PRELOAD, protocol="tls://", security=security)
             return cluster, security

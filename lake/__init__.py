@@ -7,12 +7,14 @@ if __name__ != "citylake.lake":  # this folder installs as citylake.lake; a chec
 
 from citylake.lake.engines import connect, create_views, duckdb_for, scan
 from citylake.lake.errors import (
+    BadLakeFile,
     BadWriteMode,
     DiskFull,
     ExtensionMissing,
     LakeError,
     LakeNotFound,
     NoSuchVersion,
+    NotALakeDirectory,
     NotWritable,
     SchemaMismatch,
     TableNotEmpty,
@@ -23,7 +25,7 @@ from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, Ta
 from citylake.lake.schemas import TABLES, TableSpec
 
 __all__ = [
-    "BadWriteMode", "DEFAULT_CELL_RES", "DiskFull", "DEFAULT_PARTITION_RES", "ExtensionMissing", "Lake", "LakeError",
-    "LakeNotFound", "NoSuchVersion", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec", "TableStats",
-    "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
+    "BadLakeFile", "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
+    "LakeNotFound", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec",
+    "TableStats", "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from citylake.h3_index.errors import CitylakeError
+
+MARKER = "citylake.json"  # the lake's own file at its root: id, format and H3 resolutions
 
 
 class LakeError(CitylakeError):
@@ -59,10 +64,77 @@ class ExtensionMissing(LakeError, ImportError):
 
 
 class NotWritable(LakeError, PermissionError):
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        super().__init__(f"table {name!r} is not writable by you ({path}): only the lake's owner changes the lake; "
-                         "run the command as the lake's owner")
+    """A table, a lake, or the directory a new lake would go in, that this user may not change; the message says why
+    (another user's, no write permission, a read-only file system) and so what to do."""
+
+    def __init__(self, name: str | None, path: str, *, making: bool = False) -> None:
+        self.name, self.path = name, path
+        root = _lake_root(Path(path))
+        if making:
+            what = f"cannot make a lake at {name}: {path} is not writable by you"
+        elif name:
+            what = f"table {name!r} is not writable by you ({path})"
+        else:
+            what = f"the lake at {root} is not writable by you" + ("" if str(root) == path else f" ({path})")
+        super().__init__(f"{what}: {_why_not_writable(Path(path), root, making=making)}")
+
+    @classmethod
+    def inside_lake(cls, path: str) -> NotWritable | None:
+        """The error for a write refused at ``path`` (a file, or one to be made), when it is in a lake and not writable."""
+        where = next((p for p in (Path(path), *Path(path).parents) if p.exists()), None)
+        if where is None or not (_lake_root(where) / MARKER).is_file() or os.access(where, os.W_OK):
+            return None
+        return cls(None, str(where if where.is_dir() else where.parent))
+
+
+class BadLakeFile(LakeError, ValueError):
+    """The lake's ``citylake.json`` cannot be read as the lake's facts."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"the lake's file {path} is damaged ({why}); restore it from a backup of the lake: it records the "
+                         "lake's id (which names its pseudonym key file) and the H3 resolutions its rows were written with")
+
+
+class NotALakeDirectory(LakeError, NotADirectoryError):
+    def __init__(self, root: str, path: str) -> None:
+        self.root = root
+        where = "is a file" if root == path else f"is inside {path}, which is a file"
+        super().__init__(f"the lake {root} {where}, not a directory: pass --lake DIR (or set CITYLAKE_LAKE) with a directory, "
+                         "new or a lake's")
+
+
+def _lake_root(path: Path) -> Path:
+    """The lake ``path`` is in (the nearest directory holding citylake.json), else ``path`` itself."""
+    for candidate in (path, *path.parents):
+        if (candidate / MARKER).is_file():
+            return candidate
+    return path
+
+
+def _why_not_writable(path: Path, root: Path, *, making: bool) -> str:
+    try:
+        read_only_disk = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        owner = path.stat().st_uid
+    except OSError:
+        return "only the lake's owner changes the lake; run the command as the lake's owner"
+    if read_only_disk:
+        return "it is on a read-only file system; remount it read-write, or copy the lake to a writable disk"
+    if making:
+        return "choose a directory you can write (--lake DIR)"
+    if owner != os.geteuid():
+        who = _user_name(owner)
+        return f"it belongs to {who}, and only the lake's owner changes the lake; run the command as {who}"
+    return f"it is read-only; make the lake writable again with `chmod -R u+w {root}`"
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
 
 
 class DiskFull(LakeError, OSError):

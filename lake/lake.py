@@ -26,10 +26,13 @@ import pyarrow.compute as pc
 from citylake.h3_index import check_resolution
 from citylake.h3_index.buckets import partition_keys
 from citylake.lake.errors import (
+    MARKER,
+    BadLakeFile,
     BadWriteMode,
     DiskFull,
     LakeNotFound,
     NoSuchVersion,
+    NotALakeDirectory,
     NotWritable,
     SchemaMismatch,
     TableNotEmpty,
@@ -48,7 +51,6 @@ DEFAULT_CELL_RES = 11
 # Partition cell resolution: res 5 cells (about 250 km^2) give a city a handful of
 # partitions per day, so files stay large; measured against res 4 and 6 in `make bench`.
 DEFAULT_PARTITION_RES = 5
-MARKER = "citylake.json"
 FORMAT_VERSION = 2  # 2: tables live in zones (steward/, tables/, releases/); 1 kept every table in tables/
 
 
@@ -119,10 +121,16 @@ class Lake:
         """
         root = Path(root)
         marker = root / MARKER
+        _check_directory(root)
         if marker.exists():
-            return cls.open(root)
+            lake = cls.open(root)
+            lake.require_writable()
+            return lake
         if partition_res >= cell_res:
             raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise NotWritable(str(root), str(existing), making=True)
         lake = cls(root, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8))
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
@@ -135,16 +143,24 @@ class Lake:
     @classmethod
     def open(cls, root: str | Path, /) -> Lake:
         """Open an existing lake, with the resolutions it was made with."""
+        _check_directory(Path(root))
         marker = Path(root) / MARKER
         if not marker.is_file():
             raise LakeNotFound(str(root))
-        facts = json.loads(marker.read_text())
+        facts = _read_marker(marker)
         lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""))
         if facts.get("format", 1) < FORMAT_VERSION and os.access(root, os.W_OK):
             lake._upgrade(facts)
         if os.access(root, os.W_OK):  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
             lake._make_zones()
         return lake
+
+    def require_writable(self) -> None:
+        """Refuse now, before any work, when this user cannot change the lake: another user's lake, one made read-only, or
+        one on a read-only file system. (Each write checks its own table again.)"""
+        for path in (self.root, *(self.root / zone.directory for zone in ZONES.values())):
+            if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+                raise NotWritable(None, str(path))
 
     def _make_zones(self) -> None:
         for zone in ZONES.values():
@@ -586,6 +602,39 @@ class Lake:
             raise SchemaMismatch(name, column, "the column already exists")
         table.alter.add_columns([deltalake.Field(column, type_, nullable=True)])
         return self._delta(name).version()
+
+
+def _check_directory(root: Path) -> None:
+    """A lake is a directory: refuse a regular file as the lake, or on the way to it."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise NotALakeDirectory(str(root), str(path))
+            return
+
+
+def _read_marker(marker: Path) -> dict:
+    """The lake's facts from citylake.json, checked: a damaged file is named, never a KeyError or a JSON traceback."""
+    try:
+        facts = json.loads(marker.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadLakeFile(str(marker), "it is not text") from None
+    except json.JSONDecodeError as err:
+        raise BadLakeFile(str(marker), f"not JSON: {err}") from None
+    if not isinstance(facts, dict):
+        raise BadLakeFile(str(marker), f"it holds a JSON {type(facts).__name__}, not an object")
+    for key in ("cell_res", "partition_res"):
+        value = facts.get(key)
+        if key not in facts:
+            raise BadLakeFile(str(marker), f"{key!r} is missing")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 15:
+            raise BadLakeFile(str(marker), f"{key!r} is {value!r}, not an H3 resolution 0..15")
+    if facts["partition_res"] >= facts["cell_res"]:
+        raise BadLakeFile(str(marker), "'partition_res' must be coarser (smaller) than 'cell_res'")
+    for key, kind in (("lake_id", str), ("format", int)):
+        if key in facts and (isinstance(facts[key], bool) or not isinstance(facts[key], kind)):
+            raise BadLakeFile(str(marker), f"{key!r} is {facts[key]!r}, not {'text' if kind is str else 'a whole number'}")
+    return facts
 
 
 def _writer_properties(spec: TableSpec) -> deltalake.WriterProperties:

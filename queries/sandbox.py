@@ -49,7 +49,7 @@ DEFAULT_LIMITS = Limits()
 
 
 class QueryCancelled(QueryError, TimeoutError):
-    """A statement that outran the workspace's time limit."""
+    """A statement that outran the workspace's time limit, or was cancelled (``Workspace.interrupt``)."""
 
 
 class Workspace:
@@ -58,6 +58,7 @@ class Workspace:
     def __init__(self, lake: Lake, /, *, role: str = ANALYST, as_of: str | None = None, limits: Limits = DEFAULT_LIMITS,
                  **connect_options: object) -> None:
         self.lake, self.role, self.limits = lake, check_role(role), limits
+        self._interrupted = False
         if role == STEWARD:
             self.tables = lake.names
             self.con = duckdb_for(lake, as_of=as_of, **connect_options)
@@ -76,9 +77,13 @@ class Workspace:
     def query(self, text: str, /) -> pa.Table | None:
         """Run ``text`` (one or more statements) and return the last one's rows; analysts' statements are checked first
         and run under the limits."""
+        self._interrupted = False
         if self.role == STEWARD:
-            result = self.con.sql(text)
-            return None if result is None else result.to_arrow_table()
+            try:
+                result = self.con.sql(text)
+                return None if result is None else result.to_arrow_table()
+            except duckdb.InterruptException:
+                raise QueryCancelled("the query was cancelled") from None
         checked = [self._checked(statement) for statement in self.con.extract_statements(text)]
         result = None
         for statement in checked:
@@ -89,6 +94,11 @@ class Workspace:
         """``query``, as a DuckDB relation (``.fetchall()``, ``.pl()``…)."""
         table = self.query(text)
         return None if table is None else self.con.from_arrow(table)
+
+    def interrupt(self) -> None:
+        """Cancel the statement running now (call it from another thread; the shell's Ctrl-C): it raises ``QueryCancelled``."""
+        self._interrupted = True
+        self.con.interrupt()
 
     def _checked(self, statement) -> str:
         """The statement's text if an analyst may run it; otherwise a refusal that says why."""
@@ -134,6 +144,8 @@ class Workspace:
             result = self.con.execute(statement)
             return result.to_arrow_table() if result.description else None
         except duckdb.InterruptException:
+            if self._interrupted:
+                raise QueryCancelled("the query was cancelled") from None
             raise QueryCancelled(f"the query ran longer than the workspace's limit of {self.limits.seconds:g} s and was cancelled "
                                  "(setting sandbox.timeout_seconds); narrow it, or ask the steward") from None
         finally:

@@ -20,7 +20,7 @@ def ingest() -> None:
 
 def _each(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
     """``ingest_one(lake, path, progress)`` for each file in turn, with its summary line."""
-    lake = ctx.open()
+    lake = ctx.open(write=True)
     for path in files:
         say(ingest_one(lake, path, progress=progress_wanted()).line())
 
@@ -137,7 +137,7 @@ def mqtt(ctx: Context, broker: str, topic: str, max_seconds: float | None, max_m
     """
     from citylake import api
 
-    report = api.ingest_mqtt(ctx.open(), broker, topic, settings=ctx.settings, client_id=client_id, max_seconds=max_seconds,
+    report = api.ingest_mqtt(ctx.open(write=True), broker, topic, settings=ctx.settings, client_id=client_id, max_seconds=max_seconds,
                              max_messages=max_messages, tz=tz, on_commit=lambda r: note(f"committed: {r.accepted:,} readings so far"))
     say(report.line())
 

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from citylake.cli.options import TABLE_FORMATS, Context, pass_context
+from citylake.cli.options import TABLE_FORMATS, Context, OutPath, pass_context
 from citylake.cli.output import emit, rows, say, status
 
 
@@ -69,7 +69,7 @@ def maintain() -> None:
 @pass_context
 def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None:
     """Merge small files into large ones, one commit per table (all tables if none named)."""
-    lake = ctx.open()
+    lake = ctx.open(write=True)
     target = target_mb or ctx.settings["lake.target_file_mb"]
     for name in names or lake.readable_names:
         before = lake.stats(name)
@@ -87,7 +87,7 @@ def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None
 @pass_context
 def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dry_run: bool) -> None:
     """Remove files no current or retained version needs (a dry run unless --apply)."""
-    lake = ctx.open()
+    lake = ctx.open(write=not dry_run)
     hours = ctx.settings["lake.vacuum_retention_hours"] if retention_hours is None else retention_hours
     for name in names or lake.readable_names:
         files = lake.vacuum(name, retention_hours=hours, dry_run=dry_run)
@@ -130,7 +130,8 @@ def history(ctx: Context, name: str, limit: int, fmt: str) -> None:
 
 
 @click.command(name="generate-city")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write the feed files into.")
+@click.option("--out", "out_dir", required=True, type=OutPath(dir_okay=True, file_okay=False, make_parents=True),
+              help="Directory to write the feed files into.")
 @click.option("--devices", default=2000, show_default=True, help="Devices whose pings to generate.")
 @click.option("--days", default=7, show_default=True, help="Days of data.")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same city.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from citylake.cli.options import CATEGORIES, ROLE, Context, K, analysis, filters, options, pass_context, window
+from citylake.cli.options import CATEGORIES, ROLE, Context, K, OutPath, analysis, filters, options, pass_context, window
 from citylake.cli.output import note
 
 
@@ -18,7 +18,7 @@ def map_group() -> None:
 
 
 TILES = click.option("--tiles", metavar="STYLE_URL", help="MapLibre style URL of your tile server (default: no base map).")
-OUT = click.option("--out", type=click.Path(dir_okay=False), required=True,
+OUT = click.option("--out", type=OutPath(make_parents=True), required=True,
                    help="The file to write: footfall.html (interactive, offline) or footfall.png (static, for reports).")
 drawn = options(TILES, OUT, pass_context)
 FREQ = click.option("--freq", type=click.Choice(["15min", "1h", "1d"]), default="1h", show_default=True, help="Time bucket to play back.")

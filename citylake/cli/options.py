@@ -4,7 +4,10 @@ option bundles (time window, place filters, k, result format, analysis cluster).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -17,10 +20,14 @@ class Context:
     def __init__(self, lake: str | None, config: str | None) -> None:
         self.settings = S.load(config=config, overrides={"lake": lake})
 
-    def open(self):
+    def open(self, *, write: bool = False):
+        """The lake; ``write=True`` (a command that changes it) refuses now, before any work, a lake this user cannot change."""
         from citylake import api
 
-        return api.open_lake(settings=self.settings)
+        lake = api.open_lake(settings=self.settings)
+        if write:
+            lake.require_writable()
+        return lake
 
     def k(self, lake, asked: int | None) -> int:
         """The k of one of the steward's exact results: the lake's floor, or --k (the steward's key is checked)."""
@@ -62,6 +69,33 @@ class Bbox(click.ParamType):
         return x0, y0, x1, y1
 
 
+class OutPath(click.Path):
+    """A file (or directory) a command will write, checked when the command line is read, before any work: its directory
+    must exist (or, with ``make_parents``, be creatable) and be writable, and a file must not be a directory."""
+
+    def __init__(self, *, dir_okay: bool = False, file_okay: bool = True, make_parents: bool = False) -> None:
+        super().__init__(dir_okay=dir_okay, file_okay=file_okay)
+        self.make_parents = make_parents
+
+    def convert(self, value, param, ctx) -> str:
+        out = super().convert(value, param, ctx)
+        path = Path(out)
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                self.fail(f"{out} is not writable by you; choose another file", param, ctx)
+            return out
+        parent = path.parent
+        if not parent.is_dir():
+            if not self.make_parents:
+                self.fail(f"the directory {parent} does not exist; create it first (mkdir -p {parent}) or write elsewhere", param, ctx)
+            parent = next(p for p in (parent, *parent.parents) if p.exists())
+            if not parent.is_dir():
+                self.fail(f"{parent} is a file, so {out} cannot be made; choose another path", param, ctx)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(f"the directory {parent} is not writable by you; choose another path", param, ctx)
+        return out
+
+
 def options(*decorators: Callable) -> Callable:
     """Several click options as one decorator, listed in --help in the order given."""
     def apply(command):
@@ -83,11 +117,21 @@ ROLE = click.option("--role", type=click.Choice(["analyst", "steward"]), default
                     help="analyst: the differentially private releases; steward: exact, k-anonymous results from raw pings "
                     "(needs the lake's pseudonym key).")
 ENGINE = click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
-result = options(
+_result = options(
     ENGINE,
     click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True),
-    click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of the screen."),
+    click.option("--out", type=OutPath(), help="Write the result to this file instead of the screen."),
 )
+
+
+def result(command: Callable) -> Callable:
+    """--engine, --format and --out; a format that needs a file is refused before the query runs."""
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        if kwargs["fmt"] == "parquet" and not kwargs["out"]:
+            raise click.BadParameter("parquet needs a file: pass --out FILE", param_hint="'--format'")
+        return command(*args, **kwargs)
+    return _result(checked)
 TABLE_FORMATS = click.Choice(["table", "csv", "json"])
 analysis = options(
     START, END,

@@ -65,9 +65,7 @@ def emit(table, fmt: str, *, title: str | None = None) -> None:
 
 def write_result(table, fmt: str, out: str | None) -> None:
     """A query's result on screen, or into ``out`` (Parquet needs a file)."""
-    if fmt == "parquet":
-        if not out:
-            raise click.BadParameter("parquet needs a file: pass --out FILE", param_hint="--format")
+    if fmt == "parquet":  # with --out: the query options refuse parquet without it before the query runs
         import pyarrow.parquet as pq
 
         pq.write_table(table, out)

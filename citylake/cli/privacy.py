@@ -42,7 +42,7 @@ def set_policy(ctx: Context, **values) -> None:
     """
     from citylake import api
 
-    changed = api.change_policy(ctx.open(), settings=ctx.settings, **values)
+    changed = api.change_policy(ctx.open(write=True), settings=ctx.settings, **values)
     say("policy: " + ", ".join(f"{name} = {value}" for name, value in changed.items()))
 
 
@@ -62,7 +62,7 @@ def rotate(ctx: Context) -> None:
     """
     from citylake import api
 
-    lake = ctx.open()
+    lake = ctx.open(write=True)
     epoch = api.rotate_key(lake, settings=ctx.settings)
     say(f"key rotated: epoch {epoch}; the new key is in {api.key_file(lake, settings=ctx.settings)} (back it up)")
 

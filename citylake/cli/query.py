@@ -77,7 +77,7 @@ def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, s
     """
     from citylake import api, queries
 
-    lake = ctx.open()
+    lake = ctx.open(write=save)
     api.require_steward_role(lake, role, doing="dwell", settings=ctx.settings)
     found = queries.stays(lake, filters=filters(**chosen), max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
     if save:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from citylake.cli.options import Context, K, analysis, pass_context
+from citylake.cli.options import Context, K, OutPath, analysis, pass_context
 from citylake.cli.output import note
 
 
 @click.command()
 @click.option("--district", "place_ids", multiple=True, metavar="PLACE_ID", help="Report on this place (repeatable).")
 @click.option("--category", help="One report per place of this category, e.g. district (batch mode).")
-@click.option("--out", type=click.Path(), required=True,
+@click.option("--out", type=OutPath(dir_okay=True, make_parents=True), required=True,
               help="report.html or report.md for one place; a directory for several (with summary.json).")
 @K
 @analysis
@@ -51,7 +51,8 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
 @click.option("--readings", type=click.Path(exists=True, dir_okay=False), help="Sensor readings.")
 @click.option("--pings", type=click.Path(exists=True, dir_okay=False), help="Location-service pings.")
 @click.option("--name", default="pilot", show_default=True, help="Name of the pilot area.")
-@click.option("--out", type=click.Path(), default="pilot-report.html", show_default=True, help="The first report (.html or .md).")
+@click.option("--out", type=OutPath(make_parents=True), default="pilot-report.html", show_default=True,
+              help="The first report (.html or .md).")
 @K
 @analysis
 @pass_context

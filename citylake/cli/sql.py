@@ -62,8 +62,10 @@ def shell(ctx: Context, role: str, history_file: str) -> None:
            ...> GROUP BY 1;
     """
     from citylake import api
+    from citylake.cli import interrupts
     from citylake.shell import Shell
 
+    interrupts.let_the_caller_handle()  # Ctrl-C cancels a statement, not the shell
     lake = ctx.open()
     Shell(api.workspace(lake, role=role, settings=ctx.settings), lake.names, emit=emit, history_file=history_file).run()
 
@@ -94,7 +96,7 @@ def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end
     started = time.perf_counter()
     days = _days(start, end)
     with status("releasing…") as spinner:
-        written = api.publish(ctx.open(), epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, settings=ctx.settings,
+        written = api.publish(ctx.open(write=True), epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, settings=ctx.settings,
                               announce=lambda text: spinner.update(text) if spinner else None)
     made = ", ".join(f"{name} {n:,} rows" for name, n in written.items())
     say(f"released {made} in {time.perf_counter() - started:.1f}s")
