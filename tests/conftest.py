@@ -119,3 +119,20 @@ def generated_city_lake(root: Path, *, devices: int, days: int, seed: int, feeds
     for feed in feeds:
         steps[feed]()
     return lake
+
+
+def captured_progress(monkeypatch: pytest.MonkeyPatch, module, *, width: int = 160):
+    """What ``module``'s progress bars draw, as a terminal would show it (a StringIO to read after the work)."""
+    import io
+
+    from rich.console import Console
+
+    screen, real = io.StringIO(), module.progress_bar
+
+    def on_screen(title, *columns, progress):
+        bar = real(title, *columns, progress=progress)
+        bar.live.console = Console(file=screen, force_terminal=True, width=width)
+        return bar
+
+    monkeypatch.setattr(module, "progress_bar", on_screen)
+    return screen

@@ -275,21 +275,11 @@ def test_chunks_validated_in_parallel_come_back_in_file_order_and_errors_surface
 
 
 def test_progress_shows_a_file_name_with_braces_and_brackets(lake, tmp_path, monkeypatch):
-    import io
-
-    from rich.console import Console
+    from conftest import captured_progress
 
     from citylake.ingestion import batch
 
-    screen = io.StringIO()
-    real = batch.progress_bar
-
-    def on_screen(title, *columns, progress):
-        bar = real(title, *columns, progress=progress)
-        bar.live.console = Console(file=screen, force_terminal=True, width=160)
-        return bar
-
-    monkeypatch.setattr(batch, "progress_bar", on_screen)
+    screen = captured_progress(monkeypatch, batch)
     path = write(tmp_path / "pings {day}[1].csv", "device_id,ts,lat,lon\nd1,2026-11-01T00:00:00Z,31.2,121.4\n")
     assert ingest_pings(lake, path, key=b"k", progress=True).accepted == 1
     assert "pings {day}[1].csv" in screen.getvalue()

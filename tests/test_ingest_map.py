@@ -287,21 +287,11 @@ def test_a_world_sized_polygon_is_quarantined_at_once_and_the_others_land(lake, 
 
 
 def test_large_covers_show_progress_over_places(lake, tmp_path, monkeypatch):
-    import io
-
-    from rich.console import Console
+    from conftest import captured_progress
 
     from citylake.ingestion import map as map_feed
 
-    screen = io.StringIO()
-    real = map_feed.progress_bar
-
-    def on_screen(title, *columns, progress):
-        bar = real(title, *columns, progress=progress)
-        bar.live.console = Console(file=screen, force_terminal=True, width=120)
-        return bar
-
-    monkeypatch.setattr(map_feed, "progress_bar", on_screen)
+    screen = captured_progress(monkeypatch, map_feed, width=120)
     ingest_places(lake, write_format(places_frame(), tmp_path, "geojson"), progress=True)
     assert "covering" in screen.getvalue() and "3/3 places" in screen.getvalue()
     screen.truncate(0)
