@@ -58,23 +58,51 @@ def _sensor_chunks(path: Path, *, lake: Lake | None, cell_res: int) -> Iterator[
 
 
 def _geojson_points(path: Path) -> RawChunk:
+    """A registry's rows from GeoJSON Point features; any other feature is set aside with the reason, at its position."""
     try:
         document = json.loads(path.read_bytes())
         features = document["features"]
     except (ValueError, KeyError, TypeError):
         raise UnreadableInput(str(path), "not a GeoJSON FeatureCollection") from None
+    if not isinstance(features, list):
+        raise UnreadableInput(str(path), "not a GeoJSON FeatureCollection (its features are not a list)")
     rows, rejected = [], []
     for i, feature in enumerate(features, start=1):
-        geometry = (feature or {}).get("geometry") or {}
-        if geometry.get("type") != "Point":
-            rejected.append((i, json.dumps(feature)[:10_000], f"geometry is {geometry.get('type')}, not a Point", "not a point"))
+        row, why = _point_row(feature)
+        if row is None:
+            rejected.append((i, json.dumps(feature)[:10_000], why, "not a point"))
             continue
-        lon, lat = geometry["coordinates"][:2]
-        props = {k: None if v is None else str(v) for k, v in (feature.get("properties") or {}).items()}
-        rows.append({**props, "lat": str(lat), "lon": str(lon), "_position": i})
+        rows.append({**row, "_position": i})
     names = sorted({k for r in rows for k in r} - {"_position"})
     table = pa.table({n: pa.array([r.get(n) for r in rows], pa.string()) for n in names})
     return RawChunk(table, np.array([r["_position"] for r in rows], dtype=np.int64), rejected, path.stat().st_size)
+
+
+def _point_row(feature) -> tuple[dict | None, str]:
+    """A Point feature's properties and lat, lon as text (as a CSV row reads), or None and why it is no such feature."""
+    if not isinstance(feature, dict):
+        return None, f"is {type(feature).__name__}, not a GeoJSON Feature object"
+    geometry = feature.get("geometry")
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    if kind != "Point":
+        return None, f"geometry is {kind}, not a Point"
+    coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, list) or len(coordinates) < 2:
+        return None, f"the Point's coordinates {json.dumps(coordinates)[:100]} are not [lon, lat]"
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        return None, "its properties are not a JSON object"
+    row = {k: _as_text(v) for k, v in properties.items()} | {"lon": _as_text(coordinates[0]), "lat": _as_text(coordinates[1])}
+    try:  # a lone surrogate (the escape \\ud800, or its bytes) reads as JSON but is no text: Arrow cannot hold it
+        "".join(k + (v or "") for k, v in row.items()).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "holds a lone surrogate (\\uD800-\\uDFFF), which is not text"
+    return row, ""
+
+
+def _as_text(value) -> str | None:
+    """A JSON value as a CSV field reads: strings as they are, other values as JSON text (nested ones too)."""
+    return None if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def _validate_sensors(raw: RawChunk, source: str, *, lake: Lake | None, cell_res: int) -> Chunk:

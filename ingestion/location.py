@@ -93,7 +93,9 @@ def _validate(
     )
     good = good.with_columns(pl.Series("h3_cell", latlng_to_cells(good["lat"].to_numpy(), good["lon"].to_numpy(), cell_res)))
     if raw.rejected:
-        device_field = rows.column_names.index("device_id") if raw.rows.num_columns else 0
+        # the id's field in the line as the file has it (rows, renamed and selected, are in the table's order)
+        source_column = mapping.get("device_id", "device_id")
+        device_field = raw.rows.column_names.index(source_column) if source_column in raw.rows.column_names else 0
         unreadable = [(pos, redact_line(text, device_field, raw.delimiter, key, expected=raw.rows.num_columns), why, kind)
                       for pos, text, why, kind in raw.rejected]
         bad = pl.concat([V.unreadable(unreadable), bad])
@@ -119,9 +121,13 @@ def _withheld_unless_valid(frame: pl.DataFrame, has_accuracy: bool) -> list[pl.E
             for c, condition in valid.items() if condition is not None and c in frame.columns]
 
 
-def redact_line(text: str, field: int, delimiter: str, key: bytes, *, expected: int | None = None) -> str:
+def redact_line(text: str, field: int, delimiter: str | None, key: bytes, *, expected: int | None = None) -> str:
     """A rejected line with its device-id field replaced by the pseudonym; withheld whole when it cannot be split, or has
-    another number of fields than the header (a shifted line's id is in another field)."""
+    another number of fields than the header (a shifted line's id is in another field), or is no CSV (``delimiter``
+    None: a JSON Lines line that is no JSON object has no field to find the id in, and splitting it at commas would
+    leave the id in place)."""
+    if delimiter is None:
+        return WITHHELD
     try:
         parts = next(csv.reader([text], delimiter=delimiter))
     except (csv.Error, StopIteration):

@@ -26,6 +26,7 @@ import shapely
 from citylake.h3_index import grid_disk, latlng_to_cells, polygon_to_cells
 from citylake.h3_index.cells import MAX_CELLS_OUT, cells_to_polygons
 from citylake.h3_index.polygons import estimate_cells, is_polygonal
+from citylake.ingestion import textfile
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import BatchWriter, Chunk, IngestReport, fingerprint, progress_bar, run
 from citylake.ingestion.errors import BadOption, UnreadableInput
@@ -34,6 +35,7 @@ from citylake.lake import Lake
 ID_FIELDS = ("place_id", "id", "osm_id", "@id", "fid", "ID")
 NAME_FIELDS = ("name", "NAME", "Name")
 WKT_FIELDS = ("wkt", "WKT", "geometry", "geom", "the_geom")
+LINE, UNREAD = "_line", "_unread"  # a CSV place's file line; a line that could not be read: (text, reason, kind)
 LINE_STEP_DEG = 1e-4  # ~11 m: finer than any res<=11 cell, so a road's cells are all found
 # OSM tags → category, most specific first (pyrosm keeps tags as columns).
 OSM_CATEGORIES = (("leisure", {"park": "park", "garden": "park", "playground": "park"}), ("highway", None),
@@ -69,7 +71,8 @@ def read_places(
     frame["name"] = _names(frame, name_field)
     frame["category"] = category or _categories(frame)
     frame["attributes"] = _attributes(frame)
-    return frame[["place_id", "name", "category", "source", "attributes", "geometry"]], list(dict.fromkeys(notes))
+    kept = ["place_id", "name", "category", "source", "attributes", "geometry", *(c for c in (LINE, UNREAD) if c in frame)]
+    return frame[kept], list(dict.fromkeys(notes))
 
 
 def ingest_places(
@@ -113,7 +116,8 @@ def _read(path: Path, layer: str | None) -> tuple[list[tuple[str | None, gpd.Geo
         if suffix in (".csv", ".tsv", ".txt"):
             return [(None, _read_csv(path))], 1
         chosen, in_file = _layers(path, layer)
-        return [(name, gpd.read_file(_gdal_path(path), layer=name)) for name in chosen], in_file
+        # a shape GEOS cannot build (an unclosed ring, a one-point line) is read as no shape and quarantined, not the file refused
+        return [(name, gpd.read_file(_gdal_path(path), layer=name, on_invalid="ignore")) for name in chosen], in_file
     except (UnreadableInput, BadOption):
         raise
     except Exception as err:  # GDAL, pyarrow and pyrosm each raise their own kinds
@@ -160,18 +164,32 @@ def _missing_sidecars(path: Path, category: str | None) -> list[str]:
 
 
 def _read_csv(path: Path) -> gpd.GeoDataFrame:
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+    """Places of a CSV with a WKT column or lat and lon, read as every feed reads CSV (``textfile.chunks``): each row keeps
+    its file line (``LINE``), and a line that cannot be read (a wrong number of fields, not UTF-8, an unbalanced quote)
+    is kept as a row without a shape carrying its text, reason and kind (``UNREAD``), to be quarantined with them."""
+    parts = list(textfile.chunks(path, batch_rows=textfile.DEFAULT_BATCH_ROWS))
+    table = pa.concat_tables([part.rows for part in parts]).to_pandas() if parts else pd.DataFrame(columns=textfile.columns(path))
+    lines = np.concatenate([part.positions for part in parts]) if parts else np.empty(0, np.int64)
     wkt = next((c for c in WKT_FIELDS if c in table.columns), None)
     if wkt:
-        geometry = shapely.from_wkt(table[wkt].replace("", None), on_invalid="ignore")
-        return gpd.GeoDataFrame(table.drop(columns=[wkt]), geometry=geometry)
-    lat = next((c for c in ("lat", "latitude", "y") if c in table.columns), None)
-    lon = next((c for c in ("lon", "lng", "longitude", "x") if c in table.columns), None)
-    if not (lat and lon):
-        raise UnreadableInput(str(path), f"no geometry: give a WKT column ({', '.join(WKT_FIELDS)}) or lat and lon columns")
-    y, x = pd.to_numeric(table[lat], errors="coerce"), pd.to_numeric(table[lon], errors="coerce")
-    geometry = [shapely.Point(a, b) if np.isfinite(a) and np.isfinite(b) else None for a, b in zip(x, y)]
-    return gpd.GeoDataFrame(table.drop(columns=[lat, lon]), geometry=geometry)
+        text = np.array(table[wkt], dtype=object)
+        text[table[wkt].str.strip().eq("").to_numpy()] = None  # no shape, quarantined; shapely takes "" for an error
+        geometry = shapely.from_wkt(text, on_invalid="ignore")
+        frame = gpd.GeoDataFrame(table.drop(columns=[wkt]), geometry=geometry)
+    else:
+        lat = next((c for c in ("lat", "latitude", "y") if c in table.columns), None)
+        lon = next((c for c in ("lon", "lng", "longitude", "x") if c in table.columns), None)
+        if not (lat and lon):
+            raise UnreadableInput(str(path), f"no geometry: give a WKT column ({', '.join(WKT_FIELDS)}) or lat and lon columns")
+        y, x = pd.to_numeric(table[lat], errors="coerce"), pd.to_numeric(table[lon], errors="coerce")
+        geometry = [shapely.Point(a, b) if np.isfinite(a) and np.isfinite(b) else None for a, b in zip(x, y)]
+        frame = gpd.GeoDataFrame(table.drop(columns=[lat, lon]), geometry=geometry)
+    frame[LINE] = lines
+    unread = [(line, (text, reason, kind)) for part in parts for line, text, reason, kind in part.rejected]
+    if not unread:
+        return frame
+    lost = gpd.GeoDataFrame({LINE: [line for line, _ in unread], UNREAD: [why for _, why in unread]}, geometry=[None] * len(unread))
+    return pd.concat([frame, lost], ignore_index=True).sort_values(LINE, ignore_index=True)
 
 
 def _read_osm(path: Path) -> gpd.GeoDataFrame:
@@ -196,8 +214,11 @@ def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | None, source: str, notes: list
         except Exception:
             raise BadOption("--crs", crs, "not a CRS pyproj knows; write it as EPSG:NNNN") from None
     if frame.crs is None:
-        xmin, ymin, xmax, ymax = frame.total_bounds if len(frame) else (0, 0, 0, 0)
-        if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
+        # degrees if most shapes are within ±180, ±90: one swapped or mistyped row must not refuse the file (H3 refuses
+        # that place, and it is quarantined); a projected file has (nearly) none there
+        bounds = frame.geometry.bounds.dropna()
+        degrees = bounds.minx.ge(-180) & bounds.maxx.le(180) & bounds.miny.ge(-90) & bounds.maxy.le(90)
+        if len(bounds) and degrees.mean() <= 0.5:
             raise UnreadableInput(source, "the file names no CRS and its coordinates are not degrees; pass --crs EPSG:NNNN")
         notes.append("no CRS in the file; coordinates look like degrees, read as EPSG:4326")
         return frame.set_crs("EPSG:4326")
@@ -223,6 +244,13 @@ def _repair(frame: gpd.GeoDataFrame, notes: list[str]) -> gpd.GeoDataFrame:
     geometry = frame.geometry.values
     present = ~(shapely.is_missing(geometry) | shapely.is_empty(geometry))
     invalid = present & ~shapely.is_valid(geometry)
+    coordinates, owner = shapely.get_coordinates(geometry[invalid], return_index=True)
+    unbounded = np.flatnonzero(invalid)[np.unique(owner[~np.isfinite(coordinates).all(axis=1)])]
+    if unbounded.size:  # NaN or infinite coordinates (which make a shape invalid): no repair can place it; quarantined
+        geometry = geometry.copy()
+        geometry[unbounded] = None
+        invalid[unbounded] = False
+        notes.append(f"set aside {unbounded.size} geometr{'y' if unbounded.size == 1 else 'ies'} with NaN or infinite coordinates")
     if invalid.any():
         fixed = shapely.make_valid(geometry[invalid])
         polygonal = is_polygonal(geometry[invalid])
@@ -281,7 +309,7 @@ def _categories(frame: gpd.GeoDataFrame) -> pd.Series:
 
 
 def _attributes(frame: gpd.GeoDataFrame) -> list[str | None]:
-    own = {"place_id", "name", "category", "source", "attributes", frame.geometry.name}
+    own = {"place_id", "name", "category", "source", "attributes", frame.geometry.name, LINE, UNREAD}
     columns = [c for c in frame.columns if c not in own]
     records = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict("records")
     return [json.dumps({k: str(v) for k, v in r.items() if v not in (None, "")}) or None for r in records]
@@ -326,6 +354,8 @@ class _Refused(Exception):
 
 
 def _cover(shape, estimate: int, cell_res: int) -> tuple[np.ndarray, np.ndarray]:
+    if shape.geom_type == "Point" and shape.x == 0 and shape.y == 0:  # as pings and sensors at (0, 0) are refused
+        raise _Refused("position (0, 0) is a null-island placeholder, not a place", "position (0, 0)")
     if estimate > MAX_CELLS_OUT:
         raise _Refused(f"its cover at H3 resolution {cell_res} would be about {estimate:,} cells, more than the limit of "
                        f"{MAX_CELLS_OUT:,}; split it into smaller shapes, or keep it in a lake with a coarser h3.cell_resolution",
@@ -345,11 +375,14 @@ def _as_chunk(places: gpd.GeoDataFrame, cell_res: int, refused: dict[int, tuple[
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
     why = {int(row): ("geometry is missing, empty or could not be repaired", "geometry missing") for row in np.flatnonzero(missing)}
     why.update(refused)
+    unread = places[UNREAD].dropna() if UNREAD in places else pd.Series(dtype=object)  # CSV lines that could not be read
+    why.update({int(row): (reason, kind) for row, (_, reason, kind) in zip(unread.index, unread)})
     rows = sorted(why)
+    raw = places["place_id"].iloc[rows].fillna("(no id)").astype(str)
+    raw.update(unread.map(lambda line: line[0]))
     bad = pl.DataFrame({
-        V.POSITION: [row + 1 for row in rows],
-        "raw": places["place_id"].iloc[rows].fillna("(no id)").astype(str).tolist(),
-        "reason": [why[row][0] for row in rows], "kind": [why[row][1] for row in rows],
+        V.POSITION: places[LINE].iloc[rows].tolist() if LINE in places else [row + 1 for row in rows],  # file line, or feature
+        "raw": raw.tolist(), "reason": [why[row][0] for row in rows], "kind": [why[row][1] for row in rows],
     }, schema=V.BAD_SCHEMA)
     keep = _to_cover(places)
     keep[rows] = False

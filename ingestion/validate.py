@@ -193,8 +193,15 @@ def _from_epoch(value: pl.Expr) -> pl.Expr:
     return pl.from_epoch(micros.round(0).cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
 
 
+def is_blank(column: str) -> pl.Expr:
+    """Missing, or nothing but whitespace: a text value such as an id or a kind that says nothing."""
+    raw = pl.col(column).cast(pl.String)
+    return raw.is_null() | (raw.str.strip_chars().str.len_bytes() == 0)
+
+
 def required(columns: list[str]) -> list[Check]:
-    return [Check(is_missing(c), pl.lit(f"{c} is missing"), f"{c} missing") for c in columns]
+    """Text columns that must hold a value: one of only spaces is missing too (stripped, it would land as an empty id)."""
+    return [Check(is_blank(c), pl.lit(f"{c} is missing"), f"{c} missing") for c in columns]
 
 
 def numeric(column: str, *, optional: bool = False, schema: Schema = None) -> list[Check]:
