@@ -54,6 +54,7 @@ class IngestReport:
     accepted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    updated: int = 0  # of the accepted rows of a registry, those that replaced a row of the same key
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -67,8 +68,9 @@ class IngestReport:
             why = f" ({top}{f', +{more} more reasons' if more > 0 else ''})"
         rate = self.rows_in / self.seconds if self.seconds else 0
         notes = "".join(f"; {n}" for n in self.notes)
+        replaced = f" ({self.updated:,} replacing rows of the same key)" if self.updated else ""
         return (
-            f"{self.source} → {self.table}: {self.accepted:,} accepted, {self.rejected:,} rejected{why}, "
+            f"{self.source} → {self.table}: {self.accepted:,} accepted{replaced}, {self.rejected:,} rejected{why}, "
             f"{self.duplicates:,} duplicates skipped; {self.seconds:.1f}s, {rate:,.0f} rows/s{notes}"
         )
 
@@ -155,7 +157,8 @@ class BatchWriter:
                 "citylake.rejected": str(chunk.bad.height), "citylake.started_at": started.isoformat()}
         if self.registry:
             version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
-            duplicates = offered - inserted - updated
+            duplicates, inserted = offered - inserted - updated, inserted + updated  # a replacing row is accepted too
+            self.report.updated += updated
         else:
             version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True)
         self._record_batches([(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), inserted, duplicates)], version)

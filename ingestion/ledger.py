@@ -58,7 +58,8 @@ def _commit_row(table: str, commit: dict) -> tuple:
     finished = dt.datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
     started = commit.get("citylake.started_at")
     metrics = commit.get("operationMetrics") or {}
-    inserted = commit.get("citylake.inserted", metrics.get("num_target_rows_inserted", 0))
+    # a registry's MERGE: rows inserted and rows that replaced one of the same key are both accepted
+    inserted = commit.get("citylake.inserted", metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0))
     return (commit["citylake.batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
             int(commit.get("citylake.rows_in", 0)), int(inserted), int(commit.get("citylake.rejected", 0)),
             int(commit.get("citylake.duplicates", 0)), int(commit["version"]),

@@ -121,8 +121,8 @@ def is_missing(column: str, schema: Schema = None) -> pl.Expr:
 
 def number(column: str, schema: Schema = None) -> pl.Expr:
     """The column as a float, NULL where it is not a number."""
-    if _typed(column, schema) and schema[column].is_numeric():
-        return pl.col(column).cast(pl.Float64)
+    if _typed(column, schema) and (schema[column] == pl.Float64 or schema[column].is_integer()):
+        return pl.col(column).cast(pl.Float64)  # (a float32 goes through its text, so 0.1f reads as 0.1, as a CSV would)
     return pl.col(column).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 

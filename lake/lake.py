@@ -461,19 +461,21 @@ class Lake:
     @_one_writer
     @_in_zone
     def upsert(self, name: str, data: Any, /, *, metadata: dict[str, str] | None = None) -> tuple[int, int, int]:
-        """Insert new rows and replace rows with the same key (registries: places, sensors).
-
-        Returns ``(version, inserted, updated)``; one commit.
+        """Insert new rows and replace rows with the same key that differ (registries: places, sensors; ``loaded_at``
+        aside). Returns ``(version, inserted, updated)``; one commit.
         """
         spec = self.spec(name)
         table = self._delta(name)
         rows = pl.from_arrow(self.conform(name, data, schema=table.schema().to_arrow()))
         rows = rows.unique(subset=list(spec.key), keep="last", maintain_order=True).to_arrow()
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+        # a row equal to the held one but for when it was loaded changes nothing: a rerun of the same file updates no row
+        compared = [c for c in rows.column_names if c not in spec.key and c != "loaded_at"]
+        changed = " OR ".join(f"(t.`{c}` IS DISTINCT FROM s.`{c}`)" for c in compared) or "false"
         result = (
             table.merge(rows, predicate=on, source_alias="s", target_alias="t",
                         commit_properties=deltalake.CommitProperties(custom_metadata=metadata or {}))
-            .when_matched_update_all()
+            .when_matched_update_all(predicate=changed)
             .when_not_matched_insert_all()
             .execute()
         )
@@ -519,7 +521,7 @@ class Lake:
         rows = self.conform(name, data, schema=table.schema().to_arrow())
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         others = [c for c in rows.column_names if c not in spec.key]
-        changed = " OR ".join(f"t.{c} IS DISTINCT FROM s.{c}" for c in others) or "false"
+        changed = " OR ".join(f"(t.`{c}` IS DISTINCT FROM s.`{c}`)" for c in others) or "false"
         quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
         (
             table.merge(rows, predicate=on, source_alias="s", target_alias="t")

@@ -58,7 +58,7 @@ def test_sensor_registry_updates_by_id(places_lake, tmp_path):
     ingest_sensors(places_lake, write_sensors(tmp_path / "sensors.csv"))
     (tmp_path / "moved.csv").write_text("sensor_id,kind,unit,lat,lon\nS2,air_quality,ug/m3,31.30,121.60\n")
     report = ingest_sensors(places_lake, tmp_path / "moved.csv")
-    assert report.accepted == 0 and places_lake.rows("sensors") == 4
+    assert (report.accepted, report.updated) == (1, 1) and places_lake.rows("sensors") == 4  # accepted, replacing S2
     moved = scan(places_lake, "sensors").filter(pl.col("sensor_id") == "S2").collect().to_dicts()[0]
     assert (moved["lat"], moved["place_id"]) == (31.30, None)
 
