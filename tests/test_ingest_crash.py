@@ -123,8 +123,6 @@ def test_check_finds_a_lost_batches_row_and_repair_writes_it_back(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 24 MB file system (tmpfs; mounting needs root, which the CI machine has)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
     where = tmp_path / "disk"
     where.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], check=True)
@@ -132,6 +130,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
 def test_full_disk_says_how_much_space_and_a_rerun_resumes(tmp_path, small_disk):
     lake = with_key(Lake.init(small_disk / "lake"))
     write_pings(tmp_path / "pings.csv", 400_000)
