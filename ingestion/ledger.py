@@ -46,24 +46,22 @@ def chunk_commits(lake: Lake, table: str) -> pl.DataFrame:
 
 
 def _chunk_rows(table: str, commit: dict) -> list[tuple]:
+    """The chunks a commit landed: listed in ``citylake.chunks`` (a file's gathered run), or the one its own metadata
+    describes (a chunk committed alone; a registry's MERGE counts inserted and replacing rows, both accepted)."""
     if "citylake.chunks" in commit:
-        finished = dt.datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
-        return [(c["batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
-                 int(c["rows_in"]), int(c["inserted"]), int(c["rejected"]), int(c["duplicates"]), int(commit["version"]),
-                 dt.datetime.fromisoformat(c["started_at"]), finished) for c in json.loads(commit["citylake.chunks"])]
-    return [_commit_row(table, commit)] if "citylake.batch_id" in commit else []
-
-
-def _commit_row(table: str, commit: dict) -> tuple:
+        chunks = json.loads(commit["citylake.chunks"])
+    elif "citylake.batch_id" in commit:
+        metrics = commit.get("operationMetrics") or {}
+        merged = metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
+        chunks = [{"batch_id": commit["citylake.batch_id"], "rows_in": commit.get("citylake.rows_in", 0),
+                   "inserted": commit.get("citylake.inserted", merged), "rejected": commit.get("citylake.rejected", 0),
+                   "duplicates": commit.get("citylake.duplicates", 0), "started_at": commit.get("citylake.started_at")}]
+    else:
+        return []
     finished = dt.datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
-    started = commit.get("citylake.started_at")
-    metrics = commit.get("operationMetrics") or {}
-    # a registry's MERGE: rows inserted and rows that replaced one of the same key are both accepted
-    inserted = commit.get("citylake.inserted", metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0))
-    return (commit["citylake.batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
-            int(commit.get("citylake.rows_in", 0)), int(inserted), int(commit.get("citylake.rejected", 0)),
-            int(commit.get("citylake.duplicates", 0)), int(commit["version"]),
-            dt.datetime.fromisoformat(started) if started else finished, finished)
+    return [(c["batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
+             int(c["rows_in"]), int(c["inserted"]), int(c["rejected"]), int(c["duplicates"]), int(commit["version"]),
+             dt.datetime.fromisoformat(c["started_at"]) if c["started_at"] else finished, finished) for c in chunks]
 
 
 def check(lake: Lake, tables: tuple[str, ...] = LEDGERED) -> Drift:

@@ -354,33 +354,24 @@ class Lake:
         *,
         metadata: dict[str, str] | None = None,
         conformed: bool = False,
-        run: RunKeys | None = None,
     ) -> tuple[int, int, int]:
-        """Append the rows whose key the table does not hold yet, in one commit.
+        """Append the rows whose key the table does not hold yet, in one commit (a file's run gathers its chunks
+        instead: ``new_rows_of_run`` and ``commit_run_rows``).
 
         Rows repeated inside ``data`` count once. Returns ``(version, inserted, duplicates)``.
         Only the partitions the new rows fall in are read, and only their key columns.
         ``conformed=True`` says ``data`` already came from ``conform`` (done ahead, off the commit path).
-        ``run`` (from ``run_keys``) is one ingestion run's memory of the keys it committed: with it, a chunk is checked
-        against the table as it was before the run and the run's key hashes, not against the run's own files.
         """
         rows = pl.from_arrow(data if conformed else self.conform(name, data))
-        return self._append_new_rows(name, rows, metadata=metadata, run=run)
+        return self._append_new_rows(name, rows, metadata=metadata)
 
     @_one_writer
-    def _append_new_rows(self, name: str, rows: pl.DataFrame, /, *, metadata: dict[str, str] | None,
-                         run: RunKeys | None) -> tuple[int, int, int]:
+    def _append_new_rows(self, name: str, rows: pl.DataFrame, /, *, metadata: dict[str, str] | None) -> tuple[int, int, int]:
         table = self._delta(name)
         offered = rows.height
-        if run is None:
-            rows = self._new_rows(name, rows, table)
-        else:
-            self._catch_up(name, run, table)
-            rows = self.new_rows_of_run(name, rows, run)
+        rows = self._new_rows(name, rows, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
         version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
-        if run is not None:
-            run.seen_version = version
         return version, rows.height, offered - rows.height
 
     @_one_writer

@@ -21,7 +21,7 @@ class RunKeys:
     def __init__(self, version_before: int | None, *, seen_version: int) -> None:
         self.version_before = version_before  # the table's version when the run began; None: it held no rows then
         # the table's version after this run's last commit: a later one is another writer's, whose keys the run's hashes
-        # do not hold, so the run moves ``version_before`` up to it (Lake._new_rows_of_run)
+        # do not hold, so the run moves ``version_before`` up to it (Lake.commit_run_rows)
         self.seen_version = seen_version
         self.first: np.ndarray | None = None  # the first chunk's hashes, until a second chunk comes
         self.slots: np.ndarray | None = None
