@@ -5,6 +5,7 @@ from __future__ import annotations
 if __name__ != "citylake.lake":  # this folder installs as citylake.lake; a checkout on sys.path must not make it `lake`
     raise ImportError(f"import citylake.lake, not {__name__}: citylake's rooms are subpackages of citylake")
 
+from citylake.lake.changes import Added, added_since, read_added
 from citylake.lake.engines import connect, create_views, duckdb_for, scan
 from citylake.lake.errors import (
     BadLakeFile,
@@ -25,7 +26,7 @@ from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, Ta
 from citylake.lake.schemas import TABLES, TableSpec
 
 __all__ = [
-    "BadLakeFile", "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
+    "Added", "added_since", "read_added", "BadLakeFile", "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
     "LakeNotFound", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec",
     "TableStats", "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

@@ -204,6 +204,26 @@ TABLES: dict[str, TableSpec] = {
             zone="release",
         ),
         TableSpec(
+            "alerts",
+            (
+                _f("alert_id", pa.string(), False),
+                _f("kind", pa.string(), False),
+                _f("place_id", pa.string()),
+                _f("sensor_ids", pa.string()),
+                _f("start", TIMESTAMP, False),
+                _f("end", TIMESTAMP, False),
+                _f("status", pa.string(), False),
+                _f("severity", pa.string(), False),
+                _f("evidence", pa.string(), False),
+                _f("revision", pa.int64(), False),
+                _f("updated_at", TIMESTAMP, False),
+            ),
+            "Live alerts from `citylake watch`: one row per episode (crowd surge, sensor fault, traffic drop), updated as it "
+            "grows and closed when it ends. People evidence is k-anonymous and coarse: a ratio to the usual, never a count.",
+            key=("alert_id",),
+            cell_columns=(),
+        ),
+        TableSpec(
             "releases",
             (
                 _f("release_id", pa.string(), False),

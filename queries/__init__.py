@@ -14,6 +14,7 @@ from citylake.lake import Lake
 from citylake.queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
 from citylake.queries.errors import BadFilter, QueryError, UnknownEngine
 from citylake.queries.filters import Filters, check_freq, parse_hours, parse_weekdays
+from citylake.queries.live import PlaceFinder
 
 ENGINES = ("duckdb", "polars")
 NO_FILTERS = Filters()
@@ -239,5 +240,5 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 __all__ = [
     "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
     "footfall", "footfalls", "od", "od_cells", "trips", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
-    "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K",
+    "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K", "PlaceFinder",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from citylake.h3_index import polars_expr as X
@@ -80,18 +81,28 @@ class PolarsEngine:
         """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each
         with the place's number in ``PLACE``; and the places by number (place_id, name, category). Numbers, not ids,
         ride along with the pings: a ping in several places is one row per place, so this is the widest frame here."""
+        places, shape_of, cells = self.covers(filters)
+        return hits_in(pings, cells, shape_of), places
+
+    def covers(self, filters: Filters) -> tuple[pl.DataFrame, np.ndarray, pl.LazyFrame]:
+        """The selected polygonal places numbered in ``PLACE`` (place_id, name, category), their shapes by number, and
+        their H3 covers (h3_cell, ``PLACE``, interior)."""
         places = registry.places(self.lake, place_ids=filters.place_ids, categories=filters.categories)
         shape_of = registry.shapes(places)  # by place number
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
         places = places.filter(pl.Series(is_polygonal(shape_of)))
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
-        candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
-        columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
-        if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
-            columns = [column.rechunk() for column in columns]
-        runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
-        inside = contains_each(shape_of, runs)
-        # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
-        hits = candidates.with_columns(pl.Series(INSIDE, inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
-        return hits, places
+        return places, shape_of, cells
+
+
+def hits_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> pl.LazyFrame:
+    """``pings`` (with h3_cell, lon, lat) once per place of ``cells`` that holds them, with the place's number."""
+    candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
+    columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
+    if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
+        columns = [column.rechunk() for column in columns]
+    runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
+    inside = contains_each(shape_of, runs)
+    # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
+    return candidates.with_columns(pl.Series(INSIDE, inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
