@@ -178,6 +178,48 @@ def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings 
                                  commit_seconds=settings["mqtt.commit_seconds"], tz=tz or settings["ingest.timezone"], **options)
 
 
+def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | None = None, alerts_topic: str = "citylake/alerts",
+          max_seconds: float | None = None, stop=None, announce: Callable[[str], None] = print, on_poll=None) -> int:
+    """``citylake watch``: raise live alerts from what lands in the lake until ``stop`` is set (or ``max_seconds``), writing
+    them to the ``alerts`` table and, with ``broker``, to ``<alerts_topic>/<alert id>``. Returns the alert rows written.
+    The steward's: it reads raw pings; the k floor of the lake's policy bounds every crowd it reports."""
+    from citylake.analytics.watch import Watcher, WatchConfig
+    from citylake.live import AlertPublisher
+    from citylake.privacy import k_for_result
+
+    settings = settings or S.load()
+    steward_key(lake, settings=settings, doing="watching live pings")
+    lake.require_writable()
+    config = WatchConfig(poll_seconds=settings["watch.poll_seconds"], history_days=settings["watch.history_days"],
+                         lateness=dt.timedelta(minutes=settings["watch.lateness_minutes"]))
+    publisher = AlertPublisher(broker, alerts_topic) if broker else None
+    try:
+        watcher = Watcher(lake, k=k_for_result(lake, None), config=config, publish=publisher.send if publisher else None,
+                          announce=announce)
+        if publisher:
+            watcher.republish_recent()
+        return watcher.run(max_seconds=max_seconds, stop=stop, on_poll=on_poll)
+    finally:
+        if publisher:
+            publisher.close()
+
+
+def alerts(lake: Lake, /, *, open_only: bool = False, since: dt.datetime | None = None, kinds: tuple[str, ...] = ()) -> pl.DataFrame:
+    """The alerts ``citylake watch`` raised, newest first (anyone may read them: their evidence names no count of people)."""
+    import polars as pl
+
+    from citylake.lake import scan
+
+    rows = scan(lake, "alerts")
+    if open_only:
+        rows = rows.filter(pl.col("status") == "open")
+    if since is not None:
+        rows = rows.filter(pl.col("end") >= since)
+    if kinds:
+        rows = rows.filter(pl.col("kind").is_in(list(kinds)))
+    return rows.sort("start", descending=True).collect()
+
+
 def check_ledger(lake: Lake, /, *, repair: bool = False) -> list[str]:
     """Drift between the ingestion ledger and the tables (``ingestion.ledger``), after mending what can be mended when
     ``repair``; an empty list means they agree."""

@@ -27,6 +27,7 @@ DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
 DEFAULT_BUFFER_MB = 1024  # ingestion.batch
 COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
 EARLIEST = dt.date(2000, 1, 1)  # ingestion.validate
+WATCH_POLL_SECONDS, WATCH_LATENESS_MINUTES, WATCH_HISTORY_DAYS = 5, 2, 28  # analytics.watch (WatchConfig)
 
 
 class SettingError(CitylakeError, ValueError):
@@ -130,6 +131,11 @@ SETTINGS: tuple[Setting, ...] = (
             "`map hotspots`; empty: a local cluster.", _text),
     Setting("analysis.workers", 2, "Worker processes of the local Dask cluster.", _positive_int),
     Setting("analysis.worker_memory", "", "Memory limit per local Dask worker such as '2GB'; empty: Dask's share of RAM.", _text),
+    Setting("watch.poll_seconds", WATCH_POLL_SECONDS, "`citylake watch` looks for newly landed pings and readings this often.",
+            _positive_int),
+    Setting("watch.lateness_minutes", WATCH_LATENESS_MINUTES, "`citylake watch` judges a 5-minute step once the newest data is "
+            "this many minutes past it (room for late pings).", _positive_int),
+    Setting("watch.history_days", WATCH_HISTORY_DAYS, "Days of history `citylake watch` learns what is usual from.", _positive_int),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -68,3 +68,8 @@ def test_the_defaults_users_see_are_the_rooms_own():
     assert S.DEFAULT_EXTENSION_DIR == engines.DEFAULT_EXTENSION_DIR and S.DEFAULT_BATCH_ROWS == textfile.DEFAULT_BATCH_ROWS
     assert (S.COMMIT_MESSAGES, S.COMMIT_SECONDS) == (mqtt.COMMIT_MESSAGES, mqtt.COMMIT_SECONDS)
     assert S.EARLIEST == validate.EARLIEST and S.DEFAULT_BUFFER_MB == batch.DEFAULT_BUFFER_MB
+    from citylake.analytics.watch import WatchConfig
+
+    config = WatchConfig()
+    assert (S.WATCH_POLL_SECONDS, S.WATCH_HISTORY_DAYS) == (config.poll_seconds, config.history_days)
+    assert S.WATCH_LATENESS_MINUTES * 60 == config.lateness.total_seconds()
