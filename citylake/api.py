@@ -180,11 +180,12 @@ def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings 
 
 def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | None = None, alerts_topic: str = "citylake/alerts",
           max_seconds: float | None = None, stop=None, announce: Callable[[str], None] = print, on_poll=None) -> int:
-    """``citylake watch``: raise live alerts from what lands in the lake until ``stop`` is set (or ``max_seconds``), writing
+    """``citylake watch``: raise live alerts from what lands in the lake until ``stop`` is set (default: on SIGINT or
+    SIGTERM, in the main thread) or ``max_seconds`` have passed, writing
     them to the ``alerts`` table and, with ``broker``, to ``<alerts_topic>/<alert id>``. Returns the alert rows written.
     The steward's: it reads raw pings; the k floor of the lake's policy bounds every crowd it reports."""
     from citylake.analytics.watch import Watcher, WatchConfig
-    from citylake.live import AlertPublisher
+    from citylake.live import AlertPublisher, stop_on_signals
     from citylake.privacy import k_for_result
 
     settings = settings or S.load()
@@ -198,7 +199,7 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
                           announce=announce)
         if publisher:
             watcher.republish_recent()
-        return watcher.run(max_seconds=max_seconds, stop=stop, on_poll=on_poll)
+        return watcher.run(max_seconds=max_seconds, stop=stop or stop_on_signals(), on_poll=on_poll)
     finally:
         if publisher:
             publisher.close()

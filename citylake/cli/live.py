@@ -38,16 +38,14 @@ def watch(ctx: Context, broker: str | None, alerts_topic: str, max_seconds: floa
       citylake alerts --open
     """
     from citylake import api
-    from citylake.live import stop_on_signals
 
     lake = ctx.open(write=True)
-    stop = stop_on_signals()
 
     def progress(watcher, changed: int) -> None:
         if changed:
             note(f"watch: {changed} alert update(s); judged up to {watcher.checkpoint.evaluated:%Y-%m-%d %H:%M} UTC")
 
-    written = api.watch(lake, settings=ctx.settings, broker=broker, alerts_topic=alerts_topic, max_seconds=max_seconds, stop=stop,
+    written = api.watch(lake, settings=ctx.settings, broker=broker, alerts_topic=alerts_topic, max_seconds=max_seconds,
                         announce=note, on_poll=progress)
     say(f"watch stopped: {written} alert update(s) written")
 
