@@ -186,7 +186,7 @@ def replay(broker: str, /, *, settings: S.Settings | None = None, tz: str | None
     from citylake import ingestion
 
     settings = settings or S.load()
-    return ingestion.replay(broker, tz=tz or settings["ingest.timezone"], batch_rows=settings["ingest.batch_rows"], **options)
+    return ingestion.replay(broker, tz=tz or settings["ingest.timezone"], **options)
 
 
 def check_ledger(lake: Lake, /, *, repair: bool = False) -> list[str]:

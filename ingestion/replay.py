@@ -12,8 +12,9 @@ start, reaches its last row. A message holds one slice of event time, ``batch_se
 order; across topics to within one slice. QoS 1, with at most ``INFLIGHT`` messages unacknowledged: a message the broker
 does not take stops the replay with an error, never silently.
 
-Memory: the window's rows are held, as their JSON text and time (some 100 bytes a ping), to be sorted: about 300 MB for
-the demo city's 3M pings. Narrow the window with ``start``/``end`` for larger files.
+Memory: the window's rows are held, as their JSON text and time (some 100 bytes a ping), and sorted by an index, not a
+copy; with the libraries and the reading's working copies a replay of 3M pings (7,000 devices over 7 days) peaked at
+800 MB. Narrow the window with ``start``/``end`` for larger files.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from citylake.ingestion.iot import READING_REQUIRED
 from citylake.ingestion.location import OPTIONAL as PING_OPTIONAL
 from citylake.ingestion.location import REQUIRED as PING_REQUIRED
 from citylake.ingestion.mqtt import CONNECT_TIMEOUT_S, Broker
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, chunks, columns
+from citylake.ingestion.textfile import chunks, columns
 
 PINGS_TOPIC, READINGS_TOPIC = "city/pings", "city/sensors/readings"  # under the city/sensors/# the README's ingest example takes
 SPEED = 60.0  # event seconds per wall-clock second: an hour of the city a minute
 BATCH_SECONDS = 1.0  # wall clock between messages of a feed: each holds that slice of event time
 MAX_ROWS = 1_000  # rows per message: a thousand pings are some 100 kB of JSON
+READ_ROWS = 100_000  # rows read at a time: a chunk's working copies cost several times its rows' ~100 bytes each
 UNPACED_SLICE_S = 60  # event seconds per message at full speed: small enough that the feeds stay interleaved
 INFLIGHT = 100  # messages published but not yet acknowledged; then the replay waits for the broker
 ACK_TIMEOUT_S = 30  # a broker that acknowledges nothing for this long is gone
@@ -87,15 +89,16 @@ class ReplayReport:
     last: dt.datetime | None = None
     reached: dt.datetime | None = None  # event time of the last row acknowledged
     resume: dt.datetime | None = None  # after an interruption: event time of the first row not acknowledged
-    seconds: float = 0.0
+    read_seconds: float = 0.0  # reading and sorting the files' window
+    seconds: float = 0.0  # publishing, from the first message to the last acknowledgement (the pace of the replay)
 
     def line(self) -> str:
         total = sum(self.rows.values())
         feeds = ", ".join(f"{n:,} {name}" for name, n in self.rows.items())
         span = f"event time {_shown(self.first)} to {_shown(self.last)} ({_span(self.first, self.last)})" if self.first else "no rows"
         skipped = f"; {self.skipped:,} rows skipped (no readable time or line)" if self.skipped else ""
-        return (f"replayed {total:,} rows ({feeds}) in {self.messages:,} messages to {self.broker}; {span} in "
-                f"{self.seconds:.1f} s{skipped}")
+        return (f"replayed {total:,} rows ({feeds}) in {self.messages:,} messages to {self.broker}; {span} sent in "
+                f"{self.seconds:.1f} s, after {self.read_seconds:.1f} s reading the files{skipped}")
 
     def progress(self) -> str:
         return (f"replay: event time {_shown(self.reached)}, {sum(self.rows.values()):,} rows in {self.messages:,} messages, "
@@ -121,8 +124,8 @@ class ReplayInterrupted(KeyboardInterrupt):
 def replay(
     broker: str, /, *, pings: str | Path | None = None, pings_topic: str = PINGS_TOPIC, readings: str | Path | None = None,
     readings_topic: str = READINGS_TOPIC, speed: float = SPEED, start: dt.datetime | None = None, end: dt.datetime | None = None,
-    batch_seconds: float = BATCH_SECONDS, max_rows: int = MAX_ROWS, tz: str = "UTC", batch_rows: int = DEFAULT_BATCH_ROWS,
-    client_id: str | None = None, on_progress: Callable[[ReplayReport], None] | None = None,
+    batch_seconds: float = BATCH_SECONDS, max_rows: int = MAX_ROWS, tz: str = "UTC", client_id: str | None = None,
+    on_progress: Callable[[ReplayReport], None] | None = None,
 ) -> ReplayReport:
     """Publish the rows of the ``pings`` and ``readings`` files with a time in [``start``, ``end``) to their topics in event-time
     order, ``speed`` times real time (0: as fast as the broker takes them); naive times in the files are read in ``tz``.
@@ -135,14 +138,15 @@ def replay(
         V.check_columns(found[feed.name], {}, str(feed.path), feed.required, fix=FIX)
     client = _connect(address, client_id or f"citylake-replay-{uuid.uuid4().hex[:8]}")
     report = ReplayReport(str(address), rows={feed.name: 0 for feed in feeds})
+    reading = time.monotonic()
     try:
-        read = [_rows_in_window(feed, found[feed.name], start=start, end=end, tz=tz, batch_rows=batch_rows, report=report)
-                for feed in feeds]
-        frames = [frame for frame, _ in read]
-        if not any(frame.height for frame in frames):
+        read = [_rows_in_window(feed, found[feed.name], start=start, end=end, tz=tz, report=report) for feed in feeds]
+        windows = [rows for rows, _ in read]
+        if not any(rows.times.size for rows in windows):
             raise _nothing_in_window(feeds, [span for _, span in read], start, end)
+        report.read_seconds = time.monotonic() - reading
         width_s = batch_seconds * speed if speed else UNPACED_SLICE_S
-        _publish(client, feeds, frames, report, speed=speed, width_us=int(width_s * 1e6), max_rows=max_rows, on_progress=on_progress)
+        _publish(client, feeds, windows, report, speed=speed, width_us=int(width_s * 1e6), max_rows=max_rows, on_progress=on_progress)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -189,13 +193,26 @@ def _connect(address: Broker, client_id: str) -> paho.Client:
     return client
 
 
-def _rows_in_window(feed: Feed, found: list[str], *, start, end, tz: str, batch_rows: int,
-                    report: ReplayReport) -> tuple[pl.DataFrame, tuple[dt.datetime, dt.datetime] | None]:
-    """The feed's rows with a time in [start, end) as (time, JSON object), sorted by time (ties in file order), and the
-    first and last time of the whole file (None: no readable time); ``found``: the file's columns."""
+@dataclass
+class _Rows:
+    """A feed's rows in the window, in event-time order without a sorted copy of their text: row ``i`` is at ``times[i]``
+    (microseconds, sorted) and its JSON object is ``texts[order[i]]`` (ties keep their order in the file)."""
+
+    times: np.ndarray
+    order: np.ndarray
+    texts: pl.Series
+
+    def objects(self, a: int, b: int) -> list[str]:
+        return self.texts.gather(self.order[a:b]).to_list()
+
+
+def _rows_in_window(feed: Feed, found: list[str], *, start, end, tz: str,
+                    report: ReplayReport) -> tuple[_Rows, tuple[dt.datetime, dt.datetime] | None]:
+    """The feed's rows with a time in [start, end), and the first and last time of the whole file (None: no readable time);
+    ``found``: the file's columns."""
     fields = [c for c in (*feed.required, *feed.optional) if c in found]
     parts, first, last = [], [], []
-    for raw in chunks(feed.path, batch_rows=batch_rows):
+    for raw in chunks(feed.path, batch_rows=READ_ROWS):
         rows = pl.from_arrow(raw.rows.select(fields))
         times = V.timestamps(rows["ts"], tz)
         report.skipped += len(raw.rejected) + times.null_count()
@@ -208,9 +225,11 @@ def _rows_in_window(feed: Feed, found: list[str], *, start, end, tz: str, batch_
         if end:
             keep &= times < _utc(end)
         rows = rows.with_columns(times.alias(TS)).filter(keep)
-        parts.append(rows.select(TS, _json_objects(feed, fields, rows.schema).alias(JSON)))
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema={TS: pl.Datetime("us", "UTC"), JSON: pl.String})
-    return frame.sort(TS, maintain_order=True), (min(first), max(last)) if first else None
+        parts.append(rows.select(pl.col(TS).dt.epoch("us"), _json_objects(feed, fields, rows.schema).alias(JSON)))
+    frame = pl.concat(parts, rechunk=False) if parts else pl.DataFrame(schema={TS: pl.Int64, JSON: pl.String})
+    times = frame[TS].to_numpy()
+    order = np.argsort(times, kind="stable")
+    return _Rows(times[order], order, frame[JSON]), (min(first), max(last)) if first else None
 
 
 def _nothing_in_window(feeds: list[Feed], spans: list, start, end) -> UnreadableInput:
@@ -234,10 +253,9 @@ def _json_objects(feed: Feed, fields: list[str], schema: pl.Schema) -> pl.Expr:
     return text
 
 
-def _publish(client: paho.Client, feeds: list[Feed], frames: list[pl.DataFrame], report: ReplayReport, *, speed: float,
+def _publish(client: paho.Client, feeds: list[Feed], windows: list[_Rows], report: ReplayReport, *, speed: float,
              width_us: int, max_rows: int, on_progress) -> None:
-    times = [frame[TS].dt.epoch("us").to_numpy() for frame in frames]
-    texts = [frame[JSON].to_arrow() for frame in frames]
+    times = [rows.times for rows in windows]
     first_us = min(int(t[0]) for t in times if t.size)
     report.first, report.last = _time(first_us), _time(max(int(t[-1]) for t in times if t.size))
     sender = _Sender(client, report, on_progress)
@@ -247,7 +265,7 @@ def _publish(client: paho.Client, feeds: list[Feed], frames: list[pl.DataFrame],
             upcoming = _time(times[f][a])
             if speed:
                 sender.wait_until(sender.started + (times[f][b - 1] - first_us) / 1e6 / speed)
-            payload = ("[" + ",".join(texts[f].slice(a, b - a).to_pylist()) + "]").encode()
+            payload = ("[" + ",".join(windows[f].objects(a, b)) + "]").encode()
             sender.send(feeds[f], payload, _Sent(feeds[f].name, b - a, upcoming, _time(times[f][b - 1])))
             upcoming = None
         sender.finish()

@@ -53,7 +53,7 @@ def replay(ctx: Context, broker: str, pings: str | None, pings_topic: str, readi
 
     For tests and demos: a live `citylake ingest mqtt` (and a detector) sees the city as it happens,
     an injected surge included. Rows of both files in [--from, --to) are sorted by time (the window is
-    held in memory: ~100 bytes a row) and go out as JSON lists of objects, the messages `ingest mqtt`
+    held in memory: 3M pings take some 800 MB) and go out as JSON lists of objects, the messages `ingest mqtt`
     reads, QoS 1, each message once the replay clock reaches its last row. Values are sent as the
     file holds them (raw device ids: this is the city's feed, not the lake). A line of progress goes to
     stderr every 10 s, a summary to stdout at the end; Ctrl-C stops and says where to go on.
