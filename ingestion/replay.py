@@ -313,25 +313,37 @@ class _Sender:
 
     def tick(self) -> None:
         """Count what the broker has taken so far, without waiting; say how far the replay got now and then."""
-        while self.pending and self.pending[0].info.is_published():
-            self.acknowledged()
+        while self.pending and self.acknowledged(wait=False):
+            pass
         now = time.monotonic()
         self.report.seconds = now - self.started
         if self.on_progress and now - self.last_said >= PROGRESS_SECONDS:
             self.last_said = now
             self.on_progress(self.report)
 
-    def acknowledged(self) -> None:
-        """Wait for the oldest message's acknowledgement and count it."""
+    def acknowledged(self, *, wait: bool = True) -> bool:
+        """Count the oldest message once the broker has acknowledged it, waiting up to ``ACK_TIMEOUT_S`` if ``wait``; whether it
+        has. A lost connection (paho raises) or a broker silent for that long ends the replay."""
         sent = self.pending[0]
-        if not _acknowledged(sent.info):
-            raise UnreadableInput(self.report.broker, f"the broker acknowledged no message for {ACK_TIMEOUT_S}s; is it still "
-                                  f"running? {self.report.messages:,} messages were acknowledged; go on with --from "
-                                  f"{_shown(sent.first, floor=True)}")
+        try:
+            if wait:
+                sent.info.wait_for_publish(ACK_TIMEOUT_S)
+            taken = sent.info.is_published()
+        except (RuntimeError, ValueError) as err:
+            raise self._lost(sent, str(err)) from None
+        if not taken:
+            if wait:
+                raise self._lost(sent, f"no acknowledgement for {ACK_TIMEOUT_S}s")
+            return False
         self.pending.popleft()
         self.report.rows[sent.feed] += sent.rows
         self.report.messages += 1
         self.report.reached = sent.last
+        return True
+
+    def _lost(self, sent: _Sent, why: str) -> UnreadableInput:
+        return UnreadableInput(self.report.broker, f"lost the broker ({why}); is it still running? {self.report.messages:,} messages "
+                               f"were acknowledged: go on with --from {_shown(sent.first, floor=True)}")
 
 
 def _plan(times: list[np.ndarray], first_us: int, width_us: int, max_rows: int) -> list[tuple[int, int, int]]:
@@ -352,15 +364,6 @@ def _plan(times: list[np.ndarray], first_us: int, width_us: int, max_rows: int) 
     feed, starts, stops, due = (np.concatenate(a) for a in (feed, starts, stops, due))
     order = np.lexsort((starts, feed, due))
     return list(zip(feed[order].tolist(), starts[order].tolist(), stops[order].tolist()))
-
-
-def _acknowledged(info: paho.MQTTMessageInfo) -> bool:
-    """Whether the broker acknowledged the message within ``ACK_TIMEOUT_S`` (a dropped connection is no acknowledgement)."""
-    try:
-        info.wait_for_publish(ACK_TIMEOUT_S)
-    except (RuntimeError, ValueError):
-        return False
-    return info.is_published()
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
