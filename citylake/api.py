@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from citylake.analytics.detect import Analysis
     from citylake.ingestion.batch import IngestReport
+    from citylake.ingestion.replay import ReplayReport
     from citylake.lake import Lake
     from citylake.privacy import Policy
     from citylake.queries import Filters
@@ -219,6 +220,16 @@ def alerts(lake: Lake, /, *, open_only: bool = False, since: dt.datetime | None 
     if kinds:
         rows = rows.filter(pl.col("kind").is_in(list(kinds)))
     return rows.sort("start", descending=True).collect()
+
+
+def replay(broker: str, /, *, settings: S.Settings | None = None, tz: str | None = None, **options) -> ReplayReport:
+    """A city's pings and readings files published to MQTT in event-time order at a chosen speed, for tests and demos (options:
+    pings, readings, their topics, speed, start, end, batch_seconds, …; see ``ingestion.replay``). Naive times in the files are
+    read in ``tz``, default the ``ingest.timezone`` setting. Needs no lake: it is the city's feed, raw device ids and all."""
+    from citylake import ingestion
+
+    settings = settings or S.load()
+    return ingestion.replay(broker, tz=tz or settings["ingest.timezone"], **options)
 
 
 def check_ledger(lake: Lake, /, *, repair: bool = False) -> list[str]:

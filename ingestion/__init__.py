@@ -1,5 +1,5 @@
 """The feeds into the lake: map data, the sensor registry and readings (files and MQTT), device pings.
-Exactly once; bad rows are quarantined with a reason.
+Exactly once; bad rows are quarantined with a reason. And the other way: a city's feed files replayed to MQTT.
 
 The public names load their module on first use, so importing one feed does not import every other
 feed's libraries (GeoPandas for map data, paho for MQTT).
@@ -17,6 +17,7 @@ _PUBLIC = {
     "ingest_sensors": "iot", "ingest_readings": "iot", "READING_REQUIRED": "iot",
     "ingest_places": "map",
     "ingest_mqtt": "mqtt",
+    "replay": "replay", "ReplayReport": "replay", "ReplayInterrupted": "replay",
     "generate_city": "city",
     "parse_mapping": "validate",
     "IngestReport": "batch",

@@ -136,10 +136,11 @@ def test_bad_setting_names_its_source(tmp_path):
 
 def test_help_explains_with_examples():
     top = ok("--help")
-    for command in ("init", "tables", "sql", "maintain", "settings", "ingest", "generate-city"):
+    for command in ("init", "tables", "sql", "maintain", "settings", "ingest", "generate-city", "replay"):
         assert command in top
     assert "citylake sql" in ok("sql", "--help")
     assert "--dry-run / --apply" in ok("maintain", "vacuum", "--help")
+    assert "citylake replay --broker" in ok("replay", "--help")
 
 
 def test_settings_lists_every_setting_with_its_source(tmp_path):

@@ -27,6 +27,7 @@ GRACE = 1.0  # seconds the main thread has to take an interrupt before the proce
 FORWARD_AFTER = 0.05
 LINE = "citylake: interrupted; run the command again to resume (what was committed stays, and is not done twice)"
 
+_line = LINE  # what an interrupt says: a command whose rerun does not resume says instead how to go on (``explain``)
 _taken = 0  # interrupts Python's handler has raised in the main thread
 _reported = threading.Lock()
 _armed = True
@@ -55,13 +56,19 @@ def let_the_caller_handle() -> None:
     _armed = False
 
 
+def explain(line: str) -> None:
+    """Say ``line`` (whole, from ``citylake:``) instead of ``LINE`` when this command is interrupted."""
+    global _line
+    _line = line
+
+
 def report() -> int:
     """Print the one line (once, whoever comes first) and return the exit code for an interrupt."""
     if _reported.acquire(blocking=False):
         stderr.quiet()
         with contextlib.suppress(Exception):
             fd = sys.stderr.fileno()
-            os.write(fd, (("\n" if os.isatty(fd) else "") + LINE + "\n").encode())
+            os.write(fd, (("\n" if os.isatty(fd) else "") + _line + "\n").encode())
     return 130
 
 
