@@ -110,6 +110,7 @@ class Watcher:
         self.episodes = Episodes(scan(lake, "alerts").filter(pl.col("status") == "open").collect())
         self.baseline_day: dt.date | None = None
         self.raised = 0
+        self.raised_at: dict[str, dt.datetime] = {}  # alert id → the step (event time) that first raised it
         self.unpublished: list[dict] = []
         self._load_state()
 
@@ -182,6 +183,8 @@ class Watcher:
         self.pending = self.pending.filter(pl.col("ts") >= at)
         self._take_readings(due)
         self._silences(at)
+        for episode in self.episodes.open.values():
+            self.raised_at.setdefault(episode.alert_id, at)
         self.episodes.close_quiet(at)
         self.hits = self.hits.filter(pl.col("ts") >= at + STEP - WINDOW)
 

@@ -110,7 +110,7 @@ class Run:
 
 def figures() -> list[tuple[str, Callable[[Run], dict]]]:
     """Every figure in the order a full run measures them, under its name in results.json (what ``--only`` picks)."""
-    from bench import analysis, footfall, ingest, knn, lake_write, month_ingest, point_to_cell, queries_scaling, release
+    from bench import analysis, footfall, ingest, knn, lake_write, live, month_ingest, point_to_cell, queries_scaling, release
 
     return [
         ("point_to_cell", lambda run: point_to_cell.bench_point_to_cell(run.rows)),
@@ -124,5 +124,6 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("queries_scaling", lambda run: queries_scaling.bench_queries_scaling(run.rows, run.work)),
         ("detection_truth", lambda run: analysis.bench_detection_truth(run.work)),
         ("dask_scaling", lambda run: analysis.bench_dask_scaling(run.work)),
+        ("live_alerts", lambda run: live.bench_live_alerts(run.work)),
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
     ]

@@ -170,12 +170,14 @@ def ingest_places(lake: Lake, path: str | Path, /, *, category: str | None = Non
 
 
 def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings | None = None, tz: str | None = None,
-                **options) -> IngestReport:
-    """Live readings from an MQTT broker, committing as the ``mqtt.*`` settings say (options: client_id, max_seconds, …)."""
+                feed: str = "readings", **options) -> IngestReport:
+    """Live readings or pings (``feed``) from an MQTT broker, committing as the ``mqtt.*`` settings say (options:
+    client_id, max_seconds, …); pings are pseudonymised with the steward's key."""
     from citylake import ingestion
 
     settings = settings or S.load()
-    return ingestion.ingest_mqtt(lake, broker, topic, commit_messages=settings["mqtt.commit_messages"],
+    key = steward_key(lake, settings=settings, doing="ingesting pings") if feed == "pings" else None
+    return ingestion.ingest_mqtt(lake, broker, topic, commit_messages=settings["mqtt.commit_messages"], feed=feed, key=key,
                                  commit_seconds=settings["mqtt.commit_seconds"], tz=tz or settings["ingest.timezone"], **options)
 
 

@@ -62,10 +62,10 @@ def _pings_chunks(
     """The file's validated chunks; a header without the required columns is refused now, before any chunk is read."""
     V.check_columns(columns(path, delimiter=delimiter), mapping, str(path), REQUIRED)
     return validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
-                     lambda raw: _validate(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
+                     lambda raw: validate_pings(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
 
 
-def _validate(
+def validate_pings(
     raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, window: V.TimeWindow
 ) -> Chunk:
     rows = V.rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)

@@ -1,7 +1,11 @@
-"""Live IoT feed: subscribe to an MQTT broker and micro-batch readings into the lake.
+"""Live feeds: subscribe to an MQTT broker and micro-batch readings or pings into the lake.
 
-Each message carries one reading, or a list of readings, as JSON:
-``{"sensor_id": "S0001", "ts": "2026-11-01T08:00:00Z", "metric": "pm25", "value": 31.5}``.
+Each message carries one record, or a list of records, as JSON. A reading:
+``{"sensor_id": "S0001", "ts": "2026-11-01T08:00:00Z", "metric": "pm25", "value": 31.5}``; a ping:
+``{"device_id": "a81f…", "ts": "2026-11-01T08:00:03Z", "lat": 31.2304, "lon": 121.4737, "accuracy_m": 12}`` (accuracy_m
+optional). Pings are checked exactly as a pings file's rows are and pseudonymised with the lake's key before anything
+is written; a rejected ping is quarantined with its device id as the pseudonym, and a message that is not JSON is
+quarantined withheld (its id cannot be separated from the rest).
 Messages are acknowledged to the broker only after the commit that holds them (QoS 1 with a
 persistent session), so a crash loses nothing: the broker redelivers, and the lake's key
 dedupe keeps redelivered readings from landing twice. SIGINT/SIGTERM flush what is held, then exit.
@@ -27,6 +31,10 @@ from paho.mqtt.properties import Properties
 from citylake.ingestion.batch import BatchWriter, IngestReport
 from citylake.ingestion.errors import BadOption, UnreadableInput
 from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
+from citylake.ingestion.location import OPTIONAL as PING_OPTIONAL
+from citylake.ingestion.location import REQUIRED as PING_REQUIRED
+from citylake.ingestion.location import WITHHELD
+from citylake.ingestion.location import validate_pings
 from citylake.ingestion.textfile import RawChunk
 from citylake.ingestion.validate import time_window
 from citylake.lake import Lake
@@ -36,6 +44,7 @@ SESSION_EXPIRY_S = 7 * 86400  # the broker keeps unacknowledged messages for a s
 COMMIT_MESSAGES = 5_000  # a commit every this many messages…
 COMMIT_SECONDS = 10  # …or this many seconds: small files stay rare, readings land within seconds
 MAX_RECEIVE = 65_535  # MQTT v5's largest Receive Maximum: a commit may hold at most this many messages
+FEEDS = {"readings": READING_REQUIRED, "pings": (*PING_REQUIRED, *PING_OPTIONAL)}  # the fields each feed's records carry
 
 
 @dataclass(frozen=True)
@@ -65,16 +74,20 @@ class Message:
 def ingest_mqtt(
     lake: Lake, broker: str, topic: str, /, *, client_id: str = "citylake-ingest", commit_messages: int = COMMIT_MESSAGES,
     commit_seconds: float = COMMIT_SECONDS, max_seconds: float | None = None, max_messages: int | None = None, tz: str = "UTC",
-    on_commit=None,
+    on_commit=None, feed: str = "readings", key: bytes | None = None,
 ) -> IngestReport:
-    """Subscribe and commit readings every ``commit_messages`` messages or ``commit_seconds``,
-    until ``max_seconds``/``max_messages`` or a SIGINT/SIGTERM."""
+    """Subscribe and commit the ``feed``'s records (readings, or pings pseudonymised with ``key``) every
+    ``commit_messages`` messages or ``commit_seconds``, until ``max_seconds``/``max_messages`` or a SIGINT/SIGTERM."""
+    if feed not in FEEDS:
+        raise BadOption("--feed", feed, f"use one of {', '.join(FEEDS)}")
+    if feed == "pings" and key is None:
+        raise BadOption("--feed", feed, "pings need the lake's pseudonym key")
     address = Broker.parse(broker)
     commit_messages = min(commit_messages, MAX_RECEIVE)
     inbox: queue.Queue[Message] = queue.Queue()
     client = _connect(address, topic, client_id, inbox, window=commit_messages)
     session = hashlib.sha256(f"{address}/{topic}/{client_id}/{time.time_ns()}".encode()).hexdigest()
-    writer = BatchWriter(lake, "readings", f"{address}/{topic}", session)
+    writer = BatchWriter(lake, feed, f"{address}/{topic}", session)
     stop = _stop_on_signals()
     started, held, received, index = time.monotonic(), [], 0, 0
     last_commit = started
@@ -90,12 +103,12 @@ def ingest_mqtt(
             except queue.Empty:
                 pass
             if held and (len(held) >= commit_messages or time.monotonic() - last_commit >= commit_seconds):
-                _commit(lake, writer, client, held, index, tz)
+                _commit(lake, writer, client, held, index, tz, feed, key)
                 index, held, last_commit = index + 1, [], time.monotonic()
                 if on_commit:
                     on_commit(writer.report)
         if held:
-            _commit(lake, writer, client, held, index, tz)
+            _commit(lake, writer, client, held, index, tz, feed, key)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -134,21 +147,27 @@ def _connect(address: Broker, topic: str, client_id: str, inbox: queue.Queue, *,
     return client
 
 
-def _commit(lake: Lake, writer: BatchWriter, client: paho.Client, held: list[Message], index: int, tz: str) -> None:
+def _commit(lake: Lake, writer: BatchWriter, client: paho.Client, held: list[Message], index: int, tz: str, feed: str,
+            key: bytes | None) -> None:
     window = time_window()  # the live feed checks against now, message by message
-    chunk = validate_readings(_as_rows(held), writer.source, known=sensor_cells(lake), mapping={}, tz=tz, window=window)
+    rows = _as_rows(held, FEEDS[feed], withhold=feed == "pings")
+    if feed == "pings":
+        chunk = validate_pings(rows, writer.source, key=key, cell_res=lake.cell_res, mapping={}, tz=tz, window=window)
+    else:
+        chunk = validate_readings(rows, writer.source, known=sensor_cells(lake), mapping={}, tz=tz, window=window)
     writer.commit(index, chunk)
     for message in held:  # only now may the broker forget them
         if message.qos:
             client.ack(message.mid, message.qos)
 
 
-def _as_rows(held: list[Message]) -> RawChunk:
-    """Messages as text rows (one per reading); unreadable messages rejected with their sequence number."""
-    rows: dict[str, list] = {c: [] for c in READING_REQUIRED}
+def _as_rows(held: list[Message], fields: tuple[str, ...], *, withhold: bool = False) -> RawChunk:
+    """Messages as text rows (one per record); unreadable messages rejected with their sequence number (their text
+    withheld when it may hold a device id)."""
+    rows: dict[str, list] = {c: [] for c in fields}
     positions, rejected = [], []
     for message in held:
-        text = message.payload.decode("utf-8", "replace")
+        text = WITHHELD if withhold else message.payload.decode("utf-8", "replace")
         try:
             body = json.loads(message.payload)
         except ValueError:
@@ -158,12 +177,12 @@ def _as_rows(held: list[Message]) -> RawChunk:
             if not isinstance(record, dict):
                 rejected.append((message.seq, text[:10_000], "message is not a JSON object or list of objects", "not a JSON object"))
                 continue
-            for column in READING_REQUIRED:
+            for column in fields:
                 value = record.get(column)
                 rows[column].append(None if value is None else value if isinstance(value, str) else json.dumps(value))
             positions.append(message.seq)
     table = pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()})
-    return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected)
+    return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, delimiter=None)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -107,3 +107,54 @@ def test_unreachable_broker_is_one_clear_error(lake):
 
     with pytest.raises(UnreadableInput, match="cannot connect to the broker"):
         ingest_mqtt(lake, "mqtt://127.0.0.1:1", "x", max_seconds=1)
+
+
+# -- live pings -----------------------------------------------------------------------------------
+def ping(device: str, minute: int, lat: float = 31.2) -> dict:
+    return {"device_id": device, "ts": f"2026-11-01T08:{minute:02d}:00Z", "lat": lat, "lon": 121.4}
+
+
+@pytest.fixture
+def keyed_lake(lake):
+    from conftest import with_key
+
+    return with_key(lake)
+
+
+def test_live_pings_are_pseudonymised_checked_and_land_once(keyed_lake, mosquitto):
+    from conftest import TEST_KEY
+
+    client_id, topic = f"t-{uuid.uuid4().hex[:8]}", f"city/{uuid.uuid4().hex[:6]}/pings"
+    subscribe_once(keyed_lake, mosquitto, topic, client_id)
+    good = [ping("raw-device-alpha", m) for m in range(20)] + [[ping("raw-device-beta", 1), ping("raw-device-beta", 2)]]
+    again = [ping("raw-device-alpha", 3)]  # a redelivery of a ping already sent
+    bad = [b'{"device_id": "raw-device-gamma", broken', ping("raw-device-delta", 5, lat=123.0)]
+    publish(mosquitto, topic, good + again + bad)
+    report = ingest_mqtt(keyed_lake, mosquitto, topic, client_id=client_id, feed="pings", key=TEST_KEY.encode(), commit_messages=8,
+                         max_messages=len(good) + len(again) + len(bad), max_seconds=30)
+    assert (report.accepted, report.rejected, report.duplicates) == (22, 2, 1)
+    assert keyed_lake.rows("pings") == 22
+    reasons = sorted(r for (r,) in duckdb_for(keyed_lake).execute("SELECT reason FROM quarantine").fetchall())
+    assert any("not valid JSON" in r for r in reasons) and any("lat 123" in r for r in reasons), reasons
+    for path in keyed_lake.root.rglob("*"):  # no raw device id anywhere under the lake, quarantine included
+        if path.is_file():
+            assert b"raw-device" not in path.read_bytes(), path
+
+
+def test_a_killed_pings_ingester_loses_nothing(keyed_lake, mosquitto):
+    client_id, topic = f"t-{uuid.uuid4().hex[:8]}", f"city/{uuid.uuid4().hex[:6]}"
+    from conftest import TEST_KEY
+
+    subscribe_once(keyed_lake, mosquitto, topic, client_id)
+    publish(mosquitto, topic, [ping(f"d{m % 7}", m) for m in range(40)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citylake.cli", "--lake", str(keyed_lake.root), "ingest", "mqtt", "--feed", "pings", "--broker", mosquitto,
+         "--topic", topic, "--client-id", client_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CITYLAKE_MQTT_COMMIT_SECONDS": "3600", "CITYLAKE_PSEUDONYM_KEY": TEST_KEY})
+    time.sleep(3)
+    proc.kill()
+    proc.wait()
+    assert keyed_lake.rows("pings") == 0
+    report = ingest_mqtt(keyed_lake, mosquitto, topic, client_id=client_id, feed="pings", key=TEST_KEY.encode(), max_messages=40,
+                         max_seconds=30)
+    assert report.accepted == 40 and keyed_lake.rows("pings") == 40

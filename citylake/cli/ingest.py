@@ -118,27 +118,34 @@ def places(ctx: Context, files: tuple[str, ...], category: str | None, name_fiel
 @ingest.command(name="mqtt")
 @click.option("--broker", required=True, metavar="mqtt://HOST:PORT", help="The MQTT broker.")
 @click.option("--topic", required=True, help="Topic filter, e.g. 'city/sensors/#'.")
+@click.option("--feed", type=click.Choice(["readings", "pings"]), default="readings", show_default=True,
+              help="What the messages carry: sensor readings, or device pings (pseudonymised before anything is written).")
 @click.option("--max-seconds", type=float, help="Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")
 @click.option("--max-messages", type=int, help="Stop after this many messages.")
 @click.option("--client-id", default="citylake-ingest", show_default=True,
               help="MQTT client id; the broker keeps unacknowledged messages for it across restarts.")
 @TZ
 @pass_context
-def mqtt(ctx: Context, broker: str, topic: str, max_seconds: float | None, max_messages: int | None, client_id: str,
+def mqtt(ctx: Context, broker: str, topic: str, feed: str, max_seconds: float | None, max_messages: int | None, client_id: str,
          tz: str | None) -> None:
-    """Live readings from an MQTT broker, committed every N messages or T seconds.
+    """Live readings or pings from an MQTT broker, committed every N messages or T seconds.
 
-    Each message is a JSON reading {"sensor_id", "ts", "metric", "value"} or a list of them.
-    Messages are acknowledged only once committed; SIGINT/SIGTERM flush what is held first.
+    Each message is one JSON record or a list of them: a reading {"sensor_id", "ts", "metric",
+    "value"}, or a ping {"device_id", "ts", "lat", "lon"[, "accuracy_m"]}. Records are checked as a
+    file's rows are (bad ones quarantined with the reason; pings' device ids pseudonymised first),
+    and keys already in the lake are skipped. Messages are acknowledged only once committed (QoS 1,
+    a persistent session per --client-id), so a crash loses nothing; SIGINT/SIGTERM flush first.
 
     \b
-    Example:
+    Examples:
       citylake ingest mqtt --broker mqtt://localhost:1883 --topic 'city/sensors/#' --max-seconds 60
+      citylake ingest mqtt --broker mqtt://localhost:1883 --topic city/pings --feed pings --client-id pings-1
     """
     from citylake import api
 
     report = api.ingest_mqtt(ctx.open(write=True), broker, topic, settings=ctx.settings, client_id=client_id, max_seconds=max_seconds,
-                             max_messages=max_messages, tz=tz, on_commit=lambda r: note(f"committed: {r.accepted:,} readings so far"))
+                             max_messages=max_messages, tz=tz, feed=feed,
+                             on_commit=lambda r: note(f"committed: {r.accepted:,} {feed} so far"))
     say(report.line())
 
 
