@@ -25,7 +25,7 @@ KEY = b"bench-live-key-0123456789abcdef-0123456789abcdef"
 
 def bench_live_alerts(work: Path) -> dict:
     out: dict = {"how": "history ingested from files up to 1 h before the first event; the rest fed as hourly files (pings, "
-                        "readings) with the watcher polling after each; batch = analytics.analyse over the same lake and window; "
+                        "readings) with the watcher polling after each; batch = analytics.analyse over the whole lake when fed; "
                         "both scored with analytics.truth.score on the events in the window; latency = the watcher's first "
                         "step raising a matching alert minus the event's start, in event minutes (no ingest lag: see "
                         "live_replay for lag through MQTT)",
@@ -76,12 +76,14 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
         polls.append(time.perf_counter() - began)
     alerts = scan(lake, "alerts").collect()
     live = score(for_scoring(alerts), events)
-    batch = score(analyse(lake, start=start, end=start + dt.timedelta(hours=hours)).detections, events)
+    batch = score(analyse(lake).detections, events)  # the batch job over the whole lake, history included
     scored = for_scoring(alerts).with_columns(pl.Series("alert_id", alerts["alert_id"])).to_dicts()
     latency = {}
     for event in events:
         raised = [watcher.raised_at[a["alert_id"]] for a in scored if matches(a, event) and a["alert_id"] in watcher.raised_at]
         latency[event["kind"]] = round((min(raised) - event["start"]).total_seconds() / 60, 1) if raised else None
+    if latency.get("crowd_surge") is not None:  # the generator's crowd arrives an hour after the event's start (its sensors jump
+        latency["crowd_surge_from_crowd_arrival"] = latency["crowd_surge"] - 60  # at the start): ingestion.city._pings, hour >= 11
     return {"live_hours": hours, "pings": pings.height, "live": _brief(live), "batch": _brief(batch),
             "latency_event_minutes": latency, "alerts": alerts.height, "said": said,
             "poll_seconds_median": round(sorted(polls)[len(polls) // 2], 3), "poll_seconds_max": round(max(polls), 3)}
