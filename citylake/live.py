@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import signal
-import threading
 import uuid
 
 import paho.mqtt.client as paho
 
 from citylake.h3_index.errors import CitylakeError
-from citylake.ingestion.mqtt import Broker
+from citylake.ingestion.mqtt import Broker, stop_on_signals
 
 PUBLISH_TIMEOUT_S = 10
 
@@ -53,10 +51,4 @@ def _iso(value):
     raise TypeError(type(value).__name__)
 
 
-def stop_on_signals() -> threading.Event:
-    """An event SIGINT and SIGTERM set: a long-running command finishes its step, saves, then returns."""
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-    return stop
+__all__ = ["AlertPublisher", "BrokerAway", "stop_on_signals"]

@@ -88,7 +88,7 @@ def ingest_mqtt(
     client = _connect(address, topic, client_id, inbox, window=commit_messages)
     session = hashlib.sha256(f"{address}/{topic}/{client_id}/{time.time_ns()}".encode()).hexdigest()
     writer = BatchWriter(lake, feed, f"{address}/{topic}", session)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     started, held, received, index = time.monotonic(), [], 0, 0
     last_commit = started
     try:
@@ -185,7 +185,7 @@ def _as_rows(held: list[Message], fields: tuple[str, ...], *, withhold: bool = F
     return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, delimiter=None)
 
 
-def _stop_on_signals() -> threading.Event:
+def stop_on_signals() -> threading.Event:
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
