@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from citylake.analytics.alerts import DROP, FAULT, SURGE, Episodes
-from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, slot_of, history_window, place_baselines, sensor_baselines
+from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, history_window, place_baselines, sensor_baselines, slot_of
 from citylake.lake import Lake, added_since, read_added, registry, scan
 from citylake.queries import PlaceFinder
 

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import polars as pl
 
-
-
 SHAPES = {"developed": (2_000, 8, 1), "held_out": (5_000, 16, 11), "weekend_surge": (1_200, 10, 5)}
 KEY = b"bench-live-key-0123456789abcdef-0123456789abcdef"
 
@@ -40,7 +38,7 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
     from citylake.analytics.alerts import for_scoring
     from citylake.analytics.detect import analyse
     from citylake.analytics.truth import load_events, matches, score
-    from citylake.analytics.watch import Watcher, WatchConfig
+    from citylake.analytics.watch import WatchConfig, Watcher
     from citylake.ingestion.city import generate_city
     from citylake.ingestion.iot import ingest_readings, ingest_sensors
     from citylake.ingestion.location import ingest_pings

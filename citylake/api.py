@@ -187,7 +187,7 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
     SIGTERM, in the main thread) or ``max_seconds`` have passed, writing
     them to the ``alerts`` table and, with ``broker``, to ``<alerts_topic>/<alert id>``. Returns the alert rows written.
     The steward's: it reads raw pings; the k floor of the lake's policy bounds every crowd it reports."""
-    from citylake.analytics.watch import Watcher, WatchConfig
+    from citylake.analytics.watch import WatchConfig, Watcher
     from citylake.live import AlertPublisher, stop_on_signals
     from citylake.privacy import k_for_result
 

@@ -33,8 +33,7 @@ from citylake.ingestion.errors import BadOption, UnreadableInput
 from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
 from citylake.ingestion.location import OPTIONAL as PING_OPTIONAL
 from citylake.ingestion.location import REQUIRED as PING_REQUIRED
-from citylake.ingestion.location import WITHHELD
-from citylake.ingestion.location import validate_pings
+from citylake.ingestion.location import WITHHELD, validate_pings
 from citylake.ingestion.textfile import RawChunk
 from citylake.ingestion.validate import time_window
 from citylake.lake import Lake

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import TEST_KEY, generated_city_lake, utc, with_key
 
 from citylake.analytics.alerts import FAULT, SURGE, Episodes, alert_id, for_scoring
 from citylake.analytics.truth import load_events, score
-from citylake.analytics.watch import CHECKPOINT, Watcher, WatchConfig
+from citylake.analytics.watch import CHECKPOINT, WatchConfig, Watcher
 from citylake.ingestion.iot import ingest_readings
 from citylake.ingestion.location import ingest_pings
 from citylake.ingestion.map import ingest_places
 from citylake.lake import Lake, scan
-from conftest import TEST_KEY, generated_city_lake, utc, with_key
 
 KEY = TEST_KEY.encode()
 NOW = dt.timedelta(0)
