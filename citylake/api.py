@@ -169,16 +169,19 @@ def ingest_places(lake: Lake, path: str | Path, /, *, category: str | None = Non
                                    progress=progress)
 
 
-def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, settings: S.Settings | None = None, tz: str | None = None,
-                feed: str = "readings", **options) -> IngestReport:
-    """Live readings or pings (``feed``) from an MQTT broker, committing as the ``mqtt.*`` settings say (options:
-    client_id, max_seconds, …); pings are pseudonymised with the steward's key."""
+def ingest_mqtt(lake: Lake, broker: str, topic: str, /, *, feed: str = "readings", settings: S.Settings | None = None,
+                tz: str | None = None, **options) -> IngestReport:
+    """Live readings or pings (``feed``) from an MQTT broker, committing and compacting as the ``mqtt.*`` settings say;
+    pings are pseudonymised with the steward's key (options: client_id, max_seconds, max_messages, on_commit, announce)."""
     from citylake import ingestion
 
     settings = settings or S.load()
     key = steward_key(lake, settings=settings, doing="ingesting pings") if feed == "pings" else None
-    return ingestion.ingest_mqtt(lake, broker, topic, commit_messages=settings["mqtt.commit_messages"], feed=feed, key=key,
-                                 commit_seconds=settings["mqtt.commit_seconds"], tz=tz or settings["ingest.timezone"], **options)
+    return ingestion.ingest_mqtt(lake, broker, topic, feed=feed, key=key, commit_messages=settings["mqtt.commit_messages"],
+                                 commit_seconds=settings["mqtt.commit_seconds"], tz=tz or settings["ingest.timezone"],
+                                 earliest=settings["ingest.earliest"], compact_seconds=settings["mqtt.compact_minutes"] * 60,
+                                 retention_hours=settings["lake.vacuum_retention_hours"], target_mb=settings["lake.target_file_mb"],
+                                 **options)
 
 
 def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | None = None, alerts_topic: str = "citylake/alerts",

@@ -25,7 +25,7 @@ DEFAULT_PARTITION_RES = 5  # lake.lake
 DEFAULT_EXTENSION_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "citylake" / "duckdb-extensions"  # lake.engines
 DEFAULT_BATCH_ROWS = 1_000_000  # ingestion.textfile
 DEFAULT_BUFFER_MB = 1024  # ingestion.batch
-COMMIT_MESSAGES, COMMIT_SECONDS = 5_000, 10  # ingestion.mqtt
+COMMIT_MESSAGES, COMMIT_SECONDS, COMPACT_MINUTES = 5_000, 10, 10  # ingestion.mqtt
 EARLIEST = dt.date(2000, 1, 1)  # ingestion.validate
 WATCH_POLL_SECONDS, WATCH_LATENESS_MINUTES, WATCH_HISTORY_DAYS = 5, 2, 28  # analytics.watch (WatchConfig)
 
@@ -94,7 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
         "H3 resolution of the partition cell of readings and pings. Fixed when the lake is made.",
         _resolution,
     ),
-    Setting("lake.target_file_mb", 128, "File size `citylake maintain compact` aims for, in MiB.", _positive_int),
+    Setting("lake.target_file_mb", 128, "File size `citylake maintain compact` (and the MQTT feed's background merges) aims for, in MiB.",
+            _positive_int),
     Setting(
         "lake.vacuum_retention_hours",
         168,
@@ -122,6 +123,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.earliest", EARLIEST, "Rows timed before this date (YYYY-MM-DD) are quarantined as placeholders.", _date),
     Setting("mqtt.commit_messages", COMMIT_MESSAGES, "The MQTT feed commits after this many messages…", _positive_int),
     Setting("mqtt.commit_seconds", COMMIT_SECONDS, "…or after this many seconds, whichever comes first.", _positive_int),
+    Setting("mqtt.compact_minutes", COMPACT_MINUTES, "The MQTT feed merges the partitions it touched that hold several files "
+            "this often, in the background, then vacuums files removed more than lake.vacuum_retention_hours ago; 0: never.",
+            _positive_int),
     Setting("sandbox.timeout_seconds", 60, "An analyst's SQL statement running longer than this is cancelled.", _positive_int),
     Setting("sandbox.memory_limit", "2GB", "Memory one analyst's SQL workspace may use, e.g. '2GB'.", _text),
     Setting("sandbox.threads", 2, "Threads one analyst's SQL workspace may use.", _positive_int),

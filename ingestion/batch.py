@@ -134,6 +134,7 @@ class BatchWriter:
         self.gathered: list[tuple[Gathered, pl.DataFrame]] = []
         self.report = IngestReport(table, source)
         self.touched: dict[str, set] = {column: set() for column in lake.spec(table).partition_by}
+        self._unrecorded: dict[str, tuple[tuple[Gathered, int, int], int]] = {}  # batch id → what _commit_rows landed
 
     @property
     def fingerprint(self) -> str:
@@ -142,26 +143,42 @@ class BatchWriter:
         return self._fingerprint
 
     def commit(self, index: int, chunk: Chunk) -> None:
-        """Quarantine the chunk's rejected lines, then commit its rows (or gather them, in a file's run)."""
+        """Quarantine the chunk's rejected lines, then commit its rows (or gather them, in a file's run).
+
+        A live feed calls this again with the same ``index`` and chunk when a commit failed (a full disk, a lake that
+        was briefly unwritable): the quarantine rows dedupe by key, rows that did not commit commit now, and rows that
+        did (only their ``batches`` row failed) are not offered again; the report counts the chunk once."""
         started = dt.datetime.now(UTC)
         chunk = self.prepare(chunk)
         batch_id = f"{self.fingerprint[:16]}:{index}"  # the same file chunk has the same id in every run
         offered = chunk.good.num_rows if isinstance(chunk.good, pa.Table) else chunk.good.height
-        self._quarantine(batch_id, chunk.bad)  # first: a chunk whose rows are visible always has its rejects recorded
-        self._count_input(chunk)
-        self._touch(chunk.good)
         if self.run is not None:
+            self._quarantine(batch_id, chunk.bad)  # first: a chunk whose rows are visible always has its rejects recorded
+            self._count_input(chunk)
+            self._touch(chunk.good)
             self._gather(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), pl.from_arrow(chunk.good))
             return
-        meta = {**self._source_metadata(), "citylake.batch_id": batch_id, "citylake.rows_in": str(chunk.rows_in),
-                "citylake.rejected": str(chunk.bad.height), "citylake.started_at": started.isoformat()}
+        landed = self._unrecorded.pop(batch_id, None)  # a retry of a chunk whose rows committed but whose batches row did not
+        if landed is None:
+            self._quarantine(batch_id, chunk.bad)  # as above
+            landed = self._commit_rows(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), chunk)
+        self._unrecorded[batch_id] = landed
+        entry, version = landed
+        self._record_batches([entry], version)
+        del self._unrecorded[batch_id]
+        self._touch(chunk.good)
+        self._count_input(chunk)
+
+    def _commit_rows(self, chunk: Gathered, rows: Chunk) -> tuple[tuple[Gathered, int, int], int]:
+        """One chunk's rows in a commit of their own: ((the chunk, rows inserted, duplicates skipped), the version)."""
+        meta = {**self._source_metadata(), "citylake.batch_id": chunk.batch_id, "citylake.rows_in": str(chunk.rows_in),
+                "citylake.rejected": str(chunk.rejected), "citylake.started_at": chunk.started.isoformat()}
         if self.registry:
-            version, inserted, updated = self.lake.upsert(self.table, chunk.good, metadata=meta)
-            duplicates, inserted = offered - inserted - updated, inserted + updated  # a replacing row is accepted too
+            version, inserted, updated = self.lake.upsert(self.table, rows.good, metadata=meta)
             self.report.updated += updated
-        else:
-            version, inserted, duplicates = self.lake.append_new(self.table, chunk.good, metadata=meta, conformed=True)
-        self._record_batches([(Gathered(batch_id, chunk.rows_in, chunk.bad.height, offered, started), inserted, duplicates)], version)
+            return (chunk, inserted + updated, chunk.offered - inserted - updated), version  # a replacing row is accepted too
+        version, inserted, duplicates = self.lake.append_new(self.table, rows.good, metadata=meta, conformed=True)
+        return (chunk, inserted, duplicates), version
 
     def _source_metadata(self) -> dict[str, str]:
         return {"citylake.source": self.source, "citylake.fingerprint": self.fingerprint}
@@ -196,6 +213,12 @@ class BatchWriter:
     def _touch(self, rows: pa.Table | pl.DataFrame) -> None:
         for column, values in self.touched.items():
             values.update(pl.Series(rows[column]).unique().to_list() if len(rows) else [])
+
+    def take_touched(self) -> dict[str, set]:
+        """The partition values committed since the last call (a live feed hands them to its ``Compactor``; a feed that
+        runs for days must not remember every partition it ever touched)."""
+        touched, self.touched = self.touched, {column: set() for column in self.touched}
+        return touched
 
     def compact_touched(self) -> None:
         """Merge the files of each partition this run touched that now holds more than one (several commits of a file

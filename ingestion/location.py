@@ -68,6 +68,8 @@ def _pings_chunks(
 def validate_pings(
     raw: RawChunk, source: str, *, key: bytes, cell_res: int, mapping: Mapping[str, str], tz: str, window: V.TimeWindow
 ) -> Chunk:
+    """Check pings and pseudonymise their device ids (a file's chunk, or an MQTT micro-batch): quarantined text carries
+    the pseudonym, never the raw id; a rejected line that is no CSV (``raw.delimiter`` None) is withheld whole."""
     rows = V.rename(raw.rows, mapping, source, REQUIRED, OPTIONAL)
     frame = pl.from_arrow(rows)
     schema, has_accuracy = frame.schema, "accuracy_m" in frame.columns
@@ -138,4 +140,4 @@ def redact_line(text: str, field: int, delimiter: str | None, key: bytes, *, exp
     return delimiter.join(parts)
 
 
-__all__ = ["OPTIONAL", "REQUIRED", "ingest_pings", "parse_mapping", "read_pings"]
+__all__ = ["OPTIONAL", "REQUIRED", "ingest_pings", "parse_mapping", "read_pings", "validate_pings"]

@@ -413,20 +413,31 @@ def _json_record(raw: bytes, line_no: int, rejected: list) -> dict | None:
     text = raw.decode("utf-8", "replace").strip()
     if not text:
         return None
+    record, why = parse_json(raw)
+    fields, why = (None, why) if why else json_fields(record, raw)
+    if why:
+        rejected.append((line_no, text[:10_000], *why))
+    return fields
+
+
+def parse_json(raw: bytes) -> tuple[object, tuple[str, str] | None]:
+    """One JSON text (a JSON Lines line, an MQTT message) as Python, or None and why not as (reason, kind)."""
     try:
         if b"\xed" in raw and not _is_utf8(raw):  # json.loads would read the bytes of a UTF-16 surrogate as one
             raise ValueError("not UTF-8")
-        record = json.loads(raw)
+        return json.loads(raw), None
     except (ValueError, UnicodeDecodeError):
-        rejected.append((line_no, text[:10_000], "is not valid JSON (or not UTF-8)", "not JSON"))
-        return None
+        return None, ("is not valid JSON (or not UTF-8)", "not JSON")
+
+
+def json_fields(record: object, raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
+    """A parsed JSON object's values as a CSV row reads them (strings as they are, other values as their JSON text), or
+    None and why not (reason, kind): not an object, or a string of it is no text (a lone surrogate escape in ``raw``)."""
     if not isinstance(record, dict):
-        rejected.append((line_no, text[:10_000], "is not a JSON object", "not a JSON object"))
-        return None
-    if b"\\u" in raw and not _is_text(record):  # now only an escape can make a string that is no text
-        rejected.append((line_no, text[:10_000], LONE_SURROGATE, "not UTF-8"))
-        return None
-    return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}
+        return None, ("is not a JSON object", "not a JSON object")
+    if b"\\u" in raw and not _is_text(record):  # only an escape can make a string that is no text
+        return None, (LONE_SURROGATE, "not UTF-8")
+    return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}, None
 
 
 LONE_SURROGATE = "holds a lone surrogate escape (\\uD800-\\uDFFF), which is valid JSON but not text"

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,17 +67,23 @@ class Zone:
 ZONES = {"steward": Zone("steward", 0o700, 0o077), "shared": Zone("tables", 0o755, 0o022), "release": Zone("releases", 0o755, 0o022)}
 
 
+# The umask is the process's, not a thread's: a live feed commits on one thread while it compacts on another, and two
+# writes of different zones at once would each create files with the other's mode. Writes in zones take turns.
+_ZONE_WRITES = threading.RLock()
+
+
 def _in_zone(method):
     """Run a write with the umask of its table's zone, so every file and log entry it creates gets the zone's mode.
-    (The umask is the process's: citylake writes one table at a time.)"""
+    One such write at a time in the process (``_ZONE_WRITES``); taken inside the table's writer lock, never around it."""
     @functools.wraps(method)
     def write(self, name, *args, **kwargs):
         self._check_writable(name)
-        previous = os.umask(ZONES[self.spec(name).zone].umask)
-        try:
-            return method(self, name, *args, **kwargs)
-        finally:
-            os.umask(previous)
+        with _ZONE_WRITES:
+            previous = os.umask(ZONES[self.spec(name).zone].umask)
+            try:
+                return method(self, name, *args, **kwargs)
+            finally:
+                os.umask(previous)
     return write
 
 
@@ -559,14 +566,21 @@ class Lake:
     def crowded_partitions(self, name: str, partitions: dict[str, set], /) -> dict[str, set]:
         """Of the partitions where each column takes one of the given values, the values of those held in more than one
         file (read from the log)."""
+        crowded = self.crowded(name, partitions)
+        return {c: {p[c] for p in crowded} for c in partitions} if crowded else {}
+
+    def crowded(self, name: str, partitions: dict[str, set], /, *, min_files: int = 2) -> list[dict[str, str]]:
+        """Each partition where every column takes one of the given values and that is held in ``min_files`` files or
+        more, as {column: value} (values as the log has them, text), most files first (read from the log)."""
         actions = pl.from_arrow(_add_actions(self.table(name)))
         if not actions.height or not partitions:
-            return {}
+            return []
         columns = [f"partition.{c}" for c in partitions]
         wanted = pl.all_horizontal(pl.col(f"partition.{c}").cast(pl.String).is_in([str(v) for v in values])
                                    for c, values in partitions.items())
-        crowded = actions.filter(wanted).group_by(columns).len().filter(pl.col("len") > 1)
-        return {c: set(crowded[f"partition.{c}"].to_list()) for c in partitions} if crowded.height else {}
+        crowded = (actions.filter(wanted).group_by(columns).len().filter(pl.col("len") >= min_files)
+                   .sort("len", *columns, descending=[True, *[False] * len(columns)]))
+        return [{c: str(row[f"partition.{c}"]) for c in partitions} for row in crowded.iter_rows(named=True)]
 
     @_one_writer  # two compactions of one partition at once would each add the merged rows
     @_in_zone
@@ -578,14 +592,22 @@ class Lake:
         return table.optimize.compact(partition_filters=filters or None, target_size=target_mb * 1024 * 1024,
                                       writer_properties=_writer_properties(self.spec(name)))
 
-    @_in_zone
     def vacuum(self, name: str, /, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Files older than ``retention_hours`` that no retained version needs (deleted unless dry_run).
 
         That includes files a killed writer left behind (a full vacuum: every file the log does
-        not name). The retention window protects in-flight writers and time travel: versions
-        older than it stop working once their files are removed.
+        not name). The retention window protects time travel: versions older than it stop working once their files are
+        removed. Deleting holds the table's writer lock, so no writer (of this process or another) is between writing
+        a file and committing it, whatever the window.
         """
+        if dry_run:
+            return self._vacuum(name, retention_hours, dry_run=True)
+        self._check_writable(name)
+        with table_lock(self.path(name)):
+            return self._vacuum(name, retention_hours, dry_run=False)
+
+    @_in_zone
+    def _vacuum(self, name: str, retention_hours: int, /, *, dry_run: bool) -> list[str]:
         table = self._delta(name)
         return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True)
 

@@ -69,35 +69,74 @@ def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.timezone.utc)
 
 
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port; ``restart`` stops it (SIGTERM: a persistent one saves its queued
+    messages and sessions) and starts it again on the same port."""
+
+    def __init__(self, where: Path, *, persistence: bool) -> None:
+        import shutil
+        import socket
+
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(self.binary):
+            pytest.fail("mosquitto is not installed; run `make system-deps` (apt-get install mosquitto)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.conf = where / "mosquitto.conf"
+        stored = f"persistence true\npersistence_location {where}/\nautosave_interval 1\n" if persistence else "persistence false\n"
+        if persistence and os.geteuid() == 0:  # else mosquitto becomes its own user, who may not write the test's directory
+            stored += "user root\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n{stored}")
+        self.process = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mosquitto did not start: {self.process.stdout.read().decode()[:500]}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def restart(self, *, down_s: float = 0.5) -> None:
+        import time
+
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory):
     """A real Mosquitto broker on a free loopback port, for the whole session; stopped after."""
-    import shutil
-    import socket
-    import subprocess
-    import time
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"), persistence=False)
+    yield broker.url
+    broker.stop()
 
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(binary):
-        pytest.fail("mosquitto is not installed; run `make system-deps` (apt-get install mosquitto)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n")
-    broker = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if broker.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mosquitto did not start: {broker.stdout.read().decode()[:500]}")
-            time.sleep(0.05)
-    yield f"mqtt://127.0.0.1:{port}"
-    broker.terminate()
-    broker.wait(timeout=10)
+
+@pytest.fixture
+def restartable_mosquitto(tmp_path_factory):
+    """A broker of the test's own that keeps queued messages and sessions on disk, so it may be restarted mid-stream."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-persistent"), persistence=True)
+    yield broker
+    broker.stop()
 
 
 ALL_FEEDS = ("places", "sensors", "readings", "pings")

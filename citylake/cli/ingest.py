@@ -119,7 +119,7 @@ def places(ctx: Context, files: tuple[str, ...], category: str | None, name_fiel
 @click.option("--broker", required=True, metavar="mqtt://HOST:PORT", help="The MQTT broker.")
 @click.option("--topic", required=True, help="Topic filter, e.g. 'city/sensors/#'.")
 @click.option("--feed", type=click.Choice(["readings", "pings"]), default="readings", show_default=True,
-              help="What the messages carry: sensor readings, or device pings (pseudonymised before anything is written).")
+              help="What the messages carry: sensor readings into `readings`, or device pings into `pings`.")
 @click.option("--max-seconds", type=float, help="Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")
 @click.option("--max-messages", type=int, help="Stop after this many messages.")
 @click.option("--client-id", default="citylake-ingest", show_default=True,
@@ -130,22 +130,30 @@ def mqtt(ctx: Context, broker: str, topic: str, feed: str, max_seconds: float | 
          tz: str | None) -> None:
     """Live readings or pings from an MQTT broker, committed every N messages or T seconds.
 
-    Each message is one JSON record or a list of them: a reading {"sensor_id", "ts", "metric",
-    "value"}, or a ping {"device_id", "ts", "lat", "lon"[, "accuracy_m"]}. Records are checked as a
-    file's rows are (bad ones quarantined with the reason; pings' device ids pseudonymised first),
-    and keys already in the lake are skipped. Messages are acknowledged only once committed (QoS 1,
-    a persistent session per --client-id), so a crash loses nothing; SIGINT/SIGTERM flush first.
+    \b
+    Each message is one JSON object or a JSON list of them:
+      --feed readings  {"sensor_id", "ts", "metric", "value"}
+                       e.g. {"sensor_id": "S0001", "ts": "2026-11-01T08:00:00Z", "metric": "pm25", "value": 31.5}
+      --feed pings     {"device_id", "ts", "lat", "lon"[, "accuracy_m"]}
+                       e.g. {"device_id": "a1b2c3", "ts": "2026-11-01T08:00:00Z", "lat": 31.2304, "lon": 121.4737}
+    ts carries an offset or Z, or is local time in --tz, or epoch seconds/milliseconds; other keys are ignored.
+
+    Pings' device ids are replaced by keyed-hash pseudonyms (the lake's key) before anything is written.
+    Bad records are quarantined with a reason; each table's key drops repeats.
+    Messages are acknowledged only once committed, so a crash or a broker restart loses nothing;
+    a commit the lake refuses (a full disk) is tried again; SIGINT/SIGTERM flush what is held first.
+    The partitions the feed touches are merged in the background every mqtt.compact_minutes.
 
     \b
-    Examples:
+    Example:
       citylake ingest mqtt --broker mqtt://localhost:1883 --topic 'city/sensors/#' --max-seconds 60
-      citylake ingest mqtt --broker mqtt://localhost:1883 --topic city/pings --feed pings --client-id pings-1
+      citylake ingest mqtt --broker mqtt://localhost:1883 --topic 'city/pings/#' --feed pings
     """
     from citylake import api
 
-    report = api.ingest_mqtt(ctx.open(write=True), broker, topic, settings=ctx.settings, client_id=client_id, max_seconds=max_seconds,
-                             max_messages=max_messages, tz=tz, feed=feed,
-                             on_commit=lambda r: note(f"committed: {r.accepted:,} {feed} so far"))
+    report = api.ingest_mqtt(ctx.open(write=True), broker, topic, feed=feed, settings=ctx.settings, client_id=client_id,
+                             max_seconds=max_seconds, max_messages=max_messages, tz=tz, announce=note,
+                             on_commit=lambda r: note(f"committed: {r.accepted:,} {r.table} so far"))
     say(report.line())
 
 
