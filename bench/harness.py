@@ -125,5 +125,6 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("detection_truth", lambda run: analysis.bench_detection_truth(run.work)),
         ("dask_scaling", lambda run: analysis.bench_dask_scaling(run.work)),
         ("live_alerts", lambda run: live.bench_live_alerts(run.work)),
+        ("live_mqtt", lambda run: live.bench_live_mqtt(run.work)),
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
     ]

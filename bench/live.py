@@ -93,3 +93,230 @@ def _brief(result: dict) -> dict:
 
 def _iso(at: dt.datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- through a real Mosquitto ------------------------------------------------------------------------
+def bench_live_mqtt(work: Path) -> dict:
+    """Live pings through a real Mosquitto on loopback: sustained messages/s and publish → queryable lag; files per
+    partition after a stream with and without background compaction; and crowd-surge alert latency with the whole chain
+    (replay at 60× → `ingest mqtt` pings and readings → `watch` → alert published) on two city shapes."""
+    broker, process = _mosquitto(work)
+    try:
+        out: dict = {"ingest": _sustained_pings(work / "sustained", broker)}
+        out["files"] = {name: _stream_files(work / f"files-{name}", broker, compact_seconds=seconds)
+                        for name, seconds in (("with_compaction", 30), ("without_compaction", 0))}
+        out["alert_latency"] = {name: _replayed_surge(work / f"replay-{name}", broker, *SHAPES[name])
+                                for name in ("developed", "held_out")}
+        return out
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _mosquitto(work: Path):
+    import socket
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n"
+                    "max_inflight_messages 0\n")
+    process = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return f"mqtt://127.0.0.1:{port}", process
+
+
+def _keyed_lake(root: Path):
+    from citylake.lake import Lake
+    from citylake.privacy import Policy, key_check, write_policy
+
+    lake = Lake.init(root)
+    write_policy(lake, Policy().with_epoch(key_check(KEY)))
+    return lake
+
+
+def _publisher(broker: str):
+    import uuid
+
+    import paho.mqtt.client as paho
+
+    host, port = broker.removeprefix("mqtt://").split(":")
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.connect(host, int(port))
+    client.loop_start()
+    return client
+
+
+def _ingester(lake, broker: str, topic: str, feed: str, *, client_id: str, **options):
+    """`ingest_mqtt` on a thread, its session opened first so nothing published after this returns is missed."""
+    import threading
+
+    from citylake.ingestion.mqtt import ingest_mqtt
+
+    key = KEY if feed == "pings" else None
+    ingest_mqtt(lake, broker, topic, feed=feed, key=key, client_id=client_id, max_seconds=0.3, compact_seconds=0)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("report", ingest_mqtt(
+        lake, broker, topic, feed=feed, key=key, client_id=client_id, **options)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _sustained_pings(work: Path, broker: str, messages: int = 3_000, per_message: int = 100) -> dict:
+    """``messages`` messages of ``per_message`` pings published as fast as QoS 1 allows; each message's devices are its own,
+    so the first commit holding a message is seen by its pseudonyms appearing in the table."""
+    import json
+
+    import numpy as np
+
+    from citylake.lake import added_since, read_added
+    from citylake.privacy import pseudonym
+
+    lake = _keyed_lake(work / "lake")
+    thread, box = _ingester(lake, broker, "bench/pings", "pings", client_id="bench-sustained", commit_seconds=1,
+                            max_messages=messages, max_seconds=600, compact_seconds=0)
+    owner = {pseudonym(f"m{m}-d0", KEY): m for m in range(messages)}
+    client = _publisher(broker)
+    published, seen = np.zeros(messages), np.full(messages, np.nan)
+    base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)
+    started = time.perf_counter()
+    sent = []
+    for m in range(messages):
+        body = [{"device_id": f"m{m}-d{d}", "ts": (base + dt.timedelta(seconds=m % 3600)).isoformat(), "lat": 31.2 + d * 1e-4,
+                 "lon": 121.4} for d in range(per_message)]
+        published[m] = time.perf_counter()
+        sent.append(client.publish("bench/pings", json.dumps(body), qos=1))
+    for message in sent:
+        message.wait_for_publish(60)
+    publishing = time.perf_counter() - started
+    version = None
+    while thread.is_alive() or np.isnan(seen).any():
+        added = added_since(lake, "pings", version)
+        version = added.version
+        rows = read_added(added, ["device_id"])
+        if rows is not None:
+            now = time.perf_counter()
+            for device in rows["device_id"].unique():
+                if device in owner and np.isnan(seen[owner[device]]):
+                    seen[owner[device]] = now
+        if not thread.is_alive() and np.isnan(seen).any() and time.perf_counter() - started > 600:
+            break
+        time.sleep(0.1)
+    client.loop_stop()
+    landed = time.perf_counter() - started
+    lag = seen - published
+    return {"messages": messages, "pings_per_message": per_message, "commit_seconds": 1,
+            "publish_seconds": round(publishing, 2), "all_queryable_seconds": round(landed, 2),
+            "messages_per_s": round(messages / landed, 1), "pings_per_s": round(messages * per_message / landed),
+            "lag_p50_s": round(float(np.nanpercentile(lag, 50)), 2), "lag_p95_s": round(float(np.nanpercentile(lag, 95)), 2),
+            "accepted": box["report"].accepted if "report" in box else None, "missing": int(np.isnan(seen).sum())}
+
+
+def _stream_files(work: Path, broker: str, *, compact_seconds: float, seconds: int = 120) -> dict:
+    """A steady stream (10 messages a second, pings over 4 partitions) committed every second for ``seconds``: the
+    commits of 20 minutes at the default 10-second commits. Files per partition at the end."""
+    import json
+
+    lake = _keyed_lake(work / "lake")
+    topic = f"bench/stream-{compact_seconds:g}"
+    thread, box = _ingester(lake, broker, topic, "pings", client_id=f"bench-stream-{compact_seconds:g}", commit_seconds=1,
+                            max_seconds=seconds, compact_seconds=compact_seconds)
+    client = _publisher(broker)
+    base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
+    started, m = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds - 2:
+        body = [{"device_id": f"s{m}-{d}", "ts": (base + dt.timedelta(seconds=m)).isoformat(), "lat": 31.2 + (d % 2) * 0.5,
+                 "lon": 121.4 + (d // 2 % 2) * 0.5} for d in range(40)]
+        client.publish(topic, json.dumps(body), qos=1)
+        m += 1
+        time.sleep(0.1)
+    thread.join(timeout=120)
+    client.loop_stop()
+    stats = lake.stats("pings")
+    return {"seconds": seconds, "messages": m, "compact_seconds": compact_seconds, "partitions": stats.partitions,
+            "files": stats.files, "files_per_partition": round(stats.files / max(stats.partitions, 1), 1),
+            "rows": lake.rows("pings"), "commits": lake.table("pings").version()}
+
+
+def _replayed_surge(work: Path, broker: str, devices: int, days: int, seed: int, speed: float = 60.0) -> dict:
+    """History from files up to 10:30 of the surge day; then 10:30-12:30 replayed at ``speed`` through the broker into two
+    live ingesters (commits every 2 s) while `watch` polls every second; the surge alert's publish time, in event time."""
+    import json
+    import threading
+    import uuid
+
+    from citylake.analytics.watch import WatchConfig, Watcher
+    from citylake.ingestion.city import generate_city
+    from citylake.ingestion.iot import ingest_readings, ingest_sensors
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
+    from citylake.ingestion.replay import replay
+    from citylake.live import AlertPublisher
+
+    work.mkdir(parents=True, exist_ok=True)
+    generate_city(work / "city", devices=devices, days=days, seed=seed)
+    from citylake.analytics.truth import load_events
+
+    surge = next(e for e in load_events(work / "city" / "events.json") if e["kind"] == "crowd_surge")
+    live_from, live_to = surge["start"] + dt.timedelta(minutes=30), surge["start"] + dt.timedelta(hours=2, minutes=30)
+    lake = _keyed_lake(work / "lake")
+    ingest_places(lake, work / "city" / "places.geojson")
+    ingest_sensors(lake, work / "city" / "sensors.csv")
+    for name in ("pings", "readings"):
+        frame = pl.read_csv(work / "city" / f"{name}.csv", infer_schema=False).filter(pl.col("ts") < pl.lit(_iso(live_from)))
+        frame.write_csv(work / f"history-{name}.csv")
+    ingest_pings(lake, work / "history-pings.csv", key=KEY)
+    ingest_readings(lake, work / "history-readings.csv")
+    tag = uuid.uuid4().hex[:6]
+    ingesters = [_ingester(lake, broker, f"{tag}/{feed}", feed, client_id=f"{tag}-{feed}", commit_seconds=2,
+                           max_seconds=(live_to - live_from).total_seconds() / speed + 20, compact_seconds=0)
+                 for feed in ("pings", "readings")]
+    heard: dict[str, float] = {}
+    first_ping: list[float] = []  # when the replay's first message arrived
+    listener = _publisher(broker)
+    def on_message(client, userdata, msg) -> None:
+        if msg.topic.startswith(f"{tag}/alerts/"):
+            heard.setdefault(json.loads(msg.payload)["alert_id"], time.perf_counter())
+        elif not first_ping:
+            first_ping.append(time.perf_counter())
+
+    listener.on_message = on_message
+    listener.subscribe([(f"{tag}/pings", 0), (f"{tag}/readings", 0), (f"{tag}/alerts/#", 1)])
+    publisher = AlertPublisher(broker, f"{tag}/alerts")
+    watcher = Watcher(lake, k=10, config=WatchConfig(poll_seconds=1, lateness=dt.timedelta(0)), publish=publisher.send,
+                      announce=lambda _: None)
+    stop = threading.Event()
+    watching = threading.Thread(target=lambda: watcher.run(stop=stop), daemon=True)
+    watching.start()
+    report = replay(broker, pings=work / "city" / "pings.csv", pings_topic=f"{tag}/pings", readings=work / "city" / "readings.csv",
+                    readings_topic=f"{tag}/readings", speed=speed, start=live_from, end=live_to)
+    for thread, _ in ingesters:
+        thread.join(timeout=120)
+    time.sleep(5)
+    stop.set()
+    watching.join(timeout=60)
+    publisher.close()
+    listener.loop_stop()
+    from citylake.lake import scan
+
+    alerts = scan(lake, "alerts").collect().filter((pl.col("kind") == "crowd surge") & (pl.col("place_id") == "places:expo"))
+    crowd = surge["start"] + dt.timedelta(hours=1)  # the generator's crowd arrives at 11:00 (ingestion.city._pings)
+    out = {"devices": devices, "days": days, "seed": seed, "speed": speed, "window": [_iso(live_from), _iso(live_to)],
+           "commit_seconds": 2, "poll_seconds": 1, "replayed_rows": report.rows, "messages": report.messages}
+    if alerts.is_empty() or not first_ping or alerts["alert_id"][0] not in heard:
+        return {**out, "alert": None}
+    # the first message left when the replay clock reached the end of its slice (one second of wall clock after the first row)
+    event_at = report.first + dt.timedelta(seconds=(heard[alerts["alert_id"][0]] - first_ping[0] + 1) * speed)
+    return {**out, "alert_published_event_time": _iso(event_at),
+            "latency_from_crowd_arrival_event_minutes": round((event_at - crowd).total_seconds() / 60, 1),
+            "latency_from_event_start_event_minutes": round((event_at - surge["start"]).total_seconds() / 60, 1),
+            "detector_step": _iso(watcher.raised_at.get(alerts["alert_id"][0], live_from))}
