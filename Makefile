@@ -10,7 +10,7 @@ DEMO_CITY ?= demo-city
 CITYLAKE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-pseudonym.key $(BIN)/citylake --lake $(DEMO_LAKE)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps viz-assets demo test bench lint clean
+.PHONY: help install system-deps viz-assets demo demo-live test bench lint clean
 # apt-get needs root: use sudo when not already root
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -48,6 +48,40 @@ demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake,
 	$(CITYLAKE) report --district places:expo --district places:cbd --out demo-reports
 	@echo "Open demo-maps/footfall.html and demo-reports/places_expo.html in a browser (both work offline);"
 	@echo "demo-reports/summary.json is the machine-readable summary."
+	$(MAKE) --no-print-directory demo-live
+
+# The live chain on the demo city: history up to 10:30 of the expo's surge day ingested from files, then 10:30-11:30 replayed
+# at 60x into two live ingesters with `citylake watch` running; the surge (its crowd arrives at 11:00) becomes an alert.
+LIVE_LAKE ?= demo-live-lake
+LIVE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-live-pseudonym.key CITYLAKE_MQTT_COMMIT_SECONDS=2 \
+	CITYLAKE_WATCH_POLL_SECONDS=1 CITYLAKE_WATCH_LATENESS_MINUTES=0 $(BIN)/citylake --lake $(LIVE_LAKE)
+SURGE_DAY := 2026-11-05
+
+demo-live: $(STAMP) system-deps ## Live alerts: the demo city's expo surge replayed through MQTT (needs `make demo`'s city)
+	@test -f $(DEMO_CITY)/pings.csv || { echo "run make demo first: it generates $(DEMO_CITY)"; exit 2; }
+	rm -rf $(LIVE_LAKE) demo-live-pseudonym.key
+	$(LIVE) init
+	$(LIVE) ingest places $(DEMO_CITY)/places.geojson
+	$(LIVE) ingest sensors $(DEMO_CITY)/sensors.csv
+	$(BIN)/python -c "import polars as pl; [pl.read_csv('$(DEMO_CITY)/' + n + '.csv', infer_schema=False) \
+	  .filter(pl.col('ts') < pl.lit('$(SURGE_DAY)T10:30:00Z')).write_csv('$(DEMO_CITY)/history-' + n + '.csv') for n in ('pings', 'readings')]"
+	@echo "history: the city up to $(SURGE_DAY) 10:30, from files"
+	$(LIVE) ingest pings $(DEMO_CITY)/history-pings.csv
+	$(LIVE) ingest readings $(DEMO_CITY)/history-readings.csv
+	@set -e; port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	broker=mqtt://127.0.0.1:$$port; \
+	printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' $$port > $(LIVE_LAKE)/mosquitto.conf; \
+	$$(command -v mosquitto || echo /usr/sbin/mosquitto) -c $(LIVE_LAKE)/mosquitto.conf >/dev/null 2>&1 & mosq=$$!; \
+	trap 'kill $$mosq 2>/dev/null' EXIT; sleep 1; \
+	$(LIVE) ingest mqtt --feed pings --broker $$broker --topic city/pings --client-id demo-pings & pings=$$!; \
+	$(LIVE) ingest mqtt --feed readings --broker $$broker --topic city/sensors/readings --client-id demo-readings & readings=$$!; \
+	$(LIVE) watch --broker $$broker --alerts-topic city/alerts & watcher=$$!; \
+	sleep 8; \
+	echo "live: $(SURGE_DAY) 10:30-11:30 at 60x (a minute of the city a second)"; \
+	$(BIN)/citylake replay --broker $$broker --pings $(DEMO_CITY)/pings.csv --readings $(DEMO_CITY)/readings.csv \
+	  --from $(SURGE_DAY)T10:30Z --to $(SURGE_DAY)T11:30Z --speed 60; \
+	sleep 8; kill -TERM $$watcher $$pings $$readings; wait $$watcher $$pings $$readings || true
+	$(LIVE) alerts
 
 system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker, Chromium, npm) with apt-get
 	@missing=""; \
@@ -72,4 +106,4 @@ lint: $(STAMP) ## Check style with ruff
 	$(BIN)/python -m ruff check citylake h3_index lake privacy ingestion queries analytics viz tests bench
 
 clean: ## Remove the environment, demo lake and caches
-	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps demo-reports viz/vendor demo-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work
+	rm -rf $(VENV) $(DEMO_LAKE) $(DEMO_CITY) demo-maps demo-reports viz/vendor demo-pseudonym.key $(LIVE_LAKE) demo-live-pseudonym.key .pytest_cache .hypothesis test-artifacts bench/work
