@@ -126,5 +126,6 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("dask_scaling", lambda run: analysis.bench_dask_scaling(run.work)),
         ("live_alerts", lambda run: live.bench_live_alerts(run.work)),
         ("live_mqtt", lambda run: live.bench_live_mqtt(run.work)),
+        ("surge_3x", lambda run: live.bench_three_times_surge(run.work)),
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
     ]

@@ -320,3 +320,77 @@ def _replayed_surge(work: Path, broker: str, devices: int, days: int, seed: int,
             "latency_from_crowd_arrival_event_minutes": round((event_at - crowd).total_seconds() / 60, 1),
             "latency_from_event_start_event_minutes": round((event_at - surge["start"]).total_seconds() / 60, 1),
             "detector_step": _iso(watcher.raised_at.get(alerts["alert_id"][0], live_from))}
+
+
+# -- a 3x surge ------------------------------------------------------------------------------------------
+SURGE_SHAPES = {"small_square": (20, 5, 31), "busy_square": (200, 10, 32)}  # usual devices per 15 min at midday, weekdays of history, seed
+
+
+def bench_three_times_surge(work: Path) -> dict:
+    """The issue's latency goal: a surge to 3x the usual at one square, fed in 5-minute files to a watcher polling after
+    each; event minutes from the surge's start to the step that raised it, and alerts raised outside it. Two squares: ~20
+    devices per 15 minutes at midday with 5 weekdays of history, and ~200 with 10. Generated here, not by the sample city."""
+    out: dict = {"shapes": {n: {"midday_devices_per_15min": b, "history_days": d, "seed": s} for n, (b, d, s) in SURGE_SHAPES.items()}}
+    for name, (base, days, seed) in SURGE_SHAPES.items():
+        out[name] = _three_times(work / name, base=base, days=days, seed=seed)
+        shutil.rmtree(work / name, ignore_errors=True)
+    return out
+
+
+def _three_times(work: Path, *, base: int, days: int, seed: int) -> dict:
+    import json
+
+    import numpy as np
+
+    from citylake.analytics.watch import WatchConfig, Watcher
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
+    from citylake.lake import scan
+
+    rng = np.random.default_rng(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    square = (121.400, 31.200, 121.405, 31.205)
+    box = {"type": "Polygon", "coordinates": [[[square[0], square[1]], [square[2], square[1]], [square[2], square[3]],
+                                               [square[0], square[3]], [square[0], square[1]]]]}
+    (work / "places.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": box, "properties": {"id": "square", "category": "square"}}]}))
+    lake = _keyed_lake(work / "lake")
+    ingest_places(lake, work / "places.geojson")
+    first = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)  # a Monday; history runs on weekdays only
+    history = [first + dt.timedelta(days=d) for d in range(14) if (first + dt.timedelta(days=d)).weekday() < 5][:days]
+    live_day = history[-1] + dt.timedelta(days=1 if history[-1].weekday() < 4 else 3)
+    surge_from, surge_to = live_day + dt.timedelta(hours=11), live_day + dt.timedelta(hours=12)
+
+    def quarter(at: dt.datetime, factor: float = 1.0) -> list[tuple]:
+        hour = at.hour + at.minute / 60
+        usual = base * (0.15 + 0.85 * max(0.0, np.sin((hour - 6) / 14 * np.pi)))  # quiet at night, busiest mid-afternoon
+        n = rng.poisson(usual * factor)
+        devices = rng.integers(0, 50 * base, n)
+        seconds = rng.uniform(0, 900, n)
+        lat, lon = rng.uniform(square[1], square[3], n), rng.uniform(square[0], square[2], n)
+        return [(f"d{d}", at + dt.timedelta(seconds=float(s)), float(y), float(x)) for d, s, y, x in zip(devices, seconds, lat, lon)]
+
+    def write(rows: list[tuple], path: Path) -> Path:
+        pl.DataFrame(rows, schema=["device_id", "ts", "lat", "lon"], orient="row").with_columns(
+            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(path)
+        return path
+
+    rows = [r for day in history for q in range(96) for r in quarter(day + dt.timedelta(minutes=15 * q))]
+    ingest_pings(lake, write(rows, work / "history.csv"), key=KEY)
+    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=lambda _: None)
+    live = [r for q in range(96) for r in quarter(live_day + dt.timedelta(minutes=15 * q),
+                                                  3.0 if surge_from <= live_day + dt.timedelta(minutes=15 * q) < surge_to else 1.0)]
+    live.sort(key=lambda r: r[1])
+    times = pl.Series([r[1] for r in live])
+    for step in range(8 * 12, 15 * 12):  # 08:00-15:00 in 5-minute files
+        lo, hi = live_day + dt.timedelta(minutes=5 * step), live_day + dt.timedelta(minutes=5 * step + 5)
+        chunk = [r for r, t in zip(live, times) if lo <= t < hi]
+        if chunk:
+            ingest_pings(lake, write(chunk, work / "live.csv"), key=KEY)
+        watcher.poll()
+    alerts = scan(lake, "alerts").collect()
+    inside = alerts.filter((pl.col("start") < surge_to) & (pl.col("end") > surge_from))
+    raised = [watcher.raised_at[a] for a in inside["alert_id"] if a in watcher.raised_at]
+    return {"history_days": len(history), "live_day": live_day.date().isoformat(), "history_pings": len(rows),
+            "surge_found": bool(raised), "latency_event_minutes": round((min(raised) - surge_from).total_seconds() / 60, 1) if raised else None,
+            "alerts_outside_surge": alerts.height - inside.height, "evidence": inside["evidence"].to_list()[:1]}
