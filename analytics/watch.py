@@ -14,10 +14,11 @@ every 5-minute step up to the watermark (less ``lateness``) is evaluated once, i
   below it, on a sensor not faulty at the time.
 
 Alerts are episodes (``analytics.alerts``): committed to the ``alerts`` table after each poll (an upsert by id), then
-handed to ``publish``. Where it has got to (table versions, the last step) rides in the same commit's metadata and in a
-file in the steward zone, so a restarted watcher resumes at the step after the last one it finished; its state (the last
-15 minutes of pings, the last readings per sensor) is rebuilt from the lake. Evidence names no count of people: a
-ratio to the usual, rounded to a half.
+handed to ``publish``. The last step it judged rides in the same commit's metadata (nothing else: the alerts table is
+shared, the pings table's versions are not) and in a file in the steward zone, so a restarted watcher resumes at the
+step after the last one it finished; its state (the last 15 minutes of pings, the last readings per sensor) is rebuilt
+from the lake's snapshot. Evidence names no count of people: how far above the usual in coarse bands (over 2x, 3x,
+5x), and only where the usual is itself at least k devices.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ STEP = dt.timedelta(minutes=5)
 WINDOW = dt.timedelta(minutes=15)
 READINGS_KEPT = dt.timedelta(hours=2)  # readings reloaded after a restart, to know each sensor's last values
 SILENCE = dt.timedelta(hours=1)
+WATERMARK_SUPPORT = 20  # event time is the 20th newest timestamp landed: a few rows from the future (a clock gone wrong,
+# a ping timed now amid a replayed past) do not push the watcher past minutes it has yet to judge
 MAX_CATCH_UP = dt.timedelta(hours=6)  # a watcher stopped longer than this starts again at the latest data
 CHECKPOINT = "watch.json"
 PING_COLUMNS = ["device_id", "ts", "lat", "lon", "h3_cell"]
@@ -68,15 +71,14 @@ class Checkpoint:
     evaluated: dt.datetime | None = None  # the last step evaluated
 
     def as_json(self) -> str:
-        return json.dumps({"pings": self.pings, "readings": self.readings,
-                           "evaluated": self.evaluated.isoformat() if self.evaluated else None})
+        return json.dumps({"evaluated": self.evaluated.isoformat() if self.evaluated else None})
 
     @classmethod
     def parse(cls, text: str | None) -> Checkpoint:
         if not text:
             return cls()
         raw = json.loads(text)
-        return cls(raw.get("pings"), raw.get("readings"), dt.datetime.fromisoformat(raw["evaluated"]) if raw.get("evaluated") else None)
+        return cls(evaluated=dt.datetime.fromisoformat(raw["evaluated"]) if raw.get("evaluated") else None)
 
     def later(self, other: Checkpoint) -> Checkpoint:
         if other.evaluated is None or (self.evaluated is not None and self.evaluated >= other.evaluated):
@@ -112,6 +114,7 @@ class Watcher:
         self.raised = 0
         self.raised_at: dict[str, dt.datetime] = {}  # alert id → the step (event time) that first raised it
         self.unpublished: list[dict] = []
+        self._latest: list[dt.datetime] = []  # the newest timestamps landed: event time is the oldest of them
         self._load_state()
 
     # -- resuming ----------------------------------------------------------------------------
@@ -131,7 +134,10 @@ class Watcher:
                           f"{MAX_CATCH_UP.total_seconds() / 3600:g} h before the latest data; watching from {here.evaluated:%Y-%m-%d %H:%M} "
                           "UTC (`citylake report` covers the time between)")
             return here
-        return saved if saved.evaluated is not None else here
+        if saved.evaluated is None:
+            return here
+        saved.pings, saved.readings = here.pings, here.readings  # read before the snapshot is: what lands after is read as added
+        return saved
 
     def _load_state(self) -> None:
         """The last 15 minutes of pings and the last readings before the resume step, from the lake's snapshot."""
@@ -146,7 +152,7 @@ class Watcher:
         readings = _rows_since(self.lake, "readings", since - READINGS_KEPT, READING_COLUMNS)
         self._take_readings(readings.filter(pl.col("ts") < since), warm_up=True)
         self.pending = readings.filter(pl.col("ts") >= since)
-        self.watermark = max([since, *[t for t in (pings["ts"].max(), readings["ts"].max()) if t is not None]])
+        self._advance(pings, readings)
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> int:
@@ -171,9 +177,15 @@ class Watcher:
             self.hits = pl.concat([self.hits, self.finder.hits(pings)])
         if readings is not None and readings.height:
             self.pending = pl.concat([self.pending, readings.select(READING_COLUMNS)])
-        latest = [t for t in (None if pings is None else pings["ts"].max(), None if readings is None else readings["ts"].max()) if t]
-        if latest:
-            self.watermark = max([self.watermark, *latest] if self.watermark else latest)
+        self._advance(pings, readings)
+
+    def _advance(self, *landed: pl.DataFrame | None) -> None:
+        """Event time: the ``WATERMARK_SUPPORT``-th newest timestamp landed, never going back."""
+        for rows in landed:
+            if rows is not None and rows.height:
+                self._latest = sorted([*self._latest, *rows["ts"].top_k(WATERMARK_SUPPORT).to_list()])[-WATERMARK_SUPPORT:]
+        if len(self._latest) == WATERMARK_SUPPORT:
+            self.watermark = max(self.watermark, self._latest[0]) if self.watermark else self._latest[0]
 
     def _step(self, at: dt.datetime) -> None:
         if self.baseline_day != at.date():
@@ -208,14 +220,17 @@ class Watcher:
         start = at - WINDOW
         counts = (self.hits.filter(pl.col("ts").is_between(start, at, closed="left"))
                   .group_by("place_id").agg(pl.col("device_id").n_unique().alias("devices")))
-        quarter = start + dt.timedelta(minutes=7.5)  # the quarter-hour nearest the window
-        slot = {"slot": quarter.hour * 4 + quarter.minute // 15, "weekend": start.weekday() >= 5, "at": quarter}
-        usual = self.place_usual.filter((pl.col("slot") == slot["slot"]) & (pl.col("weekend") == slot["weekend"]))
+        # the usual of the busier of the two quarter-hours the window overlaps: a crowd that leaves every day at 12:30 is
+        # no surge in the window 12:25-12:40
+        slots = {(t.hour * 4 + t.minute // 15) for t in (start, at - dt.timedelta(microseconds=1))}
+        slot = {"weekend": start.weekday() >= 5, "at": start}
+        usual = (self.place_usual.filter(pl.col("slot").is_in(list(slots)) & (pl.col("weekend") == slot["weekend"]))
+                 .sort("usual").group_by("place_id").last())
         scored = counts.join(usual, on="place_id").with_columns(_surge_z().alias("z"), (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
         flagged = scored.filter((pl.col("devices") >= self.k) & (pl.col("ratio") >= self.config.surge_ratio) & (pl.col("z") >= self.config.surge_z))
         for row in _innermost(self.finder, flagged).iter_rows(named=True):
             self.episodes.flag(SURGE, row["place_id"], place_id=row["place_id"], start=start, end=at,
-                               severity=_surge_severity(row["ratio"], row["z"]), evidence=_surge_evidence(row, slot, self.k))
+                               severity=_surge_severity(row, self.k), evidence=_surge_evidence(row, slot, self.k))
 
     # -- sensors ----------------------------------------------------------------------------
     def _take_readings(self, readings: pl.DataFrame, *, warm_up: bool = False) -> None:
@@ -340,16 +355,26 @@ def _surge_z() -> pl.Expr:
     return (pl.col("devices") - pl.col("usual")) / (pl.col("usual") + (1.4826 * pl.col("mad")) ** 2 + 1.0).sqrt()
 
 
-def _surge_severity(ratio: float, z: float) -> str:
-    return "high" if ratio >= 5 and z >= 8 else "medium" if ratio >= 3 else "low"
+SURGE_BANDS = ((5.0, "high", "over 5x"), (3.0, "medium", "over 3x"), (0.0, "low", "over 2x"))  # of the usual, when it is >= k
+
+
+def _surge_band(row: dict, k: int) -> tuple[str, str]:
+    """Severity and how far above the usual, in coarse bands, and only where the usual is itself at least k devices: a
+    ratio to a usual of 1 is the count. Where the usual is smaller, no band: severity medium."""
+    if row["usual"] < k:
+        return "medium", f"at least {k} devices in 15 minutes where there are usually fewer than {k}"
+    severity, words = next((severity, words) for floor, severity, words in SURGE_BANDS if row["ratio"] >= floor)
+    return severity, f"devices in 15 minutes {words} the usual"
+
+
+def _surge_severity(row: dict, k: int) -> str:
+    return _surge_band(row, k)[0]
 
 
 def _surge_evidence(row: dict, slot: dict, k: int) -> str:
     quarter = slot["at"] - dt.timedelta(minutes=slot["at"].minute % 15)
     when = f"{'weekend' if slot['weekend'] else 'weekday'} {quarter:%H:%M} UTC"
-    if row["usual"] < 1:
-        return f"devices in 15 minutes where there are usually none at {when} (at least {k})"
-    return f"devices in 15 minutes about {round(row['ratio'] * 2) / 2:g}x the usual for {when} (at least {k})"
+    return f"{_surge_band(row, k)[1]} for {when} (at least {k})" if row["usual"] >= k else f"{_surge_band(row, k)[1]} at {when}"
 
 
 def _innermost(finder: PlaceFinder, flagged: pl.DataFrame) -> pl.DataFrame:

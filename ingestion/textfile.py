@@ -428,6 +428,8 @@ def parse_json(raw: bytes) -> tuple[object, tuple[str, str] | None]:
         return json.loads(raw), None
     except (ValueError, UnicodeDecodeError):
         return None, ("is not valid JSON (or not UTF-8)", "not JSON")
+    except RecursionError:  # a message of a thousand nested brackets must not stop the feed that keeps redelivering it
+        return None, (TOO_DEEP, "not JSON")
 
 
 def json_fields(record: object, raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
@@ -435,11 +437,15 @@ def json_fields(record: object, raw: bytes) -> tuple[dict | None, tuple[str, str
     None and why not (reason, kind): not an object, or a string of it is no text (a lone surrogate escape in ``raw``)."""
     if not isinstance(record, dict):
         return None, ("is not a JSON object", "not a JSON object")
-    if b"\\u" in raw and not _is_text(record):  # only an escape can make a string that is no text
-        return None, (LONE_SURROGATE, "not UTF-8")
-    return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}, None
+    try:
+        if b"\\u" in raw and not _is_text(record):  # only an escape can make a string that is no text
+            return None, (LONE_SURROGATE, "not UTF-8")
+        return {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}, None
+    except RecursionError:
+        return None, (TOO_DEEP, "not JSON")
 
 
+TOO_DEEP = "is nested too deeply to read as JSON"
 LONE_SURROGATE = "holds a lone surrogate escape (\\uD800-\\uDFFF), which is valid JSON but not text"
 
 

@@ -439,3 +439,14 @@ def test_background_compaction_merges_files_while_the_feed_keeps_landing(ping_la
     assert len(on_disk) == stats.files, "merged-away files past the retention window (0 h here) are vacuumed"
     assert any("compacted" in line for line in compactions) and "compacted" in report.line()
     ledger_agrees(ping_lake)
+
+
+def test_a_message_nested_too_deeply_is_quarantined_not_fatal(sensor_lake, mosquitto):
+    """A thousand nested brackets used to raise RecursionError in the ingester, which the broker then redelivered forever."""
+    client_id, topic = f"t-{uuid.uuid4().hex[:8]}", f"city/{uuid.uuid4().hex[:6]}"
+    subscribe_once(sensor_lake, mosquitto, topic, client_id)
+    publish(mosquitto, topic, [b"[" * 5000 + b"]" * 5000, reading("S1", 1)])
+    report = ingest_mqtt(sensor_lake, mosquitto, topic, client_id=client_id, max_messages=2, max_seconds=30)
+    assert (report.accepted, report.rejected) == (1, 1)
+    reasons = [r for (r,) in duckdb_for(sensor_lake).execute("SELECT reason FROM quarantine").fetchall()]
+    assert any("nested too deeply" in r for r in reasons), reasons
