@@ -50,7 +50,8 @@ class Episodes:
         self._closed: list[Episode] = []
         for row in (open_alerts.to_dicts() if open_alerts is not None else []):
             sensors = set((row["sensor_ids"] or "").split(",")) - {""}
-            where = row["place_id"] if row["kind"] != FAULT else next(iter(sorted(sensors)), row["place_id"])
+            # as the watcher keys it: a fault by its sensor; a surge or drop by its place, a drop without one by its sensor
+            where = row["place_id"] if row["kind"] != FAULT and row["place_id"] else next(iter(sorted(sensors)), row["place_id"])
             self.open[(row["kind"], where)] = Episode(row["alert_id"], row["kind"], where, row["place_id"], sensors, row["start"],
                                                       row["end"], row["severity"], row["evidence"], row["revision"], changed=False)
 

@@ -223,14 +223,14 @@ class Watcher:
         # the usual of the busier of the two quarter-hours the window overlaps: a crowd that leaves every day at 12:30 is
         # no surge in the window 12:25-12:40
         slots = {(t.hour * 4 + t.minute // 15) for t in (start, at - dt.timedelta(microseconds=1))}
-        slot = {"weekend": start.weekday() >= 5, "at": start}
-        usual = (self.place_usual.filter(pl.col("slot").is_in(list(slots)) & (pl.col("weekend") == slot["weekend"]))
+        usual = (self.place_usual.filter(pl.col("slot").is_in(list(slots)) & (pl.col("weekend") == (start.weekday() >= 5)))
                  .sort("usual").group_by("place_id").last())
         scored = counts.join(usual, on="place_id").with_columns(_surge_z().alias("z"), (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
         flagged = scored.filter((pl.col("devices") >= self.k) & (pl.col("ratio") >= self.config.surge_ratio) & (pl.col("z") >= self.config.surge_z))
         for row in _innermost(self.finder, flagged).iter_rows(named=True):
-            self.episodes.flag(SURGE, row["place_id"], place_id=row["place_id"], start=start, end=at,
-                               severity=_surge_severity(row, self.k), evidence=_surge_evidence(row, slot, self.k))
+            severity, evidence = _surge_judgement(row, start, self.k)
+            self.episodes.flag(SURGE, row["place_id"], place_id=row["place_id"], start=start, end=at, severity=severity,
+                               evidence=evidence)
 
     # -- sensors ----------------------------------------------------------------------------
     def _take_readings(self, readings: pl.DataFrame, *, warm_up: bool = False) -> None:
@@ -258,14 +258,14 @@ class Watcher:
             return
         sensor, step = row["sensor_id"], dt.timedelta(minutes=15)
         ceiling = row.get("ceiling")
-        fault = None
+        fault, since = None, ts
         if value < 0 or (ceiling is not None and value > ceiling):
             fault = f"{row['metric']} {value:g} is impossible (beyond {ceiling:g})" if ceiling is not None else f"{row['metric']} {value:g} < 0"
         elif state.run >= self.config.flat_readings and not _quiet_zero(row):
-            fault = f"{row['metric']} flat at {value:g} for {state.run} readings"
+            fault, since = f"{row['metric']} flat at {value:g} for {state.run} readings", state.run_start
         if fault:
             self.episodes.flag(FAULT, sensor, place_id=self.sensor_place.get(sensor), sensors={sensor}, severity="medium",
-                               start=state.run_start if "flat" in fault else ts, end=ts + step, evidence=fault)
+                               start=since, end=ts + step, evidence=fault)
             state.low = 0
             return
         self._traffic(row, state)
@@ -358,23 +358,15 @@ def _surge_z() -> pl.Expr:
 SURGE_BANDS = ((5.0, "high", "over 5x"), (3.0, "medium", "over 3x"), (0.0, "low", "over 2x"))  # of the usual, when it is >= k
 
 
-def _surge_band(row: dict, k: int) -> tuple[str, str]:
-    """Severity and how far above the usual, in coarse bands, and only where the usual is itself at least k devices: a
-    ratio to a usual of 1 is the count. Where the usual is smaller, no band: severity medium."""
+def _surge_judgement(row: dict, start: dt.datetime, k: int) -> tuple[str, str]:
+    """Severity and evidence of a surge in the window from ``start``: how far above the usual in coarse bands, and only
+    where the usual is itself at least k devices (a ratio to a usual of 1 is the count); else no band, severity medium."""
+    quarter = start - dt.timedelta(minutes=start.minute % 15)
+    when = f"{'weekend' if start.weekday() >= 5 else 'weekday'} {quarter:%H:%M} UTC"
     if row["usual"] < k:
-        return "medium", f"at least {k} devices in 15 minutes where there are usually fewer than {k}"
+        return "medium", f"at least {k} devices in 15 minutes where there are usually fewer than {k} at {when}"
     severity, words = next((severity, words) for floor, severity, words in SURGE_BANDS if row["ratio"] >= floor)
-    return severity, f"devices in 15 minutes {words} the usual"
-
-
-def _surge_severity(row: dict, k: int) -> str:
-    return _surge_band(row, k)[0]
-
-
-def _surge_evidence(row: dict, slot: dict, k: int) -> str:
-    quarter = slot["at"] - dt.timedelta(minutes=slot["at"].minute % 15)
-    when = f"{'weekend' if slot['weekend'] else 'weekday'} {quarter:%H:%M} UTC"
-    return f"{_surge_band(row, k)[1]} for {when} (at least {k})" if row["usual"] >= k else f"{_surge_band(row, k)[1]} at {when}"
+    return severity, f"devices in 15 minutes {words} the usual for {when} (at least {k})"
 
 
 def _innermost(finder: PlaceFinder, flagged: pl.DataFrame) -> pl.DataFrame:
