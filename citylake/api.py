@@ -427,3 +427,30 @@ def rotate_key(lake: Lake, /, *, settings: S.Settings | None = None) -> int:
     from citylake.privacy import rotate_key as rotate
 
     return rotate(lake, key_file(lake, settings=settings))
+
+
+# --- accounts of the served lake (`citylake serve`) ------------------------------------------------------
+
+
+def add_user(lake: Lake, name: str, role: str, /, *, settings: S.Settings | None = None) -> str:
+    """A new account of the served lake; returns its bearer token, which is shown only now (the steward's)."""
+    from citylake.privacy import Accounts
+
+    steward_key(lake, settings=settings, doing="managing the server's accounts")
+    return Accounts(lake).add(name, role)
+
+
+def users(lake: Lake, /, *, settings: S.Settings | None = None) -> list:
+    """The served lake's accounts (names, roles, areas; never tokens)."""
+    from citylake.privacy import Accounts
+
+    steward_key(lake, settings=settings, doing="listing the server's accounts")
+    return Accounts(lake).list()
+
+
+def revoke_user(lake: Lake, name: str, /, *, settings: S.Settings | None = None) -> None:
+    """Remove an account; a running server refuses its token from the next request on."""
+    from citylake.privacy import Accounts
+
+    steward_key(lake, settings=settings, doing="managing the server's accounts")
+    Accounts(lake).revoke(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 if __name__ != "citylake.privacy":  # this folder installs as citylake.privacy; a checkout on sys.path must not make it `privacy`
     raise ImportError(f"import citylake.privacy, not {__name__}: citylake's rooms are subpackages of citylake")
 
+from citylake.privacy.accounts import ACCOUNT_ROLES, Account, Accounts
 from citylake.privacy.errors import BadKeyFile, BadPolicy, NoPseudonymKey, PrivacyError, Refused
 from citylake.privacy.keys import establish_key, key_check, key_file_of, require_steward, rotate_key
 from citylake.privacy.policy import DEFAULT_K, Policy, read_policy, write_policy
@@ -14,7 +15,8 @@ from citylake.privacy.pseudonyms import KEY_ENV, create_key, load_key, pseudonym
 from citylake.privacy.roles import ANALYST, ROLES, STEWARD, STEWARD_ONLY_TABLES, check_role, k_for_result
 
 __all__ = [
-    "ANALYST", "BadKeyFile", "BadPolicy", "DEFAULT_K", "KEY_ENV", "NoPseudonymKey", "Policy", "PrivacyError", "ROLES", "Refused",
+    "ACCOUNT_ROLES", "ANALYST", "Account", "Accounts",
+    "BadKeyFile", "BadPolicy", "DEFAULT_K", "KEY_ENV", "NoPseudonymKey", "Policy", "PrivacyError", "ROLES", "Refused",
     "STEWARD", "STEWARD_ONLY_TABLES", "check_role", "create_key", "establish_key", "k_for_result", "key_check", "key_file_of",
     "load_key", "pseudonym", "pseudonymise", "read_policy", "require_steward", "rotate_key", "write_policy",
 ]
