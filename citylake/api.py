@@ -454,3 +454,13 @@ def revoke_user(lake: Lake, name: str, /, *, settings: S.Settings | None = None)
 
     steward_key(lake, settings=settings, doing="managing the server's accounts")
     Accounts(lake).revoke(name)
+
+
+def serve(lake: Lake, /, *, settings: S.Settings | None = None, announce: Callable[[str], None] = print) -> None:
+    """Serve the lake over HTTP and Arrow Flight SQL until interrupted (``citylake.server``); the server holds the lake's
+    key, so only its steward starts it."""
+    from citylake.server import serve as run
+
+    settings = settings or S.load()
+    steward_key(lake, settings=settings, doing="serving the lake (the server answers as the steward decides)")
+    run(lake, settings, announce=announce)

@@ -140,6 +140,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch.lateness_minutes", WATCH_LATENESS_MINUTES, "`citylake watch` judges a 5-minute step once the newest data is "
             "this many minutes past it (room for late pings).", _positive_int),
     Setting("watch.history_days", WATCH_HISTORY_DAYS, "Days of history `citylake watch` learns what is usual from.", _positive_int),
+    Setting("serve.host", "127.0.0.1", "Address `citylake serve` listens on (also --host); 0.0.0.0 for every interface.", _text),
+    Setting("serve.port", 8080, "Port of the HTTP API and web app (also --port).", _positive_int),
+    Setting("serve.flight_port", 8081, "Port of Arrow Flight SQL (also --flight-port); 0: no Flight SQL.", _positive_int),
+    Setting("serve.tls_cert", "", "PEM certificate: with serve.tls_key, HTTPS and Flight SQL over TLS (empty: plain, loopback use).",
+            _text),
+    Setting("serve.tls_key", "", "PEM private key of serve.tls_cert.", _text),
+    Setting("serve.upload_mb", 512, "Largest file a pilot may upload; a larger one is refused mid-stream.", _positive_int),
+    Setting("serve.sql_workspaces", 4, "SQL statements the server runs at once per role (each in its own workspace, under the "
+            "sandbox.* limits); more wait, at most sandbox.timeout_seconds.", _positive_int),
+    Setting("serve.max_rows", 1_000_000, "Most rows one SQL answer returns over HTTP; a larger answer is refused (aggregate, or "
+            "add LIMIT).", _positive_int),
+    Setting("serve.cors_origins", "", "Comma-separated origins whose pages may call the API from a browser; empty: none (CORS off).",
+            _text),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -151,6 +164,11 @@ class Settings:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def with_overrides(self, overrides: Mapping[str, Any], /) -> Settings:
+        """These settings with some values replaced (as a command line would)."""
+        values = {**self.values, **{n: _parse(BY_NAME[n], v, "command line") for n, v in overrides.items()}}
+        return Settings(values, {**self.sources, **{n: "command line" for n in overrides}})
 
 
 def load(

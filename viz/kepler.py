@@ -22,7 +22,9 @@ import polars as pl
 
 from citylake.h3_index import CitylakeError
 
-VENDOR = Path(__file__).resolve().parent / "vendor"
+HERE = Path(__file__).resolve().parent
+VENDOR = HERE / "vendor"
+OWN_SCRIPTS = ("kepler_shim.js", "kepler_boot.js")  # ours, beside this module: the web app loads them too
 ASSET_DIR = "citylake-kepler"
 SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "redux.min.js", "react-redux.min.js",
            "styled-components.min.js", "maplibre-gl.js", "keplergl.min.js")
@@ -119,13 +121,19 @@ def write_html(view: MapView, out: str | Path, /, *, tiles: str | None = None) -
         target = assets / name
         if not target.is_file() or target.stat().st_size != (VENDOR / name).stat().st_size:
             shutil.copyfile(VENDOR / name, target)
+    payload = map_payload(view, tiles=tiles)
+    out.write_text(_page(view.title, view.note, payload["datasets"], payload["config"]), encoding="utf-8")
+    return out
+
+
+def map_payload(view: MapView, /, *, tiles: str | None = None) -> dict:
+    """What a kepler.gl page draws: the view's datasets (as CSV) and its config, for ``write_html`` and the served web app."""
     config = view.config()
     if tiles:
         config["config"]["mapStyle"] = {"styleType": "custom", "mapStyles": {"custom": {
             "id": "custom", "label": "Tiles", "url": tiles, "icon": ""}}}
     datasets = [{"id": d, "label": view.labels[d], "csv": frame.write_csv()} for d, frame in view.datasets.items()]
-    out.write_text(_page(view.title, view.note, datasets, config), encoding="utf-8")
-    return out
+    return {"title": view.title, "note": view.note, "datasets": datasets, "config": config}
 
 
 def _page(title: str, note: str, datasets: list[dict], config: dict) -> str:
@@ -140,60 +148,20 @@ def _page(title: str, note: str, datasets: list[dict], config: dict) -> str:
 </head><body><div id="app"></div><div id="note">{html.escape(note)}</div>
 {scripts}
 <script>
-// kepler.gl's browser bundle imports react/jsx-runtime, which React 18's browser build does not ship: a small stand-in
-window["react/jsx-runtime"] = (function () {{
-  function jsx(type, props, key) {{
-    var p = Object.assign({{}}, props);
-    if (key !== undefined) p.key = key;
-    return React.createElement(type, p);
-  }}
-  return {{jsx: jsx, jsxs: jsx, Fragment: React.Fragment}};
-}})();
-window["maplibre-gl"] = window.maplibregl;
+{_script("kepler_shim.js")}
 </script>
 <script src="{ASSET_DIR}/{SCRIPTS[-1]}"></script>
 <script id="citylake-map" type="application/json">{payload}</script>
 <script>
-(function () {{
-  var map = JSON.parse(document.getElementById("citylake-map").textContent);
-  var reducers = Redux.combineReducers({{keplerGl: KeplerGl.keplerGlReducer.initialState({{
-    mapStyle: {{styleType: "no_map"}},
-    uiState: {{readOnly: false, currentModal: null, mapControls: {{mapLegend: {{show: true, active: true}}}}}}}})}});
-  var store = Redux.createStore(reducers, {{}}, Redux.applyMiddleware.apply(null, KeplerGl.enhanceReduxMiddleware([])));
-  window.citylakeStore = store;
-  function App() {{
-    var size = React.useState({{width: window.innerWidth, height: window.innerHeight}});
-    React.useEffect(function () {{
-      var resize = function () {{ size[1]({{width: window.innerWidth, height: window.innerHeight}}); }};
-      window.addEventListener("resize", resize);
-      return function () {{ window.removeEventListener("resize", resize); }};
-    }}, []);
-    return React.createElement(KeplerGl.KeplerGl, {{id: "map", width: size[0].width, height: size[0].height, mapboxApiAccessToken: ""}});
-  }}
-  ReactDOM.createRoot(document.getElementById("app")).render(
-    React.createElement(ReactRedux.Provider, {{store: store}}, React.createElement(App)));
-  // a dataset with a header and no rows has nothing to draw (and kepler.gl cannot parse it)
-  var datasets = map.datasets.filter(function (d) {{ return d.csv.trim().indexOf(String.fromCharCode(10)) > 0; }})
-    .map(function (d) {{ return {{info: {{id: d.id, label: d.label}}, data: KeplerGl.processCsvData(d.csv)}}; }});
-  setTimeout(function () {{
-    store.dispatch(KeplerGl.addDataToMap({{datasets: datasets, config: map.config, options: {{centerMap: false, readOnly: false}}}}));
-  }}, 50);
-  // Where to look: the data's middle. The map sets its own view when it mounts, so insist until ours holds.
-  var target = map.config.config.mapState, held = 0;
-  var look = setInterval(function () {{
-    var now = store.getState().keplerGl.map;
-    if (!now) return;
-    if (Math.abs(now.mapState.latitude - target.latitude) > 1e-6 || Math.abs(now.mapState.longitude - target.longitude) > 1e-6) {{
-      held = 0;
-      store.dispatch(KeplerGl.updateMap(target));
-    }} else if (++held >= 3) {{
-      clearInterval(look);
-      window.citylakeReady = true;
-    }}
-  }}, 300);
-}})();
+{_script("kepler_boot.js")}
+citylakeShow(citylakeMount(document.getElementById("app")), JSON.parse(document.getElementById("citylake-map").textContent));
 </script></body></html>
 """
+
+
+def _script(name: str) -> str:
+    """One of the map's own scripts (beside this module), to inline in a page; its braces are data, not format fields."""
+    return (HERE / name).read_text()
 
 
 def _field(frame: pl.DataFrame, name: str | None) -> dict | None:

@@ -106,6 +106,23 @@ def hotspots_map(lake: Lake, hotspots: pl.DataFrame, /, *, patterns: pl.DataFram
     return view
 
 
+def alerts_view(lake: Lake, alerts: pl.DataFrame, /) -> MapView:
+    """Alerts (``citylake watch``'s) at their places' centres, coloured by severity; an alert with no place is left out."""
+    SEVERITY = {"low": 1, "medium": 2, "high": 3}
+    placed = alerts["place_id"].drop_nulls().unique().to_list()
+    where = _centres(registry.places(lake, place_ids=placed, columns=("place_id", "name", "geometry")))
+    points = (alerts.join(where, on="place_id")
+              .with_columns(pl.col("severity").replace_strict(SEVERITY, default=0).alias("level"),
+                            pl.col("start").dt.replace_time_zone(None), pl.col("end").dt.replace_time_zone(None))
+              .select("alert_id", "kind", "name", "status", "severity", "level", "start", "end", "evidence", "lat", "lon"))
+    view = MapView("Alerts from the live watcher", note="alerts are k-anonymous: evidence is a coarse ratio to the usual, never a count")
+    where = {"lat": "lat", "lng": "lon"}
+    view.add("alerts", points, "Alerts", Layer("point", "alerts", "Alerts", where, color_by="level", size_by="level"),
+             tooltip=["kind", "name", "status", "severity", "start", "end", "evidence"])
+    _with_places(view, lake)
+    return view
+
+
 def places_map(lake: Lake, /, *, filters: Filters = NO_FILTERS) -> MapView:
     """Places as polygons (filled by category) and sensors as points."""
     view = MapView("Places and sensors")
@@ -132,7 +149,10 @@ def _with_places(view: MapView, lake: Lake, *, categories: tuple[str, ...] = (),
 
 
 def _place_centres(lake: Lake, category: str) -> pl.DataFrame:
-    places = registry.places(lake, categories=(category,), columns=("place_id", "name", "geometry"))
+    return _centres(registry.places(lake, categories=(category,), columns=("place_id", "name", "geometry")))
+
+
+def _centres(places: pl.DataFrame) -> pl.DataFrame:
     centres = shapely.centroid(registry.shapes(places))
     return places.select("place_id", "name").with_columns(pl.Series("lat", shapely.get_y(centres)),
                                                           pl.Series("lon", shapely.get_x(centres)))
