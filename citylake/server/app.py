@@ -49,10 +49,12 @@ ALLOWED = {
     "make_reports": (STEWARD,),
     "pilot": (PILOT,),
 }
-FORMAT = Query(None, description="json (default), csv, parquet or arrow; or send an Accept header")
-FROM = Query(None, alias="from", description="ISO date or time, UTC unless it carries an offset; inclusive")
-TO = Query(None, description="ISO date or time; exclusive")
-MANY = Query([], description="repeat for several")
+# Annotated (not shared defaults): FastAPI copies an Annotated parameter's description for each endpoint
+Format = Annotated[str | None, Query(description="json (default), csv, parquet or arrow; or send an Accept header")]
+From = Annotated[str | None, Query(alias="from", description="ISO date or time, UTC unless it carries an offset; inclusive")]
+To = Annotated[str | None, Query(alias="to", description="ISO date or time; exclusive")]
+Categories = Annotated[list[str] | None, Query(alias="category", description="places of this category (repeat for several)")]
+Places = Annotated[list[str] | None, Query(alias="place", description="this place id (repeat for several)")]
 
 
 class Server:
@@ -150,42 +152,42 @@ def _data_routes(app: FastAPI) -> None:
         return {"tables": views.tables_for(_server(request).lake, account)}
 
     @app.get("/api/places", tags=["data"])
-    def places(request: Request, account: Reader, category: list[str] = MANY, format: str | None = FORMAT) -> Response:
+    def places(request: Request, account: Reader, category: Categories = None, format: Format = None) -> Response:
         """Places (id, name, category, outline as WKT): map data, not people data. A pilot sees those in its area."""
-        table = views.places(_server(request), account, tuple(category))
+        table = views.places(_server(request), account, tuple(category or ()))
         return table_response(table, chosen_format(format, request.headers.get("accept")))
 
     @app.get("/api/footfall", tags=["people (released)"])
-    def footfall(request: Request, account: Reader, by: str = "place", category: list[str] = MANY,
-                 place: list[str] = MANY, start: str | None = FROM, end: str | None = TO,
-                 format: str | None = FORMAT) -> Response:
+    def footfall(request: Request, account: Reader, by: str = "place", category: Categories = None,
+                 place: Places = None, start: From = None, end: To = None,
+                 format: Format = None) -> Response:
         """Released devices per place (or per H3 cell: by=cell) per hour: differentially private, fixed public partitions."""
         found = views.footfall(_server(request), account, by=by, filters=_filters(start, end, place, category))
         return table_response(found.table, chosen_format(format, request.headers.get("accept")), note=found.summary())
 
     @app.get("/api/od", tags=["people (released)"])
-    def od(request: Request, account: Reader, start: str | None = FROM, end: str | None = TO, format: str | None = FORMAT) -> Response:
+    def od(request: Request, account: Reader, start: From = None, end: To = None, format: Format = None) -> Response:
         """Released devices travelling between two districts per day."""
         found = views.od(_server(request), account, filters=_filters(start, end))
         return table_response(found.table, chosen_format(format, request.headers.get("accept")), note=found.summary())
 
     @app.get("/api/hotspots", tags=["people (released)"])
-    def hotspots(request: Request, account: Reader, start: str | None = FROM, end: str | None = TO,
-                 format: str | None = FORMAT) -> Response:
+    def hotspots(request: Request, account: Reader, start: From = None, end: To = None,
+                 format: Format = None) -> Response:
         """Getis-Ord Gi* hot and cold cells of the released footfall per cell over the window."""
         found = views.hotspots(_server(request), account, filters=_filters(start, end))
         return table_response(found.to_arrow(), chosen_format(format, request.headers.get("accept")))
 
     @app.get("/api/alerts", tags=["people (released)"])
     def alerts(request: Request, account: Reader, open_only: bool = Query(False, alias="open"), since: str | None = None,
-               format: str | None = FORMAT) -> Response:
+               format: Format = None) -> Response:
         """The live watcher's alerts, newest first (k-anonymous: coarse evidence, never a count)."""
         found = views.alerts(_server(request), account, open_only=open_only, since=_time("since", since))
         return table_response(found.to_arrow(), chosen_format(format, request.headers.get("accept")))
 
     @app.get("/api/maps/{layer}", tags=["maps"])
-    def map_layer(request: Request, account: Reader, layer: str, category: list[str] = MANY, place: list[str] = MANY,
-                  start: str | None = FROM, end: str | None = TO) -> dict:
+    def map_layer(request: Request, account: Reader, layer: str, category: Categories = None, place: Places = None,
+                  start: From = None, end: To = None) -> dict:
         """A kepler.gl map (datasets and config) of footfall, od, hotspots or alerts, for the web app."""
         return views.map_payload(_server(request), account, layer, filters=_filters(start, end, place, category))
 
@@ -193,7 +195,7 @@ def _data_routes(app: FastAPI) -> None:
 def _sql_routes(app: FastAPI) -> None:
     @app.post("/api/sql", tags=["sql"])
     def sql(request: Request, account: Annotated[Account, Depends(role_in(*ALLOWED["sql"]))],
-            body: SqlRequest, format: str | None = FORMAT) -> Response:
+            body: SqlRequest, format: Format = None) -> Response:
         """SQL in the analyst workspace (a steward's: every table): SELECT only, under the sandbox's time and memory limits."""
         text = body.sql
         if not text.strip():
@@ -258,7 +260,7 @@ def _pilot_routes(app: FastAPI) -> None:
         return {"kind": kind, "bytes": path.stat().st_size}
 
     @app.post("/api/pilot/report", tags=["pilot"], status_code=202)
-    def start_report(request: Request, account: Pilot, start: str | None = FROM, end: str | None = TO) -> dict:
+    def start_report(request: Request, account: Pilot, start: From = None, end: To = None) -> dict:
         """Load the uploads (validated as `citylake pilot` does) into the pilot's own lake and write its first report; runs in
         the background: GET /api/pilot/report for it."""
         server = _server(request)
@@ -365,8 +367,8 @@ async def _log_request(request: Request, call_next):
     return response
 
 
-def _filters(start: str | None, end: str | None, place_ids=(), categories=()) -> Filters:
-    return Filters(start=_time("from", start), end=_time("to", end), place_ids=tuple(place_ids), categories=tuple(categories))
+def _filters(start: str | None, end: str | None, place_ids=None, categories=None) -> Filters:
+    return Filters(start=_time("from", start), end=_time("to", end), place_ids=tuple(place_ids or ()), categories=tuple(categories or ()))
 
 
 def _time(name: str, value: str | None) -> dt.datetime | None:

@@ -1,0 +1,424 @@
+"""`citylake serve` as users and attackers meet it: a real server process on loopback, reached with httpx and curl.
+
+Every endpoint needs a token (401), a role that may not use it gets 403, an analyst never reaches raw pings, static routes
+refuse traversal, an oversized upload is cut off mid-stream, a slow query is cancelled at its limit while others answer,
+the log holds no token or query string, and a pilot gets its first report and sees only its area's releases."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+import shapely
+from conftest import TEST_KEY, generated_city_lake
+
+from citylake.lake import registry, scan
+from citylake.privacy import Accounts, Policy
+from citylake.queries import release as R
+
+pytestmark = pytest.mark.integration
+ROLES = ("planner", "analyst", "pilot", "steward")
+# who may call what: written out here, not read from the server
+EVERYONE = set(ROLES)
+READERS = {"planner", "analyst", "pilot", "steward"}
+ROUTES = {
+    ("GET", "/api/health"): EVERYONE,
+    ("GET", "/api/me"): EVERYONE,
+    ("GET", "/api/tables"): EVERYONE,
+    ("GET", "/api/places"): READERS,
+    ("GET", "/api/footfall"): READERS,
+    ("GET", "/api/od"): READERS,
+    ("GET", "/api/hotspots"): READERS,
+    ("GET", "/api/alerts"): READERS,
+    ("GET", "/api/maps/footfall"): READERS,
+    ("POST", "/api/sql"): {"analyst", "steward"},
+    ("GET", "/api/reports"): {"planner", "analyst", "steward"},
+    ("GET", "/api/reports/x.html"): {"planner", "analyst", "steward"},
+    ("POST", "/api/reports"): {"steward"},
+    ("GET", "/api/jobs/reports"): {"steward"},
+    ("PUT", "/api/pilot/files/boundary"): {"pilot"},
+    ("POST", "/api/pilot/report"): {"pilot"},
+    ("GET", "/api/pilot/report"): {"pilot"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A `citylake serve` subprocess on the lake, and a token per role."""
+
+    def __init__(self, lake_root: Path, log: Path, *, env: dict | None = None, scheme: str = "http", verify=True) -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200", **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "citylake.cli", "--lake", str(lake_root), "serve", "--port", str(self.port), "--flight-port", "0"],
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self.env)
+        self.client = httpx.Client(base_url=self.url, timeout=120, verify=verify)
+        for _ in range(300):
+            try:
+                if self.client.get("/openapi.json").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"the server did not start: {log.read_text()}")
+
+    def as_(self, token: str | None) -> dict:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    lake = generated_city_lake(root, devices=300, days=2, seed=5)
+    R.publish(lake, policy=Policy(), epsilon=1.0, delta=0.0)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def tokens(city):
+    accounts = Accounts(city)
+    return {role: accounts.add(f"{role}-1", role) for role in ROLES} | {"pilot2": accounts.add("pilot-2", "pilot")}
+
+
+@pytest.fixture(scope="module")
+def server(city, tokens, tmp_path_factory):
+    served = Served(city.root, tmp_path_factory.mktemp("log") / "serve.log", env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3",
+                                                                                  "CITYLAKE_SERVE_UPLOAD_MB": "1"})
+    yield served
+    served.stop()
+
+
+def call(server: Served, method: str, path: str, token: str | None, **kwargs) -> httpx.Response:
+    if method == "POST" and "json" not in kwargs and "content" not in kwargs:
+        kwargs["json"] = {"sql": "SELECT 1"} if path == "/api/sql" else {"places": ["places:expo"]}
+    if method == "PUT" and "content" not in kwargs:
+        kwargs["content"], kwargs["params"] = b"{}", {"filename": "b.geojson"}
+    return server.client.request(method, path, headers=server.as_(token), **kwargs)
+
+
+def test_every_endpoint_needs_a_valid_token(server, tokens):
+    documented = {(method.upper(), path) for path, item in server.client.get("/openapi.json").json()["paths"].items() for method in item}
+    assert {(m, p.replace("{layer}", "footfall").replace("{name}", "x.html").replace("{kind}", "boundary")) for m, p in documented} \
+        == set(ROUTES)  # the test knows every endpoint the server has
+    forged = "clk_" + "A" * 43
+    for method, path in ROUTES:
+        for token in (None, forged, tokens["planner"] + "x", tokens["planner"][:-1] + ("B" if tokens["planner"][-1] != "B" else "C")):
+            answer = call(server, method, path, token)
+            assert answer.status_code == 401, (method, path, token, answer.text)
+            assert answer.headers["www-authenticate"] == "Bearer"
+    answer = server.client.get("/api/health", headers={"Authorization": f"Basic {tokens['steward']}"})
+    assert answer.status_code == 401  # only the bearer scheme
+
+
+def test_a_role_that_may_not_gets_403_on_every_endpoint(server, tokens):
+    for (method, path), allowed in ROUTES.items():
+        for role in ROLES:
+            answer = call(server, method, path, tokens[role])
+            if role in allowed:
+                assert answer.status_code != 403 or "pilot reads the city's releases inside its own area" in answer.text, \
+                    (method, path, role, answer.text)
+            else:
+                assert answer.status_code == 403, (method, path, role, answer.text)
+                assert "may not do this" in answer.json()["error"]
+
+
+def test_released_footfall_is_the_release_in_every_format(server, tokens, city):
+    release = scan(city, "footfall_hourly").filter(pl.col("category") == "park").select("place_id", "bucket", "devices").collect()
+    assert release.height > 0
+    params = {"category": "park"}
+    got = server.client.get("/api/footfall", params=params, headers=server.as_(tokens["planner"]))
+    assert got.status_code == 200
+    as_json = pl.DataFrame(got.json()["rows"]).select("place_id", "devices")
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    as_csv = pl.read_csv(io.BytesIO(server.client.get("/api/footfall", params={**params, "format": "csv"},
+                                                      headers=server.as_(tokens["planner"])).content))
+    as_parquet = pl.from_arrow(pq.read_table(io.BytesIO(server.client.get("/api/footfall", params=params, headers={
+        **server.as_(tokens["planner"]), "Accept": "application/vnd.apache.parquet"}).content)))
+    as_arrow = pl.from_arrow(pa.ipc.open_stream(server.client.get("/api/footfall", params={**params, "format": "arrow"},
+                                                                  headers=server.as_(tokens["planner"])).content).read_all())
+    truth = release.sort("place_id", "bucket")["devices"].to_list()
+    for frame in (as_json, as_csv, as_parquet, as_arrow):
+        assert frame["devices"].to_list() == truth
+
+
+def test_an_analyst_never_reaches_raw_pings(server, tokens, city):
+    analyst = server.as_(tokens["analyst"])
+    lake_dir = str(city.root)
+    attempts = ["SELECT * FROM pings", "SELECT * FROM stays", "SELECT raw FROM quarantine", "SELECT * FROM batches",
+                "SELECT * FROM privacy_ledger", f"SELECT * FROM delta_scan('{lake_dir}/steward/pings')",
+                f"SELECT * FROM read_parquet('{lake_dir}/steward/pings/**/*.parquet')",
+                f"SELECT * FROM read_json_auto('{lake_dir}/steward/accounts.json')", "SELECT * FROM duckdb_settings()",
+                "SELECT current_setting('home_directory')", f"COPY (SELECT 1) TO '{lake_dir}/x.csv'",
+                f"ATTACH '{lake_dir}/x.db' AS x", "INSTALL httpfs", "SELECT * FROM information_schema.tables",
+                "CREATE TABLE t AS SELECT 1", "PRAGMA database_list", "SET enable_external_access = true",
+                "SELECT 1; SELECT * FROM pings", "WITH p AS (SELECT * FROM pings) SELECT count(*) FROM p"]
+    for text in attempts:
+        answer = server.client.post("/api/sql", json={"sql": text}, headers=analyst)
+        assert answer.status_code in (400, 403), (text, answer.status_code, answer.text)
+        assert "Traceback" not in answer.text and lake_dir not in answer.text
+    assert not (city.root / "x.csv").exists()
+    tables = {t["name"] for t in server.client.get("/api/tables", headers=analyst).json()["tables"]}
+    assert tables and not tables & {"pings", "stays", "quarantine", "batches", "privacy_ledger"}
+    steward = server.client.post("/api/sql", json={"sql": "SELECT count(*) AS n FROM pings"}, headers=server.as_(tokens["steward"]))
+    assert steward.json()["rows"][0]["n"] == scan(city, "pings").select(pl.len()).collect().item()  # the steward's own door works
+
+
+def test_static_routes_refuse_traversal(server, tokens, city):
+    secret = (city.steward_dir / "accounts.json").read_text()
+    for path in ("/assets/../app.py", "/assets/..%2F..%2Fapp.py", "/assets/%2e%2e/%2e%2e/steward/accounts.json",
+                 "/docs/assets/..%2F..%2F..%2Fetc%2Fpasswd", "/assets/app.js%00.css", "/../../etc/passwd",
+                 "/api/reports/..%2Faccounts.json", "/api/reports/../accounts.json", "/api/reports/%2e%2e%2fpilots"):
+        answer = server.client.get(path, headers=server.as_(tokens["steward"]))
+        assert answer.status_code in (400, 404), (path, answer.status_code)
+        assert "token_sha256" not in answer.text and "root:" not in answer.text
+    curl = subprocess.run(["curl", "-s", "--path-as-is", "-H", f"Authorization: Bearer {tokens['steward']}",
+                           f"{server.url}/api/reports/../../steward/accounts.json"], capture_output=True, text=True)
+    assert "token_sha256" not in curl.stdout and secret not in curl.stdout
+    assert server.client.get("/assets/app.js").status_code == 200
+
+
+def test_an_oversized_upload_is_refused_mid_stream(server, tokens, city):
+    sent = {"bytes": 0}
+
+    def body():
+        for _ in range(64):  # 4 MB against a 1 MB limit, with no Content-Length: only the stream can tell
+            sent["bytes"] += 65_536
+            yield b"x" * 65_536
+
+    answer = server.client.put("/api/pilot/files/pings", params={"filename": "p.csv"}, content=body(),
+                               headers=server.as_(tokens["pilot"]))
+    assert answer.status_code == 413 and "serve.upload_mb" in answer.json()["error"]
+    uploads = city.steward_dir / "pilots" / "pilot-1" / "uploads"
+    assert not list(uploads.glob("*pings*")) if uploads.exists() else True  # nothing of it kept
+    declared = server.client.put("/api/pilot/files/pings", params={"filename": "p.csv"}, content=b"x" * (2 * 2**20),
+                                 headers=server.as_(tokens["pilot"]))
+    assert declared.status_code == 413
+    for name in ("p.exe", "../../x.csv", "p"):
+        bad = server.client.put("/api/pilot/files/pings", params={"filename": name}, content=b"a", headers=server.as_(tokens["pilot"]))
+        assert bad.status_code == 400 or name == "../../x.csv" and bad.status_code == 200, (name, bad.text)
+    assert not (city.root.parent / "x.csv").exists()
+
+
+def test_a_slow_query_is_cancelled_at_the_limit_without_starving_others(server, tokens):
+    analyst = server.as_(tokens["analyst"])
+    slow = {}
+
+    def heavy():
+        slow["answer"] = server.client.post("/api/sql", json={"sql": "SELECT count(*) FROM range(100000000000) a"}, headers=analyst)
+
+    runner = threading.Thread(target=heavy)
+    runner.start()
+    time.sleep(0.5)
+    quick = [server.client.post("/api/sql", json={"sql": "SELECT count(*) AS n FROM footfall_hourly"}, headers=analyst)
+             for _ in range(5)]
+    runner.join(timeout=120)
+    assert all(q.status_code == 200 for q in quick)
+    assert slow["answer"].status_code == 408 and "limit" in slow["answer"].json()["error"]
+    huge = server.client.post("/api/sql", json={"sql": "SELECT * FROM range(2000000)"}, headers=analyst)
+    assert huge.status_code == 413 and "serve.max_rows" in huge.json()["error"]
+
+
+def test_a_revoked_token_is_refused_at_the_next_request(server, city):
+    token = Accounts(city).add("short-lived", "analyst")
+    assert server.client.get("/api/me", headers=server.as_(token)).json()["name"] == "short-lived"
+    revoked = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city.root), "users", "revoke", "short-lived"],
+                             capture_output=True, text=True, env=server.env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert server.client.get("/api/me", headers=server.as_(token)).status_code == 401
+
+
+def test_users_cli_shows_a_token_once_and_keeps_only_its_hash(city, server, tmp_path):
+    made = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city.root), "users", "add", "ana", "--role", "planner"],
+                          capture_output=True, text=True, env=server.env)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("clk_")
+    listed = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city.root), "users", "list", "--format", "json"],
+                            capture_output=True, text=True, env=server.env)
+    assert "ana" in listed.stdout and token not in listed.stdout
+    stored = city.steward_dir / "accounts.json"
+    assert token not in stored.read_text() and oct(stored.stat().st_mode & 0o777) == "0o600"
+    assert oct(city.steward_dir.stat().st_mode & 0o777) == "0o700"
+    no_key = {k: v for k, v in server.env.items() if k != "CITYLAKE_PSEUDONYM_KEY"} | {
+        "CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "absent.key")}
+    refused = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city.root), "users", "add", "eve", "--role", "steward"],
+                             capture_output=True, text=True, env=no_key)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_log_holds_no_token_and_no_query_string(server, tokens):
+    server.client.get("/api/footfall", params={"place": "places:expo", "from": "2026-11-05"}, headers=server.as_(tokens["planner"]))
+    server.client.get("/api/me", headers=server.as_("clk_" + "Z" * 43))
+    time.sleep(0.3)
+    log = server.log.read_text()
+    assert "/api/footfall 200 planner-1" in log
+    assert "clk_" not in log and "places:expo" not in log and "?" not in log and not any(t in log for t in tokens.values())
+
+
+def test_cors_is_off_by_default(server, tokens):
+    answer = server.client.options("/api/footfall", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in answer.headers
+    got = server.client.get("/api/me", headers={**server.as_(tokens["planner"]), "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in got.headers
+
+
+def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, tmp_path):
+    pilot = server.as_(tokens["pilot"])
+    assert server.client.get("/api/footfall", headers=pilot).status_code == 403  # no area yet
+    released = scan(city, "footfall_hourly").group_by("place_id").len().sort("len", "place_id", descending=True).collect()
+    chosen = registry.places(city, place_ids=[released["place_id"][0]], columns=("geometry",))  # a place the release shows
+    area = shapely.buffer(registry.shapes(chosen)[0], 0.002)
+    boundary = json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+                                                                      "geometry": json.loads(shapely.to_geojson(area))}]})
+    pings = pl.read_csv(city.root.parent / "city" / "pings.csv")
+    pings = pings.filter(pl.Series(shapely.contains_xy(area, pings["lon"].to_numpy(), pings["lat"].to_numpy()))).head(8_000)
+    steps = [("boundary", "area.geojson", boundary.encode()), ("pings", "pings.csv", pings.write_csv().encode())]
+    for kind, name, body in steps:
+        answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
+        assert answer.status_code == 200, answer.text
+    assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
+    for _ in range(600):
+        report = server.client.get("/api/pilot/report", headers=pilot)
+        if report.status_code != 202:
+            break
+        time.sleep(0.5)
+    assert report.status_code == 200, report.text
+    assert "pilot-1" in report.text and "<html" in report.text.lower()
+    # its area's releases only: places meeting its boundary, and no other
+    rows = server.client.get("/api/footfall", headers=pilot).json()["rows"]
+    places = registry.places(city, columns=("place_id", "geometry"))
+    meeting = set(places.filter(pl.Series(shapely.intersects(registry.shapes(places), area)))["place_id"])
+    assert rows and {r["place_id"] for r in rows} <= meeting
+    everyone = {r["place_id"] for r in server.client.get("/api/footfall", headers=server.as_(tokens["planner"])).json()["rows"]}
+    assert everyone == set(released["place_id"]) and (everyone - meeting or len(meeting) == len(places))
+    for outside in everyone - meeting:
+        assert server.client.get("/api/footfall", params={"place": outside}, headers=pilot).json()["rows"] == []
+    cells = server.client.get("/api/footfall", params={"by": "cell"}, headers=pilot).json()["rows"]
+    from citylake.h3_index import cells_to_latlng
+
+    lat, lon = cells_to_latlng(pl.Series([r["h3_cell"] for r in cells], dtype=pl.Int64).to_numpy())
+    assert cells and shapely.contains_xy(area, lon, lat).all()
+    # another pilot sees neither this pilot's report nor the city before its own
+    assert server.client.get("/api/pilot/report", headers=server.as_(tokens["pilot2"])).status_code == 404
+    assert server.client.get("/api/od", headers=server.as_(tokens["pilot2"])).status_code == 403
+
+
+def test_tls_when_given_a_certificate(city, tokens, tmp_path):
+    cert, key = self_signed(tmp_path)
+    served = Served(city.root, tmp_path / "tls.log", env={"CITYLAKE_SERVE_TLS_CERT": str(cert), "CITYLAKE_SERVE_TLS_KEY": str(key)},
+                    scheme="https", verify=str(cert))
+    try:
+        assert served.client.get("/api/me", headers=served.as_(tokens["analyst"])).json()["role"] == "analyst"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{served.port}/api/me", headers=served.as_(tokens["analyst"]), timeout=5)
+    finally:
+        served.stop()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+__all__ = ["Served", "free_port", "shutil"]
+
+
+def warm_pixels(png: bytes, box: tuple[int, int, int, int]) -> int:
+    """Pixels in ``box`` in the layers' warm palette (orange to red), which the dark page never uses."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x0, y0, x1, y1 = box
+    area = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)[y0:y1, x0:x1]
+    r, g, b = area[..., 0], area[..., 1], area[..., 2]
+    return int(((r > 150) & (r - b > 60) & (r >= g)).sum())
+
+
+def test_a_planner_signs_in_picks_a_district_sees_the_layer_and_opens_the_report(server, tokens, city, tmp_path):
+    from conftest import ARTIFACTS
+    from playwright.sync_api import sync_playwright
+
+    steward = server.as_(tokens["steward"])
+    assert server.client.post("/api/reports", json={"places": ["places:expo"]}, headers=steward).status_code == 202
+    for _ in range(600):
+        job = server.client.get("/api/jobs/reports", headers=steward).json()
+        if job["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert job["state"] == "done", job
+    map_box = (600, 60, 1250, 450)  # right of the sign-in panel and kepler's side panel, above the playback bar
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        outside: list[str] = []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url) else
+                   (outside.append(route.request.url), route.abort()))
+        page.goto(server.url + "/")
+        page.fill("#token", tokens["planner"])
+        page.click("#login button")
+        page.wait_for_selector("#pick:not([hidden])")
+        page.wait_for_function("document.querySelectorAll('#category option').length > 1")
+        page.wait_for_timeout(1_500)
+        before = warm_pixels(page.screenshot(), map_box)
+        page.select_option("#category", "district")
+        page.click("#show")
+        page.wait_for_function("window.citylakeReady === true", timeout=90_000)
+        page.wait_for_timeout(2_000)
+        shot = page.screenshot(path=str(ARTIFACTS / "serve" / "planner-footfall.png"))
+        after = warm_pixels(shot, map_box)
+        assert before < 50 and after > 2_000, (before, after)
+        assert "Footfall per H3 cell" in page.text_content("#status")
+        page.wait_for_selector("#report-list a.open")
+        with page.expect_popup() as popup:
+            page.click("#report-list a.open")
+        report = popup.value
+        report.wait_for_load_state()
+        assert "Expo" in report.content()
+        browser.close()
+    # nothing but the server was reached (no CDN, no tiles); kepler.gl's optional icon set is asked for and refused
+    assert all(url.endswith("/svg-icons.json") for url in outside), outside
