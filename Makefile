@@ -45,10 +45,17 @@ demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake,
 	$(CITYLAKE) query footfall --category expo --from 2026-11-05T08:00Z --to 2026-11-05T20:00Z
 	$(CITYLAKE) map footfall --out demo-maps/footfall.html
 	$(CITYLAKE) map od --category district --out demo-maps/flows.html
-	$(CITYLAKE) report --district places:expo --district places:cbd --out demo-reports
+	$(CITYLAKE) report --district places:expo --district places:cbd --out demo-reports --for-planners
 	@echo "Open demo-maps/footfall.html and demo-reports/places_expo.html in a browser (both work offline);"
 	@echo "demo-reports/summary.json is the machine-readable summary."
 	$(MAKE) --no-print-directory demo-live
+	@echo
+	@echo "Serve the demo lake to planners (browser) and analysts (HTTP SQL, Flight SQL):"
+	@echo "  CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-pseudonym.key $(BIN)/citylake --lake $(DEMO_LAKE) serve"
+	@echo "then open http://127.0.0.1:8080/ and sign in with this planner token (shown once; the lake keeps only its hash):"
+	@$(CITYLAKE) users add demo-planner --role planner | tail -n 1
+	@echo "and this analyst token for SQL tools (see README, \"citylake serve\"):"
+	@$(CITYLAKE) users add demo-analyst --role analyst | tail -n 1
 
 # The live chain on the demo city: history up to 10:30 of the expo's surge day ingested from files, then 10:30-11:30 replayed
 # at 60x into two live ingesters with `citylake watch` running; the surge (its crowd arrives at 11:00) becomes an alert.

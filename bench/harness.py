@@ -110,7 +110,7 @@ class Run:
 
 def figures() -> list[tuple[str, Callable[[Run], dict]]]:
     """Every figure in the order a full run measures them, under its name in results.json (what ``--only`` picks)."""
-    from bench import analysis, footfall, ingest, knn, lake_write, live, month_ingest, point_to_cell, queries_scaling, release
+    from bench import analysis, footfall, ingest, knn, lake_write, live, month_ingest, point_to_cell, queries_scaling, release, serve
 
     return [
         ("point_to_cell", lambda run: point_to_cell.bench_point_to_cell(run.rows)),
@@ -128,4 +128,5 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("live_mqtt", lambda run: live.bench_live_mqtt(run.work)),
         ("surge_3x", lambda run: live.bench_three_times_surge(run.work)),
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
+        ("serve_load", lambda run: serve.bench_serve_load(run.work)),
     ]

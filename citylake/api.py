@@ -456,6 +456,15 @@ def revoke_user(lake: Lake, name: str, /, *, settings: S.Settings | None = None)
     Accounts(lake).revoke(name)
 
 
+def publish_reports(lake: Lake, reports: dict[str, Path], /, *, settings: S.Settings | None = None) -> list[Path]:
+    """Hand written HTML district reports (by place id) to `citylake serve`'s planners (the steward's decision, like a
+    release's)."""
+    from citylake.server.reports import ReportShelf
+
+    steward_key(lake, settings=settings, doing="publishing reports to planners")
+    return ReportShelf(lake).shelve(reports)
+
+
 def serve(lake: Lake, /, *, settings: S.Settings | None = None, announce: Callable[[str], None] = print) -> None:
     """Serve the lake over HTTP and Arrow Flight SQL until interrupted (``citylake.server``); the server holds the lake's
     key, so only its steward starts it."""

@@ -15,10 +15,11 @@ from citylake.cli.output import note
 @click.option("--category", help="One report per place of this category, e.g. district (batch mode).")
 @click.option("--out", type=OutPath(dir_okay=True, make_parents=True), required=True,
               help="report.html or report.md for one place; a directory for several (with summary.json).")
+@click.option("--for-planners", is_flag=True, help="Also publish the reports (HTML) to `citylake serve`'s planners and analysts.")
 @K
 @analysis
 @pass_context
-def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: str, k_anon: int | None, start, end,
+def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: str, for_planners: bool, k_anon: int | None, start, end,
            scheduler: str | None, workers: int | None) -> None:
     """Decision-support summaries: what is unusual (events, sensor faults), hotspots, footfall and dwell,
     nearby sensors, flows in and out — k-anonymous, as HTML (figures embedded) or Markdown.
@@ -36,11 +37,17 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
     if not place_ids:
         raise click.UsageError("say which place: --district PLACE_ID (repeatable) or --category CATEGORY")
     k = ctx.k(lake, k_anon)
+    if for_planners and Path(out).suffix.lower() == ".md":
+        raise click.UsageError("--for-planners publishes HTML reports; write them as .html (or into a directory)")
     found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note)
     single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
     written = reports.write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=note)
     if not single:
         note(f"summary: {reports.write_summary(written, Path(out) / 'summary.json')}")
+    if for_planners:
+        made = {r.place_id: Path(out) if single else Path(out) / f"{r.place_id.replace(':', '_')}.html" for r in written}
+        shelved = api.publish_reports(lake, made, settings=ctx.settings)
+        note(f"published to the server's planners: {', '.join(path.name for path in shelved)}")
 
 
 @click.command()

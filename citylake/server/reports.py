@@ -48,17 +48,17 @@ class ReportShelf:
         shutil.rmtree(staging, ignore_errors=True)
         made = write_reports(self.lake, analysis, place_ids, out=staging, start=start, end=end, k=api.k_for(self.lake, settings=settings),
                              announce=lambda line: None)
-        self.shelve(sorted(staging.glob("*.html")))
+        self.shelve({report.place_id: staging / f"{report.place_id.replace(':', '_')}.html" for report in made})
         shutil.rmtree(staging, ignore_errors=True)
         return f"{len(made)} reports published"
 
-    def shelve(self, paths: list[Path], /) -> list[Path]:
-        """Put written reports on the shelf (each replaced whole: a reader never sees half a file)."""
+    def shelve(self, reports: dict[str, Path], /) -> list[Path]:
+        """Put written HTML reports (by place id) on the shelf, each replaced whole: a reader never sees half a file."""
         self.folder.mkdir(mode=0o700, exist_ok=True)
         shelved = []
-        for path in paths:
-            target = self.folder / path.name
-            temporary = target.with_name(f".{path.name}.{os.getpid()}")
+        for place_id, path in reports.items():
+            target = self.folder / f"{place_id.replace(':', '_')}.html"
+            temporary = target.with_name(f".{target.name}.{os.getpid()}")
             shutil.copyfile(path, temporary)
             os.chmod(temporary, 0o600)
             os.replace(temporary, target)
