@@ -241,6 +241,8 @@ def test_a_slow_query_is_cancelled_at_the_limit_without_starving_others(server, 
     assert slow["answer"].status_code == 408 and "limit" in slow["answer"].json()["error"]
     huge = server.client.post("/api/sql", json={"sql": "SELECT * FROM range(2000000)"}, headers=analyst)
     assert huge.status_code == 413 and "serve.max_rows" in huge.json()["error"]
+    padded = server.client.post("/api/sql", json={"sql": "SELECT 1 -- " + "x" * (2 << 20)}, headers=analyst)
+    assert padded.status_code == 413  # a request body past 1 MB is refused before it is parsed
 
 
 def test_a_revoked_token_is_refused_at_the_next_request(server, city):
@@ -422,3 +424,31 @@ def test_a_planner_signs_in_picks_a_district_sees_the_layer_and_opens_the_report
         browser.close()
     # nothing but the server was reached (no CDN, no tiles); kepler.gl's optional icon set is asked for and refused
     assert all(url.endswith("/svg-icons.json") for url in outside), outside
+
+
+def test_malformed_requests_get_one_line_and_never_a_traceback(server, tokens):
+    analyst = server.as_(tokens["analyst"])
+    cases = [("GET", "/api/footfall", {"params": {"from": "yesterday"}}), ("GET", "/api/footfall", {"params": {"by": "street"}}),
+             ("GET", "/api/footfall", {"params": {"format": "xml"}}),
+             ("GET", "/api/footfall", {"params": {"from": "2026-11-05", "to": "2026-11-01"}}), ("GET", "/api/maps/weather", {}),
+             ("GET", "/api/alerts", {"params": {"open": "perhaps"}}), ("POST", "/api/sql", {"content": b"SELECT 1"}),
+             ("POST", "/api/sql", {"json": {"query": "SELECT 1"}}), ("POST", "/api/sql", {"json": {"sql": "   "}}),
+             ("POST", "/api/sql", {"json": {"sql": "SELEC 1"}}), ("POST", "/api/sql", {"json": {"sql": "SELECT 1/0::INT"}}),
+             ("GET", "/api/reports/nope.html", {}), ("GET", "/api/nothing-here", {})]
+    for method, path, kwargs in cases:
+        answer = server.client.request(method, path, headers=analyst, **kwargs)
+        assert 400 <= answer.status_code < 500 or answer.status_code == 200 and "1/0" in str(kwargs), (path, kwargs, answer.text)
+        if answer.status_code != 200:
+            error = answer.json().get("error") or answer.json().get("detail")
+            assert isinstance(error, str) and "\n" not in error and "Traceback" not in error, (path, error)
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_the_api_docs_work_offline(server):
+    page = server.client.get("/docs").text
+    assets = [part.split('"')[1] for part in page.split("src=")[1:]] + [part.split('"')[1] for part in page.split("href=")[1:]]
+    assets = [asset for asset in assets if asset]  # an empty favicon link is the page itself
+    assert assets and all(a.startswith("/") for a in assets), assets  # nothing from a CDN
+    for asset in assets:
+        assert server.client.get(asset).status_code == 200, asset
+    assert server.client.get("/openapi.json").json()["info"]["title"] == "citylake"

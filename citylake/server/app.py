@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -41,6 +42,8 @@ from citylake.server.workspaces import ServerBusy, WorkspacePool
 
 log = logging.getLogger("citylake.server")
 WEB = Path(__file__).resolve().parent / "web"
+JSON_BODY_LIMIT = 1 << 20  # a request body other than a pilot's upload (SQL text, a list of places)
+UPLOAD_BODY_LIMIT = 1 << 40  # uploads: the server's own check (serve.upload_mb) refuses them first, mid-stream
 EVERYONE = (PLANNER, ANALYST, PILOT, STEWARD)
 READERS = (PLANNER, ANALYST, PILOT, STEWARD)  # the releases and alerts (a pilot: its area's)
 ALLOWED = {
@@ -73,7 +76,7 @@ class Server:
 
 def create_app(lake: Lake, settings: S.Settings, /) -> FastAPI:
     server = Server(lake, settings)
-    app = FastAPI(title="citylake", version=_version(), docs_url=None, redoc_url=None,
+    app = FastAPI(title="citylake", version=_version(), docs_url=None, redoc_url=None, max_body_size=JSON_BODY_LIMIT,
                   description="The city lake for planners, analysts and district pilots. Send `Authorization: Bearer <token>` "
                               "(a token from `citylake users add`).")
     app.state.server = server
@@ -243,7 +246,7 @@ def _report_routes(app: FastAPI) -> None:
 
 
 def _pilot_routes(app: FastAPI) -> None:
-    @app.put("/api/pilot/files/{kind}", tags=["pilot"])
+    @app.put("/api/pilot/files/{kind}", tags=["pilot"], max_body_size=UPLOAD_BODY_LIMIT)
     async def upload(request: Request, account: Pilot, kind: str, filename: str) -> dict:
         """Upload one of the area's files (the raw body): boundary, pois, sensors, readings or pings; ``filename`` gives its
         format by its ending (.geojson, .csv, .gpkg, .zip, .parquet…). Streamed to disk; refused past serve.upload_mb."""
@@ -336,6 +339,7 @@ def _errors(app: FastAPI) -> None:
     app.exception_handler(QueryCancelled)(one_line(408))
     app.exception_handler(BadFormat)(one_line(400))
     app.exception_handler(CitylakeError)(one_line(400))
+    app.exception_handler(duckdb.Error)(one_line(400))  # the statement's own fault: a syntax error, an unknown column, out of memory
 
     @app.exception_handler(ServerBusy)
     async def busy(request: Request, err: ServerBusy) -> JSONResponse:

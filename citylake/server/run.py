@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 
 from citylake import settings as S
+from citylake.h3_index.errors import CitylakeError
 from citylake.lake import Lake
+
+
+class PortInUse(CitylakeError, OSError):
+    pass
 
 
 def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None] = print) -> None:
@@ -20,6 +26,9 @@ def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None
     cert, key = settings["serve.tls_cert"], settings["serve.tls_key"]
     if bool(cert) != bool(key):
         raise S.SettingError("serve.tls_cert", cert or key, "settings", "TLS needs both serve.tls_cert and serve.tls_key")
+    for port_setting, number in (("--port", port), ("--flight-port", flight_port)):
+        if number:
+            _check_free(host, number, port_setting)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(lake, settings)
     flight = _start_flight(app.state.server, host, flight_port, (cert, key) if cert else None, announce) if flight_port else None
@@ -32,6 +41,16 @@ def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None
     finally:
         if flight is not None:
             flight.shutdown()
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    """Refuse now, in one line, a port another program holds (uvicorn would log it and exit with code 3)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise PortInUse(f"cannot listen on {host}:{port} ({err.strerror}); pick another with {option}") from None
 
 
 def _start_flight(server, host: str, port: int, tls: tuple[str, str] | None, announce: Callable[[str], None]):
