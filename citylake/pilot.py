@@ -67,7 +67,13 @@ def _ingest_boundary(lake, area: Pilot):
     """The boundary as a place of category ``pilot``, named and id'd after the area."""
     import geopandas as gpd
 
-    shapes = gpd.read_file(area.boundary)
+    from citylake.ingestion.errors import UnreadableInput
+
+    try:
+        shapes = gpd.read_file(area.boundary)
+    except Exception as err:  # GDAL's own kinds of error
+        raise UnreadableInput(str(area.boundary), "cannot read it as a boundary (GeoJSON, a zipped Shapefile, GeoPackage…): "
+                                                  f"{str(err).splitlines()[0][:160]}") from None
     if len(shapes) != 1:
         raise BadFilter("boundary", str(area.boundary), f"holds {len(shapes)} shapes; a pilot boundary is one polygon (dissolve it first)")
     with tempfile.TemporaryDirectory() as scratch:

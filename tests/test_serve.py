@@ -144,9 +144,10 @@ def test_a_role_that_may_not_gets_403_on_every_endpoint(server, tokens):
 
 
 def test_released_footfall_is_the_release_in_every_format(server, tokens, city):
-    release = scan(city, "footfall_hourly").filter(pl.col("category") == "park").select("place_id", "bucket", "devices").collect()
-    assert release.height > 0
-    params = {"category": "park"}
+    everything = scan(city, "footfall_hourly").collect()
+    category = everything["category"].mode().sort()[0]  # the release's noise decides which places show: take one it shows
+    release = everything.filter(pl.col("category") == category).select("place_id", "bucket", "devices")
+    params = {"category": category}
     got = server.client.get("/api/footfall", params=params, headers=server.as_(tokens["planner"]))
     assert got.status_code == 200
     as_json = pl.DataFrame(got.json()["rows"]).select("place_id", "devices")
@@ -293,13 +294,28 @@ def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, t
     pilot = server.as_(tokens["pilot"])
     assert server.client.get("/api/footfall", headers=pilot).status_code == 403  # no area yet
     released = scan(city, "footfall_hourly").group_by("place_id").len().sort("len", "place_id", descending=True).collect()
-    chosen = registry.places(city, place_ids=[released["place_id"][0]], columns=("geometry",))  # a place the release shows
-    area = shapely.buffer(registry.shapes(chosen)[0], 0.002)
+    chosen = registry.shapes(registry.places(city, place_ids=[released["place_id"][0]], columns=("geometry",)))[0]  # one the release shows
+    cells = scan(city, "footfall_cells_hourly").select("h3_cell").unique().collect()["h3_cell"].to_numpy()
+    from citylake.h3_index import cells_to_latlng
+
+    lat, lon = cells_to_latlng(cells)
+    nearest = shapely.points(lon, lat)[shapely.distance(shapely.points(lon, lat), chosen).argmin()]  # and a released cell
+    area = shapely.convex_hull(shapely.union(shapely.buffer(chosen, 0.002), shapely.buffer(nearest, 0.002)))
     boundary = json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
                                                                       "geometry": json.loads(shapely.to_geojson(area))}]})
     pings = pl.read_csv(city.root.parent / "city" / "pings.csv")
     pings = pings.filter(pl.Series(shapely.contains_xy(area, pings["lon"].to_numpy(), pings["lat"].to_numpy()))).head(8_000)
     steps = [("boundary", "area.geojson", boundary.encode()), ("pings", "pings.csv", pings.write_csv().encode())]
+    bad = server.client.put("/api/pilot/files/boundary", params={"filename": "area.geojson"}, content=b"{}", headers=pilot)
+    assert bad.status_code == 200
+    assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
+    for _ in range(600):
+        failed = server.client.get("/api/pilot/report", headers=pilot)
+        if failed.status_code != 202:
+            break
+        time.sleep(0.2)
+    assert failed.status_code == 422 and "boundary.geojson: cannot read it as a boundary" in failed.json()["error"], failed.text
+    assert str(city.root) not in failed.text
     for kind, name, body in steps:
         answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
         assert answer.status_code == 200, answer.text
@@ -321,8 +337,6 @@ def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, t
     for outside in everyone - meeting:
         assert server.client.get("/api/footfall", params={"place": outside}, headers=pilot).json()["rows"] == []
     cells = server.client.get("/api/footfall", params={"by": "cell"}, headers=pilot).json()["rows"]
-    from citylake.h3_index import cells_to_latlng
-
     lat, lon = cells_to_latlng(pl.Series([r["h3_cell"] for r in cells], dtype=pl.Int64).to_numpy())
     assert cells and shapely.contains_xy(area, lon, lat).all()
     # another pilot sees neither this pilot's report nor the city before its own

@@ -17,6 +17,7 @@ from pathlib import Path
 import shapely
 
 from citylake import settings as S
+from citylake.h3_index.errors import CitylakeError
 from citylake.lake import Lake
 from citylake.pilot import Pilot, run_pilot
 
@@ -27,6 +28,10 @@ REPORT = "report.html"
 
 class UploadTooLarge(ValueError):
     pass
+
+
+class PilotFailed(CitylakeError):
+    """A pilot's files could not become a report; says why, naming the uploads, not the server's folders."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,11 @@ class PilotDesk:
         area = Pilot(boundary=files["boundary"], name=name, pois=files.get("pois"), sensors=files.get("sensors"),
                      readings=files.get("readings"), pings=files.get("pings"))
         lines: list[str] = []
-        run_pilot(area, out=folder / REPORT, settings=settings, start=start, end=end, workers=1, announce=lines.append)
-        return lines[-1] if lines else "report written", self._area(lake_dir, settings)
+        try:
+            run_pilot(area, out=folder / REPORT, settings=settings, start=start, end=end, workers=1, announce=lines.append)
+        except CitylakeError as err:  # said to the pilot: without the server's folders
+            raise PilotFailed(str(err).replace(f"{folder}/uploads/", "").replace(str(folder), "")) from None
+        return lines[-1].replace(str(folder), "") if lines else "report written", self._area(lake_dir, settings)
 
     def report(self, name: str) -> Path | None:
         path = self.folder(name) / REPORT
