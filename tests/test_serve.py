@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -66,9 +67,10 @@ class Served:
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log = log
         self.env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200", **(env or {})}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "citylake.cli", "--lake", str(lake_root), "serve", "--port", str(self.port), "--flight-port", "0"],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self.env)
+        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "citylake.cli", "--lake", str(lake_root), "serve", "--port", str(self.port), "--flight-port", "0"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env)
         self.client = httpx.Client(base_url=self.url, timeout=120, verify=verify)
         for _ in range(300):
             try:
@@ -347,7 +349,7 @@ def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, t
 def test_tls_when_given_a_certificate(city, tokens, tmp_path):
     cert, key = self_signed(tmp_path)
     served = Served(city.root, tmp_path / "tls.log", env={"CITYLAKE_SERVE_TLS_CERT": str(cert), "CITYLAKE_SERVE_TLS_KEY": str(key)},
-                    scheme="https", verify=str(cert))
+                    scheme="https", verify=ssl.create_default_context(cafile=str(cert)))
     try:
         assert served.client.get("/api/me", headers=served.as_(tokens["analyst"])).json()["role"] == "analyst"
         with pytest.raises(httpx.HTTPError):
