@@ -51,7 +51,7 @@ def server(lake, tokens):
 def connect(server, token: str | None = None, **db_kwargs):
     if token is not None:
         db_kwargs[AUTH] = "Bearer " + token
-    return flightsql.connect(f"grpc://127.0.0.1:{server.port}", db_kwargs=db_kwargs)
+    return flightsql.connect(f"grpc://127.0.0.1:{server.port}", db_kwargs=db_kwargs, autocommit=True)
 
 
 def ask(server, token: str | None, query: str) -> list[tuple]:
@@ -133,21 +133,17 @@ def test_the_catalog_shows_an_analyst_only_what_it_reads(server, tokens, lake):
 
 def test_a_ticket_is_the_account_s_alone(server, tokens):
     """A statement's ticket, replayed by another caller, a planner or nobody, gets no rows."""
-    def client(token: str | None) -> fl.FlightClient:
-        options = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())] if token else [])
-        return fl.FlightClient(f"grpc://127.0.0.1:{server.port}"), options
-
     from flightsql import flightsql_pb2 as sql
     from google.protobuf import any_pb2
 
     command = any_pb2.Any()
     command.Pack(sql.CommandStatementQuery(query="SELECT count(*) AS n FROM footfall_hourly"))
-    analyst, as_analyst = client(tokens["analyst"])
+    analyst, as_analyst = raw_client(server, tokens["analyst"])
     info = analyst.get_flight_info(fl.FlightDescriptor.for_command(command.SerializeToString()), as_analyst)
     ticket = info.endpoints[0].ticket
     for other, error in ((None, fl.FlightUnauthenticatedError), (tokens["planner"], fl.FlightUnauthorizedError),
                          (tokens["steward"], fl.FlightServerError)):
-        thief, options = client(other)
+        thief, options = raw_client(server, other)
         with pytest.raises(error):
             thief.do_get(ticket, options).read_all()
     assert analyst.do_get(ticket, as_analyst).read_all().num_rows == 1
@@ -178,9 +174,104 @@ def test_a_slow_query_is_cancelled_at_the_limit_while_others_answer(server, toke
 
 
 def test_basic_auth_handshake_gives_a_bearer(server, tokens):
-    with flightsql.connect(f"grpc://127.0.0.1:{server.port}", db_kwargs={"username": "analyst", "password": tokens["analyst"]}) as con, \
+    with flightsql.connect(f"grpc://127.0.0.1:{server.port}", db_kwargs={"username": "analyst", "password": tokens["analyst"]},
+                           autocommit=True) as con, \
             con.cursor() as cur:
         cur.execute("SELECT count(*) FROM footfall_hourly")
         assert cur.fetchone()[0] > 0
     with pytest.raises(adbc_driver_manager.Error, match="does not match"):
         flightsql.connect(f"grpc://127.0.0.1:{server.port}", db_kwargs={"username": "steward", "password": tokens["analyst"]})
+
+
+def raw_client(server, token: str | None):
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    return fl.FlightClient(f"grpc://127.0.0.1:{server.port}"), fl.FlightCallOptions(headers=headers)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, o: list(c.do_action(fl.Action("BeginTransaction", b""), o)),
+    lambda c, o: list(c.do_action(fl.Action("NoSuchAction", b""), o)),
+    lambda c, o: c.do_get(fl.Ticket(b"\xff forged"), o).read_all(),
+    lambda c, o: c.get_flight_info(fl.FlightDescriptor.for_path("pings"), o),
+    lambda c, o: list(c.list_flights(options=o)),
+])
+def test_other_calls_fail_in_one_line(server, tokens, call):
+    client, options = raw_client(server, tokens["analyst"])
+    with pytest.raises(fl.FlightError) as err:
+        call(client, options)
+    assert "Traceback" not in str(err.value) and "File \"" not in str(err.value)
+
+
+def test_get_schema_answers_without_running_anything(server, tokens):
+    client, options = raw_client(server, tokens["analyst"])
+    assert client.get_schema(fl.FlightDescriptor.for_path("pings"), options).schema.names == []
+
+
+def test_parameters_are_refused_with_the_fix(server, tokens):
+    with connect(server, tokens["analyst"]) as con, con.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error, match="write the values into the SQL text"):
+            cur.execute("SELECT ?", (1,))
+
+
+@pytest.fixture
+def one_workspace_server(lake):
+    """A server with one workspace and a long limit: only an interrupt frees the workspace early."""
+    server = flight_server(lake, Accounts(lake), WorkspacePool(lake, limits=Limits(seconds=60), size=1), port=0)
+    thread = serve_in_thread(server)
+    yield server
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_a_client_that_gives_up_frees_its_workspace(one_workspace_server, tokens):
+    from flightsql import flightsql_pb2 as sql
+    from google.protobuf import any_pb2
+
+    command = any_pb2.Any()
+    command.Pack(sql.CommandStatementQuery(query=SLOW))
+    client, _ = raw_client(one_workspace_server, None)
+    impatient = fl.FlightCallOptions(timeout=0.5, headers=[(b"authorization", f"Bearer {tokens['analyst']}".encode())])
+    with pytest.raises(fl.FlightTimedOutError):
+        client.get_flight_info(fl.FlightDescriptor.for_command(command.SerializeToString()), impatient)
+    assert ask(one_workspace_server, tokens["analyst"], "SELECT 1") == [(1,)]  # not after the 60 s limit: it was interrupted
+
+
+def test_tls(lake, tokens, tmp_path):
+    certificate, key = self_signed(tmp_path)
+    server = flight_server(lake, Accounts(lake), WorkspacePool(lake, limits=Limits(seconds=5), size=1), port=0,
+                           tls=(certificate, key))
+    thread = serve_in_thread(server)
+    try:
+        kwargs = {AUTH: "Bearer " + tokens["analyst"], "adbc.flight.sql.client_option.tls_root_certs": certificate.read_text()}
+        with flightsql.connect(f"grpc+tls://127.0.0.1:{server.port}", db_kwargs=kwargs, autocommit=True) as con, con.cursor() as cur:
+            cur.execute("SELECT count(*) FROM footfall_hourly")
+            assert cur.fetchone()[0] > 0
+        with pytest.raises(adbc_driver_manager.Error):  # plain text to a TLS port
+            ask(server, tokens["analyst"], "SELECT 1")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def self_signed(where):
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+                   .not_valid_after(now + dt.timedelta(hours=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    (where / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (where / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return where / "cert.pem", where / "key.pem"

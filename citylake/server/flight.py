@@ -106,6 +106,15 @@ class _TokenCheck(fl.ServerMiddlewareFactory):
         self.accounts = accounts
 
     def start_call(self, info, headers) -> _Caller:
+        try:
+            return self._caller(headers)
+        except fl.FlightError:
+            raise
+        except Exception:  # an unreadable accounts file: the client learns no more than that
+            log.exception("flight sql: checking a token failed")
+            raise fl.FlightInternalError("the server could not check the token; the server's log has the details") from None
+
+    def _caller(self, headers: dict) -> _Caller:
         presented = _header(headers, "authorization")
         kind, _, credential = presented.partition(" ")
         if kind.lower() == "basic":
@@ -238,8 +247,6 @@ def _one_line_errors(handler: Callable) -> Callable:
             raise fl.FlightUnavailableError(_line(err)) from None
         except duckdb.Error as err:
             raise fl.FlightServerError(_line(err)) from None
-        except NotImplementedError:
-            raise
         except Exception:
             log.exception("flight sql: %s failed", handler.__name__)
             raise fl.FlightInternalError(f"the server failed on {handler.__name__}; the server's log has the details") from None
@@ -317,7 +324,22 @@ class FlightSqlServer(fl.FlightServerBase):
             return iter([])
         if action.type in REFUSED_ACTIONS:
             raise fl.FlightUnauthorizedError(f"{action.type}: {READ_ONLY}")
-        raise NotImplementedError(f"action {action.type} is not supported by citylake's Flight SQL")
+        raise fl.FlightServerError(f"action {action.type} is not supported by citylake's Flight SQL")
+
+    def list_flights(self, context, criteria) -> Iterator[fl.FlightInfo]:
+        raise fl.FlightServerError("citylake's Flight SQL lists no flights; ask for tables with GetTables (ADBC: adbc_get_objects)")
+
+    def get_schema(self, context, descriptor) -> fl.SchemaResult:
+        """A catalog command's schema; an empty one for anything else (a statement's schema comes with its FlightInfo).
+        Never raises: pyarrow (26) sends a Python exception raised here, even a FlightError, with its traceback."""
+        try:
+            command = _command(descriptor)
+        except fl.FlightError:
+            return fl.SchemaResult(pa.schema([]))
+        return fl.SchemaResult(_metadata_schema(command) if isinstance(command, METADATA_COMMANDS) else pa.schema([]))
+
+    def do_exchange(self, context, descriptor, reader, writer) -> None:
+        raise fl.FlightServerError(f"do_exchange is not supported by citylake's Flight SQL: {READ_ONLY}")
 
     def list_actions(self, context) -> list[tuple[str, str]]:
         return [("CreatePreparedStatement", "prepare a SELECT (parameters are not supported)"),
