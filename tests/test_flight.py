@@ -275,3 +275,18 @@ def self_signed(where):
     (where / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                       serialization.NoEncryption()))
     return where / "cert.pem", where / "key.pem"
+
+
+def test_a_token_revoked_between_statement_and_fetch_fetches_nothing(server, lake):
+    accounts = Accounts(lake)
+    token = accounts.add("leaving", "analyst")
+    client, options = raw_client(server, token)
+    from flightsql import flightsql_pb2 as sql
+    from google.protobuf import any_pb2
+
+    command = any_pb2.Any()
+    command.Pack(sql.CommandStatementQuery(query="SELECT count(*) FROM footfall_hourly"))
+    ticket = client.get_flight_info(fl.FlightDescriptor.for_command(command.SerializeToString()), options).endpoints[0].ticket
+    accounts.revoke("leaving")
+    with pytest.raises(fl.FlightUnauthenticatedError, match="revoked"):
+        client.do_get(ticket, options).read_all()

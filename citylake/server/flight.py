@@ -115,14 +115,13 @@ class _TokenCheck(fl.ServerMiddlewareFactory):
             raise fl.FlightInternalError("the server could not check the token; the server's log has the details") from None
 
     def _caller(self, headers: dict) -> _Caller:
-        presented = _header(headers, "authorization")
-        kind, _, credential = presented.partition(" ")
+        kind, _, credential = _header(headers, "authorization").partition(" ")
+        bearer = None
         if kind.lower() == "basic":
-            account, token = self._basic(credential.strip()), _basic_token(credential.strip())
-            bearer = f"Bearer {token}"
+            account, token = self._basic(credential.strip())
+            bearer = f"Bearer {token}"  # the handshake's answer: the client sends it from then on
         else:
             account = self._bearer(credential.strip() if kind.lower() == "bearer" else "")
-            bearer = None
         if not account.reads_sql:
             raise fl.FlightUnauthorizedError(f"SQL is for analyst and steward accounts; {account.name} is a {account.role} account: "
                                              "use the web app or the HTTP API, or ask the steward for an analyst account")
@@ -139,13 +138,13 @@ class _TokenCheck(fl.ServerMiddlewareFactory):
                                                 "(`citylake users add NAME --role analyst`)")
         return account
 
-    def _basic(self, credential: str) -> Account:
+    def _basic(self, credential: str) -> tuple[Account, str]:
         name, _, token = _basic_pair(credential)
         account = self._bearer(token)
         if account.name != name:
             raise fl.FlightUnauthenticatedError("the user name does not match the token; log in with the account's name and "
                                                 "its token as the password")
-        return account
+        return account, token
 
 
 def _header(headers: dict, name: str) -> str:
@@ -160,10 +159,6 @@ def _basic_pair(credential: str) -> tuple[str, str, str]:
     except (binascii.Error, UnicodeDecodeError):
         raise fl.FlightUnauthenticatedError("malformed basic credentials: send the account's name as the user and its token "
                                             "as the password") from None
-
-
-def _basic_token(credential: str) -> str:
-    return _basic_pair(credential)[2]
 
 
 class _HandshakeAnswered(fl.ServerAuthHandler):
