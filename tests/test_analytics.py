@@ -135,7 +135,7 @@ def test_the_injected_events_are_found(city):
     assert truth["recall"] == 1.0, truth
     assert truth["precision"] >= 0.75, truth
     expo = result.detections.filter(pl.col("place_id") == "places:expo")
-    assert expo.height == 1 and expo["kind"][0] == "event" and "FF-expo" in expo["sensor_ids"][0]
+    assert expo.height == 1 and expo["kind"][0] == "crowd surge" and "FF-expo" in expo["sensor_ids"][0]
 
 
 def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, monkeypatch):
