@@ -54,6 +54,8 @@ class Analysis:
         return history_needed(self.place_scores, place_ids, start, end)
 
 
+HISTORY_DAYS = 28  # days of pings either side of an analysed window that teach the places' usual (as the watcher's default)
+UTC_MIN, UTC_MAX = dt.datetime.min.replace(tzinfo=UTC), dt.datetime.max.replace(tzinfo=UTC)
 MAX_GRID_ROWS = 200_000_000  # place-hours scored at once (about 5 GB of series); beyond it, say how to narrow the window
 
 
@@ -62,6 +64,15 @@ def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> d
     per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
     return {d: per_day[d] for d in sorted(per_day)
             if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())}
+
+
+def _history_days(lake: Lake, start: dt.datetime | None, end: dt.datetime | None, *, analysed: set[dt.date]) -> list[dt.date]:
+    """Days with pings within ``HISTORY_DAYS`` of a window, outside it: what is usual is learned from them as well."""
+    if start is None and end is None:
+        return []
+    low = (start or UTC_MIN + dt.timedelta(days=HISTORY_DAYS)).date() - dt.timedelta(days=HISTORY_DAYS)
+    high = (end or UTC_MAX - dt.timedelta(days=HISTORY_DAYS)).date() + dt.timedelta(days=HISTORY_DAYS)
+    return [day for day in days_of(lake, None, None) if low <= day <= high and day not in analysed]
 
 
 MIN_TASKS = 8  # enough tasks to keep every worker of a small cluster busy to the end
@@ -76,11 +87,17 @@ def task_hours(days: int, busiest_day: int) -> int:
                  if days * 24 // hours >= MIN_TASKS and busiest_day * hours / 24 <= TASK_PINGS), 1)
 
 
-def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, pl.DataFrame]:
+def window_series(lake_root: str, start: dt.datetime, hours: int, history: bool = False) -> dict[str, pl.DataFrame]:
     """One window's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker).
-    Everything is per hour, so windows aligned to hours add up exactly."""
+    Everything is per hour, so windows aligned to hours add up exactly. A ``history`` window (a day around the one
+    analysed, to learn what is usual from) gives only the places' and sensors' hourly series."""
     lake = Lake.open(lake_root)
     window = Filters(start=start, end=start + dt.timedelta(hours=hours))
+    sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
+    hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
+    if history:
+        places = pl.from_arrow(footfalls(lake, views=[("place", None)], freq="1h", filters=window, k=1, engine_name="polars")[0].table)
+        return {"places": places, "readings": hourly}
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
     places, cells = (pl.from_arrow(result.table) for result in footfalls(
         lake, views=[("place", None), ("cell", HOTSPOT_RES)], freq="1h", filters=window, k=1, engine_name="polars"))
@@ -88,8 +105,6 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     # max), so hours need not travel back to the client
     cells = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
         pl.col("pings").sum(), pl.col("devices").max().alias("most_devices_in_an_hour"))
-    sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
-    hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
     return {"places": places, "cells": cells, "readings": hourly, "raw": raw}
 
@@ -97,7 +112,8 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
 def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, client=None, k: int = DEFAULT_K,
             tz: str | None = None) -> Analysis:
     """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads); no crowd under
-    ``k`` devices is detected; hours of the day are the lake's time zone's (or ``tz``'s)."""
+    ``k`` devices is detected; hours of the day are the lake's time zone's (or ``tz``'s). A window with days of pings
+    around it (up to ``HISTORY_DAYS`` before and after) learns the places' usual from them too."""
     import dask
 
     days = days_of(lake, start, end)
@@ -109,27 +125,35 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
         from citylake.analytics.anomalies import AnalysisInputError
 
         raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
+    tasks += [dask.delayed(window_series)(str(lake.root), dt.datetime.combine(day, dt.time(), UTC), 24, True)
+              for day in _history_days(lake, start, end, analysed=set(days))]
     started = time.perf_counter()
     parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
     fanned_out = time.perf_counter() - started
 
     def gather(name: str) -> pl.DataFrame:
-        return pl.concat([p[name] for p in parts], how="vertical_relaxed")
+        return pl.concat([p[name] for p in parts if name in p], how="vertical_relaxed")
 
-    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), k=k, tz=tz or lake.timezone)
+    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), k=k, tz=tz or lake.timezone,
+                    window=(start, end))
     result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
     return result
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame, /, *,
-           k: int = DEFAULT_K, tz: str = "UTC") -> Analysis:
+           k: int = DEFAULT_K, tz: str = "UTC", window: tuple[dt.datetime | None, dt.datetime | None] = (None, None)) -> Analysis:
     """Anomalies, faults and detections on one thread while the hotspots are scored on another (both mostly run
-    outside the GIL, and this part of the job runs in the client alone, after the fan-out)."""
+    outside the GIL, and this part of the job runs in the client alone, after the fan-out). ``places`` may hold days
+    outside ``window`` to learn the usual from; only the window's hours are scored."""
     def anomalies() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         place_scores = score_places(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
                                               "devices"), k=k, tz=tz)
         sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
                                  entity=["sensor_id", "metric"], tz=tz)
+        start, end = window
+        if start is not None or end is not None:
+            inside = pl.col("bucket").is_between(start or UTC_MIN, end or UTC_MAX, closed="left")
+            place_scores, sensor_scores = place_scores.filter(inside), sensor_scores.filter(inside)
         faults = sensor_faults(raw)
         return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults, k=k, tz=tz)
 

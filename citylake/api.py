@@ -282,17 +282,36 @@ def save_stays(lake: Lake, stays: pl.DataFrame, /, *, max_gap_s: int, min_dwell_
 
 
 def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, settings: S.Settings | None = None,
-            scheduler: str | None = None, workers: int | None = None, announce: Callable[[str], None] = print) -> Analysis:
+            scheduler: str | None = None, workers: int | None = None, k: int | None = None,
+            announce: Callable[[str], None] = print) -> Analysis:
     """The situational analysis on Dask: ``scheduler`` (else the ``analysis.scheduler`` setting, else a local cluster of
-    ``workers``, else ``analysis.workers``, one core each)."""
+    ``workers``, else ``analysis.workers``, one core each). No crowd under ``k`` devices (default: the lake's k floor) is
+    detected; hours of the day are the lake's time zone's."""
     from citylake.analytics import analyse as run_analysis
     from citylake.analytics import dask_client
+    from citylake.privacy import k_for_result
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
     with dask_client(scheduler or settings["analysis.scheduler"] or None, workers=workers or settings["analysis.workers"],
                      memory_limit=settings["analysis.worker_memory"] or None, announce=announce) as client:
-        return run_analysis(lake, start=start, end=end, client=client)
+        return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def detect(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, settings: S.Settings | None = None,
+           scheduler: str | None = None, workers: int | None = None, k: int | None = None,
+           announce: Callable[[str], None] = print) -> pl.DataFrame:
+    """``citylake detect``: the batch detector over [start, end), its detections written to the ``detections`` table (the
+    steward zone; rows overlapping the window replaced) and returned. Where the history cannot support a usual it says
+    what is missing through ``announce``."""
+    from citylake.analytics import detections
+
+    lake.require_writable()
+    found = analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k, announce=announce)
+    thin = found.history_needed(found.place_scores["place_id"].unique().to_list(), start, end)
+    if thin:
+        announce(f"detect: {thin}")
+    return detections.save(lake, found, start=start, end=end)
 
 
 def place_ids_of(lake: Lake, category: str, /) -> list[str]:

@@ -44,9 +44,9 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
     for label, step in _steps(lake, area, settings):
         announce(f"pilot: {label}: {step().line()}")
     place_id = _boundary_place_id(lake, area)
-    analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, announce=announce)
-    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=api.k_for(lake, k, settings=settings),
-                  announce=announce)
+    k = api.k_for(lake, k, settings=settings)
+    analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k, announce=announce)
+    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=k, announce=announce)
     return Path(out)
 
 

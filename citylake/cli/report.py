@@ -36,7 +36,7 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
     if not place_ids:
         raise click.UsageError("say which place: --district PLACE_ID (repeatable) or --category CATEGORY")
     k = ctx.k(lake, k_anon)
-    found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note)
+    found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, k=k, announce=note)
     single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
     written = reports.write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=note)
     if not single:
