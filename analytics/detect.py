@@ -248,10 +248,10 @@ def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFr
                                 _sensor_severity().alias("severity"),
                                 pl.format("{} {} at {}x its usual for the hour (z={})", "sensor_id", "metric", pl.col("ratio").round(2),
                                           "peak_z").alias("evidence")))
-    surges = episodes(place_scores, entity=["place_id"], flag=pl.col("surge").fill_null(False), keep=("ratio", "usual"))
+    surges = episodes(place_scores, entity=["place_id"], flag=pl.col("surge").fill_null(False), keep=("ratio", "usual", "devices"))
     surges = surges.filter((pl.col("buckets") >= 2) | (pl.col("peak_z") >= HIGH_Z))  # an hour alone must be beyond doubt
     judged = [surge_judgement(ratio=r["ratio"], z=r["peak_z"], usual=r["usual"], k=k, counted="devices in an hour",
-                              when=_slot_words(r["peak"], tz)) for r in surges.iter_rows(named=True)]
+                              when=_slot_words(r["peak"], tz), observed=r["devices"]) for r in surges.iter_rows(named=True)]
     evidence_people = surges.select(
         "place_id", "start", "end", "peak", "peak_z", pl.lit(None, pl.String).alias("source"), pl.lit(SURGE).alias("kind"),
         pl.Series("severity", [severity for severity, _ in judged], pl.String),

@@ -47,11 +47,15 @@ def is_surge(k: int, observed: str = "devices", usual: str = "usual", z: str = "
     return (pl.col(observed) >= k) & (pl.col(observed) >= SURGE_RATIO * pl.col(usual).clip(1.0)) & (pl.col(z) >= SURGE_Z)
 
 
-def surge_judgement(*, ratio: float, z: float, usual: float, k: int, counted: str, when: str) -> tuple[str, str]:
+def surge_judgement(*, ratio: float, z: float, usual: float, k: int, counted: str, when: str,
+                    observed: float | None = None) -> tuple[str, str]:
     """Severity and evidence of a surge: how far above the usual in coarse bands, and only where the usual is itself at least
-    k devices (else no band, severity medium); high only when it is also ``HIGH_Z`` sure. ``counted``: what was counted
-    ("devices in 15 minutes"); ``when``: the usual's slot ("weekday 14:00 Asia/Shanghai")."""
+    k devices; high only when it is also ``HIGH_Z`` sure. Where the usual is under k there is no band: medium, or high
+    when the crowd (``observed``) is at least 5k, said as "at least 5k". ``counted``: what was counted ("devices in 15
+    minutes"); ``when``: the usual's slot ("weekday 14:00 Asia/Shanghai")."""
     if usual < k:
+        if observed is not None and observed >= 5 * k and z >= HIGH_Z:
+            return "high", f"at least {5 * k} {counted} where there are usually fewer than {k} at {when}"
         return "medium", f"at least {k} {counted} where there are usually fewer than {k} at {when}"
     severity, words = next((severity, words) for floor, severity, words in SURGE_BANDS if ratio >= floor)
     if severity == "high" and z < HIGH_Z:

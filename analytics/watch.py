@@ -357,7 +357,8 @@ def _surge_judgement(row: dict, start: dt.datetime, k: int) -> tuple[str, str]:
     where it is at least k)."""
     quarter = start - dt.timedelta(minutes=start.minute % 15)
     when = f"{'weekend' if start.weekday() >= 5 else 'weekday'} {quarter:%H:%M} UTC"
-    return surge_judgement(ratio=row["ratio"], z=row["z"], usual=row["usual"], k=k, counted="devices in 15 minutes", when=when)
+    return surge_judgement(ratio=row["ratio"], z=row["z"], usual=row["usual"], k=k, counted="devices in 15 minutes", when=when,
+                           observed=row["devices"])
 
 
 def _innermost(finder: PlaceFinder, flagged: pl.DataFrame) -> pl.DataFrame:
