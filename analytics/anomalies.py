@@ -73,10 +73,15 @@ def sensor_faults(readings: pl.DataFrame, /) -> pl.DataFrame:
         (pl.col("value") != pl.col("value").shift(1).over(by)).fill_null(True).cum_sum().over(by).alias("level"),
         ((pl.col("value") < 0) | (pl.col("value") > pl.col("ceiling"))).alias("impossible"),
         ((pl.col("ts") - pl.col("ts").shift(1).over(by)) > pl.duration(hours=1)).fill_null(False).alias("after_silence"))
-    flat = (marked.group_by(*by, "level").agg(pl.len().alias("n"), pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"))
+    # a faulty reading stands for its sensor's usual interval: one bad reading is a fault from it to the next (an end is
+    # exclusive, and a fault of one reading must not be empty)
+    marked = marked.with_columns((pl.col("ts") - pl.col("ts").shift(1).over(by)).median().over(by).fill_null(pl.duration(minutes=1))
+                                 .alias("interval"))
+    last = (pl.col("ts") + pl.col("interval")).max().alias("end")
+    flat = (marked.group_by(*by, "level").agg(pl.len().alias("n"), pl.col("ts").min().alias("start"), last)
             .filter(pl.col("n") >= FLAT_READINGS).with_columns(pl.lit("flat line").alias("fault")))
     impossible = (marked.filter(pl.col("impossible")).group_by(*by)
-                  .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("n"))
+                  .agg(pl.col("ts").min().alias("start"), last, pl.len().alias("n"))
                   .with_columns(pl.lit("impossible values").alias("fault")))
     silence = (marked.filter(pl.col("after_silence"))
                .select(*by, (pl.col("ts") - pl.duration(hours=1)).alias("start"), pl.col("ts").alias("end"),

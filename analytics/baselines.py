@@ -15,6 +15,7 @@ import datetime as dt
 
 import polars as pl
 
+from citylake.analytics.scoring import MEDIAN_ERROR
 from citylake.lake import Lake, scan
 from citylake.queries import Filters, footfall
 
@@ -113,19 +114,35 @@ def hourly_usual(series: pl.DataFrame, /, *, tz: str = "UTC", value: str = "devi
     usual = ((pl.col("days") * pl.col("kind_median") + SHRINK_DAYS * pooled) / (pl.col("days") + SHRINK_DAYS))
     supported = (pl.col("days") >= MIN_KIND_DAYS) & (pl.col("other_days") >= MIN_HISTORY_DAYS)
     keyed = keyed.with_columns(pl.when(supported).then(usual).alias("usual"))
-    # the spread beyond Poisson: per slot from its MAD, per place as a share of the usual (negative binomial's alpha)
+    # the spread beyond Poisson: per slot from its MAD, shrunk toward the place's typical spread; never under the latter
     spread = keyed.with_columns(pl.col(value).median().over(kind).alias("slot_median")).with_columns(
         (pl.col(value) - pl.col("slot_median")).abs().median().over(kind).alias("mad"))
     spread = spread.with_columns(((1.4826 * pl.col("mad")) ** 2 - pl.col("slot_median")).clip(0.0).alias("slot_extra2"))
-    alpha = (spread.filter(pl.col("slot_median") >= EXTRA_FLOOR_USUAL).group_by("place_id", "weekend", "slot").agg(
-        (pl.col("slot_extra2").first() / pl.col("slot_median").first() ** 2).alias("alpha"))
-             .group_by("place_id").agg(pl.col("alpha").median()))
-    overall = alpha["alpha"].median() if alpha.height else 0.0
-    spread = spread.join(alpha, on="place_id", how="left").with_columns(pl.col("alpha").fill_null(overall or 0.0))
-    extra2 = ((pl.col("days") * pl.col("slot_extra2") + SHRINK_DAYS * pl.col("alpha") * pl.col("usual") ** 2)
-              / (pl.col("days") + SHRINK_DAYS))
+    alpha = _overdispersion(spread, value)
+    spread = spread.join(alpha, on="place_id", how="left").with_columns(pl.col("alpha").fill_null(alpha["alpha"].median() or 0.0))
+    pooled = pl.col("alpha") * pl.col("usual") ** 2
+    extra2 = pl.max_horizontal((pl.col("days") * pl.col("slot_extra2") + SHRINK_DAYS * pooled) / (pl.col("days") + SHRINK_DAYS), pooled)
     return spread.with_columns(extra2.sqrt().alias("extra")).drop("kind_median", "hour_median", "kind_level", "slot_median", "mad",
                                                                   "slot_extra2", "alpha")
+
+
+CHI2_MEDIAN = 0.4549  # the median of a squared standard normal
+ALPHAS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 1.0)
+
+
+def _overdispersion(scored: pl.DataFrame, value: str) -> pl.DataFrame:
+    """Per place, how far its hours stray from their usual beyond Poisson noise, as a share of the usual squared (the
+    negative binomial's alpha): the smallest of ``ALPHAS`` under which the median squared deviation, in units of its
+    variance usual·(1 + 1.57/n) + alpha·usual², is at most a squared standard normal's median — over every hour usually at
+    least ``EXTRA_FLOOR_USUAL`` busy (hundreds of hours, where a slot has a few days; robust to the few that are events)."""
+    busy = scored.filter(pl.col("usual") >= EXTRA_FLOOR_USUAL).select(
+        "place_id", (pl.col(value) - pl.col("usual")) ** 2, pl.col("usual") * (1 + MEDIAN_ERROR / pl.col("days")),
+        (pl.col("usual") ** 2).alias("usual2"))
+    busy.columns = ["place_id", "deviation2", "poisson", "usual2"]
+    tried = busy.join(pl.DataFrame({"alpha": ALPHAS}), how="cross").group_by("place_id", "alpha").agg(
+        (pl.col("deviation2") / (pl.col("poisson") + pl.col("alpha") * pl.col("usual2"))).median().alias("scaled"))
+    fitting = tried.filter(pl.col("scaled") <= CHI2_MEDIAN).group_by("place_id").agg(pl.col("alpha").min())
+    return busy.select("place_id").unique().join(fitting, on="place_id", how="left").with_columns(pl.col("alpha").fill_null(ALPHAS[-1]))
 
 
 def _leave_one_out_median(value: str, keys: list[str]) -> pl.Expr:

@@ -43,8 +43,10 @@ def count_z(observed: str | pl.Expr = "devices", usual: str | pl.Expr = "usual",
 
 
 def is_surge(k: int, observed: str = "devices", usual: str = "usual", z: str = "z") -> pl.Expr:
-    """Large as well as unlikely: at least k devices, ``SURGE_RATIO`` times the usual, ``SURGE_Z`` deviations above it."""
-    return (pl.col(observed) >= k) & (pl.col(observed) >= SURGE_RATIO * pl.col(usual).clip(1.0)) & (pl.col(z) >= SURGE_Z)
+    """Large as well as unlikely: at least k devices more than usual (a crowd a planner could be told of), ``SURGE_RATIO``
+    times the usual, ``SURGE_Z`` deviations above it."""
+    return ((pl.col(observed) - pl.col(usual) >= k) & (pl.col(observed) >= SURGE_RATIO * pl.col(usual).clip(1.0))
+            & (pl.col(z) >= SURGE_Z))
 
 
 def surge_judgement(*, ratio: float, z: float, usual: float, k: int, counted: str, when: str,
