@@ -30,13 +30,17 @@ if TYPE_CHECKING:
     from citylake.queries import Filters
 
 
-def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None, policy: Policy | None = None) -> Lake:
+def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None, policy: Policy | None = None,
+              timezone: str | None = None) -> Lake:
     """Create a lake (or complete a partial one) with the configured resolutions, and give it its pseudonym key and
-    privacy ``policy`` (default: k floor 10, epsilon 1 per day) unless it has them (see ``create_pseudonym_key``)."""
+    privacy ``policy`` (default: k floor 10, epsilon 1 per day) unless it has them (see ``create_pseudonym_key``).
+    ``timezone``: the city's (an IANA name; default UTC, an existing lake keeps its own unless given one), in which reports,
+    maps and hours of the day are read; rows stay in UTC."""
     from citylake.lake import Lake
 
     settings = settings or S.load()
-    lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"])
+    lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"],
+                     timezone=timezone)
     create_pseudonym_key(lake, settings=settings, policy=policy)
     return lake
 
@@ -335,7 +339,7 @@ def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: s
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.footfall(lake, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings),
                                 engine_name=engine_name)
@@ -349,7 +353,7 @@ def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filte
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         found = queries.stays(lake, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s, engine_name=engine_name)
         return queries.od(found, freq=freq, k=k_for(lake, k, settings=settings), engine_name=engine_name)
@@ -365,7 +369,7 @@ def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, fr
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, k=k_for(lake, k, settings=settings),
                                engine_name=engine_name)
@@ -381,11 +385,18 @@ def conditions(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0,
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.conditions(lake, radius_m=radius_m, filters=filters, k=k_for(lake, k, settings=settings), engine_name=engine_name)
     hourly = released.footfall(lake, by="place", freq="1h", filters=filters).as_result()
     return queries.conditions(lake, radius_m=radius_m, filters=filters, engine_name=engine_name, hourly=hourly)
+
+
+def _on_city_clock(lake: Lake, filters: Filters) -> Filters:
+    """Hours of the day and weekdays as the city reads them: in the lake's time zone unless the filters name one."""
+    import dataclasses
+
+    return filters if filters.tz is not None else dataclasses.replace(filters, tz=lake.timezone)
 
 
 def require_steward_role(lake: Lake, role: str, /, *, doing: str, settings: S.Settings | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import zoneinfo
 from pathlib import Path
 
 import polars as pl
@@ -56,7 +57,7 @@ def _headline(report: Report) -> list[tuple[str, str]]:
 
 
 def _meta(report: Report) -> str:
-    start, end = report.summary()["from"], report.summary()["to"]
+    start, end = (t.astimezone(zoneinfo.ZoneInfo(report.timezone)).isoformat() if t else None for t in (report.start, report.end))
     return (f"{report.place_id} · {start or 'all data'} → {end or 'latest'} · times in {report.timezone} · "
             f"k-anonymity k = {report.k}")
 
