@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SURGE, FAULT, DROP = "crowd surge", "sensor fault", "traffic drop"
-KINDS = (SURGE, FAULT, DROP)
+from citylake.analytics.scoring import DROP, FAULT, SEVERITY_RANK, SURGE
+
+KINDS = (SURGE, FAULT, DROP)  # the live watcher's kinds (the batch detector also has ``scoring.READINGS``)
 QUIET = {SURGE: dt.timedelta(minutes=15), FAULT: dt.timedelta(hours=1), DROP: dt.timedelta(minutes=30)}  # closes after this
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 def alert_id(kind: str, where: str, start: dt.datetime) -> str:

@@ -15,6 +15,7 @@ import datetime as dt
 
 import polars as pl
 
+from citylake.analytics.scoring import MEDIAN_ERROR
 from citylake.lake import Lake, scan
 from citylake.queries import Filters, footfall
 
@@ -75,3 +76,84 @@ def sensor_baselines(lake: Lake, window: Filters) -> tuple[pl.DataFrame, pl.Data
            .with_columns(pl.col("ts").dt.truncate("1d").alias("day"), *slot_of("ts")).collect())
     ceiling = raw.group_by("metric").agg((pl.col("value").quantile(0.9) * 10).alias("ceiling"))
     return _usual(raw, ["sensor_id", "metric"], "value"), ceiling
+
+
+# -- the batch detector's usual: every hour of the window judged against the other days ----------------------------------
+
+SHRINK_DAYS = 2.0  # a usual learned from n days leans on the pooled one as if it were worth this many days
+EXTRA_FLOOR_USUAL = 5.0  # slots usually this busy or more say how far a place's days differ beyond Poisson noise
+
+
+def hourly_usual(series: pl.DataFrame, /, *, tz: str = "UTC", value: str = "devices") -> pl.DataFrame:
+    """Each place-hour of ``series`` (place_id, bucket, value: every hour of the days with data) with the usual for it and
+    how sure that usual is: ``usual``, ``extra`` (spread beyond Poisson) and ``days`` (other days of its kind it was
+    learned from), or a null usual where the history cannot support one (fewer than ``MIN_KIND_DAYS`` other days of its
+    kind, or fewer than ``MIN_HISTORY_DAYS`` other days in all).
+
+    Slots are the hour of the day and the kind of day (weekday / weekend) in the city's time zone ``tz``. The usual of one
+    day's hour is learned from the *other* days (leave one out: in a short window an event would otherwise raise its own
+    usual): the median of the same slot on the other days of its kind, shrunk toward a pooled usual — the same hour's
+    median over all other days, scaled by how busy days of this kind are — by ``SHRINK_DAYS`` days' worth. The spread
+    beyond Poisson noise is the slot's MAD less its Poisson part, shrunk likewise toward the place's typical
+    overdispersion (a MAD of three days says little)."""
+    local = pl.col("bucket").dt.convert_time_zone(tz)
+    keyed = series.with_columns(local.dt.date().alias("day"), local.dt.hour().cast(pl.Int16).alias("slot"),
+                                (local.dt.weekday() >= 6).alias("weekend"))
+    kind, hour = ["place_id", "weekend", "slot"], ["place_id", "slot"]
+    keyed = keyed.with_columns(_leave_one_out_median(value, kind).alias("kind_median"), (pl.len().over(kind) - 1).alias("days"),
+                               _leave_one_out_median(value, hour).alias("hour_median"))
+    # how busy a day of this kind is against all days (the place's daily totals): a Sunday in a park, a Sunday downtown
+    totals = keyed.group_by("place_id", "day", "weekend").agg(pl.col(value).sum().alias("total"))
+    level = (totals.with_columns(pl.col("total").median().over("place_id", "weekend").alias("kind_total"),
+                                 pl.col("total").median().over("place_id").alias("all_total"),
+                                 pl.len().over("place_id").alias("all_days"))
+             .select("place_id", "day", ((pl.col("kind_total") + 1) / (pl.col("all_total") + 1)).alias("kind_level"),
+                     (pl.col("all_days") - 1).alias("other_days")))
+    keyed = keyed.join(level, on=["place_id", "day"], how="left")
+    pooled = pl.col("hour_median") * pl.col("kind_level")
+    usual = ((pl.col("days") * pl.col("kind_median") + SHRINK_DAYS * pooled) / (pl.col("days") + SHRINK_DAYS))
+    supported = (pl.col("days") >= MIN_KIND_DAYS) & (pl.col("other_days") >= MIN_HISTORY_DAYS)
+    keyed = keyed.with_columns(pl.when(supported).then(usual).alias("usual"))
+    # the spread beyond Poisson: per slot from its MAD, shrunk toward the place's typical spread; never under the latter
+    spread = keyed.with_columns(pl.col(value).median().over(kind).alias("slot_median")).with_columns(
+        (pl.col(value) - pl.col("slot_median")).abs().median().over(kind).alias("mad"))
+    spread = spread.with_columns(((1.4826 * pl.col("mad")) ** 2 - pl.col("slot_median")).clip(0.0).alias("slot_extra2"))
+    alpha = _overdispersion(spread, value)
+    spread = spread.join(alpha, on="place_id", how="left").with_columns(pl.col("alpha").fill_null(alpha["alpha"].median() or 0.0))
+    pooled = pl.col("alpha") * pl.col("usual") ** 2
+    extra2 = pl.max_horizontal((pl.col("days") * pl.col("slot_extra2") + SHRINK_DAYS * pooled) / (pl.col("days") + SHRINK_DAYS), pooled)
+    return spread.with_columns(extra2.sqrt().alias("extra")).drop("kind_median", "hour_median", "kind_level", "slot_median", "mad",
+                                                                  "slot_extra2", "alpha")
+
+
+CHI2_MEDIAN = 0.4549  # the median of a squared standard normal
+ALPHAS = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 1.0)
+
+
+def _overdispersion(scored: pl.DataFrame, value: str) -> pl.DataFrame:
+    """Per place, how far its hours stray from their usual beyond Poisson noise, as a share of the usual squared (the
+    negative binomial's alpha): the smallest of ``ALPHAS`` under which the median squared deviation, in units of its
+    variance usual·(1 + 1.57/n) + alpha·usual², is at most a squared standard normal's median — over every hour usually at
+    least ``EXTRA_FLOOR_USUAL`` busy (hundreds of hours, where a slot has a few days; robust to the few that are events)."""
+    busy = scored.filter(pl.col("usual") >= EXTRA_FLOOR_USUAL).select(
+        "place_id", (pl.col(value) - pl.col("usual")) ** 2, pl.col("usual") * (1 + MEDIAN_ERROR / pl.col("days")),
+        (pl.col("usual") ** 2).alias("usual2"))
+    busy.columns = ["place_id", "deviation2", "poisson", "usual2"]
+    tried = busy.join(pl.DataFrame({"alpha": ALPHAS}), how="cross").group_by("place_id", "alpha").agg(
+        (pl.col("deviation2") / (pl.col("poisson") + pl.col("alpha") * pl.col("usual2"))).median().alias("scaled"))
+    fitting = tried.filter(pl.col("scaled") <= CHI2_MEDIAN).group_by("place_id").agg(pl.col("alpha").min())
+    return busy.select("place_id").unique().join(fitting, on="place_id", how="left").with_columns(pl.col("alpha").fill_null(ALPHAS[-1]))
+
+
+def _leave_one_out_median(value: str, keys: list[str]) -> pl.Expr:
+    """The median of ``value`` over the other rows of its group (the rows of the group less this one), without pairing every
+    row with every other: removing the row of rank r from the sorted values shifts the positions at or after r by one."""
+    ordered = pl.col(value).sort().over(keys, mapping_strategy="join")
+    rank = pl.col(value).rank("ordinal").over(keys).cast(pl.Int64) - 1
+    rest = pl.len().over(keys).cast(pl.Int64) - 1
+
+    def at(position: pl.Expr) -> pl.Expr:  # the value at ``position`` among the rest, read from the full sorted list
+        return ordered.list.get(pl.when(position < rank).then(position).otherwise(position + 1), null_on_oob=True)
+
+    low, high = (rest - 1) // 2, rest // 2
+    return pl.when(rest > 0).then((at(low) + at(high)) / 2)

@@ -7,15 +7,29 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import zoneinfo
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from citylake.analytics.anomalies import episodes, robust_z, sensor_faults
+from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, hourly_usual
 from citylake.analytics.hotspots import emerging, getis_ord
+from citylake.analytics.scoring import (
+    DROP,
+    FAULT,
+    HIGH_Z,
+    READINGS,
+    SEVERITY_RANK,
+    SURGE,
+    count_z,
+    drop_severity,
+    is_surge,
+    surge_judgement,
+)
 from citylake.h3_index.threads import thread_map
 from citylake.lake import Lake, registry, scan
-from citylake.queries import Filters, engine, footfalls
+from citylake.queries import DEFAULT_K, Filters, engine, footfalls
 
 UTC = dt.timezone.utc
 HOTSPOT_RES = 9
@@ -24,15 +38,24 @@ MERGE_GAP = pl.duration(hours=2)  # detections of one place closer than this are
 
 @dataclass
 class Analysis:
-    detections: pl.DataFrame  # kind (event | sensor fault), place_id, sensor_ids, start, end, peak_z, severity, evidence
+    detections: pl.DataFrame  # kind (scoring.KINDS), place_id, sensor_ids, start, end, peak, peak_z, severity, evidence
     faults: pl.DataFrame
-    place_scores: pl.DataFrame  # hourly devices per place with baseline and z
+    place_scores: pl.DataFrame  # hourly devices per place with its usual (null: not judged, too little history) and z
     sensor_scores: pl.DataFrame  # hourly mean per sensor and metric with baseline and z
     hotspots: pl.DataFrame  # Gi* of pings per cell over the window
     trends: pl.DataFrame  # emerging / persistent / fading cells over the days
     seconds: dict[str, float] = field(default_factory=dict)  # the Dask part and the detection part
+    timezone: str = "UTC"  # the city's: hours of the day and weekends were judged in it
+    k: int = DEFAULT_K  # no crowd of fewer devices is detected
+
+    def history_needed(self, place_ids: list[str], start: dt.datetime | None = None, end: dt.datetime | None = None) -> str | None:
+        """Why some hours of these places in the window were not judged, as a reader should be told it ("needs 2 more
+        days of history for places like this: …"); None when every hour was judged."""
+        return history_needed(self.place_scores, place_ids, start, end)
 
 
+HISTORY_DAYS = 28  # days of pings either side of an analysed window that teach the places' usual (as the watcher's default)
+UTC_MIN, UTC_MAX = dt.datetime.min.replace(tzinfo=UTC), dt.datetime.max.replace(tzinfo=UTC)
 MAX_GRID_ROWS = 200_000_000  # place-hours scored at once (about 5 GB of series); beyond it, say how to narrow the window
 
 
@@ -41,6 +64,15 @@ def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> d
     per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
     return {d: per_day[d] for d in sorted(per_day)
             if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())}
+
+
+def _history_days(lake: Lake, start: dt.datetime | None, end: dt.datetime | None, *, analysed: set[dt.date]) -> list[dt.date]:
+    """Days with pings within ``HISTORY_DAYS`` of a window, outside it: what is usual is learned from them as well."""
+    if start is None and end is None:
+        return []
+    low = (start or UTC_MIN + dt.timedelta(days=HISTORY_DAYS)).date() - dt.timedelta(days=HISTORY_DAYS)
+    high = (end or UTC_MAX - dt.timedelta(days=HISTORY_DAYS)).date() + dt.timedelta(days=HISTORY_DAYS)
+    return [day for day in days_of(lake, None, None) if low <= day <= high and day not in analysed]
 
 
 MIN_TASKS = 8  # enough tasks to keep every worker of a small cluster busy to the end
@@ -55,11 +87,17 @@ def task_hours(days: int, busiest_day: int) -> int:
                  if days * 24 // hours >= MIN_TASKS and busiest_day * hours / 24 <= TASK_PINGS), 1)
 
 
-def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, pl.DataFrame]:
+def window_series(lake_root: str, start: dt.datetime, hours: int, history: bool = False) -> dict[str, pl.DataFrame]:
     """One window's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker).
-    Everything is per hour, so windows aligned to hours add up exactly."""
+    Everything is per hour, so windows aligned to hours add up exactly. A ``history`` window (a day around the one
+    analysed, to learn what is usual from) gives only the places' and sensors' hourly series."""
     lake = Lake.open(lake_root)
     window = Filters(start=start, end=start + dt.timedelta(hours=hours))
+    sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
+    hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
+    if history:
+        places = pl.from_arrow(footfalls(lake, views=[("place", None)], freq="1h", filters=window, k=1, engine_name="polars")[0].table)
+        return {"places": places, "readings": hourly}
     # a steward job: k applies to what it outputs (reports), not to the baselines it learns from
     places, cells = (pl.from_arrow(result.table) for result in footfalls(
         lake, views=[("place", None), ("cell", HOTSPOT_RES)], freq="1h", filters=window, k=1, engine_name="polars"))
@@ -67,14 +105,15 @@ def window_series(lake_root: str, start: dt.datetime, hours: int) -> dict[str, p
     # max), so hours need not travel back to the client
     cells = cells.group_by("h3_cell", pl.col("bucket").dt.truncate("1d").alias("day")).agg(
         pl.col("pings").sum(), pl.col("devices").max().alias("most_devices_in_an_hour"))
-    sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
-    hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
     raw = scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "ts", "metric", "value").collect()
     return {"places": places, "cells": cells, "readings": hourly, "raw": raw}
 
 
-def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, client=None) -> Analysis:
-    """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads)."""
+def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, client=None, k: int = DEFAULT_K,
+            tz: str | None = None) -> Analysis:
+    """Run the analysis over the lake's days (Dask: ``client`` a distributed Client, else local threads); no crowd under
+    ``k`` devices is detected; hours of the day are the lake's time zone's (or ``tz``'s). A window with days of pings
+    around it (up to ``HISTORY_DAYS`` before and after) learns the places' usual from them too."""
     import dask
 
     days = days_of(lake, start, end)
@@ -86,32 +125,80 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
         from citylake.analytics.anomalies import AnalysisInputError
 
         raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
+    tasks += [dask.delayed(window_series)(str(lake.root), dt.datetime.combine(day, dt.time(), UTC), 24, True)
+              for day in _history_days(lake, start, end, analysed=set(days))]
     started = time.perf_counter()
     parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
     fanned_out = time.perf_counter() - started
 
     def gather(name: str) -> pl.DataFrame:
-        return pl.concat([p[name] for p in parts], how="vertical_relaxed")
+        return pl.concat([p[name] for p in parts if name in p], how="vertical_relaxed")
 
-    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"))
+    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), k=k, tz=tz or lake.timezone,
+                    window=(start, end))
     result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
     return result
 
 
-def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame) -> Analysis:
+def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame, /, *,
+           k: int = DEFAULT_K, tz: str = "UTC", window: tuple[dt.datetime | None, dt.datetime | None] = (None, None)) -> Analysis:
     """Anomalies, faults and detections on one thread while the hotspots are scored on another (both mostly run
-    outside the GIL, and this part of the job runs in the client alone, after the fan-out)."""
+    outside the GIL, and this part of the job runs in the client alone, after the fan-out). ``places`` may hold days
+    outside ``window`` to learn the usual from; only the window's hours are scored."""
     def anomalies() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        place_scores = robust_z(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
-                                          "devices"), entity=["place_id"], value="devices")
+        place_scores = score_places(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
+                                              "devices"), k=k, tz=tz)
         sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
-                                 entity=["sensor_id", "metric"])
+                                 entity=["sensor_id", "metric"], tz=tz)
+        start, end = window
+        if start is not None or end is not None:
+            inside = pl.col("bucket").is_between(start or UTC_MIN, end or UTC_MAX, closed="left")
+            place_scores, sensor_scores = place_scores.filter(inside), sensor_scores.filter(inside)
         faults = sensor_faults(raw)
-        return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults)
+        return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults, k=k, tz=tz)
 
     (place_scores, sensor_scores, faults, detections), (hotspots, trends) = thread_map(
         lambda part: part(), [anomalies, lambda: _hotspots(cells)])
-    return Analysis(detections, faults, place_scores, sensor_scores, hotspots, trends)
+    return Analysis(detections, faults, place_scores, sensor_scores, hotspots, trends, timezone=tz, k=k)
+
+
+def score_places(series: pl.DataFrame, /, *, k: int = DEFAULT_K, tz: str = "UTC") -> pl.DataFrame:
+    """Each place-hour (place_id, bucket, devices) against its usual (``baselines.hourly_usual``): count-aware z
+    (``scoring.count_z``), the ratio to the usual, and whether it is a surge (``scoring.is_surge``; null where not judged)."""
+    if series.is_empty():
+        return series.with_columns(*(pl.lit(None, t).alias(c) for c, t in (
+            ("day", pl.Date), ("slot", pl.Int16), ("weekend", pl.Boolean), ("days", pl.UInt32), ("other_days", pl.UInt32),
+            ("usual", pl.Float64), ("extra", pl.Float64), ("z", pl.Float64), ("ratio", pl.Float64), ("surge", pl.Boolean))))
+    scored = hourly_usual(series, tz=tz).with_columns(count_z(days="days").alias("z"),
+                                                      (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
+    return scored.with_columns(is_surge(k).alias("surge"))
+
+
+def history_needed(place_scores: pl.DataFrame, place_ids: list[str], start: dt.datetime | None = None,
+                   end: dt.datetime | None = None) -> str | None:
+    """What the history lacks for the hours of ``place_ids`` in the window that were not judged, or None."""
+    rows = place_scores.filter(pl.col("place_id").is_in(place_ids))
+    if start is not None:
+        rows = rows.filter(pl.col("bucket") >= start)
+    if end is not None:
+        rows = rows.filter(pl.col("bucket") < end)
+    unjudged = rows.filter(pl.col("usual").is_null())
+    if unjudged.is_empty():
+        return None
+    # days of each kind the lake holds for these places: a usual of one day needs MIN_KIND_DAYS *other* days of its kind
+    held = place_scores.filter(pl.col("place_id").is_in(place_ids)).group_by("weekend").agg(pl.col("day").n_unique())
+    kinds = {False: 0, True: 0} | dict(zip(held["weekend"], held["day"]))
+    wanted = []
+    for weekend in sorted(set(unjudged["weekend"].to_list())):
+        kind, more_kind = ("weekend days" if weekend else "weekdays"), MIN_KIND_DAYS + 1 - kinds[weekend]
+        more_all = MIN_HISTORY_DAYS + 1 - sum(kinds.values())
+        more = max(more_kind, more_all, 1)
+        wanted.append((more, f"{kind}: {kinds[weekend]} held, an hour's usual takes {MIN_KIND_DAYS} other {kind} and "
+                             f"{MIN_HISTORY_DAYS} other days in all"))
+    share = unjudged.height / max(rows.height, 1)
+    most = max(more for more, _ in wanted)
+    return (f"needs {most} more day{'s' if most > 1 else ''} of history for places like this: "
+            f"{share:.0%} of the window's hours could not be judged ({'; '.join(why for _, why in wanted)})")
 
 
 def _hotspots(cells: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -144,30 +231,53 @@ def _complete(series: pl.DataFrame, entity: list[str], value: str) -> pl.DataFra
     return grid.join(series, on=[*entity, "bucket"], how="left").with_columns(pl.col(value).fill_null(0.0))
 
 
-def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFrame, faults: pl.DataFrame) -> pl.DataFrame:
-    sensors = registry.sensors(lake, columns=("sensor_id", "place_id"))
+def _detections(lake: Lake, place_scores: pl.DataFrame, sensor_scores: pl.DataFrame, faults: pl.DataFrame, /, *, k: int,
+                tz: str) -> pl.DataFrame:
+    sensors = registry.sensors(lake, columns=("sensor_id", "kind", "place_id"))
     fault_windows = faults.group_by("sensor_id").agg(pl.col("start").min(), pl.col("end").max(), pl.col("fault").unique().sort())
-    sensor_runs = episodes(sensor_scores, entity=["sensor_id", "metric"])
+    sensor_runs = episodes(sensor_scores, entity=["sensor_id", "metric"], keep=("value", "median"))
     explained = sensor_runs.join(fault_windows, on="sensor_id", how="left", suffix="_fault").filter(
         pl.col("start_fault").is_not_null() & (pl.col("start") <= pl.col("end_fault") + pl.duration(hours=1))
         & (pl.col("end") >= pl.col("start_fault") - pl.duration(hours=1)))
     unexplained = sensor_runs.join(explained.select("sensor_id", "metric", "start"), on=["sensor_id", "metric", "start"], how="anti")
     evidence_sensors = (unexplained.filter(pl.col("buckets") >= 2).join(sensors, on="sensor_id", how="left")
-                        .select("place_id", "start", "end", "peak_z", pl.col("sensor_id").alias("source"),
-                                pl.format("{} {} z={}", "sensor_id", "metric", "peak_z").alias("evidence")))
-    footfall_runs = episodes(place_scores, entity=["place_id"]).filter((pl.col("direction") == "above") & (pl.col("buckets") >= 2))
-    evidence_people = footfall_runs.select("place_id", "start", "end", "peak_z", pl.lit(None, pl.String).alias("source"),
-                                           ("devices z=" + pl.col("peak_z").cast(pl.String)).alias("evidence"))
+                        .with_columns((pl.col("value") / pl.col("median").clip(1e-9)).alias("ratio"))
+                        .select("place_id", "start", "end", "peak", "peak_z", pl.col("sensor_id").alias("source"),
+                                pl.when((pl.col("kind") == "traffic") & (pl.col("direction") == "below")).then(pl.lit(DROP))
+                                .otherwise(pl.lit(READINGS)).alias("kind"),
+                                _sensor_severity().alias("severity"),
+                                pl.format("{} {} at {}x its usual for the hour (z={})", "sensor_id", "metric", pl.col("ratio").round(2),
+                                          "peak_z").alias("evidence")))
+    surges = episodes(place_scores, entity=["place_id"], flag=pl.col("surge").fill_null(False), keep=("ratio", "usual", "devices"))
+    surges = surges.filter((pl.col("buckets") >= 2) | (pl.col("peak_z") >= HIGH_Z))  # an hour alone must be beyond doubt
+    judged = [surge_judgement(ratio=r["ratio"], z=r["peak_z"], usual=r["usual"], k=k, counted="devices in an hour",
+                              when=_slot_words(r["peak"], tz), observed=r["devices"]) for r in surges.iter_rows(named=True)]
+    evidence_people = surges.select(
+        "place_id", "start", "end", "peak", "peak_z", pl.lit(None, pl.String).alias("source"), pl.lit(SURGE).alias("kind"),
+        pl.Series("severity", [severity for severity, _ in judged], pl.String),
+        pl.Series("evidence", [f"{words}; {buckets} hour{'s' if buckets > 1 else ''}" for (_, words), buckets
+                               in zip(judged, surges["buckets"])], pl.String))
     candidates = pl.concat([evidence_people, evidence_sensors], how="vertical_relaxed").drop_nulls("place_id").sort("place_id", "start")
-    events = _fold_into_smaller_places(lake, _merge(candidates)).with_columns(pl.lit("event").alias("kind"))
+    events = _fold_into_smaller_places(lake, _merge(candidates))
     fault_rows = fault_windows.join(sensors, on="sensor_id", how="left").select(
-        pl.lit("sensor fault").alias("kind"), "place_id", pl.concat_list(pl.col("sensor_id")).alias("sensor_ids"), "start", "end",
-        pl.lit(None, pl.Float64).alias("peak_z"), pl.col("fault").list.join(", ").alias("evidence"))
-    out = pl.concat([events.select(fault_rows.columns), fault_rows], how="vertical_relaxed")
-    severity = (pl.when(pl.col("kind") == "sensor fault").then(pl.lit("check sensor"))
-                .when(pl.col("peak_z").abs() >= 8).then(pl.lit("high")).when(pl.col("peak_z").abs() >= 5).then(pl.lit("medium"))
-                .otherwise(pl.lit("low")))
-    return out.with_columns(severity.alias("severity")).sort("start", "place_id")
+        pl.lit(FAULT).alias("kind"), "place_id", pl.concat_list(pl.col("sensor_id")).alias("sensor_ids"), "start", "end",
+        pl.col("start").alias("peak"), pl.lit(None, pl.Float64).alias("peak_z"), pl.lit("check sensor").alias("severity"),
+        pl.col("fault").list.join(", ").alias("evidence"))
+    return pl.concat([events.select(fault_rows.columns), fault_rows], how="vertical_relaxed").sort("start", "place_id")
+
+
+def _sensor_severity() -> pl.Expr:
+    """A traffic counter far under its usual is a drop (``scoring.drop_severity``); readings alone are never high."""
+    drop = pl.when(pl.col("ratio") < 0.25).then(pl.lit("high")).otherwise(pl.lit("medium"))
+    assert drop_severity(0.2) == "high" and drop_severity(0.3) == "medium"  # the same bands as the watcher's
+    return (pl.when((pl.col("kind") == "traffic") & (pl.col("direction") == "below")).then(drop)
+            .when(pl.col("peak_z").abs() >= HIGH_Z).then(pl.lit("medium")).otherwise(pl.lit("low")))
+
+
+def _slot_words(at: dt.datetime, tz: str) -> str:
+    """The usual's slot of an hour as a reader says it: "weekday 14:00 Asia/Shanghai"."""
+    local = at.astimezone(zoneinfo.ZoneInfo(tz))
+    return f"{'weekend' if local.weekday() >= 5 else 'weekday'} {local:%H}:00 {tz}"
 
 
 def _fold_into_smaller_places(lake: Lake, events: pl.DataFrame) -> pl.DataFrame:
@@ -193,13 +303,20 @@ def _fold_into_smaller_places(lake: Lake, events: pl.DataFrame) -> pl.DataFrame:
 
 
 def _merge(candidates: pl.DataFrame) -> pl.DataFrame:
-    """One detection per place and overlapping (or nearly touching) time: evidence from footfall and sensors together."""
+    """One detection per place and overlapping (or nearly touching) time: evidence from footfall and sensors together. It
+    is a crowd surge when people were counted, else a traffic drop when a counter fell, else unusual readings; its severity
+    the worst of its evidence's."""
     if candidates.is_empty():
-        return pl.DataFrame(schema={"place_id": pl.String, "sensor_ids": pl.List(pl.String), "start": pl.Datetime("us", "UTC"),
-                                    "end": pl.Datetime("us", "UTC"), "peak_z": pl.Float64, "evidence": pl.String})
+        return pl.DataFrame(schema={"kind": pl.String, "place_id": pl.String, "sensor_ids": pl.List(pl.String),
+                                    "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"), "peak": pl.Datetime("us", "UTC"),
+                                    "peak_z": pl.Float64, "severity": pl.String, "evidence": pl.String})
     ordered = candidates.sort("place_id", "start").with_columns(pl.col("end").cum_max().over("place_id").alias("reach"))
     new = ((pl.col("place_id") != pl.col("place_id").shift(1)) | (pl.col("start") > pl.col("reach").shift(1) + MERGE_GAP)).fill_null(True)
+    kind_rank = pl.col("kind").replace_strict({SURGE: 0, DROP: 1, READINGS: 2}, return_dtype=pl.Int8)
+    severity_rank = pl.col("severity").replace_strict(SEVERITY_RANK, default=0, return_dtype=pl.Int8)
     return (ordered.with_columns(new.cum_sum().alias("group")).group_by("place_id", "group")
-            .agg(pl.col("source").drop_nulls().unique().sort().alias("sensor_ids"), pl.col("start").min(), pl.col("end").max(),
-                 pl.col("peak_z").get(pl.col("peak_z").abs().arg_max()), pl.col("evidence").str.join("; "))
+            .agg(pl.col("kind").get(kind_rank.arg_min()), pl.col("source").drop_nulls().unique().sort().alias("sensor_ids"),
+                 pl.col("start").min(), pl.col("end").max(), pl.col("peak").get(pl.col("peak_z").abs().arg_max()),
+                 pl.col("peak_z").get(pl.col("peak_z").abs().arg_max()), pl.col("severity").get(severity_rank.arg_max()),
+                 pl.col("evidence").sort_by(kind_rank).str.join("; "))
             .drop("group"))

@@ -9,12 +9,14 @@ Everything about people in a report is k-anonymous.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field
 
 import polars as pl
 import shapely
 
 from citylake.analytics.detect import HOTSPOT_RES, Analysis
+from citylake.analytics.scoring import FAULT
 from citylake.h3_index import cells_to_latlng, cells_to_strings
 from citylake.lake import Lake, registry
 from citylake.queries import DEFAULT_K, BadFilter, Filters, QueryResult, conditions, dwell, footfalls, od, stays
@@ -34,10 +36,11 @@ class Report:
     sections: list[tuple[str, pl.DataFrame | None, str]] = field(default_factory=list)  # title, table, note
     hourly: pl.DataFrame | None = None  # the place's k-anonymous footfall per hour (bucket, pings, devices)
     cells: QueryResult | None = None  # k-anonymous footfall per H3 cell (HOTSPOT_RES) and day around the place, for its map
+    timezone: str = "UTC"  # the city's: every time a reader sees is in it
 
     def summary(self) -> dict:
         return {"place_id": self.place_id, "name": self.name, "from": _iso(self.start), "to": _iso(self.end), "k": self.k,
-                **self.headline}
+                "timezone": self.timezone, **self.headline}
 
 
 @dataclass
@@ -72,24 +75,34 @@ class ReportBatch:
         dwell_table = pl.from_arrow(dwell(zones.stays.filter(pl.col("place_id") == place_id), k=self.k).table)
         flows = zones.flows.filter((pl.col("origin") == place_id) | (pl.col("destination") == place_id))
         nearby = conditions(self.lake, radius_m=NEARBY_M, filters=window, k=self.k, engine_name=self.engine_name, hourly=hourly)
-        detections = self._detections(place_id, shape)
+        inside = [place_id, *_places_inside(self.lake, shape, place_id)]
+        detections = self._detections(inside)
         hot = _hot_cells_inside(self.analysis, shape, self.k)
         busiest = people.sort("devices", descending=True).head(1)
+        tz = self.analysis.timezone
+        thin = self.analysis.history_needed(inside, self.start, self.end)
+        events = int((detections["kind"] != FAULT).sum())
         headline = {
             "pings": int(people["pings"].sum()) if people.height else 0,
-            "busiest_hour": str(busiest["bucket"][0]) if busiest.height else None,
+            "busiest_hour": _local(busiest["bucket"][0], tz) if busiest.height else None,
             "busiest_hour_devices": int(busiest["devices"][0]) if busiest.height else None,
             "median_stay_min": float(dwell_table["median_min"][0]) if dwell_table.height else None,
-            "events": int((detections["kind"] == "event").sum()), "sensor_faults": int((detections["kind"] == "sensor fault").sum()),
+            # none found where nothing could be judged is not "no events": say what the history lacks instead
+            "events": None if thin and not self._judged(inside) else events,
+            "sensor_faults": int((detections["kind"] == FAULT).sum()),
             "hot_cells": int(hot.height),
+            "history": thin or "enough to judge every hour",
         }
-        report = Report(place_id, name, self.start, self.end, self.k, headline, hourly=people, cells=cells)
+        report = Report(place_id, name, self.start, self.end, self.k, headline, hourly=people, cells=cells, timezone=tz)
+        unusual_note = (f"Crowd surges: devices in an hour at least {self.k}, twice the usual for that hour of that kind of day "
+                        f"({tz}) and far beyond its count noise; traffic drops and unusual readings: sensors far from their "
+                        "hour-of-day baseline; sensor faults: flat lines, impossible values, silence. High: act on it.")
         report.sections = [
-            ("What is unusual", detections.select("kind", "severity", "place_id", "start", "end", "peak_z", "evidence"),
-             "Events: footfall or sensor readings far from their hour-of-day baseline (robust z-scores); "
-             "sensor faults: flat lines, impossible values, silence. Evidence lists each signal and its z."),
+            ("What is unusual", _in_local_time(detections.select("kind", "severity", "place_id", "start", "end", "peak_z", "evidence"),
+                                               tz, "start", "end"),
+             unusual_note + (f" Not every hour could be judged: {thin}." if thin else "")),
             ("Hotspots", hot, f"Getis-Ord Gi* of pings per H3 cell (resolution {HOTSPOT_RES}) over the window; z ≥ 2.58 is p < 0.01."),
-            ("Footfall by hour", people.select("bucket", "pings", "devices").sort("bucket"),
+            (f"Footfall by hour ({tz})", _in_local_time(people.select("bucket", "pings", "devices").sort("bucket"), tz, "bucket"),
              f"k-anonymous: hours with fewer than {self.k} devices are not shown (how many is not said: a count of them would "
              "tell that someone was there)."),
             ("How long people stay", dwell_table, "Stays: consecutive pings inside the place, at most 30 min apart, at least 5 min long."),
@@ -108,12 +121,19 @@ class ReportBatch:
         found = stays(self.lake, filters=filters, engine_name=self.engine_name)
         return Zones(found, pl.from_arrow(od(found, freq="1d", k=self.k).table))
 
-    def _detections(self, place_id: str, shape) -> pl.DataFrame:
+    def _detections(self, place_ids: list[str]) -> pl.DataFrame:
         """Detections at the place and at the places inside it, overlapping the window."""
-        detections = self.analysis.detections.filter(pl.col("place_id").is_in([place_id, *_places_inside(self.lake, shape, place_id)]))
+        detections = self.analysis.detections.filter(pl.col("place_id").is_in(place_ids))
         if self.start or self.end:
             detections = detections.filter((pl.col("end") > (self.start or UTC_MIN)) & (pl.col("start") < (self.end or UTC_MAX)))
         return detections
+
+    def _judged(self, place_ids: list[str]) -> bool:
+        """Whether any hour of these places in the window had a usual to be judged against."""
+        scores = self.analysis.place_scores.filter(pl.col("place_id").is_in(place_ids) & pl.col("usual").is_not_null())
+        if self.start or self.end:
+            scores = scores.filter(pl.col("bucket").is_between(self.start or UTC_MIN, self.end or UTC_MAX, closed="left"))
+        return not scores.is_empty()
 
 
 def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None,
@@ -139,6 +159,15 @@ def _hot_cells_inside(analysis: Analysis, shape, k: int) -> pl.DataFrame:
     return (inside.join(trends, on="h3_cell", how="left")
             .with_columns(pl.Series("cell", cells_to_strings(inside["h3_cell"].to_numpy()), pl.String), pl.col("z").round(2))
             .select("cell", "pings", "z", "p", "pattern").head(10))
+
+
+def _local(at: dt.datetime, tz: str) -> str:
+    """A time as people read it: in the city's time zone, with its offset."""
+    return at.astimezone(zoneinfo.ZoneInfo(tz)).isoformat(sep=" ")
+
+
+def _in_local_time(table: pl.DataFrame, tz: str, *columns: str) -> pl.DataFrame:
+    return table.with_columns(pl.col(c).dt.convert_time_zone(tz) for c in columns)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

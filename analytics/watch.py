@@ -35,6 +35,7 @@ import polars as pl
 
 from citylake.analytics.alerts import DROP, FAULT, SURGE, Episodes
 from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, history_window, place_baselines, sensor_baselines, slot_of
+from citylake.analytics.scoring import SURGE_RATIO, SURGE_Z, count_z, drop_severity, surge_judgement
 from citylake.lake import Lake, added_since, read_added, registry, scan
 from citylake.queries import PlaceFinder
 
@@ -57,8 +58,8 @@ class WatchConfig:
     poll_seconds: float = 5.0
     lateness: dt.timedelta = dt.timedelta(minutes=2)  # a step is evaluated once the watermark is this far past it
     history_days: int = 28
-    surge_ratio: float = 2.0
-    surge_z: float = 4.0
+    surge_ratio: float = SURGE_RATIO
+    surge_z: float = SURGE_Z
     drop_ratio: float = 0.5
     drop_z: float = 4.0
     flat_readings: int = 4
@@ -225,7 +226,8 @@ class Watcher:
         slots = {(t.hour * 4 + t.minute // 15) for t in (start, at - dt.timedelta(microseconds=1))}
         usual = (self.place_usual.filter(pl.col("slot").is_in(list(slots)) & (pl.col("weekend") == (start.weekday() >= 5)))
                  .sort("usual").group_by("place_id").last())
-        scored = counts.join(usual, on="place_id").with_columns(_surge_z().alias("z"), (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
+        scored = counts.join(usual, on="place_id").with_columns(count_z(extra=1.4826 * pl.col("mad")).alias("z"),
+                                                                (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
         flagged = scored.filter((pl.col("devices") >= self.k) & (pl.col("ratio") >= self.config.surge_ratio) & (pl.col("z") >= self.config.surge_z))
         for row in _innermost(self.finder, flagged).iter_rows(named=True):
             severity, evidence = _surge_judgement(row, start, self.k)
@@ -286,7 +288,7 @@ class Watcher:
             where = self.sensor_place.get(sensor) or sensor
             ratio = row["value"] / usual
             self.episodes.flag(DROP, where, place_id=self.sensor_place.get(sensor), sensors={sensor}, start=state.low_start,
-                               end=row["ts"] + dt.timedelta(minutes=15), severity="high" if ratio < 0.25 else "medium",
+                               end=row["ts"] + dt.timedelta(minutes=15), severity=drop_severity(ratio),
                                evidence=f"{sensor} {row['metric']} at {ratio:.0%} of the usual {usual:.0f} for the hour")
 
     def _silences(self, at: dt.datetime) -> None:
@@ -350,23 +352,13 @@ _ALERT_SCHEMA = {"alert_id": pl.String, "kind": pl.String, "place_id": pl.String
                  "evidence": pl.String, "revision": pl.Int64, "updated_at": pl.Datetime("us", "UTC")}
 
 
-def _surge_z() -> pl.Expr:
-    """Count-aware deviations: Poisson noise of the usual count plus the history's own spread around it."""
-    return (pl.col("devices") - pl.col("usual")) / (pl.col("usual") + (1.4826 * pl.col("mad")) ** 2 + 1.0).sqrt()
-
-
-SURGE_BANDS = ((5.0, "high", "over 5x"), (3.0, "medium", "over 3x"), (0.0, "low", "over 2x"))  # of the usual, when it is >= k
-
-
 def _surge_judgement(row: dict, start: dt.datetime, k: int) -> tuple[str, str]:
-    """Severity and evidence of a surge in the window from ``start``: how far above the usual in coarse bands, and only
-    where the usual is itself at least k devices (a ratio to a usual of 1 is the count); else no band, severity medium."""
+    """Severity and evidence of a surge in the window from ``start`` (``scoring.surge_judgement``: bands of the usual, only
+    where it is at least k)."""
     quarter = start - dt.timedelta(minutes=start.minute % 15)
     when = f"{'weekend' if start.weekday() >= 5 else 'weekday'} {quarter:%H:%M} UTC"
-    if row["usual"] < k:
-        return "medium", f"at least {k} devices in 15 minutes where there are usually fewer than {k} at {when}"
-    severity, words = next((severity, words) for floor, severity, words in SURGE_BANDS if row["ratio"] >= floor)
-    return severity, f"devices in 15 minutes {words} the usual for {when} (at least {k})"
+    return surge_judgement(ratio=row["ratio"], z=row["z"], usual=row["usual"], k=k, counted="devices in 15 minutes", when=when,
+                           observed=row["devices"])
 
 
 def _innermost(finder: PlaceFinder, flagged: pl.DataFrame) -> pl.DataFrame:

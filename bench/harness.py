@@ -110,7 +110,20 @@ class Run:
 
 def figures() -> list[tuple[str, Callable[[Run], dict]]]:
     """Every figure in the order a full run measures them, under its name in results.json (what ``--only`` picks)."""
-    from bench import analysis, footfall, ingest, knn, lake_write, live, month_ingest, point_to_cell, queries_scaling, release, serve
+    from bench import (
+        analysis,
+        detection_scenarios,
+        footfall,
+        ingest,
+        knn,
+        lake_write,
+        live,
+        month_ingest,
+        point_to_cell,
+        queries_scaling,
+        release,
+        serve,
+    )
 
     return [
         ("point_to_cell", lambda run: point_to_cell.bench_point_to_cell(run.rows)),
@@ -123,6 +136,8 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("knn_spatialbench_q12", lambda run: knn.bench_knn(run.work)),
         ("queries_scaling", lambda run: queries_scaling.bench_queries_scaling(run.rows, run.work)),
         ("detection_truth", lambda run: analysis.bench_detection_truth(run.work)),
+        ("detection_scenarios", lambda run: detection_scenarios.bench_detection_scenarios(run.work)),
+        ("detection_scenarios_held_out", lambda run: detection_scenarios.bench_held_out(run.work)),
         ("dask_scaling", lambda run: analysis.bench_dask_scaling(run.work)),
         ("live_alerts", lambda run: live.bench_live_alerts(run.work)),
         ("live_mqtt", lambda run: live.bench_live_mqtt(run.work)),

@@ -30,13 +30,17 @@ if TYPE_CHECKING:
     from citylake.queries import Filters
 
 
-def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None, policy: Policy | None = None) -> Lake:
+def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None = None, policy: Policy | None = None,
+              timezone: str | None = None) -> Lake:
     """Create a lake (or complete a partial one) with the configured resolutions, and give it its pseudonym key and
-    privacy ``policy`` (default: k floor 10, epsilon 1 per day) unless it has them (see ``create_pseudonym_key``)."""
+    privacy ``policy`` (default: k floor 10, epsilon 1 per day) unless it has them (see ``create_pseudonym_key``).
+    ``timezone``: the city's (an IANA name; default UTC, an existing lake keeps its own unless given one), in which reports,
+    maps and hours of the day are read; rows stay in UTC."""
     from citylake.lake import Lake
 
     settings = settings or S.load()
-    lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"])
+    lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"],
+                     timezone=timezone)
     create_pseudonym_key(lake, settings=settings, policy=policy)
     return lake
 
@@ -282,17 +286,36 @@ def save_stays(lake: Lake, stays: pl.DataFrame, /, *, max_gap_s: int, min_dwell_
 
 
 def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, settings: S.Settings | None = None,
-            scheduler: str | None = None, workers: int | None = None, announce: Callable[[str], None] = print) -> Analysis:
+            scheduler: str | None = None, workers: int | None = None, k: int | None = None,
+            announce: Callable[[str], None] = print) -> Analysis:
     """The situational analysis on Dask: ``scheduler`` (else the ``analysis.scheduler`` setting, else a local cluster of
-    ``workers``, else ``analysis.workers``, one core each)."""
+    ``workers``, else ``analysis.workers``, one core each). No crowd under ``k`` devices (default: the lake's k floor) is
+    detected; hours of the day are the lake's time zone's."""
     from citylake.analytics import analyse as run_analysis
     from citylake.analytics import dask_client
+    from citylake.privacy import k_for_result
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
     with dask_client(scheduler or settings["analysis.scheduler"] or None, workers=workers or settings["analysis.workers"],
                      memory_limit=settings["analysis.worker_memory"] or None, announce=announce) as client:
-        return run_analysis(lake, start=start, end=end, client=client)
+        return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def detect(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, settings: S.Settings | None = None,
+           scheduler: str | None = None, workers: int | None = None, k: int | None = None,
+           announce: Callable[[str], None] = print) -> pl.DataFrame:
+    """``citylake detect``: the batch detector over [start, end), its detections written to the ``detections`` table (the
+    steward zone; rows overlapping the window replaced) and returned. Where the history cannot support a usual it says
+    what is missing through ``announce``."""
+    from citylake.analytics import detections
+
+    lake.require_writable()
+    found = analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k, announce=announce)
+    thin = found.history_needed(found.place_scores["place_id"].unique().to_list(), start, end)
+    if thin:
+        announce(f"detect: {thin}")
+    return detections.save(lake, found, start=start, end=end)
 
 
 def place_ids_of(lake: Lake, category: str, /) -> list[str]:
@@ -316,7 +339,7 @@ def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: s
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.footfall(lake, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings),
                                 engine_name=engine_name)
@@ -330,7 +353,7 @@ def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filte
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         found = queries.stays(lake, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s, engine_name=engine_name)
         return queries.od(found, freq=freq, k=k_for(lake, k, settings=settings), engine_name=engine_name)
@@ -346,7 +369,7 @@ def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, fr
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.profile(lake, radius_m=radius_m, freq=freq, filters=filters, k=k_for(lake, k, settings=settings),
                                engine_name=engine_name)
@@ -362,11 +385,18 @@ def conditions(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0,
     from citylake import queries
     from citylake.queries import released
 
-    filters = filters or queries.Filters()
+    filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
         return queries.conditions(lake, radius_m=radius_m, filters=filters, k=k_for(lake, k, settings=settings), engine_name=engine_name)
     hourly = released.footfall(lake, by="place", freq="1h", filters=filters).as_result()
     return queries.conditions(lake, radius_m=radius_m, filters=filters, engine_name=engine_name, hourly=hourly)
+
+
+def _on_city_clock(lake: Lake, filters: Filters) -> Filters:
+    """Hours of the day and weekdays as the city reads them: in the lake's time zone unless the filters name one."""
+    import dataclasses
+
+    return filters if filters.tz is not None else dataclasses.replace(filters, tz=lake.timezone)
 
 
 def require_steward_role(lake: Lake, role: str, /, *, doing: str, settings: S.Settings | None = None) -> None:

@@ -26,6 +26,7 @@ class Pilot:
     sensors: str | Path | None = None
     readings: str | Path | None = None
     pings: str | Path | None = None
+    timezone: str | None = None  # the area's (IANA); kept with the lake
 
     @property
     def slug(self) -> str:
@@ -40,13 +41,13 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
     from citylake.reports import write_reports
 
     settings = settings or S.load()
-    lake = api.init_lake(settings=settings)  # opens an existing lake as it is
+    lake = api.init_lake(settings=settings, timezone=area.timezone)  # opens an existing lake as it is (its zone changed if given)
     for label, step in _steps(lake, area, settings):
         announce(f"pilot: {label}: {step().line()}")
     place_id = _boundary_place_id(lake, area)
-    analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, announce=announce)
-    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=api.k_for(lake, k, settings=settings),
-                  announce=announce)
+    k = api.k_for(lake, k, settings=settings)
+    analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k, announce=announce)
+    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=k, announce=announce)
     return Path(out)
 
 

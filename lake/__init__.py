@@ -9,6 +9,7 @@ from citylake.lake.changes import Added, added_since, read_added
 from citylake.lake.engines import connect, create_views, duckdb_for, scan
 from citylake.lake.errors import (
     BadLakeFile,
+    BadTimezone,
     BadWriteMode,
     DiskFull,
     ExtensionMissing,
@@ -22,11 +23,12 @@ from citylake.lake.errors import (
     UnknownTable,
 )
 from citylake.lake.history import commit_summary
-from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, TableStats
+from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, TableStats, check_timezone
 from citylake.lake.schemas import TABLES, TableSpec
 
 __all__ = [
-    "Added", "added_since", "read_added", "BadLakeFile", "BadWriteMode", "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
+    "Added", "added_since", "read_added", "BadLakeFile", "BadTimezone", "BadWriteMode",
+    "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
     "LakeNotFound", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec",
-    "TableStats", "UnknownTable", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
+    "TableStats", "UnknownTable", "check_timezone", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

@@ -96,6 +96,12 @@ class BadLakeFile(LakeError, ValueError):
                          "lake's id (which names its pseudonym key file) and the H3 resolutions its rows were written with")
 
 
+class BadTimezone(LakeError, ValueError):
+    def __init__(self, value: str) -> None:
+        self.value = value
+        super().__init__(f"time zone {value!r} is not known; give an IANA name such as Asia/Shanghai, Europe/Berlin or UTC")
+
+
 class NotALakeDirectory(LakeError, NotADirectoryError):
     def __init__(self, root: str, path: str) -> None:
         self.root = root

@@ -29,6 +29,7 @@ from citylake.h3_index.buckets import partition_keys
 from citylake.lake.errors import (
     MARKER,
     BadLakeFile,
+    BadTimezone,
     BadWriteMode,
     DiskFull,
     LakeNotFound,
@@ -110,21 +111,25 @@ class TableStats:
 class Lake:
     """A citylake lake rooted at a directory. Open one with ``Lake.open`` or ``Lake.init``."""
 
-    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int, lake_id: str = "") -> None:
+    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int, lake_id: str = "", timezone: str = "UTC") -> None:
         self.root = Path(root)
         self.cell_res = check_resolution(cell_res)
         self.partition_res = check_resolution(partition_res)
         self.lake_id = lake_id  # random, made with the lake: names its pseudonym key file, so no two lakes share a key
+        # the city's time zone: what people read (reports, maps, hours of the day) is in it; storage stays UTC
+        self.timezone = check_timezone(timezone)
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
     def init(
-        cls, root: str | Path, /, *, cell_res: int = DEFAULT_CELL_RES, partition_res: int = DEFAULT_PARTITION_RES
+        cls, root: str | Path, /, *, cell_res: int = DEFAULT_CELL_RES, partition_res: int = DEFAULT_PARTITION_RES,
+        timezone: str | None = None,
     ) -> Lake:
         """Create the lake (or complete a partial one) and every table; safe to run twice.
 
         The resolutions are fixed when the lake is first made: every row already written
-        depends on them. An existing lake keeps its own.
+        depends on them. An existing lake keeps its own. ``timezone`` (the city's, default UTC) may be
+        changed later: rows are stored in UTC, and only what people read is shown in it.
         """
         root = Path(root)
         marker = root / MARKER
@@ -132,17 +137,20 @@ class Lake:
         if marker.exists():
             lake = cls.open(root)
             lake.require_writable()
+            if timezone is not None and timezone != lake.timezone:
+                lake.set_timezone(timezone)
             return lake
         if partition_res >= cell_res:
             raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
         existing = next(p for p in (root, *root.parents) if p.exists())
         if not os.access(existing, os.W_OK | os.X_OK):
             raise NotWritable(str(root), str(existing), making=True)
-        lake = cls(root, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8))
+        lake = cls(root, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8), timezone=timezone or "UTC")
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         lake._make_zones()
-        facts = {"format": FORMAT_VERSION, "lake_id": lake.lake_id, "cell_res": lake.cell_res, "partition_res": lake.partition_res}
+        facts = {"format": FORMAT_VERSION, "lake_id": lake.lake_id, "cell_res": lake.cell_res, "partition_res": lake.partition_res,
+                 "timezone": lake.timezone}
         marker.write_text(json.dumps(facts, indent=2) + "\n")
         os.chmod(marker, 0o644)
         return lake
@@ -155,12 +163,23 @@ class Lake:
         if not marker.is_file():
             raise LakeNotFound(str(root))
         facts = _read_marker(marker)
-        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""))
+        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""),
+                   timezone=facts.get("timezone", "UTC"))
         if facts.get("format", 1) < FORMAT_VERSION and os.access(root, os.W_OK):
             lake._upgrade(facts)
         if os.access(root, os.W_OK):  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
             lake._make_zones()
         return lake
+
+    def set_timezone(self, timezone: str, /) -> None:
+        """The city's time zone, recorded in ``citylake.json`` (the owner's; no row changes: storage is UTC)."""
+        self.timezone = check_timezone(timezone)
+        marker = self.root / MARKER
+        facts = {**_read_marker(marker), "timezone": self.timezone}
+        temporary = marker.with_name(f".{MARKER}.{os.getpid()}")
+        temporary.write_text(json.dumps(facts, indent=2) + "\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, marker)
 
     def require_writable(self) -> None:
         """Refuse now, before any work, when this user cannot change the lake: another user's lake, one made read-only, or
@@ -630,6 +649,19 @@ def _check_directory(root: Path) -> None:
             return
 
 
+def check_timezone(name: object) -> str:
+    """An IANA time zone name (``Asia/Shanghai``), checked; ``BadTimezone`` says how to write one."""
+    import zoneinfo
+
+    if not isinstance(name, str) or not name:
+        raise BadTimezone(str(name))
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadTimezone(name) from None
+    return name
+
+
 def _read_marker(marker: Path) -> dict:
     """The lake's facts from citylake.json, checked: a damaged file is named, never a KeyError or a JSON traceback."""
     try:
@@ -648,6 +680,11 @@ def _read_marker(marker: Path) -> dict:
             raise BadLakeFile(str(marker), f"{key!r} is {value!r}, not an H3 resolution 0..15")
     if facts["partition_res"] >= facts["cell_res"]:
         raise BadLakeFile(str(marker), "'partition_res' must be coarser (smaller) than 'cell_res'")
+    if "timezone" in facts:
+        try:
+            check_timezone(facts["timezone"])
+        except BadTimezone:
+            raise BadLakeFile(str(marker), f"'timezone' is {facts['timezone']!r}, not a known time zone") from None
     for key, kind in (("lake_id", str), ("format", int)):
         if key in facts and (isinstance(facts[key], bool) or not isinstance(facts[key], kind)):
             raise BadLakeFile(str(marker), f"{key!r} is {facts[key]!r}, not {'text' if kind is str else 'a whole number'}")

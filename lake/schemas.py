@@ -224,6 +224,27 @@ TABLES: dict[str, TableSpec] = {
             cell_columns=(),
         ),
         TableSpec(
+            "detections",
+            (
+                _f("detection_id", pa.string(), False),
+                _f("kind", pa.string(), False),
+                _f("place_id", pa.string()),
+                _f("sensor_ids", pa.string()),
+                _f("start", TIMESTAMP, False),
+                _f("end", TIMESTAMP, False),
+                _f("peak", TIMESTAMP, False),
+                _f("peak_z", pa.float64()),
+                _f("severity", pa.string(), False),
+                _f("evidence", pa.string(), False),
+                _f("computed_at", TIMESTAMP, False),
+            ),
+            "Batch detections (`citylake detect`, reports): crowd surges, traffic drops, unusual readings and sensor faults, "
+            "one row per episode; learned from exact counts, so the steward's (k-anonymous: no crowd under k).",
+            key=("detection_id",),
+            cell_columns=(),
+            zone="steward",
+        ),
+        TableSpec(
             "releases",
             (
                 _f("release_id", pa.string(), False),

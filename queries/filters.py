@@ -1,7 +1,8 @@
 """Space–time filters shared by every query, and how each engine applies them.
 
-Times are UTC. A time window also selects the ``date`` partitions it spans, so both
-engines skip every other day's files.
+Times are UTC; hours of the day and weekdays are read on the city's clock (``tz``: the lake's time zone, which the
+front door fills in). A time window also selects the ``date`` partitions it spans, so both engines skip every other
+day's files.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ UTC = dt.timezone.utc
 class Filters:
     start: dt.datetime | None = None  # inclusive, UTC
     end: dt.datetime | None = None  # exclusive, UTC
-    hours: tuple[int, ...] = ()  # hours of day (UTC) to keep
-    weekdays: tuple[int, ...] = ()  # 0 = Monday … 6 = Sunday
+    hours: tuple[int, ...] = ()  # hours of day (on the clock of ``tz``) to keep
+    weekdays: tuple[int, ...] = ()  # 0 = Monday … 6 = Sunday (on the clock of ``tz``)
     bbox: tuple[float, float, float, float] | None = None  # xmin, ymin, xmax, ymax (lon/lat)
     place_ids: tuple[str, ...] = ()
     categories: tuple[str, ...] = field(default=())
+    tz: str | None = None  # the time zone of hours and weekdays (IANA name); None: UTC
 
     def __post_init__(self) -> None:
+        if self.tz is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.tz)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise BadFilter("tz", self.tz, "give an IANA time zone such as Asia/Shanghai or UTC") from None
         for name in ("start", "end"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
@@ -50,10 +59,11 @@ class Filters:
             parts += [f"{a}.ts >= TIMESTAMPTZ '{self.start.isoformat()}'", f"{a}.date >= DATE '{self.start.date()}'"]
         if self.end:
             parts += [f"{a}.ts < TIMESTAMPTZ '{self.end.isoformat()}'", f"{a}.date <= DATE '{self.end.date()}'"]
+        clock = f"timezone('{self.tz}', {a}.ts)" if self.tz else f"{a}.ts"
         if self.hours:
-            parts.append(f"hour({a}.ts) IN ({', '.join(map(str, self.hours))})")
+            parts.append(f"hour({clock}) IN ({', '.join(map(str, self.hours))})")
         if self.weekdays:  # isodow: Monday = 1
-            parts.append(f"isodow({a}.ts) - 1 IN ({', '.join(map(str, self.weekdays))})")
+            parts.append(f"isodow({clock}) - 1 IN ({', '.join(map(str, self.weekdays))})")
         if self.bbox:
             x0, y0, x1, y1 = self.bbox
             parts.append(f"{a}.lon BETWEEN {x0!r} AND {x1!r} AND {a}.lat BETWEEN {y0!r} AND {y1!r}")
@@ -75,13 +85,17 @@ class Filters:
         if self.end:
             expr &= (pl.col("ts") < self.end) & (pl.col("date") <= self.end.date())
         if self.hours:
-            expr &= pl.col("ts").dt.hour().is_in(list(self.hours))
+            expr &= self.clock("ts").dt.hour().is_in(list(self.hours))
         if self.weekdays:
-            expr &= (pl.col("ts").dt.weekday() - 1).is_in(list(self.weekdays))
+            expr &= (self.clock("ts").dt.weekday() - 1).is_in(list(self.weekdays))
         if self.bbox:
             x0, y0, x1, y1 = self.bbox
             expr &= pl.col("lon").is_between(x0, x1) & pl.col("lat").is_between(y0, y1)
         return expr
+
+    def clock(self, column: str) -> pl.Expr:
+        """``column`` (UTC) on the city's clock, for hours of the day and weekdays."""
+        return pl.col(column).dt.convert_time_zone(self.tz) if self.tz else pl.col(column)
 
     def place_expr(self) -> pl.Expr:
         expr = pl.lit(True)

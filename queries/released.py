@@ -73,9 +73,9 @@ def _in_time(rows: pl.LazyFrame, filters: Filters) -> pl.LazyFrame:
     if filters.end:
         rows = rows.filter(pl.col("bucket") < filters.end)
     if filters.hours:
-        rows = rows.filter(pl.col("bucket").dt.hour().is_in(list(filters.hours)))
+        rows = rows.filter(filters.clock("bucket").dt.hour().is_in(list(filters.hours)))
     if filters.weekdays:
-        rows = rows.filter((pl.col("bucket").dt.weekday() - 1).is_in(list(filters.weekdays)))
+        rows = rows.filter((filters.clock("bucket").dt.weekday() - 1).is_in(list(filters.weekdays)))
     return rows
 
 

@@ -135,7 +135,7 @@ def test_the_injected_events_are_found(city):
     assert truth["recall"] == 1.0, truth
     assert truth["precision"] >= 0.75, truth
     expo = result.detections.filter(pl.col("place_id") == "places:expo")
-    assert expo.height == 1 and expo["kind"][0] == "event" and "FF-expo" in expo["sensor_ids"][0]
+    assert expo.height == 1 and expo["kind"][0] == "crowd surge" and "FF-expo" in expo["sensor_ids"][0]
 
 
 def test_the_analysis_does_not_depend_on_how_the_days_are_cut_into_tasks(city, monkeypatch):
@@ -240,7 +240,7 @@ def test_reports_render_for_every_park_and_stay_k_anonymous(city, tmp_path):
                      "--from", "2026-11-01", "--to", "2026-12-01", "--out", str(tmp_path / "expo.md"))  # dates without a time: UTC
     assert single.returncode == 0, single.stderr
     text = (tmp_path / "expo.md").read_text()
-    assert "| event | high | places:expo" in text and (tmp_path / "expo-figure-1.png").stat().st_size > 1000
+    assert "| crowd surge | high | places:expo" in text and (tmp_path / "expo-figure-1.png").stat().st_size > 1000
     hours = text.split("## Footfall by hour", 1)[1].split("##", 1)[0]
     assert all(int(line.split("|")[3]) >= 5 for line in hours.splitlines() if line.startswith("| 2026"))
 
@@ -273,3 +273,60 @@ def test_the_hourly_grid_follows_the_days_with_data_not_the_span():
     grid = _complete(series, ["place_id"], "devices")
     assert grid.height == 2 * (19 + 8)  # each place: 05:00..23:00 on the first day, 00:00..07:00 on the last
     assert grid["devices"].sum() == 7.0
+
+
+def test_detections_are_kept_for_the_steward_and_a_rerun_replaces_them(city):
+    from citylake.analytics import detections
+    from citylake.analytics.scoring import KINDS
+
+    _, lake = city
+    first = detections.save(lake, analyse(lake))
+    again = detections.save(lake, analyse(lake))
+    stored = detections.read(lake)
+    assert stored.height == first.height == again.height > 0
+    assert sorted(stored["detection_id"]) == sorted(first["detection_id"])
+    assert set(stored["kind"]) <= set(KINDS) and stored["peak"].is_between(stored["start"], stored["end"]).all()
+    assert lake.spec("detections").zone == "steward" and lake.path("detections").parent.stat().st_mode & 0o077 == 0
+
+
+def test_an_analyst_cannot_read_detections(city, tmp_path, monkeypatch):
+    """Detections are learned from exact counts: not in the analyst's workspace, and no frame of them without the key."""
+    from citylake import api
+    from citylake import settings as S
+    from citylake.privacy import PrivacyError
+    from citylake.queries.sandbox import Refused, Workspace
+
+    _, lake = city
+    monkeypatch.delenv("CITYLAKE_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(Refused, match="not visible to analysts"):
+        Workspace(lake).sql("SELECT * FROM detections")
+    analyst = S.load(env={"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "no.key")})
+    with pytest.raises(PrivacyError):
+        api.frame(lake, "detections", settings=analyst)
+
+
+@pytest.mark.integration
+def test_detect_writes_machine_readable_detections(city, tmp_path):
+    root, lake = city
+    done = run_cli("--lake", str(lake.root), "detect", "--workers", "1", "--format", "json", "--out", str(tmp_path / "d.json"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "d.json").read_text())
+    assert {r["kind"] for r in rows} >= {"crowd surge", "sensor fault"}
+    assert set(rows[0]) == {"detection_id", "kind", "place_id", "sensor_ids", "start", "end", "peak", "peak_z", "severity", "evidence",
+                            "computed_at"}
+    expo = [r for r in rows if r["place_id"] == "places:expo"]
+    assert len(expo) == 1 and expo[0]["severity"] == "high" and "FF-expo" in expo[0]["sensor_ids"]
+    refused = run_cli("--lake", str(lake.root), "detect", "--format", "parquet")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "--out" in refused.stderr
+
+
+def test_a_report_on_two_days_says_what_history_it_needs(tmp_path):
+    """Two days of pings cannot make a usual: the report says how many more days it needs, never just "no events"."""
+    from citylake.analytics.report import build
+    from citylake.reports.render import to_markdown
+
+    lake = generated_city_lake(tmp_path, devices=150, days=2, seed=21, feeds=("places", "pings"))
+    made = build(lake, analyse(lake), "places:expo", k=5)
+    assert made.headline["events"] is None and made.headline["history"].startswith("needs 2 more days of history for places like")
+    text = to_markdown(made, {}, tmp_path / "r.md")
+    assert "| events | not judged: needs 2 more days of history" in text and "| events | None |" not in text

@@ -320,3 +320,19 @@ def test_a_lake_from_before_zones_moves_into_them_when_its_owner_opens_it(tmp_pa
     assert stat.S_IMODE(steward.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in steward.rglob("*")), "a steward file is open to others"
     assert os.access(opened.path("footfall_hourly"), os.R_OK)
+
+
+def test_the_city_time_zone_is_kept_with_the_lake_and_a_bad_one_refused(tmp_path):
+    from citylake.lake import BadLakeFile, BadTimezone
+
+    made = Lake.init(tmp_path / "lake", timezone="Asia/Shanghai")
+    assert Lake.open(made.root).timezone == "Asia/Shanghai" and Lake.init(made.root).timezone == "Asia/Shanghai"  # kept
+    Lake.init(made.root, timezone="Europe/Berlin")  # given again: changed, rows untouched (they are UTC)
+    assert json.loads((made.root / "citylake.json").read_text())["timezone"] == "Europe/Berlin"
+    assert Lake.init(tmp_path / "plain").timezone == "UTC"
+    with pytest.raises(BadTimezone, match="IANA name such as Asia/Shanghai"):
+        Lake.init(tmp_path / "mars", timezone="Mars/Olympus")
+    facts = json.loads((made.root / "citylake.json").read_text())
+    (made.root / "citylake.json").write_text(json.dumps({**facts, "timezone": "Nowhere/Land"}))
+    with pytest.raises(BadLakeFile, match="'timezone' is 'Nowhere/Land'"):
+        Lake.open(made.root)

@@ -139,3 +139,18 @@ def test_cli_footfall_formats(city_lake, tmp_path):
     assert cells and all(h3.str_to_int(r["cell"]) == r["h3_cell"] for r in cells[:50])
     bad = run("--weekdays", "funday")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("citylake: error: filter weekdays")
+
+
+def test_hours_and_weekdays_are_read_on_the_city_clock(city_lake, engine):
+    """Hours 18-22 of Tuesdays and Wednesdays in Shanghai: the buckets the standard library's zone database puts there."""
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo("Asia/Shanghai")
+    local = Filters(hours=tuple(range(18, 23)), weekdays=(1, 2), tz="Asia/Shanghai")
+    got = pl.from_arrow(footfall(city_lake, freq="1h", filters=local, k=1, engine_name=engine).table).sort("place_id", "bucket")
+    everything = pl.from_arrow(footfall(city_lake, freq="1h", k=1, engine_name=engine).table).sort("place_id", "bucket")
+    on_the_clock = [b.astimezone(zone).hour in range(18, 23) and b.astimezone(zone).weekday() in (1, 2) for b in everything["bucket"]]
+    want = everything.filter(pl.Series(on_the_clock))
+    assert got.height > 5 and got.equals(want)
+    with pytest.raises(BadFilter, match="IANA"):
+        Filters(hours=(1,), tz="Mars/Olympus")

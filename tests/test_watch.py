@@ -31,7 +31,7 @@ KEY = TEST_KEY.encode()
 NOW = dt.timedelta(0)
 # Evidence may say how unusual in coarse bands (only over a usual of at least k), never how many: the k floor it cleared
 SURGE_EVIDENCE = re.compile(r"(devices in 15 minutes over [235]x the usual for (weekday|weekend) \d\d:\d\d UTC \(at least 10\)"
-                            r"|at least 10 devices in 15 minutes where there are usually fewer than 10 at (weekday|weekend) "
+                            r"|at least (10|50) devices in 15 minutes where there are usually fewer than 10 at (weekday|weekend) "
                             r"\d\d:\d\d UTC)")
 
 

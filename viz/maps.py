@@ -21,6 +21,11 @@ NO_FILTERS = Filters()
 CATEGORY_COLOURS = {"park": (80, 180, 90), "district": (120, 120, 200), "business_district": (230, 160, 40), "expo": (220, 60, 140)}
 
 
+def _city_clock(lake: Lake) -> pl.Expr:
+    """A bucket (UTC) as the city's wall-clock time, which is what kepler.gl's time filter shows."""
+    return pl.col("bucket").dt.convert_time_zone(lake.timezone).dt.replace_time_zone(None)
+
+
 def footfall_map(lake: Lake, /, *, res: int = 9, freq: str = "1h", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
                  engine_name: str = "duckdb") -> MapView:
     """Distinct devices per H3 cell per bucket as extruded hexagons (colour: devices, height: pings), with
@@ -34,9 +39,9 @@ def footfall_view(lake: Lake, result, /, *, freq: str) -> MapView:
     cells = pl.from_arrow(result.table)
     counts = [c for c in ("devices", "pings") if c in cells.columns]
     hexes = cells.select(pl.Series("hex", cells_to_strings(cells["h3_cell"].to_numpy()), pl.String),
-                         pl.col("bucket").dt.replace_time_zone(None), *counts)
+                         _city_clock(lake), *counts)
     res = int(cell_resolutions(cells["h3_cell"].head(1).to_numpy())[0]) if cells.height else "—"
-    view = MapView(f"Footfall per H3 cell (res {res}) per {freq}", note=_privacy_note(result))
+    view = MapView(f"Footfall per H3 cell (res {res}) per {freq}, {lake.timezone} time", note=_privacy_note(result))
     view.add("footfall", hexes, "Footfall", Layer("hexagonId", "footfall", "Devices per cell", {"hex_id": "hex"},
                                                   color_by="devices", size_by=counts[-1]),
              tooltip=["hex", "bucket", *counts])
@@ -53,9 +58,9 @@ def readings_map(lake: Lake, /, *, metric: str | None = None, freq: str = "1h", 
     if metric:
         per = per.filter(pl.col("metric") == metric)
     per = per.with_columns(pl.col("mean").round(2))
-    points = (per.join(sensors, on="sensor_id").with_columns(pl.col("bucket").dt.replace_time_zone(None))
+    points = (per.join(sensors, on="sensor_id").with_columns(_city_clock(lake))
               .select("sensor_id", "kind", "metric", "bucket", "mean", "readings", "lat", "lon").sort("bucket", "sensor_id"))
-    view = MapView(f"Sensor readings{f' ({metric})' if metric else ''} per {freq}")
+    view = MapView(f"Sensor readings{f' ({metric})' if metric else ''} per {freq}, {lake.timezone} time")
     view.add("readings", points, "Readings", Layer("point", "readings", "Mean reading", {"lat": "lat", "lng": "lon"}, color_by="mean"),
              tooltip=["sensor_id", "metric", "bucket", "mean", "readings"])
     view.time = ("readings", "bucket")
@@ -79,9 +84,9 @@ def od_view(lake: Lake, result, /, *, category: str, freq: str) -> MapView:
     centres = _place_centres(lake, category)
     arcs = (flows.join(centres.rename({"place_id": "origin", "lat": "lat0", "lon": "lon0", "name": "from"}), on="origin")
             .join(centres.rename({"place_id": "destination", "lat": "lat1", "lon": "lon1", "name": "to"}), on="destination")
-            .with_columns(pl.col("bucket").dt.replace_time_zone(None))
+            .with_columns(_city_clock(lake))
             .select("from", "to", "bucket", *counts, "lat0", "lon0", "lat1", "lon1"))
-    view = MapView(f"Flows between {category} zones per {freq}", note=_privacy_note(result))
+    view = MapView(f"Flows between {category} zones per {freq}, {lake.timezone} time", note=_privacy_note(result))
     ends = {"lat0": "lat0", "lng0": "lon0", "lat1": "lat1", "lng1": "lon1"}
     view.add("od", arcs, "Flows", Layer("arc", "od", counts[0].capitalize(), ends, color_by=counts[0], size_by=counts[0]),
              tooltip=["from", "to", "bucket", *counts])
@@ -113,9 +118,10 @@ def alerts_view(lake: Lake, alerts: pl.DataFrame, /) -> MapView:
     where = _centres(registry.places(lake, place_ids=placed, columns=("place_id", "name", "geometry")))
     points = (alerts.join(where, on="place_id")
               .with_columns(pl.col("severity").replace_strict(SEVERITY, default=0).alias("level"),
-                            pl.col("start").dt.replace_time_zone(None), pl.col("end").dt.replace_time_zone(None))
+                            pl.col("start").dt.convert_time_zone(lake.timezone).dt.replace_time_zone(None),
+                            pl.col("end").dt.convert_time_zone(lake.timezone).dt.replace_time_zone(None))
               .select("alert_id", "kind", "name", "status", "severity", "level", "start", "end", "evidence", "lat", "lon"))
-    view = MapView("Alerts from the live watcher", note="alerts are k-anonymous: evidence is a coarse ratio to the usual, never a count")
+    view = MapView(f"Alerts from the live watcher, {lake.timezone} time", note="alerts are k-anonymous: evidence is a coarse ratio to the usual, never a count")
     where = {"lat": "lat", "lng": "lon"}
     view.add("alerts", points, "Alerts", Layer("point", "alerts", "Alerts", where, color_by="level", size_by="level"),
              tooltip=["kind", "name", "status", "severity", "start", "end", "evidence"])

@@ -18,7 +18,7 @@ import threading
 
 import click
 
-from citylake.cli import ingest, interrupts, lake, live, map, privacy, query, replay, report, serve, sql, stderr
+from citylake.cli import detect, ingest, interrupts, lake, live, map, privacy, query, replay, report, serve, sql, stderr
 from citylake.cli.options import Context
 
 
@@ -53,7 +53,7 @@ def cli(ctx: click.Context, lake: str | None, config: str | None) -> None:
     ctx.obj = Context(lake, config)
 
 
-for group in (lake, sql, ingest, replay, query, report, map, privacy, live, serve):
+for group in (lake, sql, ingest, replay, query, report, map, privacy, live, detect, serve):
     for command in group.COMMANDS:
         cli.add_command(command)
 

@@ -15,8 +15,10 @@ from citylake.cli.output import emit, rows, say, status
 @click.option("--k-floor", type=int, help="Smallest group of devices any exact people result shows (default 10).")
 @click.option("--epsilon-per-day", type=float, help="Privacy budget: the epsilon all releases of one day may spend together (default 1).")
 @click.option("--delta-per-day", type=float, help="…and the delta (default 1e-6; 0 for pure epsilon-DP, Laplace noise).")
+@click.option("--timezone", metavar="ZONE", help="The city's time zone, e.g. Asia/Shanghai (default UTC): reports, maps and hours "
+              "of the day are read in it; rows stay in UTC. Given again, it changes.")
 @pass_context
-def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta_per_day: float | None) -> None:
+def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta_per_day: float | None, timezone: str | None) -> None:
     """Create the lake, its zones and tables, its pseudonym key and its privacy policy (safe to run again: an
     existing lake keeps its own).
 
@@ -27,8 +29,9 @@ def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta
     from citylake.privacy import Policy
 
     policy = Policy().changed(k_floor=k_floor, epsilon_per_day=epsilon_per_day, delta_per_day=delta_per_day)
-    lake = api.init_lake(settings=ctx.settings, policy=policy)
-    say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res})")
+    lake = api.init_lake(settings=ctx.settings, policy=policy, timezone=timezone)
+    say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res}, "
+        f"times read in {lake.timezone})")
     key, from_env = api.key_file(lake, settings=ctx.settings), bool(os.environ.get("CITYLAKE_PSEUDONYM_KEY"))
     if key.exists() or from_env:
         say(f"pseudonym key: {'$CITYLAKE_PSEUDONYM_KEY' if from_env else key} (the steward's: keep it outside the lake and back it "

@@ -39,7 +39,7 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
     k = ctx.k(lake, k_anon)
     if for_planners and Path(out).suffix.lower() == ".md":
         raise click.UsageError("--for-planners publishes HTML reports; write them as .html (or into a directory)")
-    found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note)
+    found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, k=k, announce=note)
     single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
     written = reports.write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=note)
     if not single:
@@ -58,13 +58,15 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
 @click.option("--readings", type=click.Path(exists=True, dir_okay=False), help="Sensor readings.")
 @click.option("--pings", type=click.Path(exists=True, dir_okay=False), help="Location-service pings.")
 @click.option("--name", default="pilot", show_default=True, help="Name of the pilot area.")
+@click.option("--timezone", metavar="ZONE", help="The area's time zone, e.g. Asia/Shanghai: the report's hours are in it (kept "
+              "with the lake; default: the lake's, else UTC).")
 @click.option("--out", type=OutPath(make_parents=True), default="pilot-report.html", show_default=True,
               help="The first report (.html or .md).")
 @K
 @analysis
 @pass_context
 def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, readings: str | None, pings: str | None, name: str,
-          out: str, k_anon: int | None, start, end, scheduler: str | None, workers: int | None) -> None:
+          timezone: str | None, out: str, k_anon: int | None, start, end, scheduler: str | None, workers: int | None) -> None:
     """District pilot in one command: load the area's boundary and its own data, index it, write its first report.
 
     \b
@@ -74,7 +76,7 @@ def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, re
     """
     from citylake.pilot import Pilot, run_pilot
 
-    area = Pilot(boundary=boundary, name=name, pois=pois, sensors=sensors, readings=readings, pings=pings)
+    area = Pilot(boundary=boundary, name=name, pois=pois, sensors=sensors, readings=readings, pings=pings, timezone=timezone)
     target = run_pilot(area, out=out, settings=ctx.settings, k=k_anon, start=start, end=end, scheduler=scheduler,
                        workers=workers, announce=note)
     note(f"pilot: first report at {target}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import zoneinfo
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +18,7 @@ TABLE_ROWS = 50  # rows of a section's table a report shows
 
 def to_html(report: Report, figures: dict[str, bytes], /) -> str:
     parts = [f"<h1>{html.escape(report.name)}</h1>", f"<p class=meta>{html.escape(_meta(report))}</p>", "<h2>Headline</h2><table>"]
-    parts += [f"<tr><th>{html.escape(k.replace('_', ' '))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in report.headline.items()]
+    parts += [f"<tr><th>{html.escape(k.replace('_', ' '))}</th><td>{html.escape(v)}</td></tr>" for k, v in _headline(report)]
     parts.append("</table>")
     for title, png in figures.items():
         embedded = base64.b64encode(png).decode()
@@ -32,7 +33,7 @@ def to_html(report: Report, figures: dict[str, bytes], /) -> str:
 def to_markdown(report: Report, figures: dict[str, bytes], out: Path, /) -> str:
     """The Markdown text; writes each figure as ``<out stem>-figure-N.png`` beside ``out``."""
     lines = [f"# {report.name}", "", _meta(report), "", "## Headline", "", "| figure | value |", "| --- | --- |"]
-    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in report.headline.items()]
+    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in _headline(report)]
     for i, (title, png) in enumerate(figures.items()):
         name = f"{out.stem}-figure-{i + 1}.png"
         (out.parent / name).write_bytes(png)
@@ -47,9 +48,18 @@ def to_markdown(report: Report, figures: dict[str, bytes], out: Path, /) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _headline(report: Report) -> list[tuple[str, str]]:
+    """The headline's figures as text; events that could not be judged say why, never "None"."""
+    shown = {**report.headline}
+    if shown.get("events") is None and "events" in shown:
+        shown["events"] = f"not judged: {shown.get('history')}"
+    return [(k, str(v)) for k, v in shown.items()]
+
+
 def _meta(report: Report) -> str:
-    start, end = report.summary()["from"], report.summary()["to"]
-    return f"{report.place_id} · {start or 'all data'} → {end or 'latest'} · k-anonymity k = {report.k}"
+    start, end = (t.astimezone(zoneinfo.ZoneInfo(report.timezone)).isoformat() if t else None for t in (report.start, report.end))
+    return (f"{report.place_id} · {start or 'all data'} → {end or 'latest'} · times in {report.timezone} · "
+            f"k-anonymity k = {report.k}")
 
 
 def _html_table(table: pl.DataFrame | None) -> str:

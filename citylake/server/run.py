@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Callable
 
 from citylake import settings as S
@@ -54,12 +53,12 @@ def _check_free(host: str, port: int, option: str) -> None:
 
 
 def _start_flight(server, host: str, port: int, tls: tuple[str, str] | None, announce: Callable[[str], None]):
-    try:
-        from citylake.server.flight import flight_server
-    except ImportError:
-        announce("citylake serve: Arrow Flight SQL is not available in this build")
-        return None
-    flight = flight_server(server.lake, server.accounts, server.pool, host=host, port=port, tls=tls)
-    threading.Thread(target=flight.serve, name="flight sql", daemon=True).start()
+    from pathlib import Path
+
+    from citylake.server.flight import flight_server, serve_in_thread
+
+    flight = flight_server(server.lake, server.accounts, server.pool, host=host, port=port,
+                           tls=(Path(tls[0]), Path(tls[1])) if tls else None)
+    serve_in_thread(flight)
     announce(f"citylake serve: Arrow Flight SQL on grpc{'+tls' if tls else ''}://{host}:{port}")
     return flight
