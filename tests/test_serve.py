@@ -62,14 +62,17 @@ def free_port() -> int:
 class Served:
     """A `citylake serve` subprocess on the lake, and a token per role."""
 
-    def __init__(self, lake_root: Path, log: Path, *, env: dict | None = None, scheme: str = "http", verify=True) -> None:
+    def __init__(self, lake_root: Path, log: Path, *, env: dict | None = None, scheme: str = "http", verify=True,
+                 flight: bool = False) -> None:
         self.port = free_port()
+        self.flight_port = free_port() if flight else 0
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log = log
         self.env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200", **(env or {})}
         with open(log, "w") as out:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "citylake.cli", "--lake", str(lake_root), "serve", "--port", str(self.port), "--flight-port", "0"],
+                [sys.executable, "-m", "citylake.cli", "--lake", str(lake_root), "serve", "--port", str(self.port),
+                 "--flight-port", str(self.flight_port)],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env)
         self.client = httpx.Client(base_url=self.url, timeout=120, verify=verify)
         for _ in range(300):
@@ -105,8 +108,8 @@ def tokens(city):
 
 @pytest.fixture(scope="module")
 def server(city, tokens, tmp_path_factory):
-    served = Served(city.root, tmp_path_factory.mktemp("log") / "serve.log", env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3",
-                                                                                  "CITYLAKE_SERVE_UPLOAD_MB": "1"})
+    served = Served(city.root, tmp_path_factory.mktemp("log") / "serve.log", flight=True,
+                    env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3", "CITYLAKE_SERVE_UPLOAD_MB": "1"})
     yield served
     served.stop()
 
@@ -246,6 +249,26 @@ def test_a_slow_query_is_cancelled_at_the_limit_without_starving_others(server, 
     assert huge.status_code == 413 and "serve.max_rows" in huge.json()["error"]
     padded = server.client.post("/api/sql", json={"sql": "SELECT 1 -- " + "x" * (2 << 20)}, headers=analyst)
     assert padded.status_code == 413  # a request body past 1 MB is refused before it is parsed
+
+
+def test_analysts_tools_reach_the_same_workspace_over_flight_sql(server, tokens, city):
+    import adbc_driver_flightsql.dbapi as flightsql
+    import adbc_driver_manager
+
+    def connect(token):
+        return flightsql.connect(f"grpc://127.0.0.1:{server.flight_port}",
+                                 db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"})
+
+    with connect(tokens["analyst"]) as con, con.cursor() as cur:
+        cur.execute("SELECT sum(devices) AS devices FROM footfall_hourly")
+        over_flight = cur.fetchone()[0]
+        answer = server.client.post("/api/sql", json={"sql": "SELECT sum(devices) AS devices FROM footfall_hourly"},
+                                    headers=server.as_(tokens["analyst"]))
+        assert int(over_flight) == answer.json()["rows"][0]["devices"] == scan(city, "footfall_hourly").collect()["devices"].sum()
+        with pytest.raises(adbc_driver_manager.Error, match="not visible to analysts"):
+            cur.execute("SELECT count(*) FROM pings")
+    with connect(tokens["planner"]) as con, con.cursor() as cur, pytest.raises(adbc_driver_manager.Error, match="analyst and steward"):
+        cur.execute("SELECT 1")
 
 
 def test_a_revoked_token_is_refused_at_the_next_request(server, city):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -51,10 +52,13 @@ def table_response(table: pa.Table, fmt: str, /, *, note: str | None = None) -> 
 
 
 def _plain(row: dict) -> dict:
-    return {name: _json_value(value) if isinstance(value, dt.date | dt.datetime | bytes) else value for name, value in row.items()}
+    return {name: _json_value(value) if isinstance(value, dt.date | dt.datetime | bytes | Decimal) else value
+            for name, value in row.items()}
 
 
 def _json_value(value):
+    if isinstance(value, Decimal):  # DuckDB's sums of integers are HUGEINT/DECIMAL: JSON numbers all the same
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
