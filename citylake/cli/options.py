@@ -141,9 +141,10 @@ analysis = options(
 )
 
 
-def filters(*, start=None, end=None, place_ids=(), categories=(), hours=None, weekdays=None, bbox=None):
-    """The query filters from the options a command was given (hours and weekdays as typed: 9-17, weekend)."""
+def filters(*, start=None, end=None, place_ids=(), categories=(), hours=None, weekdays=None, bbox=None, tz=None):
+    """The query filters from the options a command was given (hours and weekdays as typed: 9-17, weekend; on the clock of
+    ``tz``, the lake's time zone, where given)."""
     from citylake.queries import Filters, parse_hours, parse_weekdays
 
     return Filters(start=start, end=end, place_ids=tuple(place_ids), categories=tuple(categories), hours=parse_hours(hours),
-                   weekdays=parse_weekdays(weekdays), bbox=bbox)
+                   weekdays=parse_weekdays(weekdays), bbox=bbox, tz=tz)

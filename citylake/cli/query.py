@@ -79,7 +79,8 @@ def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, s
 
     lake = ctx.open(write=save)
     api.require_steward_role(lake, role, doing="dwell", settings=ctx.settings)
-    found = queries.stays(lake, filters=filters(**chosen), max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
+    on_the_city_clock = filters(**chosen, tz=lake.timezone)
+    found = queries.stays(lake, filters=on_the_city_clock, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
     if save:
         version = api.save_stays(lake, found, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, settings=ctx.settings)
         note(f"stays: {found.height:,} rows written (version {version})")
@@ -121,7 +122,8 @@ def od(ctx: Context, freq: str, cell_res: int | None, radius: float, max_gap: in
     """
     from citylake import api, queries
 
-    lake, chosen_filters = ctx.open(), filters(**chosen)
+    lake = ctx.open()
+    chosen_filters = filters(**chosen, tz=lake.timezone)  # hours and weekdays on the city's clock
     if cell_res is not None:
         api.require_steward_role(lake, role, doing="flows between cells", settings=ctx.settings)
         points = queries.stay_points(lake, radius_m=radius, min_dwell_s=min_dwell * 60, filters=chosen_filters, engine_name=engine_name)
@@ -161,7 +163,8 @@ def near(ctx: Context, what: str, radius: float, k: int | None, of: str, reading
     """
     from citylake import api, queries
 
-    lake, chosen_filters = ctx.open(), filters(**chosen)
+    lake = ctx.open()
+    chosen_filters = filters(**chosen, tz=lake.timezone)  # hours and weekdays on the city's clock
     if readings:
         table = api.conditions(lake, role=role, radius_m=radius, filters=chosen_filters, k=k_anon, engine_name=engine_name,
                                settings=ctx.settings)
