@@ -31,7 +31,8 @@ HEAVY = "SELECT count(*) AS pairs FROM readings a CROSS JOIN readings b WHERE a.
 
 
 def bench_serve_load(work: Path) -> dict:
-    out: dict = {"how": f"{CLIENTS} clients in one other process (asyncio + httpx), each sending its next request as soon as the last "
+    out: dict = {"how": "baseline: the same mix from one client for 20 s (each request alone); then "
+                        f"{CLIENTS} clients in one other process (asyncio + httpx), each sending its next request as soon as the last "
                         f"answers, for {SECONDS} s: map calls as a planner (footfall, footfall map, flows, hotspots, alerts, places) "
                         "and SQL as an analyst (30%); then the same with one more client sending a self-join of the readings "
                         "that runs into the 10 s limit. Server RSS sampled every 0.5 s. 2 cores for server and clients together."}
@@ -77,13 +78,14 @@ def _load_runs(lake_root: Path, folder: Path) -> dict:
     try:
         _wait_for(port)
         figures = {}
-        for label, heavy in (("mixed", False), ("mixed_with_heavy_query", True)):
+        for label, mode in (("one_client_baseline", "one"), ("mixed", "plain"), ("mixed_with_heavy_query", "heavy")):
             sampler = _RssSampler(psutil.Process(server.pid))
             clients = subprocess.run([sys.executable, "-m", "bench.serve", f"http://127.0.0.1:{port}", json.dumps(tokens),
-                                      "heavy" if heavy else "plain"], capture_output=True, text=True, cwd=ROOT, timeout=SECONDS + 300)
+                                      mode], capture_output=True, text=True, cwd=ROOT, timeout=SECONDS + 300)
             if clients.returncode:
                 raise RuntimeError(f"the load clients failed: {clients.stderr[-2000:]}")
             figures[label] = {**json.loads(clients.stdout), "server_peak_rss_mb": sampler.stop()}
+        figures["p50_under_load_vs_one_client"] = round(figures["mixed"]["p50_ms"] / figures["one_client_baseline"]["p50_ms"], 1)
         return figures
     finally:
         server.terminate()
@@ -143,7 +145,7 @@ def _requests(tokens: dict, categories: list[str]) -> list[tuple[float, str, str
     return mix
 
 
-async def _client(client, mix, until: float, latencies: list, errors: list) -> None:
+async def _client(client, mix, until: float, latencies: list, errors: list, by_path: dict) -> None:
     weights = [w for w, *_ in mix]
     while time.monotonic() < until:
         _, method, path, kwargs = random.choices(mix, weights)[0]
@@ -154,6 +156,7 @@ async def _client(client, mix, until: float, latencies: list, errors: list) -> N
         except Exception as err:  # noqa: BLE001 — every failure counts as an error of the load
             ok, answer = False, err
         latencies.append(time.perf_counter() - began)
+        by_path.setdefault(path, []).append(latencies[-1])
         if not ok:
             errors.append(f"{path}: {getattr(answer, 'status_code', answer)}")
 
@@ -165,7 +168,7 @@ async def _heavy_client(client, tokens: dict, until: float, outcomes: list) -> N
         outcomes.append(answer.status_code)
 
 
-async def _load(url: str, tokens: dict, heavy: bool) -> dict:
+async def _load(url: str, tokens: dict, heavy: bool, clients: int = CLIENTS, seconds: int = SECONDS) -> dict:
     import httpx
     import numpy as np
 
@@ -176,9 +179,10 @@ async def _load(url: str, tokens: dict, heavy: bool) -> dict:
         latencies: list[float] = []
         errors: list[str] = []
         heavy_outcomes: list[int] = []
+        by_path: dict[str, list[float]] = {}
         began = time.monotonic()
-        until = began + SECONDS
-        tasks = [_client(client, mix, until, latencies, errors) for _ in range(CLIENTS)]
+        until = began + seconds
+        tasks = [_client(client, mix, until, latencies, errors, by_path) for _ in range(clients)]
         if heavy:
             tasks.append(_heavy_client(client, tokens, until, heavy_outcomes))
         await asyncio.gather(*tasks)
@@ -186,11 +190,14 @@ async def _load(url: str, tokens: dict, heavy: bool) -> dict:
     ms = np.array(latencies) * 1000
     figures = {"requests": len(latencies), "seconds": round(took, 1), "requests_per_s": round(len(latencies) / took, 1),
                "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-               "p99_ms": round(float(np.percentile(ms, 99)), 1), "errors": len(errors), "error_examples": errors[:5]}
+               "p99_ms": round(float(np.percentile(ms, 99)), 1), "errors": len(errors), "error_examples": errors[:5],
+               "p50_ms_by_endpoint": {path: round(float(np.median(times)) * 1000, 1) for path, times in sorted(by_path.items())}}
     if heavy:
         figures["heavy_query_answers"] = {str(code): heavy_outcomes.count(code) for code in sorted(set(heavy_outcomes))}
     return figures
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_load(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "heavy"))))
+    mode = sys.argv[3]
+    clients, seconds = (1, 20) if mode == "one" else (CLIENTS, SECONDS)
+    print(json.dumps(asyncio.run(_load(sys.argv[1], json.loads(sys.argv[2]), mode == "heavy", clients, seconds))))

@@ -491,3 +491,19 @@ def test_the_api_docs_work_offline(server):
     for asset in assets:
         assert server.client.get(asset).status_code == 200, asset
     assert server.client.get("/openapi.json").json()["info"]["title"] == "citylake"
+
+
+def test_a_kept_answer_never_outlives_a_change_of_its_tables(server, tokens, city):
+    """The release endpoints keep answers while their tables are unchanged; an alert landing shows at the next request."""
+    import datetime as dt
+
+    planner = server.as_(tokens["planner"])
+    before = server.client.get("/api/alerts", headers=planner).json()["rows"]
+    assert server.client.get("/api/alerts", headers=planner).json()["rows"] == before  # kept
+    now = dt.datetime.now(dt.UTC)
+    city.write("alerts", pl.DataFrame({
+        "alert_id": ["test-cache"], "kind": ["crowd surge"], "place_id": ["places:expo"], "sensor_ids": [None], "start": [now],
+        "end": [now], "status": ["open"], "severity": ["medium"], "evidence": ["a test"], "revision": [1], "updated_at": [now]},
+        schema_overrides={"sensor_ids": pl.String}), mode="append")
+    after = server.client.get("/api/alerts", headers=planner).json()["rows"]
+    assert [row["alert_id"] for row in after] == ["test-cache"] + [row["alert_id"] for row in before]

@@ -34,6 +34,7 @@ from citylake.privacy.accounts import ANALYST, PILOT, PLANNER, STEWARD
 from citylake.queries import Filters
 from citylake.queries.sandbox import Limits, QueryCancelled
 from citylake.server import views
+from citylake.server.cache import AnswerCache
 from citylake.server.jobs import Jobs
 from citylake.server.pilots import PilotDesk, UploadTooLarge
 from citylake.server.reports import ReportShelf
@@ -72,6 +73,7 @@ class Server:
         self.reports = ReportShelf(lake)
         self.pilots = PilotDesk(lake, settings)
         self.jobs = Jobs()
+        self.cache = AnswerCache(lake)
 
 
 def create_app(lake: Lake, settings: S.Settings, /) -> FastAPI:
@@ -134,6 +136,14 @@ def _server(request: Request) -> Server:
     return request.app.state.server
 
 
+def _cached(request: Request, account: Account, build) -> Response:
+    """The answer kept for these parameters while the tables under it are unchanged (``server.cache``), else ``build()``;
+    a pilot's answers are kept apart from everyone else's (they are narrowed to its area)."""
+    scope = (account.name, account.area) if account.role == PILOT else "city"
+    key = (request.url.path, tuple(sorted(request.query_params.multi_items())), request.headers.get("accept", ""), scope)
+    return _server(request).cache.answer(key, build)
+
+
 # --- endpoints ---------------------------------------------------------------------------------------------------------
 
 
@@ -157,42 +167,54 @@ def _data_routes(app: FastAPI) -> None:
     @app.get("/api/places", tags=["data"])
     def places(request: Request, account: Reader, category: Categories = None, format: Format = None) -> Response:
         """Places (id, name, category, outline as WKT): map data, not people data. A pilot sees those in its area."""
-        table = views.places(_server(request), account, tuple(category or ()))
-        return table_response(table, chosen_format(format, request.headers.get("accept")))
+        fmt = chosen_format(format, request.headers.get("accept"))
+        return _cached(request, account, lambda: table_response(views.places(_server(request), account, tuple(category or ())), fmt))
 
     @app.get("/api/footfall", tags=["people (released)"])
     def footfall(request: Request, account: Reader, by: str = "place", category: Categories = None,
                  place: Places = None, start: From = None, end: To = None,
                  format: Format = None) -> Response:
         """Released devices per place (or per H3 cell: by=cell) per hour: differentially private, fixed public partitions."""
-        found = views.footfall(_server(request), account, by=by, filters=_filters(start, end, place, category))
-        return table_response(found.table, chosen_format(format, request.headers.get("accept")), note=found.summary())
+        fmt, chosen = chosen_format(format, request.headers.get("accept")), _filters(start, end, place, category)
+
+        def build() -> Response:
+            found = views.footfall(_server(request), account, by=by, filters=chosen)
+            return table_response(found.table, fmt, note=found.summary())
+        return _cached(request, account, build)
 
     @app.get("/api/od", tags=["people (released)"])
     def od(request: Request, account: Reader, start: From = None, end: To = None, format: Format = None) -> Response:
         """Released devices travelling between two districts per day."""
-        found = views.od(_server(request), account, filters=_filters(start, end))
-        return table_response(found.table, chosen_format(format, request.headers.get("accept")), note=found.summary())
+        fmt, chosen = chosen_format(format, request.headers.get("accept")), _filters(start, end)
+
+        def build() -> Response:
+            found = views.od(_server(request), account, filters=chosen)
+            return table_response(found.table, fmt, note=found.summary())
+        return _cached(request, account, build)
 
     @app.get("/api/hotspots", tags=["people (released)"])
     def hotspots(request: Request, account: Reader, start: From = None, end: To = None,
                  format: Format = None) -> Response:
         """Getis-Ord Gi* hot and cold cells of the released footfall per cell over the window."""
-        found = views.hotspots(_server(request), account, filters=_filters(start, end))
-        return table_response(found.to_arrow(), chosen_format(format, request.headers.get("accept")))
+        fmt, chosen = chosen_format(format, request.headers.get("accept")), _filters(start, end)
+        return _cached(request, account, lambda: table_response(views.hotspots(_server(request), account, filters=chosen).to_arrow(), fmt))
 
     @app.get("/api/alerts", tags=["people (released)"])
     def alerts(request: Request, account: Reader, open_only: bool = Query(False, alias="open"), since: str | None = None,
                format: Format = None) -> Response:
         """The live watcher's alerts, newest first (k-anonymous: coarse evidence, never a count)."""
-        found = views.alerts(_server(request), account, open_only=open_only, since=_time("since", since))
-        return table_response(found.to_arrow(), chosen_format(format, request.headers.get("accept")))
+        fmt, after = chosen_format(format, request.headers.get("accept")), _time("since", since)
+
+        def build() -> Response:
+            return table_response(views.alerts(_server(request), account, open_only=open_only, since=after).to_arrow(), fmt)
+        return _cached(request, account, build)
 
     @app.get("/api/maps/{layer}", tags=["maps"])
     def map_layer(request: Request, account: Reader, layer: str, category: Categories = None, place: Places = None,
-                  start: From = None, end: To = None) -> dict:
+                  start: From = None, end: To = None) -> Response:
         """A kepler.gl map (datasets and config) of footfall, od, hotspots or alerts, for the web app."""
-        return views.map_payload(_server(request), account, layer, filters=_filters(start, end, place, category))
+        chosen = _filters(start, end, place, category)
+        return _cached(request, account, lambda: JSONResponse(views.map_payload(_server(request), account, layer, filters=chosen)))
 
 
 def _sql_routes(app: FastAPI) -> None:
