@@ -34,7 +34,8 @@ def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None
     scheme = "https" if cert else "http"
     announce(f"citylake serve: {scheme}://{host}:{port}/ (web app), {scheme}://{host}:{port}/docs (API); Ctrl-C stops")
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=cert or None, ssl_keyfile=key or None, access_log=False,
-                            log_level="warning", timeout_graceful_shutdown=5)
+                            log_level="warning", timeout_graceful_shutdown=5,
+                            timeout_keep_alive=75)  # uvicorn's 5 s closes connections clients are about to reuse (a lost request)
     try:
         uvicorn.Server(config).run()
     finally:
