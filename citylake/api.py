@@ -318,6 +318,20 @@ def detect(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime 
     return detections.save(lake, found, start=start, end=end)
 
 
+def keep_detections(lake: Lake, analysis: Analysis, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None) -> bool:
+    """Keep a batch analysis's detections (a report's) in the ``detections`` table, as ``detect`` does; False when this
+    user cannot write the lake (the report is still written)."""
+    from citylake.analytics import detections
+    from citylake.lake import NotWritable
+
+    try:
+        lake.require_writable()
+    except NotWritable:
+        return False
+    detections.save(lake, analysis, start=start, end=end)
+    return True
+
+
 def place_ids_of(lake: Lake, category: str, /) -> list[str]:
     """The ids of every place of ``category``, sorted; refuses a category with no places."""
     from citylake.lake import registry

@@ -241,6 +241,8 @@ def test_reports_render_for_every_park_and_stay_k_anonymous(city, tmp_path):
     assert single.returncode == 0, single.stderr
     text = (tmp_path / "expo.md").read_text()
     assert "| crowd surge | high | places:expo" in text and (tmp_path / "expo-figure-1.png").stat().st_size > 1000
+    kept = scan(lake, "detections").collect()  # the report's detections are the batch jobs' list too
+    assert kept.filter((pl.col("kind") == "crowd surge") & (pl.col("place_id") == "places:expo")).height >= 1
     hours = text.split("## Footfall by hour", 1)[1].split("##", 1)[0]
     assert all(int(line.split("|")[3]) >= 5 for line in hours.splitlines() if line.startswith("| 2026"))
 
