@@ -65,7 +65,7 @@ class ReportBatch:
         if place.is_empty():
             raise BadFilter("district", place_id, 'no such place; see `citylake sql "SELECT place_id, name FROM places"`')
         shape, name, category = registry.shapes(place)[0], place["name"][0] or place_id, place["category"][0]
-        window = Filters(start=self.start, end=self.end, place_ids=(place_id,))
+        window = Filters(start=self.start, end=self.end, place_ids=(place_id,), tz=self.analysis.timezone)  # busy hours: city clock
         # one pass over the pings around the place: its hourly footfall, and its surroundings per cell and day for the map
         hourly, cells = footfalls(self.lake, views=[("place", None, "1h"), ("cell", HOTSPOT_RES, "1d")], k=self.k,
                                   filters=Filters(start=self.start, end=self.end, place_ids=(place_id,), bbox=shape.bounds),
@@ -106,7 +106,7 @@ class ReportBatch:
              f"k-anonymous: hours with fewer than {self.k} devices are not shown (how many is not said: a count of them would "
              "tell that someone was there)."),
             ("How long people stay", dwell_table, "Stays: consecutive pings inside the place, at most 30 min apart, at least 5 min long."),
-            (f"Sensors nearby (within {NEARBY_M} m) during busy hours", nearby, ""),
+            (f"Sensors nearby (within {NEARBY_M} m) during busy hours ({self.analysis.timezone})", nearby, ""),
             (f"Flows in and out (between {category or 'these'} zones)", flows, "Trips between consecutive stays; k-anonymous."),
         ]
         return report

@@ -163,9 +163,11 @@ def conditions(
     from citylake.queries.near import busy_hours, readings_near
 
     hourly = hourly or footfall(lake, by="place", freq="1h", filters=filters, k=k, engine_name=engine_name)
-    busy = busy_hours(pl.from_arrow(hourly.table))
+    clock = filters.tz or "UTC"  # busy hours as the city reads them
+    busy = busy_hours(pl.from_arrow(hourly.table), tz=clock)
     readings = readings_near(lake, radius_m=radius_m, freq="1h", filters=filters, engine_name=engine_name)
-    during = readings.with_columns(pl.col("bucket").dt.hour().cast(pl.Int8).alias("hour")).join(busy, on=["place_id", "hour"])
+    during = (readings.with_columns(pl.col("bucket").dt.convert_time_zone(clock).dt.hour().cast(pl.Int8).alias("hour"))
+              .join(busy, on=["place_id", "hour"]))
     hours = busy.group_by("place_id").agg(pl.col("hour").sort().cast(pl.String).str.join(",").alias("busy_hours"))
     return (during.group_by("place_id", "metric")
             .agg(pl.col("readings").sum(), pl.col("sensors").max(),

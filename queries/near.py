@@ -144,10 +144,11 @@ def readings_near(
             .sort("place_id", "metric", "bucket"))
 
 
-def busy_hours(footfall_table: pl.DataFrame, /, *, share: float = 0.5) -> pl.DataFrame:
-    """place_id, hour: the hours of day (UTC) when a place's mean hourly devices reach ``share`` of its busiest hour.
-    Takes a k-anonymous hourly footfall result or a release, so it reveals nothing they do not."""
-    per_hour = (footfall_table.group_by("place_id", pl.col("bucket").dt.hour().alias("hour")).agg(pl.col("devices").mean().alias("mean"))
+def busy_hours(footfall_table: pl.DataFrame, /, *, share: float = 0.5, tz: str = "UTC") -> pl.DataFrame:
+    """place_id, hour: the hours of day (on the clock of ``tz``) when a place's mean hourly devices reach ``share`` of its
+    busiest hour. Takes a k-anonymous hourly footfall result or a release, so it reveals nothing they do not."""
+    local_hour = pl.col("bucket").dt.convert_time_zone(tz).dt.hour().alias("hour")
+    per_hour = (footfall_table.group_by("place_id", local_hour).agg(pl.col("devices").mean().alias("mean"))
                 .with_columns(pl.col("mean").max().over("place_id").alias("peak")))
     busy = per_hour.filter(pl.col("mean") >= share * pl.col("peak"))
     return busy.select("place_id", pl.col("hour").cast(pl.Int8)).sort("place_id", "hour")

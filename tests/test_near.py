@@ -96,6 +96,9 @@ def test_conditions_use_busy_hours_from_k_anonymous_footfall(city_lake):
     busy = busy_hours(hourly)["hour"].to_list()
     peak = hourly.group_by(pl.col("bucket").dt.hour()).agg(pl.col("devices").mean()).sort("devices")["bucket"][-1]
     assert peak in busy and got[0]["busy_hours"][0] == ",".join(map(str, busy))
+    shanghai = conditions(city_lake, radius_m=300, filters=Filters(place_ids=("places:expo",), tz="Asia/Shanghai"), k=3)
+    assert shanghai["busy_hours"][0] == ",".join(map(str, sorted((hour + 8) % 24 for hour in busy)))  # UTC+8, no summer time
+    assert shanghai.drop("busy_hours").equals(got[0].drop("busy_hours"))  # the same hours, named on the city's clock
 
 
 def test_profile_joins_footfall_and_readings_and_stays_k_anonymous(city_lake):
