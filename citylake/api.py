@@ -479,9 +479,12 @@ def rotate_key(lake: Lake, /, *, settings: S.Settings | None = None) -> int:
 def add_user(lake: Lake, name: str, role: str, /, *, settings: S.Settings | None = None) -> str:
     """A new account of the served lake; returns its bearer token, which is shown only now (the steward's)."""
     from citylake.privacy import Accounts
+    from citylake.server.pilots import forget
 
     steward_key(lake, settings=settings, doing="managing the server's accounts")
-    return Accounts(lake).add(name, role)
+    token = Accounts(lake).add(name, role)
+    forget(lake, name)  # nothing left from an earlier account of this name
+    return token
 
 
 def users(lake: Lake, /, *, settings: S.Settings | None = None) -> list:
@@ -495,9 +498,11 @@ def users(lake: Lake, /, *, settings: S.Settings | None = None) -> list:
 def revoke_user(lake: Lake, name: str, /, *, settings: S.Settings | None = None) -> None:
     """Remove an account; a running server refuses its token from the next request on."""
     from citylake.privacy import Accounts
+    from citylake.server.pilots import forget
 
     steward_key(lake, settings=settings, doing="managing the server's accounts")
     Accounts(lake).revoke(name)
+    forget(lake, name)  # a pilot's uploads, lake and report go with its account
 
 
 def publish_reports(lake: Lake, reports: dict[str, Path], /, *, settings: S.Settings | None = None) -> list[Path]:

@@ -147,10 +147,12 @@ SETTINGS: tuple[Setting, ...] = (
             _text),
     Setting("serve.tls_key", "", "PEM private key of serve.tls_cert.", _text),
     Setting("serve.upload_mb", 512, "Largest file a pilot may upload; a larger one is refused mid-stream.", _positive_int),
+    Setting("serve.pilot_max_km2", 100, "Largest area a pilot's boundary may cover, in km².", _positive_int),
     Setting("serve.sql_workspaces", 4, "SQL statements the server runs at once per role (each in its own workspace, under the "
             "sandbox.* limits); more wait, at most sandbox.timeout_seconds.", _positive_int),
     Setting("serve.max_rows", 1_000_000, "Most rows one SQL answer returns over HTTP; a larger answer is refused (aggregate, or "
             "add LIMIT).", _positive_int),
+    Setting("serve.max_result_mb", 256, "Largest SQL answer (in memory) the server returns; a larger one is refused.", _positive_int),
     Setting("serve.cors_origins", "", "Comma-separated origins whose pages may call the API from a browser; empty: none (CORS off).",
             _text),
 )

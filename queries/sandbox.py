@@ -31,7 +31,8 @@ HIDDEN_FROM_ANALYSTS = STEWARD_ONLY_TABLES
 TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}  # make rows from their arguments; read nothing
 HIDDEN_FUNCTIONS = {"current_setting", "getvariable"}  # show the connection's settings, which name directories
 HIDDEN_SCHEMAS = {"information_schema", "pg_catalog", "system", "temp"}
-SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_")
+SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_", "pg_")  # pg_settings names directories, like duckdb_settings()
+FILE_LIKE = re.compile(r"[./\\:*?~]")  # a table name with these is a file DuckDB would scan (its replacement scans), never a table
 COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 EXPLAINED = re.compile(r"^\s*explain\s+(?P<inner>(select|with|from)\b.*)$", re.S | re.I)
 __all__ = ["Limits", "QueryCancelled", "Refused", "Workspace"]
@@ -133,6 +134,9 @@ class Workspace:
         if table in HIDDEN_FROM_ANALYSTS:
             raise Refused(f"{table} is not visible to analysts: it holds personal data or raw input; people data reaches "
                           "analysts as releases (footfall_hourly, footfall_cells_hourly, od_daily)")
+        if FILE_LIKE.search(table):
+            raise Refused(f"{table!r} is not one of the lake's tables (the workspace reads no files); the tables are: "
+                          f"{', '.join(self.tables)}")
         if schema in HIDDEN_SCHEMAS or table.startswith(SYSTEM_PREFIXES):
             raise Refused(f"the catalog ({schema or table}) is not available to analysts; the tables are: {', '.join(self.tables)}")
 

@@ -141,3 +141,17 @@ def test_cli_roles(lake, tmp_path):
     steward = run("SELECT count(*) AS n FROM pings", "--role", "steward", "--format", "csv",
                   env={"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(tmp_path / "key")})
     assert steward.returncode == 0 and steward.stdout.splitlines() == ["n", "2000"]
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT name, setting FROM pg_settings", "SELECT * FROM pg_class", "SELECT * FROM pg_catalog.pg_tables",
+    "SELECT * FROM '.tmp/probe.csv'", "SELECT * FROM \"probe.csv\"", "SELECT * FROM 'probe.parquet'", "SELECT * FROM '~/x.json'",
+])
+def test_the_postgres_catalog_and_files_named_as_tables_are_refused(analyst, query, tmp_path, monkeypatch):
+    """A helper attacking the server found both: pg_settings named the server's directories, and a file path written as a
+    table name read a CSV from DuckDB's temporary directory (which it allows itself)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "probe.csv").write_text("secret\ns3cr3t\n")
+    (tmp_path / "probe.csv").write_text("secret\ns3cr3t\n")
+    assert "s3cr3t" not in refused(analyst, query)

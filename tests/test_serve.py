@@ -103,13 +103,14 @@ def city(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokens(city):
     accounts = Accounts(city)
-    return {role: accounts.add(f"{role}-1", role) for role in ROLES} | {"pilot2": accounts.add("pilot-2", "pilot")}
+    return {role: accounts.add(f"{role}-1", role) for role in ROLES} | {"pilot2": accounts.add("pilot-2", "pilot"),
+                                                                       "analyst2": accounts.add("analyst-2", "analyst")}
 
 
 @pytest.fixture(scope="module")
 def server(city, tokens, tmp_path_factory):
     served = Served(city.root, tmp_path_factory.mktemp("log") / "serve.log", flight=True,
-                    env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3", "CITYLAKE_SERVE_UPLOAD_MB": "1"})
+                    env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3", "CITYLAKE_SERVE_UPLOAD_MB": "1", "CITYLAKE_SERVE_MAX_RESULT_MB": "2"})
     yield served
     served.stop()
 
@@ -332,14 +333,17 @@ def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, t
     pings = pings.filter(pl.Series(shapely.contains_xy(area, pings["lon"].to_numpy(), pings["lat"].to_numpy()))).head(8_000)
     steps = [("boundary", "area.geojson", boundary.encode()), ("pings", "pings.csv", pings.write_csv().encode())]
     bad = server.client.put("/api/pilot/files/boundary", params={"filename": "area.geojson"}, content=b"{}", headers=pilot)
-    assert bad.status_code == 200
+    assert bad.status_code == 400 and "not GeoJSON" in bad.json()["error"]  # refused as it arrives
+    empty = b'{"type": "FeatureCollection", "features": []}'  # GeoJSON, but no boundary: refused when the report is made
+    assert server.client.put("/api/pilot/files/boundary", params={"filename": "area.geojson"}, content=empty,
+                             headers=pilot).status_code == 200
     assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
     for _ in range(600):
         failed = server.client.get("/api/pilot/report", headers=pilot)
         if failed.status_code != 202:
             break
         time.sleep(0.2)
-    assert failed.status_code == 422 and "boundary.geojson: cannot read it as a boundary" in failed.json()["error"], failed.text
+    assert failed.status_code == 422 and "boundary.geojson" in failed.json()["error"], failed.text
     assert str(city.root) not in failed.text
     for kind, name, body in steps:
         answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
@@ -459,7 +463,9 @@ def test_a_planner_signs_in_picks_a_district_sees_the_layer_and_opens_the_report
             page.click("#report-list a.open")
         report = popup.value
         report.wait_for_load_state()
-        assert "Expo" in report.content()
+        shown = report.frame_locator("iframe[sandbox='']").locator("body")
+        assert "Expo" in shown.inner_text(timeout=30_000)  # the report, in a frame that runs no script
+        assert report.evaluate("document.querySelector('iframe').getAttribute('sandbox')") == ""
         browser.close()
     # nothing but the server was reached (no CDN, no tiles); kepler.gl's optional icon set is asked for and refused
     assert all(url.endswith("/svg-icons.json") for url in outside), outside
@@ -507,3 +513,106 @@ def test_a_kept_answer_never_outlives_a_change_of_its_tables(server, tokens, cit
         schema_overrides={"sensor_ids": pl.String}), mode="append")
     after = server.client.get("/api/alerts", headers=planner).json()["rows"]
     assert [row["alert_id"] for row in after] == ["test-cache"] + [row["alert_id"] for row in before]
+
+
+# --- what an attack helper found, each shown to fail now -------------------------------------------------------------
+
+VRT = (b'<OGRVRTDataSource><OGRVRTLayer name="x"><SrcDataSource>CSV:{target}</SrcDataSource><GeometryType>wkbNone</GeometryType>'
+       b'</OGRVRTLayer></OGRVRTDataSource>')
+
+
+def zipped(**members: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, body in members.items():
+            archive.writestr(name.replace("_", "."), body)
+    return buffer.getvalue()
+
+
+def test_a_map_upload_must_be_what_its_name_says(server, tokens, city):
+    """A GDAL VRT named boundary.geojson made the server read any file (the lake's key) and fetch URLs."""
+    pilot = server.as_(tokens["pilot2"])
+    vrt = VRT.replace(b"{target}", str(city.steward_dir / "accounts.json").encode())
+    cases = [("boundary", "b.geojson", vrt, 400), ("boundary", "b.json", b'{"type": "Topology"}', 400),
+             ("boundary", "b.gpkg", vrt, 400), ("boundary", "b.zip", zipped(x_vrt=vrt, x_shp=b"x"), 400),
+             ("boundary", "b.zip", zipped(a_shp=b"\0" * (3 << 20)), 413),  # a zip bomb: 3 MB unpacked past a 1 MB limit
+             ("boundary", "b.csv", b"wkt\nPOLYGON((0 0,1 0,1 1,0 0))", 400), ("pois", "p.csv", vrt, 400),
+             ("pois", "p.geojson", b"<html>", 400)]
+    for kind, name, body, status in cases:
+        answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
+        assert answer.status_code == status, (kind, name, answer.text)
+    assert not list((city.steward_dir / "pilots" / "pilot-2" / "uploads").glob("boundary.*"))  # none of them kept
+
+
+def test_a_pilot_area_is_set_once_and_bounded(server, tokens, city):
+    """A pilot could widen its area at will, and to the whole city."""
+    pilot = server.as_(tokens["pilot"])  # made its report and area in test_a_pilot_gets_its_first_report_and_only_its_area
+    kept = (city.steward_dir / "pilots" / "pilot-1" / "area.wkb").read_bytes()
+
+    def report_with(shape) -> httpx.Response:
+        body = json.dumps({"type": "Feature", "properties": {}, "geometry": json.loads(shapely.to_geojson(shape))}).encode()
+        assert server.client.put("/api/pilot/files/boundary", params={"filename": "b.geojson"}, content=body,
+                                 headers=pilot).status_code == 200
+        server.client.post("/api/pilot/report", headers=pilot)
+        for _ in range(600):
+            answer = server.client.get("/api/pilot/report", headers=pilot)
+            if answer.status_code != 202:
+                return answer
+            time.sleep(0.2)
+        raise AssertionError("the report did not finish")
+
+    whole_city = shapely.box(20, 50, 25, 55)  # ~180,000 km²
+    assert "serve.pilot_max_km2" in report_with(whole_city).json()["error"]
+    elsewhere = shapely.box(10, 10, 10.01, 10.01)
+    assert "set by its first report" in report_with(elsewhere).json()["error"]
+    assert (city.steward_dir / "pilots" / "pilot-1" / "area.wkb").read_bytes() == kept
+
+
+def test_a_revoked_pilot_leaves_nothing_to_the_next_account_of_its_name(server, city):
+    accounts = Accounts(city)
+    token = accounts.add("pilot-x", "pilot")
+    body = b'{"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0]]]}'
+    assert server.client.put("/api/pilot/files/boundary", params={"filename": "b.geojson"}, content=body,
+                             headers=server.as_(token)).status_code == 200
+    folder = city.steward_dir / "pilots" / "pilot-x"
+    assert folder.is_dir()
+    for command in (["users", "revoke", "pilot-x"], ["users", "add", "pilot-x", "--role", "pilot"]):
+        done = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(city.root), *command], capture_output=True, text=True,
+                              env=server.env)
+        assert done.returncode == 0, done.stderr
+        assert not folder.exists()
+    token = done.stdout.strip().splitlines()[-1]
+    assert server.client.get("/api/pilot/report", headers=server.as_(token)).status_code == 404
+
+
+def test_one_analyst_cannot_hold_every_workspace_nor_take_the_memory(server, tokens):
+    analyst, other = server.as_(tokens["analyst"]), server.as_(tokens["analyst2"])
+    slow = "SELECT sum(hash(a.range * b.range)) FROM range(200000) a, range(200000) b"
+    held = []
+    runners = [threading.Thread(target=lambda: held.append(server.client.post("/api/sql", json={"sql": slow}, headers=analyst)))
+               for _ in range(2)]
+    for runner in runners:
+        runner.start()
+    time.sleep(0.7)
+    third = server.client.post("/api/sql", json={"sql": "SELECT 1 AS one"}, headers=analyst)
+    quick = server.client.post("/api/sql", json={"sql": "SELECT 1 AS one"}, headers=other)
+    for runner in runners:
+        runner.join(timeout=120)
+    assert third.status_code == 503 and "already runs 2 statements" in third.json()["error"]
+    assert quick.status_code == 200 and [r.status_code for r in held] == [408, 408]
+    wide = server.client.post("/api/sql", json={"sql": "SELECT repeat('x', 100000) AS s FROM range(50)"}, headers=analyst)
+    assert wide.status_code == 413 and "serve.max_result_mb" in wide.json()["error"]  # 5 MB past a 2 MB limit
+
+
+def test_headers_redirects_and_the_log_give_an_attacker_nothing(server, tokens):
+    answer = server.client.get("/", headers={"Host": "evil.example"})
+    assert answer.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    slash = server.client.get("/api/me/", headers={**server.as_(tokens["planner"]), "Host": "evil.example"})
+    assert slash.status_code == 404 and "location" not in slash.headers and "error" in slash.json()
+    server.client.get("/api/%1b[31mred%1b[0m", headers=server.as_(tokens["planner"]))
+    time.sleep(0.3)
+    assert "\x1b" not in server.log.read_text()

@@ -35,7 +35,9 @@ def write_reports(lake: Lake, analysis: Analysis, place_ids: Sequence[str], /, *
     for place_id in place_ids:
         report = batch.build(place_id)
         target = write(lake, report, Path(out) if single else Path(out) / f"{place_id.replace(':', '_')}.html")
-        announce(f"report: {target} — {report.headline['events']} events, {report.headline['sensor_faults']} sensor faults, "
+        events = report.headline["events"]
+        announce(f"report: {target} — {'events not judged (thin history)' if events is None else f'{events} events'}, "
+                 f"{report.headline['sensor_faults']} sensor faults, "
                  f"{report.headline['hot_cells']} hot cells")
         made.append(report)
     return made

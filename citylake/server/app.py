@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from citylake import settings as S
@@ -43,6 +44,8 @@ from citylake.server.workspaces import ServerBusy, WorkspacePool
 
 log = logging.getLogger("citylake.server")
 WEB = Path(__file__).resolve().parent / "web"
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer"}
 JSON_BODY_LIMIT = 1 << 20  # a request body other than a pilot's upload (SQL text, a list of places)
 UPLOAD_BODY_LIMIT = 1 << 40  # uploads: the server's own check (serve.upload_mb) refuses them first, mid-stream
 EVERYONE = (PLANNER, ANALYST, PILOT, STEWARD)
@@ -69,7 +72,8 @@ class Server:
         self.accounts = Accounts(lake)
         limits = Limits(seconds=settings["sandbox.timeout_seconds"], memory=settings["sandbox.memory_limit"],
                         threads=settings["sandbox.threads"])
-        self.pool = WorkspacePool(lake, limits=limits, size=settings["serve.sql_workspaces"])
+        self.pool = WorkspacePool(lake, limits=limits, size=settings["serve.sql_workspaces"],
+                                  max_result_bytes=settings["serve.max_result_mb"] * 2**20)
         self.reports = ReportShelf(lake)
         self.pilots = PilotDesk(lake, settings)
         self.jobs = Jobs()
@@ -79,6 +83,7 @@ class Server:
 def create_app(lake: Lake, settings: S.Settings, /) -> FastAPI:
     server = Server(lake, settings)
     app = FastAPI(title="citylake", version=_version(), docs_url=None, redoc_url=None, max_body_size=JSON_BODY_LIMIT,
+                  redirect_slashes=False,  # a redirect would echo the request's Host header
                   description="The city lake for planners, analysts and district pilots. Send `Authorization: Bearer <token>` "
                               "(a token from `citylake users add`).")
     app.state.server = server
@@ -113,7 +118,8 @@ def _account(request: Request) -> Account:
 def role_in(*roles: str):
     def check(account: Annotated[Account, Depends(_account)]) -> Account:
         if account.role not in roles:
-            raise HTTPException(403, f"a {account.role} account may not do this; it is for {' or '.join(roles)} accounts")
+            article = "an" if account.role[0] in "aeiou" else "a"
+            raise HTTPException(403, f"{article} {account.role} account may not do this; it is for {' or '.join(roles)} accounts")
         return account
     return check
 
@@ -227,13 +233,17 @@ def _sql_routes(app: FastAPI) -> None:
             raise HTTPException(400, 'send {"sql": "SELECT …"}')
         server = _server(request)
         fmt = chosen_format(format, request.headers.get("accept"))
-        with server.pool.borrow(STEWARD if account.role == STEWARD else ANALYST) as workspace:
+        with server.pool.borrow(STEWARD if account.role == STEWARD else ANALYST, who=account.name) as workspace:
             table = workspace.query(text)
         if table is None:
             return JSONResponse({"columns": [], "rows": [], "note": "the statement returned no rows"})
         if table.num_rows > server.settings["serve.max_rows"]:
             raise HTTPException(413, f"the answer has {table.num_rows:,} rows, more than the server returns "
                                      f"({server.settings['serve.max_rows']:,}, setting serve.max_rows); aggregate, or add LIMIT")
+        if table.nbytes > server.pool.max_result_bytes:
+            raise HTTPException(413, f"the answer holds {table.nbytes / 2**20:,.0f} MB, more than the server returns "
+                                     f"({server.settings['serve.max_result_mb']} MB, setting serve.max_result_mb); select fewer or "
+                                     "shorter columns, or aggregate")
         return table_response(table, fmt)
 
 
@@ -373,8 +383,8 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"error": f"the request is not what this endpoint takes ({problems}); JSON bodies need "
                                       "Content-Type: application/json, and /docs shows each endpoint's shape"}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException, and the router's own 404 and 405
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": err.detail}, status_code=err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
@@ -388,8 +398,12 @@ async def _log_request(request: Request, call_next):
     Tokens never reach the log."""
     began = time.perf_counter()
     response = await call_next(request)
+    response.headers.update(SECURITY_HEADERS)
+    if request.url.path.startswith("/api/reports/"):  # a report opened on its own runs no script and reaches nothing of ours
+        response.headers["Content-Security-Policy"] = "sandbox; frame-ancestors 'none'"
     account = getattr(request.state, "account", "-")
-    log.info("%s %s %s %s %.0f ms", request.method, request.url.path, response.status_code, account, 1000 * (time.perf_counter() - began))
+    path = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in request.url.path)  # no terminal control codes
+    log.info("%s %s %s %s %.0f ms", request.method, path, response.status_code, account, 1000 * (time.perf_counter() - began))
     return response
 
 

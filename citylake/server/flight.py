@@ -350,9 +350,13 @@ class FlightSqlServer(fl.FlightServerBase):
 
     def _run(self, context, account: Account, query: str) -> pa.Table:
         """The rows of ``query`` in the account's workspace: its checks and limits; cancelled when the client gives up."""
-        with self.pool.borrow(account.role) as workspace, _cancelled_with(context, workspace):
+        with self.pool.borrow(account.role, who=account.name) as workspace, _cancelled_with(context, workspace):
             rows = workspace.query(query)
         log.info("flight sql: %s ran a statement (%d rows)", account.name, 0 if rows is None else rows.num_rows)
+        if rows is not None and rows.nbytes > self.pool.max_result_bytes:
+            raise fl.FlightServerError(f"the answer holds {rows.nbytes / 2**20:,.0f} MB, more than the server returns "
+                                       f"({self.pool.max_result_bytes // 2**20} MB, setting serve.max_result_mb); select fewer or "
+                                       "shorter columns, or aggregate")
         return pa.table({}) if rows is None else rows
 
     # the catalog
@@ -380,7 +384,7 @@ class FlightSqlServer(fl.FlightServerBase):
         schema_pattern = command.db_schema_filter_pattern if command.HasField("db_schema_filter_pattern") else None
         wanted = (_in_catalog(command) and _like(schema_pattern, SCHEMA_NAME)
                   and (not command.table_types or TABLE_TYPE in command.table_types))
-        with self.pool.borrow(account.role) as workspace:
+        with self.pool.borrow(account.role, who=account.name) as workspace:
             names = [name for name in workspace.tables if wanted and _like(pattern, name)]
             schemas = [_table_schema(workspace, name).serialize().to_pybytes() for name in names] if command.include_schema else None
         columns = {"catalog_name": [None] * len(names), "db_schema_name": [SCHEMA_NAME] * len(names), "table_name": names,

@@ -23,6 +23,10 @@ from citylake.pilot import Pilot, run_pilot
 
 KINDS = ("boundary", "pois", "sensors", "readings", "pings")
 SUFFIXES = (".geojson", ".json", ".csv", ".tsv", ".gpkg", ".zip", ".parquet", ".txt")
+MAP_KINDS = ("boundary", "pois")  # read by GDAL: vetted by their content first (``vet_map_file``)
+MAP_SUFFIXES = {"boundary": (".geojson", ".json", ".gpkg", ".zip"), "pois": (".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt")}
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+SIGNATURES = {".gpkg": b"SQLite format 3\x00", ".zip": b"PK\x03\x04"}
 REPORT = "report.html"
 
 
@@ -56,26 +60,30 @@ class PilotDesk:
         suffix = Path(filename).suffix.lower()
         if kind not in KINDS:
             raise ValueError(f"upload kind {kind!r} is not one of {', '.join(KINDS)}")
-        if suffix not in SUFFIXES:
-            raise ValueError(f"a {kind} file named {filename!r}: name it with one of {', '.join(SUFFIXES)} so its format is known")
+        allowed = MAP_SUFFIXES.get(kind, SUFFIXES)
+        if suffix not in allowed:
+            raise ValueError(f"a {kind} file named {filename!r}: name it with one of {', '.join(allowed)} so its format is known")
         uploads = self.folder(name) / "uploads"
         uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for old in uploads.glob(f"{kind}.*"):
-            old.unlink()
         target = uploads / f"{kind}{suffix}"
         partial = target.with_name(f".{target.name}.part")
         size = 0
         try:
-            with open(partial, "wb") as out:
+            with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.limit:
                         raise UploadTooLarge(f"the upload passed the server's limit of {self.limit // 2**20} MB (setting serve.upload_mb) "
                                              "and was refused; split the file or ask the steward")
                     out.write(chunk)
+            if kind in MAP_KINDS:
+                vet_map_file(partial, suffix, limit=self.limit)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+        for old in uploads.glob(f"{kind}.*"):  # the earlier file of this kind goes only once the new one is in
+            if old != target:
+                old.unlink()
         return target
 
     def uploaded(self, name: str) -> dict[str, Path]:
@@ -87,8 +95,9 @@ class PilotDesk:
         """Load the pilot's uploads into its own lake and write its first report; its area, to bind the account to."""
         files = self.uploaded(name)
         if "boundary" not in files:
-            raise ValueError("upload the pilot's boundary first (PUT /api/pilot/files/boundary)")
+            raise PilotFailed("upload the pilot's boundary first (PUT /api/pilot/files/boundary)")
         folder = self.folder(name)
+        self._check_boundary(name, files["boundary"])
         lake_dir = folder / "lake"
         shutil.rmtree(lake_dir, ignore_errors=True)  # a new report starts from the uploads as they are now
         settings = self.settings.with_overrides({"lake": str(lake_dir), "privacy.pseudonym_key_file": str(folder / "pseudonym.key")})
@@ -98,8 +107,8 @@ class PilotDesk:
         try:
             run_pilot(area, out=folder / REPORT, settings=settings, start=start, end=end, workers=1, announce=lines.append)
         except CitylakeError as err:  # said to the pilot: without the server's folders
-            raise PilotFailed(str(err).replace(f"{folder}/uploads/", "").replace(str(folder), "")) from None
-        return lines[-1].replace(str(folder), "") if lines else "report written", self._area(lake_dir, settings)
+            raise PilotFailed(_without_paths(str(err))) from None
+        return _without_paths(lines[-1]) if lines else "report written", self._area(lake_dir, settings)
 
     def report(self, name: str) -> Path | None:
         path = self.folder(name) / REPORT
@@ -109,6 +118,26 @@ class PilotDesk:
         wkb = self.folder(name) / "area.wkb"
         return PilotArea(place_id, shapely.from_wkb(wkb.read_bytes())) if wkb.is_file() else None
 
+    def _check_boundary(self, name: str, boundary: Path) -> None:
+        """A pilot's area is one boundary of at most serve.pilot_max_km2, set by its first report: later reports keep it."""
+        import geopandas as gpd
+        from pyproj import Geod
+
+        try:
+            shape = shapely.union_all(gpd.read_file(boundary).geometry.to_numpy())
+        except Exception as err:  # GDAL's own kinds
+            raise PilotFailed(f"the boundary cannot be read as a map file: {_without_paths(str(err).splitlines()[0])[:160]}") from None
+        km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(shape)[0]) / 1e6
+        most = self.settings["serve.pilot_max_km2"]
+        if km2 > most:
+            raise PilotFailed(f"the boundary covers {km2:,.0f} km², more than a pilot area may ({most:g} km², setting "
+                              "serve.pilot_max_km2); upload the pilot area's own outline")
+        kept = self.folder(name) / "area.wkb"
+        if kept.is_file() and not shapely.equals_exact(shapely.normalize(shapely.from_wkb(kept.read_bytes())),
+                                                       shapely.normalize(shape), tolerance=1e-7):
+            raise PilotFailed("this pilot's area was set by its first report; upload that boundary again, or ask the steward for "
+                              "an account for another area")
+
     def _area(self, lake_dir: Path, settings: S.Settings) -> PilotArea:
         from citylake import api
         from citylake.lake import registry
@@ -116,8 +145,61 @@ class PilotDesk:
         lake = api.open_lake(settings=settings)
         boundary = registry.places(lake, categories=("pilot",), columns=("place_id", "geometry"))
         shape = shapely.union_all(registry.shapes(boundary))
-        (lake_dir.parent / "area.wkb").write_bytes(shapely.to_wkb(shape))
+        kept = lake_dir.parent / "area.wkb"
+        if not kept.is_file():  # set once
+            kept.write_bytes(shapely.to_wkb(shape))
+            kept.chmod(0o600)
+        shape = shapely.from_wkb(kept.read_bytes())
         return PilotArea(boundary["place_id"][0], shape)
+
+
+def vet_map_file(path: Path, suffix: str, /, *, limit: int) -> None:
+    """Refuse a map file whose content is not what its name says. GDAL picks its reader from the content, and some of its
+    readers (a VRT, a URL) open other files or fetch from the network: an upload named .geojson must be GeoJSON, a .gpkg a
+    GeoPackage, a .zip a Shapefile's parts only and no larger unpacked than an upload may be, a CSV plain text."""
+    import json
+    import zipfile
+
+    with open(path, "rb") as start:
+        head = start.read(64)
+    if suffix in (".geojson", ".json"):
+        try:
+            with open(path, "rb") as text:
+                document = json.load(text)
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"the {suffix} file is not JSON; a boundary or POI file named so must be GeoJSON") from None
+        if not isinstance(document, dict) or document.get("type") not in ("FeatureCollection", "Feature", "Polygon", "MultiPolygon",
+                                                                           "Point", "MultiPoint", "LineString", "MultiLineString"):
+            raise ValueError(f"the {suffix} file is JSON but not GeoJSON (a FeatureCollection, a Feature or a geometry)")
+    elif suffix in SIGNATURES:
+        if not head.startswith(SIGNATURES[suffix]):
+            raise ValueError(f"the {suffix} file is not a {'GeoPackage' if suffix == '.gpkg' else 'zip archive'}")
+        if suffix == ".zip":
+            _vet_shapefile_zip(zipfile.ZipFile(path), limit)
+    elif head.lstrip().startswith((b"<", b"{")) or b"\x00" in head:
+        raise ValueError("a CSV upload must be plain text with a header line (lat/lon or WKT columns)")
+
+
+def _vet_shapefile_zip(archive, limit: int) -> None:
+    members = archive.infolist()
+    strange = [m.filename for m in members if Path(m.filename).suffix.lower() not in SHAPEFILE_PARTS or ".." in m.filename
+               or m.filename.startswith("/")]
+    if strange or not any(m.filename.lower().endswith(".shp") for m in members):
+        raise ValueError("a .zip upload must hold one Shapefile's parts (.shp, .shx, .dbf, .prj, .cpg) and nothing else"
+                         + (f"; it holds {', '.join(strange[:3])}" if strange else ""))
+    if sum(m.file_size for m in members) > limit:
+        raise UploadTooLarge(f"the zip unpacks to more than the server's upload limit of {limit // 2**20} MB (setting serve.upload_mb)")
+
+
+def _without_paths(text: str) -> str:
+    """A message for a pilot: every absolute path in it cut to its file name (the server's folders are not the pilot's)."""
+    return re.sub(r"(?:[A-Za-z]+:)?/[^\s'\"]*/([^/\s'\"]+)", r"\1", text)
+
+
+def forget(lake: Lake, name: str, /) -> None:
+    """Remove everything of a pilot account (uploads, its lake, report, area): done when the account is revoked or made
+    again, so a new account of the same name starts empty."""
+    shutil.rmtree(lake.steward_dir / "pilots" / name, ignore_errors=True)
 
 
 def safe_name(name: str) -> str:

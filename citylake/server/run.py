@@ -17,6 +17,7 @@ class PortInUse(CitylakeError, OSError):
 
 def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None] = print) -> None:
     """Serve ``lake`` until interrupted (Ctrl-C or SIGTERM). The caller has checked the steward's key."""
+    _no_referencing_gdal_drivers()
     import uvicorn
 
     from citylake.server.app import create_app
@@ -41,6 +42,18 @@ def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None
     finally:
         if flight is not None:
             flight.shutdown()
+
+
+def _no_referencing_gdal_drivers() -> None:
+    """Pilots' uploads are read by GDAL, whose VRT readers open other files and URLs a file names. The uploads are vetted by
+    content (``pilots.vet_map_file``); as a second lock, this process registers no VRT driver (read when GDAL loads)."""
+    import os
+    import sys
+
+    skipped = set(os.environ.get("GDAL_SKIP", "").split()) | {"OGR_VRT", "VRT"}
+    os.environ["GDAL_SKIP"] = " ".join(sorted(skipped))
+    if "pyogrio" in sys.modules:  # too late for this process: say so rather than pretend
+        logging.getLogger("citylake.server").warning("GDAL was loaded before the server set GDAL_SKIP; uploads rely on content checks")
 
 
 def _check_free(host: str, port: int, option: str) -> None:

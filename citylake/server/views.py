@@ -85,6 +85,7 @@ def map_payload(server, account: Account, layer: str, *, filters: Filters) -> di
         view = od_view(lake, od(server, account, filters=filters), category="district", freq="1d")
     elif layer == "hotspots":
         view = hotspots_map(lake, hotspots(server, account, filters=filters), k=0)
+        view.note = "Gi* over the released devices per cell (differentially private); no cell is left out"
     elif layer == "alerts":
         view = alerts_view(lake, alerts(server, account, since=filters.start))
     else:

@@ -30,20 +30,44 @@ class _Lent:
 
 
 class WorkspacePool:
-    def __init__(self, lake: Lake, /, *, limits: Limits, size: int = 4, refresh_seconds: float = 10.0) -> None:
+    def __init__(self, lake: Lake, /, *, limits: Limits, size: int = 4, refresh_seconds: float = 10.0, per_account: int | None = None,
+                 max_result_bytes: int = 256 * 2**20) -> None:
         self.lake, self.limits, self.size, self.refresh_seconds = lake, limits, size, refresh_seconds
+        self.max_result_bytes = max_result_bytes  # what a front may hand out of one answer
+        self.per_account = per_account or max(1, size // 2)
+        self._running: dict[str, int] = {}
         self._idle: dict[str, queue.LifoQueue] = {}
         self._made: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @contextmanager
-    def borrow(self, role: str, /):
-        """A workspace of ``role`` (analyst or steward) for the block; given back after."""
-        lent = self._take(role)
+    def borrow(self, role: str, /, *, who: str | None = None):
+        """A workspace of ``role`` (analyst or steward) for the block; given back after. One account (``who``) runs at most
+        ``per_account`` statements at once, so it cannot hold every workspace of its role."""
+        self._admit(who)
         try:
-            yield lent.workspace
+            lent = self._take(role)
+            try:
+                yield lent.workspace
+            finally:
+                self._idle[role].put(lent)
         finally:
-            self._idle[role].put(lent)
+            self._leave(who)
+
+    def _admit(self, who: str | None) -> None:
+        if who is None:
+            return
+        with self._lock:
+            if self._running.get(who, 0) >= self.per_account:
+                raise ServerBusy(f"this account already runs {self.per_account} statements at once (the most one account may); "
+                                 "wait for one to finish")
+            self._running[who] = self._running.get(who, 0) + 1
+
+    def _leave(self, who: str | None) -> None:
+        if who is None:
+            return
+        with self._lock:
+            self._running[who] -= 1
 
     def _take(self, role: str) -> _Lent:
         with self._lock:

@@ -102,15 +102,23 @@
     link.className = download ? "download" : "open";
     link.addEventListener("click", function (event) {
       event.preventDefault();
-      call("/api/reports/" + encodeURIComponent(name)).then(function (r) { return r.blob(); }).then(function (blob) {
-        var url = URL.createObjectURL(blob);
+      call("/api/reports/" + encodeURIComponent(name)).then(function (r) { return r.text(); }).then(function (html) {
         if (download) {
+          var url = URL.createObjectURL(new Blob([html], {type: "text/html"}));
           var save = document.createElement("a");
           save.href = url;
           save.download = name;
           save.click();
         } else {
-          window.open(url, "_blank");
+          // shown in a sandboxed frame: whatever a report holds runs no script and cannot reach this page's token
+          var tab = window.open("", "_blank");
+          var frame = tab.document.createElement("iframe");
+          frame.setAttribute("sandbox", "");
+          frame.style.cssText = "border:0;position:fixed;inset:0;width:100%;height:100%";
+          frame.srcdoc = html;
+          tab.document.title = name;
+          tab.document.body.style.margin = "0";
+          tab.document.body.appendChild(frame);
         }
       }).catch(function (err) { say(err.message, true); });
     });
