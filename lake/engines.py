@@ -9,7 +9,10 @@ package's file into a private extension directory with auto-install off, never d
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
+import threading
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
@@ -58,15 +61,31 @@ def connect(
     return con
 
 
+_INSTALLING = threading.Lock()
+
+
 def load_extensions(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] = EXTENSIONS) -> None:
-    installed = {
-        row[0]
-        for row in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE installed").fetchall()
-    }
+    """Install (once, from the PyPI packages' files) and load ``names``. Installs take turns — threads of this process and
+    other processes alike — since a connection opened while another installs would find a half-written file."""
+    if set(names) - _installed(con):
+        with _INSTALLING, _install_lock(con):
+            for name in sorted(set(names) - _installed(con)):
+                con.execute(f"INSTALL '{extension_file(name)}'")
     for name in names:
-        if name not in installed:
-            con.execute(f"INSTALL '{extension_file(name)}'")
         con.execute(f"LOAD {name}")
+
+
+def _installed(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE installed").fetchall()}
+
+
+@contextmanager
+def _install_lock(con: duckdb.DuckDBPyConnection):
+    folder = Path(con.execute("SELECT current_setting('extension_directory')").fetchone()[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".citylake-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def delta_scan_sql(lake: Lake, name: str, *, as_of: AsOf = None) -> str:

@@ -589,20 +589,29 @@ def test_a_revoked_pilot_leaves_nothing_to_the_next_account_of_its_name(server, 
 
 
 def test_one_analyst_cannot_hold_every_workspace_nor_take_the_memory(server, tokens):
+    """Four slow statements of one analyst held every workspace: now the fourth waits its turn, another account does not."""
     analyst, other = server.as_(tokens["analyst"]), server.as_(tokens["analyst2"])
     slow = "SELECT sum(hash(a.range * b.range)) FROM range(200000) a, range(200000) b"
-    held = []
-    runners = [threading.Thread(target=lambda: held.append(server.client.post("/api/sql", json={"sql": slow}, headers=analyst)))
-               for _ in range(2)]
+    done: dict[str, tuple[float, int]] = {}
+
+    def post(label: str, sql: str, headers: dict) -> None:
+        answer = server.client.post("/api/sql", json={"sql": sql}, headers=headers)
+        done[label] = (time.monotonic(), answer.status_code)
+
+    runners = [threading.Thread(target=post, args=(f"held{i}", slow, analyst)) for i in range(3)]  # 3 of the 4 workspaces
     for runner in runners:
         runner.start()
     time.sleep(0.7)
-    third = server.client.post("/api/sql", json={"sql": "SELECT 1 AS one"}, headers=analyst)
-    quick = server.client.post("/api/sql", json={"sql": "SELECT 1 AS one"}, headers=other)
-    for runner in runners:
+    fourth = threading.Thread(target=post, args=("fourth", "SELECT 1 AS one", analyst))
+    fourth.start()
+    time.sleep(0.2)
+    post("other", "SELECT 1 AS one", other)
+    for runner in (*runners, fourth):
         runner.join(timeout=120)
-    assert third.status_code == 503 and "already runs 2 statements" in third.json()["error"]
-    assert quick.status_code == 200 and [r.status_code for r in held] == [408, 408]
+    first_held_done = min(done[f"held{i}"][0] for i in range(3))
+    assert done["other"][1] == 200 and done["other"][0] < first_held_done  # another account's statement did not wait
+    assert done["fourth"][1] == 200 and done["fourth"][0] >= first_held_done  # the same account's fourth waited for a turn
+    assert [done[f"held{i}"][1] for i in range(3)] == [408, 408, 408]
     wide = server.client.post("/api/sql", json={"sql": "SELECT repeat('x', 100000) AS s FROM range(50)"}, headers=analyst)
     assert wide.status_code == 413 and "serve.max_result_mb" in wide.json()["error"]  # 5 MB past a 2 MB limit
 

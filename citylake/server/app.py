@@ -373,6 +373,11 @@ def _errors(app: FastAPI) -> None:
     app.exception_handler(CitylakeError)(one_line(400))
     app.exception_handler(duckdb.Error)(one_line(400))  # the statement's own fault: a syntax error, an unknown column, out of memory
 
+    @app.exception_handler(duckdb.IOException)  # the server's own files, not the statement: said without their paths
+    async def unreadable(request: Request, err: duckdb.IOException) -> JSONResponse:
+        log.error("request %s %s: %s", request.method, request.url.path, " ".join(str(err).split()))
+        return JSONResponse({"error": "the server could not read what this needs; try again, or tell the steward"}, status_code=503)
+
     @app.exception_handler(ServerBusy)
     async def busy(request: Request, err: ServerBusy) -> JSONResponse:
         return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": "5"})

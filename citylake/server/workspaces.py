@@ -34,8 +34,9 @@ class WorkspacePool:
                  max_result_bytes: int = 256 * 2**20) -> None:
         self.lake, self.limits, self.size, self.refresh_seconds = lake, limits, size, refresh_seconds
         self.max_result_bytes = max_result_bytes  # what a front may hand out of one answer
-        self.per_account = per_account or max(1, size // 2)
+        self.per_account = per_account or max(1, size - 1)  # at least one workspace stays for everyone else
         self._running: dict[str, int] = {}
+        self._turns = threading.Condition()
         self._idle: dict[str, queue.LifoQueue] = {}
         self._made: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -55,19 +56,22 @@ class WorkspacePool:
             self._leave(who)
 
     def _admit(self, who: str | None) -> None:
+        """Wait (at most a statement's time limit) until the account runs fewer than ``per_account`` statements."""
         if who is None:
             return
-        with self._lock:
-            if self._running.get(who, 0) >= self.per_account:
-                raise ServerBusy(f"this account already runs {self.per_account} statements at once (the most one account may); "
-                                 "wait for one to finish")
+        with self._turns:
+            turn = 2 * self.limits.seconds + 5  # a running statement ends within its limit, plus its start and its cancelling
+            if not self._turns.wait_for(lambda: self._running.get(who, 0) < self.per_account, timeout=turn):
+                raise ServerBusy(f"this account already runs {self.per_account} statements at once (the most one account may) and "
+                                 f"none finished within {turn:g} s; wait for one to finish")
             self._running[who] = self._running.get(who, 0) + 1
 
     def _leave(self, who: str | None) -> None:
         if who is None:
             return
-        with self._lock:
+        with self._turns:
             self._running[who] -= 1
+            self._turns.notify_all()
 
     def _take(self, role: str) -> _Lent:
         with self._lock:
