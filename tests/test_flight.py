@@ -8,7 +8,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import pyarrow.flight as fl
 import pytest
-from conftest import generated_city_lake
+from conftest import generated_city_lake, self_signed
 
 from citylake.privacy import Policy
 from citylake.privacy.accounts import Accounts
@@ -251,30 +251,6 @@ def test_tls(lake, tokens, tmp_path):
     finally:
         server.shutdown()
         thread.join(timeout=10)
-
-
-def self_signed(where):
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-                   .not_valid_after(now + dt.timedelta(hours=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    (where / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (where / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
-    return where / "cert.pem", where / "key.pem"
 
 
 def test_a_token_revoked_between_statement_and_fetch_fetches_nothing(server, lake):

@@ -21,7 +21,7 @@ import httpx
 import polars as pl
 import pytest
 import shapely
-from conftest import TEST_KEY, generated_city_lake
+from conftest import TEST_KEY, generated_city_lake, self_signed
 
 from citylake.lake import registry, scan
 from citylake.privacy import Accounts, Policy
@@ -113,6 +113,17 @@ def server(city, tokens, tmp_path_factory):
                     env={"CITYLAKE_SANDBOX_TIMEOUT_SECONDS": "3", "CITYLAKE_SERVE_UPLOAD_MB": "1", "CITYLAKE_SERVE_MAX_RESULT_MB": "2"})
     yield served
     served.stop()
+
+
+def pilot_report(server: Served, pilot: dict) -> httpx.Response:
+    """Ask for the pilot's first report and wait for the answer (its report, or why not)."""
+    assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
+    for _ in range(600):
+        answer = server.client.get("/api/pilot/report", headers=pilot)
+        if answer.status_code != 202:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError("the pilot's report did not finish")
 
 
 def call(server: Served, method: str, path: str, token: str | None, **kwargs) -> httpx.Response:
@@ -337,23 +348,13 @@ def test_a_pilot_gets_its_first_report_and_only_its_area(server, tokens, city, t
     empty = b'{"type": "FeatureCollection", "features": []}'  # GeoJSON, but no boundary: refused when the report is made
     assert server.client.put("/api/pilot/files/boundary", params={"filename": "area.geojson"}, content=empty,
                              headers=pilot).status_code == 200
-    assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
-    for _ in range(600):
-        failed = server.client.get("/api/pilot/report", headers=pilot)
-        if failed.status_code != 202:
-            break
-        time.sleep(0.2)
+    failed = pilot_report(server, pilot)
     assert failed.status_code == 422 and "boundary.geojson" in failed.json()["error"], failed.text
     assert str(city.root) not in failed.text
     for kind, name, body in steps:
         answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
         assert answer.status_code == 200, answer.text
-    assert server.client.post("/api/pilot/report", headers=pilot).status_code == 202
-    for _ in range(600):
-        report = server.client.get("/api/pilot/report", headers=pilot)
-        if report.status_code != 202:
-            break
-        time.sleep(0.5)
+    report = pilot_report(server, pilot)
     assert report.status_code == 200, report.text
     assert "pilot-1" in report.text and "<html" in report.text.lower()
     # its area's releases only: places meeting its boundary, and no other
@@ -383,29 +384,6 @@ def test_tls_when_given_a_certificate(city, tokens, tmp_path):
             httpx.get(f"http://127.0.0.1:{served.port}/api/me", headers=served.as_(tokens["analyst"]), timeout=5)
     finally:
         served.stop()
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    return folder / "cert.pem", folder / "key.pem"
 
 
 __all__ = ["Served", "free_port", "shutil"]
@@ -556,13 +534,7 @@ def test_a_pilot_area_is_set_once_and_bounded(server, tokens, city):
         body = json.dumps({"type": "Feature", "properties": {}, "geometry": json.loads(shapely.to_geojson(shape))}).encode()
         assert server.client.put("/api/pilot/files/boundary", params={"filename": "b.geojson"}, content=body,
                                  headers=pilot).status_code == 200
-        server.client.post("/api/pilot/report", headers=pilot)
-        for _ in range(600):
-            answer = server.client.get("/api/pilot/report", headers=pilot)
-            if answer.status_code != 202:
-                return answer
-            time.sleep(0.2)
-        raise AssertionError("the report did not finish")
+        return pilot_report(server, pilot)
 
     whole_city = shapely.box(20, 50, 25, 55)  # ~180,000 km²
     assert "serve.pilot_max_km2" in report_with(whole_city).json()["error"]
