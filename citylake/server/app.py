@@ -49,7 +49,7 @@ SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame
 JSON_BODY_LIMIT = 1 << 20  # a request body other than a pilot's upload (SQL text, a list of places)
 UPLOAD_BODY_LIMIT = 1 << 40  # uploads: the server's own check (serve.upload_mb) refuses them first, mid-stream
 EVERYONE = (PLANNER, ANALYST, PILOT, STEWARD)
-READERS = (PLANNER, ANALYST, PILOT, STEWARD)  # the releases and alerts (a pilot: its area's)
+READERS = EVERYONE  # the releases and alerts (a pilot: its area's)
 ALLOWED = {
     "sql": (ANALYST, STEWARD),
     "reports": (PLANNER, ANALYST, STEWARD),

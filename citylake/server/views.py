@@ -19,7 +19,6 @@ from citylake.queries.released import Released
 from citylake.viz import alerts_view, footfall_view, hotspots_map, od_view
 from citylake.viz import map_payload as kepler_payload
 
-MAP_READERS = ("release", "shared")
 LAYERS = ("footfall", "od", "hotspots", "alerts")
 # planners and pilots read through endpoints, not SQL: the releases, the map layers and the alerts
 ENDPOINT_TABLES = ("places", "footfall_hourly", "footfall_cells_hourly", "od_daily", "alerts", "releases")
@@ -49,7 +48,9 @@ def footfall(server, account: Account, *, by: str, filters: Filters) -> Released
     if by == "cell":
         found = api.footfall(server.lake, role="analyst", by="cell", filters=filters)
         return Released(_cells_inside(found.table, _area(server, account).shape), found.source)
-    return api.footfall(server.lake, role="analyst", by=by, filters=_narrowed(server, account, filters))
+    found = api.footfall(server.lake, role="analyst", by=by, filters=filters)
+    rows = pl.from_arrow(found.table).filter(pl.col("place_id").is_in(_area_place_ids(server, account)))
+    return Released(rows.to_arrow(), found.source)
 
 
 def od(server, account: Account, *, filters: Filters) -> Released:
@@ -129,13 +130,6 @@ def _area_place_ids(server, account: Account) -> list[str]:
     found = registry.places(server.lake, columns=("place_id", "geometry"))
     inside = shapely.intersects(registry.shapes(found), shape)
     return found.filter(pl.Series(inside))["place_id"].to_list()
-
-
-def _narrowed(server, account: Account, filters: Filters) -> Filters:
-    inside = _area_place_ids(server, account)
-    asked = [p for p in filters.place_ids if p in inside] if filters.place_ids else inside
-    chosen = registry.places(server.lake, place_ids=asked or ["-"], categories=filters.categories, columns=("place_id",))
-    return Filters(start=filters.start, end=filters.end, place_ids=tuple(chosen["place_id"].to_list()) or ("-",))
 
 
 def _cells_inside(table: pa.Table, shape) -> pa.Table:
