@@ -21,6 +21,7 @@ import httpx
 import polars as pl
 import pytest
 import shapely
+import shapely.geometry
 from conftest import TEST_KEY, generated_city_lake, self_signed
 
 from citylake.lake import registry, scan
@@ -514,15 +515,30 @@ def test_a_map_upload_must_be_what_its_name_says(server, tokens, city):
     """A GDAL VRT named boundary.geojson made the server read any file (the lake's key) and fetch URLs."""
     pilot = server.as_(tokens["pilot2"])
     vrt = VRT.replace(b"{target}", str(city.steward_dir / "accounts.json").encode())
+    gdalg = json.dumps({"type": "FeatureCollection", "features": []})[:-1] + ', "type\\u0000": "gdal_streamed_alg", "command_line": ' \
+        + json.dumps(f"gdal vector pipeline ! read --input-format CSV --oo HEADERS=NO {city.steward_dir / 'accounts.json'}") + "}"
     cases = [("boundary", "b.geojson", vrt, 400), ("boundary", "b.json", b'{"type": "Topology"}', 400),
+             ("boundary", "b.json", gdalg.encode(), 400),  # GDAL's parser cut the key at \u0000: a second "type" (a second attack)
+             ("boundary", "b.json", b'{"type": "Feature", "type": "gdal_streamed_alg", "geometry": null}', 400),
              ("boundary", "b.gpkg", vrt, 400), ("boundary", "b.zip", zipped(x_vrt=vrt, x_shp=b"x"), 400),
-             ("boundary", "b.zip", zipped(a_shp=b"\0" * (3 << 20)), 413),  # a zip bomb: 3 MB unpacked past a 1 MB limit
              ("boundary", "b.csv", b"wkt\nPOLYGON((0 0,1 0,1 1,0 0))", 400), ("pois", "p.csv", vrt, 400),
              ("pois", "p.geojson", b"<html>", 400)]
     for kind, name, body, status in cases:
         answer = server.client.put(f"/api/pilot/files/{kind}", params={"filename": name}, content=body, headers=pilot)
         assert answer.status_code == status, (kind, name, answer.text)
     assert not list((city.steward_dir / "pilots" / "pilot-2" / "uploads").glob("boundary.*"))  # none of them kept
+    linked = {"type": "FeatureCollection", "crs": {"type": "link", "properties": {"href": "http://127.0.0.1:9/crs"}}, "extra": 1,
+              "features": [{"type": "Feature", "properties": {"name": "a", "deep": {"x": 1}}, "id": 7,
+                            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0]]]}}]}
+    assert server.client.put("/api/pilot/files/boundary", params={"filename": "b.geojson"}, content=json.dumps(linked).encode(),
+                             headers=pilot).status_code == 200
+    stored = json.loads((city.steward_dir / "pilots" / "pilot-2" / "uploads" / "boundary.geojson").read_text())
+    assert set(stored) == {"type", "features"} and stored["features"][0]["properties"] == {"name": "a"}  # no crs link to fetch
+    assert shapely.geometry.shape(stored["features"][0]["geometry"]).equals(shapely.geometry.shape(linked["features"][0]["geometry"]))
+    # the second lock: a process that starts as the server does registers none of GDAL's referencing drivers
+    probe = "from citylake.server.run import _no_referencing_gdal_drivers as skip; skip(); import pyogrio; print(*pyogrio.list_drivers())"
+    drivers = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout.split()
+    assert "GeoJSON" in drivers and not {"GDALG", "OGR_VRT", "HTTP", "WFS", "ADBC", "OAPIF"} & set(drivers), drivers
 
 
 def test_a_pilot_area_is_set_once_and_bounded(server, tokens, city):

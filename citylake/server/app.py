@@ -306,14 +306,14 @@ def _pilot_routes(app: FastAPI) -> None:
             server.accounts.set_area(account.name, area.place_id)
             return line
 
-        job = server.jobs.start(f"pilot:{account.name}", work)
+        job = server.jobs.start(f"pilot:{account.name}:{account.created}", work)
         return {"state": job.state, "message": job.message}
 
     @app.get("/api/pilot/report", tags=["pilot"], response_model=None)
     def pilot_report(request: Request, account: Pilot) -> Response:
         """The pilot's first report (HTML) once made; 202 while it is being made."""
         server = _server(request)
-        job = server.jobs.get(f"pilot:{account.name}")
+        job = server.jobs.get(f"pilot:{account.name}:{account.created}")
         if job and job.state == "running":
             return JSONResponse({"state": "running"}, status_code=202)
         if job and job.state == "failed":

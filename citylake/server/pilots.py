@@ -8,6 +8,7 @@ the same code). What a pilot reads of the city are the releases inside its bound
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,18 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import shapely
+import shapely.errors
+import shapely.geometry
 
 from citylake import settings as S
 from citylake.h3_index.errors import CitylakeError
+from citylake.ingestion.errors import UnreadableInput
 from citylake.lake import Lake
 from citylake.pilot import Pilot, run_pilot
 
 KINDS = ("boundary", "pois", "sensors", "readings", "pings")
+GEOMETRIES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection")
 SUFFIXES = (".geojson", ".json", ".csv", ".tsv", ".gpkg", ".zip", ".parquet", ".txt")
 MAP_KINDS = ("boundary", "pois")  # read by GDAL: vetted by their content first (``vet_map_file``)
-MAP_SUFFIXES = {"boundary": (".geojson", ".json", ".gpkg", ".zip"), "pois": (".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt")}
-SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-SIGNATURES = {".gpkg": b"SQLite format 3\x00", ".zip": b"PK\x03\x04"}
+# GDAL reads boundaries and map POIs, and picks its reader from a file's content: what a pilot sends is never handed to it
+# as sent. GeoJSON is parsed here and written again with features, geometries and plain properties only; CSV POIs go
+# through citylake's own CSV reader. (GeoPackages and zipped Shapefiles are the steward's, through `citylake pilot`.)
+MAP_SUFFIXES = {"boundary": (".geojson", ".json"), "pois": (".geojson", ".json", ".csv", ".tsv", ".txt")}
 REPORT = "report.html"
 
 
@@ -106,6 +112,8 @@ class PilotDesk:
         lines: list[str] = []
         try:
             run_pilot(area, out=folder / REPORT, settings=settings, start=start, end=end, workers=1, announce=lines.append)
+        except UnreadableInput as err:  # GDAL's text may quote what it read: say only which upload
+            raise PilotFailed(f"{Path(err.source).name}: cannot be read; check its format and columns") from None
         except CitylakeError as err:  # said to the pilot: without the server's folders
             raise PilotFailed(_without_paths(str(err))) from None
         return _without_paths(lines[-1]) if lines else "report written", self._area(lake_dir, settings)
@@ -125,8 +133,8 @@ class PilotDesk:
 
         try:
             shape = shapely.union_all(gpd.read_file(boundary).geometry.to_numpy())
-        except Exception as err:  # GDAL's own kinds
-            raise PilotFailed(f"the boundary cannot be read as a map file: {_without_paths(str(err).splitlines()[0])[:160]}") from None
+        except Exception:  # GDAL's own kinds; its text may quote what it read
+            raise PilotFailed("the boundary cannot be read as GeoJSON") from None
         km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(shape)[0]) / 1e6
         most = self.settings["serve.pilot_max_km2"]
         if km2 > most:
@@ -154,41 +162,55 @@ class PilotDesk:
 
 
 def vet_map_file(path: Path, suffix: str, /, *, limit: int) -> None:
-    """Refuse a map file whose content is not what its name says. GDAL picks its reader from the content, and some of its
-    readers (a VRT, a URL) open other files or fetch from the network: an upload named .geojson must be GeoJSON, a .gpkg a
-    GeoPackage, a .zip a Shapefile's parts only and no larger unpacked than an upload may be, a CSV plain text."""
-    import json
-    import zipfile
-
-    with open(path, "rb") as start:
-        head = start.read(64)
+    """Make a pilot's map file safe for GDAL, or refuse it: GeoJSON rewritten from its parsed features (no ``crs``, no
+    unknown members, no keys with control characters or twice over), CSV refused unless it is plain text."""
     if suffix in (".geojson", ".json"):
-        try:
-            with open(path, "rb") as text:
-                document = json.load(text)
-        except (ValueError, UnicodeDecodeError):
-            raise ValueError(f"the {suffix} file is not JSON; a boundary or POI file named so must be GeoJSON") from None
-        if not isinstance(document, dict) or document.get("type") not in ("FeatureCollection", "Feature", "Polygon", "MultiPolygon",
-                                                                           "Point", "MultiPoint", "LineString", "MultiLineString"):
-            raise ValueError(f"the {suffix} file is JSON but not GeoJSON (a FeatureCollection, a Feature or a geometry)")
-    elif suffix in SIGNATURES:
-        if not head.startswith(SIGNATURES[suffix]):
-            raise ValueError(f"the {suffix} file is not a {'GeoPackage' if suffix == '.gpkg' else 'zip archive'}")
-        if suffix == ".zip":
-            _vet_shapefile_zip(zipfile.ZipFile(path), limit)
-    elif head.lstrip().startswith((b"<", b"{")) or b"\x00" in head:
+        features = _features(path)
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump({"type": "FeatureCollection", "features": features}, out)
+        return
+    with open(path, "rb") as start:
+        head = start.read(4096)
+    if head.lstrip().startswith((b"<", b"{", b"[")) or b"\x00" in head:
         raise ValueError("a CSV upload must be plain text with a header line (lat/lon or WKT columns)")
 
 
-def _vet_shapefile_zip(archive, limit: int) -> None:
-    members = archive.infolist()
-    strange = [m.filename for m in members if Path(m.filename).suffix.lower() not in SHAPEFILE_PARTS or ".." in m.filename
-               or m.filename.startswith("/")]
-    if strange or not any(m.filename.lower().endswith(".shp") for m in members):
-        raise ValueError("a .zip upload must hold one Shapefile's parts (.shp, .shx, .dbf, .prj, .cpg) and nothing else"
-                         + (f"; it holds {', '.join(strange[:3])}" if strange else ""))
-    if sum(m.file_size for m in members) > limit:
-        raise UploadTooLarge(f"the zip unpacks to more than the server's upload limit of {limit // 2**20} MB (setting serve.upload_mb)")
+def _features(path: Path) -> list[dict]:
+    def strict(pairs):
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys) or any(not key.isprintable() for key in keys):
+            raise ValueError("a key appears twice or holds control characters")
+        return dict(pairs)
+
+    try:
+        with open(path, encoding="utf-8") as text:
+            document = json.load(text, object_pairs_hook=strict)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"the file is not GeoJSON ({str(err).splitlines()[0][:80]})") from None
+    if isinstance(document, dict) and document.get("type") == "FeatureCollection" and isinstance(document.get("features"), list):
+        found = document["features"]
+    elif isinstance(document, dict) and document.get("type") == "Feature":
+        found = [document]
+    elif isinstance(document, dict) and document.get("type") in GEOMETRIES:
+        found = [{"type": "Feature", "geometry": document, "properties": {}}]
+    else:
+        raise ValueError("the file is JSON but not GeoJSON (a FeatureCollection, a Feature or a geometry)")
+    return [_clean(feature) for feature in found]
+
+
+def _clean(feature) -> dict:
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise ValueError("the file is not GeoJSON: a member of features is not a Feature")
+    try:
+        geometry = shapely.geometry.shape(feature["geometry"]) if feature.get("geometry") else None
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
+        raise ValueError("the file is not GeoJSON: a feature's geometry cannot be read") from None
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ValueError("the file is not GeoJSON: a feature's properties are not an object")
+    plain = {str(k): v for k, v in properties.items() if isinstance(v, str | int | float | bool) or v is None}
+    return {"type": "Feature", "geometry": json.loads(shapely.to_geojson(geometry)) if geometry is not None else None,
+            "properties": plain}
 
 
 def _without_paths(text: str) -> str:

@@ -44,16 +44,27 @@ def serve(lake: Lake, settings: S.Settings, /, *, announce: Callable[[str], None
             flight.shutdown()
 
 
+GDAL_KEPT = {"GeoJSON", "CSV", "ESRI Shapefile", "GPKG", "MEM"}  # what the server reads; every other driver is skipped
+
+
 def _no_referencing_gdal_drivers() -> None:
-    """Pilots' uploads are read by GDAL, whose VRT readers open other files and URLs a file names. The uploads are vetted by
-    content (``pilots.vet_map_file``); as a second lock, this process registers no VRT driver (read when GDAL loads)."""
+    """Pilots' uploads are read by GDAL, whose other drivers (VRT, GDALG pipelines, HTTP, WFS, ADBC…) open files and URLs
+    a file names. The uploads are rewritten before GDAL sees them (``pilots.vet_map_file``); as a second lock this process
+    registers only the drivers it needs (GDAL_SKIP is read when GDAL loads: the list comes from a throwaway process)."""
+    import json
     import os
+    import subprocess
     import sys
 
-    skipped = set(os.environ.get("GDAL_SKIP", "").split()) | {"OGR_VRT", "VRT"}
-    os.environ["GDAL_SKIP"] = " ".join(sorted(skipped))
     if "pyogrio" in sys.modules:  # too late for this process: say so rather than pretend
-        logging.getLogger("citylake.server").warning("GDAL was loaded before the server set GDAL_SKIP; uploads rely on content checks")
+        logging.getLogger("citylake.server").warning("GDAL was loaded before the server could skip its drivers; uploads rely on "
+                                                     "being rewritten")
+        return
+    listed = subprocess.run([sys.executable, "-c", "import json, pyogrio; print(json.dumps(sorted(pyogrio.list_drivers())))"],
+                            capture_output=True, text=True, timeout=120)
+    drivers = set(json.loads(listed.stdout)) if listed.returncode == 0 else set()
+    skipped = (drivers - GDAL_KEPT) | {"OGR_VRT", "VRT", "GDALG"} | set(os.environ.get("GDAL_SKIP", "").split())
+    os.environ["GDAL_SKIP"] = " ".join(sorted(name.replace(" ", "_") for name in skipped))
 
 
 def _check_free(host: str, port: int, option: str) -> None:

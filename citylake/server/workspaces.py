@@ -36,6 +36,7 @@ class WorkspacePool:
         self.max_result_bytes = max_result_bytes  # what a front may hand out of one answer
         self.per_account = per_account or max(1, size - 1)  # at least one workspace stays for everyone else
         self._running: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
         self._turns = threading.Condition()
         self._idle: dict[str, queue.LifoQueue] = {}
         self._made: dict[str, int] = {}
@@ -60,8 +61,14 @@ class WorkspacePool:
         if who is None:
             return
         with self._turns:
+            if self._waiting.get(who, 0) >= self.per_account:  # waiting holds a server thread: a few at most per account
+                raise ServerBusy(f"this account already has {self.per_account} statements running and {self.per_account} waiting; "
+                                 "wait for one to finish")
+            self._waiting[who] = self._waiting.get(who, 0) + 1
             turn = 2 * self.limits.seconds + 5  # a running statement ends within its limit, plus its start and its cancelling
-            if not self._turns.wait_for(lambda: self._running.get(who, 0) < self.per_account, timeout=turn):
+            admitted = self._turns.wait_for(lambda: self._running.get(who, 0) < self.per_account, timeout=turn)
+            self._waiting[who] -= 1
+            if not admitted:
                 raise ServerBusy(f"this account already runs {self.per_account} statements at once (the most one account may) and "
                                  f"none finished within {turn:g} s; wait for one to finish")
             self._running[who] = self._running.get(who, 0) + 1
