@@ -45,7 +45,8 @@ class Episode:
 class Episodes:
     """The open episodes, by kind and where; what changed since the last ``take_changed``."""
 
-    def __init__(self, open_alerts: pl.DataFrame | None = None) -> None:
+    def __init__(self, open_alerts: pl.DataFrame | None = None, *, quiet: dict[str, dt.timedelta] | None = None) -> None:
+        self.quiet = quiet or QUIET
         self.open: dict[tuple[str, str], Episode] = {}
         self._closed: list[Episode] = []
         for row in (open_alerts.to_dicts() if open_alerts is not None else []):
@@ -77,7 +78,7 @@ class Episodes:
     def close_quiet(self, now: dt.datetime) -> None:
         """Close every episode that has seen nothing unusual for its kind's quiet time."""
         for key, episode in list(self.open.items()):
-            if now - episode.end >= QUIET[episode.kind]:
+            if now - episode.end >= self.quiet[episode.kind]:
                 episode.status, episode.revision, episode.changed = "closed", episode.revision + 1, True
                 self._closed.append(self.open.pop(key))
 

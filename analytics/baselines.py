@@ -70,6 +70,23 @@ def place_baselines(lake: Lake, place_ids: list[str], window: Filters) -> tuple[
     return _usual(grid, ["place_id"], "devices"), days_of_kind(days["day"])
 
 
+def released_place_baselines(lake: Lake, place_ids: list[str], window: Filters) -> tuple[pl.DataFrame, dict[bool, int]]:
+    """(place_id, slot, weekend, usual, mad) of devices per hour by hour of day, from the footfall release of the days of
+    ``window`` that were released (a place-hour the release left out counts as at that day's threshold: it was at most
+    that), and the weekdays and weekend days released. Post-processing of a release: anyone's to compute, so a line drawn
+    from it says nothing more of anyone."""
+    days = (scan(lake, "releases").filter((pl.col("table_name") == "footfall_hourly")
+                                          & pl.col("day").is_between(window.start.date(), window.end.date(), closed="left"))
+            .select(pl.col("day").cast(pl.Datetime("us", "UTC")), pl.col("threshold").cast(pl.Float64)).unique("day").collect())
+    counts = (scan(lake, "footfall_hourly").filter(pl.col("bucket").is_between(window.start, window.end, closed="left"))
+              .select("place_id", "bucket", pl.col("devices").cast(pl.Float64)).collect())
+    hours = days.join(pl.DataFrame({"h": pl.int_range(0, 24, eager=True)}), how="cross").select(
+        "day", "threshold", (pl.col("day") + pl.duration(hours=pl.col("h"))).alias("bucket"))
+    grid = (pl.DataFrame({"place_id": place_ids}).join(hours, how="cross").join(counts, on=["place_id", "bucket"], how="left")
+            .with_columns(pl.col("devices").fill_null(pl.col("threshold")), *slot_of()))
+    return _usual(grid, ["place_id"], "devices"), days_of_kind(days["day"])
+
+
 def sensor_baselines(lake: Lake, window: Filters) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(sensor_id, metric, slot, weekend, usual, mad) per hour slot of readings over ``window``; and (metric, ceiling)."""
     raw = (scan(lake, "readings").filter(window.ping_expr()).select("sensor_id", "metric", "ts", "value")

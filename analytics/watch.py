@@ -13,12 +13,14 @@ every 5-minute step up to the watermark (less ``lateness``) is evaluated once, i
 - **traffic drop** on a traffic counter: two readings in a row under ``drop_ratio`` of the usual and ``drop_z`` deviations
   below it, on a sensor not faulty at the time.
 
-Alerts are episodes (``analytics.alerts``): committed to the ``alerts`` table after each poll (an upsert by id), then
-handed to ``publish``. The last step it judged rides in the same commit's metadata (nothing else: the alerts table is
-shared, the pings table's versions are not) and in a file in the steward zone, so a restarted watcher resumes at the
-step after the last one it finished; its state (the last 15 minutes of pings, the last readings per sensor) is rebuilt
-from the lake's snapshot. Evidence names no count of people: how far above the usual in coarse bands (over 2x, 3x,
-5x), and only where the usual is itself at least k devices.
+Alerts are episodes (``analytics.alerts``): committed to the steward's ``alerts`` table after each poll (an upsert by id),
+then handed to ``publish`` (the broker carries raw pings, so it is inside the steward's boundary). What everyone else
+reads goes to ``alerts_released`` in a second commit: the faults and drops as they are (readings are about things), and
+crowd surges only from the differentially private test of ``analytics.released_alerts`` — never the exact ones. The last
+step judged rides in the exact commit's metadata and in a file in the steward zone, so a restarted watcher resumes at the
+step after the last one it finished (and copies faults and drops a kill kept from the released table); its state (the
+last hour of pings, the last readings per sensor) is rebuilt from the lake's snapshot. Evidence names no count of people:
+how far above the usual in coarse bands (over 2x, 3x, 5x), and only where the usual is itself at least k devices.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import polars as pl
 
 from citylake.analytics.alerts import DROP, FAULT, SURGE, Episodes
 from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, history_window, place_baselines, sensor_baselines, slot_of
+from citylake.analytics.released_alerts import HOUR, ReleasedSurges
 from citylake.analytics.scoring import SURGE_RATIO, SURGE_Z, count_z, drop_severity, surge_judgement
 from citylake.lake import Lake, added_since, read_added, registry, scan
 from citylake.queries import PlaceFinder
@@ -111,12 +114,15 @@ class Watcher:
         self.sensor_usual: pl.DataFrame | None = None
         self.checkpoint = self._resume()
         self.episodes = Episodes(scan(lake, "alerts").filter(pl.col("status") == "open").collect())
+        self.released = ReleasedSurges(lake, places=self.finder.places["place_id"].to_list(), k=k, ratio=config.surge_ratio,
+                                       history_days=config.history_days, announce=announce)
         self.baseline_day: dt.date | None = None
         self.raised = 0
         self.raised_at: dict[str, dt.datetime] = {}  # alert id → the step (event time) that first raised it
         self.unpublished: list[dict] = []
         self._latest: list[dt.datetime] = []  # the newest timestamps landed: event time is the oldest of them
         self._load_state()
+        self._release_missed()
 
     # -- resuming ----------------------------------------------------------------------------
     def _resume(self) -> Checkpoint:
@@ -148,12 +154,20 @@ class Watcher:
         self.watermark = since
         if since is None:
             return
-        pings = _rows_since(self.lake, "pings", since - WINDOW, PING_COLUMNS)
+        pings = _rows_since(self.lake, "pings", since - HOUR, PING_COLUMNS)
         self.hits = self.finder.hits(pings)
         readings = _rows_since(self.lake, "readings", since - READINGS_KEPT, READING_COLUMNS)
         self._take_readings(readings.filter(pl.col("ts") < since), warm_up=True)
         self.pending = readings.filter(pl.col("ts") >= since)
         self._advance(pings, readings)
+
+    def _release_missed(self) -> None:
+        """Faults and drops the last watcher committed but had not yet copied to the released alerts (a kill between the
+        two commits): copied now, at the revision it reached."""
+        exact = scan(self.lake, "alerts").filter(pl.col("kind") != SURGE)
+        missed = exact.join(scan(self.lake, "alerts_released").select("alert_id", "revision"), on=["alert_id", "revision"], how="anti").collect()
+        if missed.height:
+            self.lake.upsert("alerts_released", missed)
 
     # -- one poll ----------------------------------------------------------------------------
     def poll(self) -> int:
@@ -192,6 +206,7 @@ class Watcher:
         if self.baseline_day != at.date():
             self._learn(at.date())
         self._surges(at)
+        self.released.judge(at, self.hits)
         due = self.pending.filter(pl.col("ts") < at)
         self.pending = self.pending.filter(pl.col("ts") >= at)
         self._take_readings(due)
@@ -199,7 +214,7 @@ class Watcher:
         for episode in self.episodes.open.values():
             self.raised_at.setdefault(episode.alert_id, at)
         self.episodes.close_quiet(at)
-        self.hits = self.hits.filter(pl.col("ts") >= at + STEP - WINDOW)
+        self.hits = self.hits.filter(pl.col("ts") >= at + STEP - HOUR)  # the released test counts the last hour
 
     def _learn(self, day: dt.date) -> None:
         window = history_window(day, self.config.history_days)
@@ -308,6 +323,9 @@ class Watcher:
         if rows:
             self.lake.upsert("alerts", pl.DataFrame(rows, schema=_ALERT_SCHEMA), metadata={"citylake.watch": self.checkpoint.as_json()})
             self.unpublished += rows
+        released = [row for row in rows if row["kind"] != SURGE] + self.released.take_changed(now)
+        if released:
+            self.lake.upsert("alerts_released", pl.DataFrame(released, schema=_ALERT_SCHEMA))
         _write_atomically(self.lake.steward_dir / CHECKPOINT, self.checkpoint.as_json())
         self._publish()
         self.raised += len(rows)

@@ -215,13 +215,18 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
             publisher.close()
 
 
-def alerts(lake: Lake, /, *, open_only: bool = False, since: dt.datetime | None = None, kinds: tuple[str, ...] = ()) -> pl.DataFrame:
-    """The alerts ``citylake watch`` raised, newest first (anyone may read them: their evidence names no count of people)."""
+def alerts(lake: Lake, /, *, role: str = "analyst", open_only: bool = False, since: dt.datetime | None = None,
+           kinds: tuple[str, ...] = (), settings: S.Settings | None = None) -> pl.DataFrame:
+    """The alerts ``citylake watch`` raised, newest first: an analyst's are the released ones (crowd surges from a
+    differentially private test, faults and drops as raised); the steward's (``role="steward"``) are judged on exact counts."""
     import polars as pl
 
     from citylake.lake import scan
+    from citylake.privacy import STEWARD, check_role
 
-    rows = scan(lake, "alerts")
+    if check_role(role) == STEWARD:
+        steward_key(lake, settings=settings, doing="the steward's alerts")
+    rows = scan(lake, "alerts" if role == STEWARD else "alerts_released")
     if open_only:
         rows = rows.filter(pl.col("status") == "open")
     if since is not None:
@@ -266,13 +271,14 @@ def _mapping(mapping: str | Mapping[str, str] | None, known: tuple[str, ...]) ->
 def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None = None, days: list[dt.date] | None = None,
             engine_name: str = "polars", settings: S.Settings | None = None, announce: Callable[[str], None] = print) -> dict[str, int]:
     """Release ``days`` (default: every day with pings) with differential privacy, spending ``epsilon`` and ``delta`` per
-    day (default: the lake's whole budget per day); refused past the budget. Reads raw pings: the steward's job."""
+    day (default: the lake's budget per day less what live crowd alerts keep); refused past the budget. Reads raw pings:
+    the steward's job."""
     from citylake.privacy import read_policy
     from citylake.queries.release import publish as release
 
     steward_key(lake, settings=settings, doing="publishing")
     policy = read_policy(lake)
-    epsilon = policy.epsilon_per_day if epsilon is None else epsilon
+    epsilon = policy.release_epsilon if epsilon is None else epsilon
     delta = policy.delta_per_day if delta is None else delta
     return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
 

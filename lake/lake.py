@@ -53,7 +53,8 @@ DEFAULT_CELL_RES = 11
 # Partition cell resolution: res 5 cells (about 250 km^2) give a city a handful of
 # partitions per day, so files stay large; measured against res 4 and 6 in `make bench`.
 DEFAULT_PARTITION_RES = 5
-FORMAT_VERSION = 2  # 2: tables live in zones (steward/, tables/, releases/); 1 kept every table in tables/
+FORMAT_VERSION = 3  # 3: the watcher's exact alerts moved to the steward zone; 2: tables live in zones (steward/, tables/,
+# releases/); 1 kept every table in tables/
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,8 @@ class Lake:
             self._create_table(spec.name)
 
     def _upgrade(self, facts: dict) -> None:
-        """A format-1 lake (every table in tables/) gets its zones: people data, raw input and bookkeeping move to the
-        steward's 0700 directory, releases to releases/; a Delta table's files are relative to it, so a move is a rename."""
+        """An older lake's tables move to the zones this format keeps them in (format 1 kept every table in tables/; format
+        2 kept the exact alerts there): a Delta table's files are relative to it, so a move is a rename."""
         for spec in TABLES.values():
             old, new = self.root / ZONES["shared"].directory / spec.name, self.path(spec.name)
             if spec.zone != "shared" and old.is_dir() and not new.exists():

@@ -56,6 +56,14 @@ def _f(name: str, type_: pa.DataType, nullable: bool = True, **metadata: str) ->
 _GEOMETRY = _f("geometry", pa.binary(), False, crs=CRS, encoding="WKB")
 _PARTITION = (_f(PARTITION_CELL, pa.int64(), False), _f(PARTITION_DATE, pa.date32(), False))
 
+def _alert_fields() -> tuple[pa.Field, ...]:
+    """An alert episode, as the steward's exact table and the released one both keep it."""
+    return (_f("alert_id", pa.string(), False), _f("kind", pa.string(), False), _f("place_id", pa.string()),
+            _f("sensor_ids", pa.string()), _f("start", TIMESTAMP, False), _f("end", TIMESTAMP, False),
+            _f("status", pa.string(), False), _f("severity", pa.string(), False), _f("evidence", pa.string(), False),
+            _f("revision", pa.int64(), False), _f("updated_at", TIMESTAMP, False))
+
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -205,23 +213,21 @@ TABLES: dict[str, TableSpec] = {
         ),
         TableSpec(
             "alerts",
-            (
-                _f("alert_id", pa.string(), False),
-                _f("kind", pa.string(), False),
-                _f("place_id", pa.string()),
-                _f("sensor_ids", pa.string()),
-                _f("start", TIMESTAMP, False),
-                _f("end", TIMESTAMP, False),
-                _f("status", pa.string(), False),
-                _f("severity", pa.string(), False),
-                _f("evidence", pa.string(), False),
-                _f("revision", pa.int64(), False),
-                _f("updated_at", TIMESTAMP, False),
-            ),
-            "Live alerts from `citylake watch`: one row per episode (crowd surge, sensor fault, traffic drop), updated as it "
-            "grows and closed when it ends. People evidence is k-anonymous and coarse: a ratio to the usual, never a count.",
+            _alert_fields(),
+            "Live alerts from `citylake watch`, judged on exact counts: one row per episode (crowd surge, sensor fault, "
+            "traffic drop), updated as it grows and closed when it ends; crowds k-anonymous, so the steward's.",
             key=("alert_id",),
             cell_columns=(),
+            zone="steward",
+        ),
+        TableSpec(
+            "alerts_released",
+            _alert_fields(),
+            "Release: the live alerts everyone may read. Sensor faults and traffic drops as `citylake watch` raised them (they "
+            "are about things); crowd surges from a differentially private test (the sparse vector technique), never a count.",
+            key=("alert_id",),
+            cell_columns=(),
+            zone="release",
         ),
         TableSpec(
             "detections",

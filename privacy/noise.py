@@ -42,6 +42,13 @@ class Noise:
         return _mechanism(self.mechanism, self.scale, discrete=self.discrete)
 
 
+def laplace_noise(counts: np.ndarray, scale: float, /) -> np.ndarray:
+    """``counts`` (whole numbers) with OpenDP's discrete Laplace noise of ``scale`` added to each."""
+    if counts.size == 0:
+        return counts.astype(np.int64)
+    return np.asarray(_mechanism("laplace", scale)(counts.astype(np.int64).tolist()), dtype=np.int64)
+
+
 def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:
     """The noise that spends at most ``epsilon`` (and ``delta``) on counts a device changes by at most ``l1`` (sum of
     absolute changes) and ``l2`` (root of summed squares)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from citylake.lake import Lake
 from citylake.privacy.errors import BadPolicy, Refused
+from citylake.privacy.sparse import check as check_alerts
 
 POLICY_FILE = "privacy.json"
 DEFAULT_K = 10  # groups of fewer than 10 distinct devices are never shown, and a release shows no noisy count under 10
@@ -32,8 +33,16 @@ class Policy:
     max_trips: int = 6  # trips one device may add to a day's flows release
     threshold_sigmas: float = 3.0  # a release shows a noisy count only from this many noise deviations up (and the k floor):
     # an empty partition's noise passes it 0.13% of the time (Gaussian; 2 deviations let 2.3% through, most rows of a sparse release)
+    alert_epsilon: float = 0.3  # of each day's budget, kept for the crowd alerts everyone but the steward reads (live, the
+    # sparse vector technique: privacy.sparse); releases spend the rest by default
+    alert_most: int = 2  # crowd alerts a day may raise for them: each one costs as much as the whole run of "no"s
     epochs: tuple[dict, ...] = field(default=())  # {"epoch", "check", "since"}: the key's check value per epoch
     pending: str | None = None  # a rotation's new check value until it is finished
+
+    @property
+    def release_epsilon(self) -> float:
+        """What a release of one day spends by default: the day's budget less what the live crowd alerts keep."""
+        return self.epsilon_per_day - self.alert_epsilon
 
     @property
     def epoch(self) -> int:
@@ -66,6 +75,10 @@ class Policy:
             raise BadPolicy("threshold_sigmas", self.threshold_sigmas, "give a number of noise deviations of 0 or more")
         if not 0 <= self.bound_share < 1:
             raise BadPolicy("bound_share", self.bound_share, "give a share of the release's epsilon from 0 (a fixed bound) to below 1")
+        check_alerts(self.alert_epsilon, self.alert_most)
+        if self.alert_epsilon >= self.epsilon_per_day:
+            raise BadPolicy("alert_epsilon", self.alert_epsilon, f"keep the live crowd alerts' epsilon below the day's budget "
+                            f"({self.epsilon_per_day:g}), so that releases have some")
         for name in ("max_place_hours", "max_cell_hours", "max_trips"):
             if getattr(self, name) < 1:
                 raise BadPolicy(name, getattr(self, name), "a contribution bound is at least 1")

@@ -133,7 +133,7 @@ class Workspace:
     def _check_table(self, schema: str, table: str) -> None:
         if table in HIDDEN_FROM_ANALYSTS:
             raise Refused(f"{table} is not visible to analysts: it holds personal data or raw input; people data reaches "
-                          "analysts as releases (footfall_hourly, footfall_cells_hourly, od_daily)")
+                          "analysts as releases (footfall_hourly, footfall_cells_hourly, od_daily, alerts_released)")
         if FILE_LIKE.search(table):
             raise Refused(f"{table!r} is not one of the lake's tables (the workspace reads no files); the tables are: "
                           f"{', '.join(self.tables)}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, settings
@@ -199,3 +201,52 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption()))
     return folder / "cert.pem", folder / "key.pem"
+
+
+# -- a park and a plaza inside it (the live watcher's tests) ----------------------------------------------------------------
+PARK = (121.40, 31.20, 121.41, 31.21)  # lon/lat box, ~1 km
+PLAZA = (121.404, 31.204, 121.406, 31.206)
+
+
+def box_polygon(x0, y0, x1, y1) -> dict:
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def quiet_park_days(rng: np.random.Generator, days: list[dt.date]) -> list[tuple]:
+    """Every quarter-hour: 3 devices somewhere in the park outside the plaza, 1 in the plaza."""
+    rows = []
+    for day in days:
+        for q in range(96):
+            at = dt.datetime.combine(day, dt.time(), dt.timezone.utc) + dt.timedelta(minutes=15 * q + 3)
+            rows += [(f"walker-{rng.integers(50)}", at, 31.201 + 0.002 * i, 121.401) for i in range(3)]
+            rows.append((f"sitter-{rng.integers(20)}", at, 31.205, 121.405))
+    return rows
+
+
+def plaza_crowd(start: dt.datetime, devices: int) -> list[tuple]:
+    """``devices`` distinct devices in the plaza, each pinging every 5 minutes for 30 minutes."""
+    return [(f"crowd-{d}", start + dt.timedelta(minutes=m), 31.2045 + 0.001 * (d % 10) / 10, 121.4045 + 0.001 * (d // 10) / 10)
+            for d in range(devices) for m in range(0, 30, 5)]
+
+
+def write_pings_csv(path: Path, rows: list[tuple]) -> Path:
+    pl.DataFrame(rows, schema=["device_id", "ts", "lat", "lon"], orient="row").with_columns(
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(path)
+    return path
+
+
+@pytest.fixture
+def park_lake(tmp_path) -> Lake:
+    """A park with a plaza inside, and four quiet weekdays of pings (Monday 2026-11-02 to Thursday)."""
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
+
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    features = [{"type": "Feature", "geometry": box_polygon(*box), "properties": {"id": name, "category": "park"}}
+                for name, box in (("park", PARK), ("plaza", PLAZA))]
+    (tmp_path / "places.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    ingest_places(lake, tmp_path / "places.geojson")
+    history = [dt.date(2026, 11, 2) + dt.timedelta(days=d) for d in range(4)]  # Monday to Thursday
+    quiet = quiet_park_days(np.random.default_rng(0), history)
+    ingest_pings(lake, write_pings_csv(tmp_path / "history.csv", quiet), key=TEST_KEY.encode())
+    return lake

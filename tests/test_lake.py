@@ -30,6 +30,7 @@ from citylake.lake import (
     duckdb_for,
     scan,
 )
+from citylake.lake.lake import FORMAT_VERSION
 
 
 def duck_rows(lake: Lake, query: str, **kw) -> list[tuple]:
@@ -315,7 +316,7 @@ def test_a_lake_from_before_zones_moves_into_them_when_its_owner_opens_it(tmp_pa
     marker.write_text(json.dumps({k: v for k, v in facts.items() if k != "lake_id"} | {"format": 1}))
     opened = Lake.open(tmp_path / "lake")
     assert opened.rows("pings") == 500 and opened.path("pings").parent.name == "steward" and opened.lake_id
-    assert not (tmp_path / "lake" / "tables" / "pings").exists() and json.loads(marker.read_text())["format"] == 2
+    assert not (tmp_path / "lake" / "tables" / "pings").exists() and json.loads(marker.read_text())["format"] == FORMAT_VERSION
     steward = tmp_path / "lake" / "steward"
     assert stat.S_IMODE(steward.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in steward.rglob("*")), "a steward file is open to others"

@@ -486,7 +486,7 @@ def test_a_kept_answer_never_outlives_a_change_of_its_tables(server, tokens, cit
     before = server.client.get("/api/alerts", headers=planner).json()["rows"]
     assert server.client.get("/api/alerts", headers=planner).json()["rows"] == before  # kept
     now = dt.datetime.now(dt.UTC)
-    city.write("alerts", pl.DataFrame({
+    city.write("alerts_released", pl.DataFrame({
         "alert_id": ["test-cache"], "kind": ["crowd surge"], "place_id": ["places:expo"], "sensor_ids": [None], "start": [now],
         "end": [now], "status": ["open"], "severity": ["medium"], "evidence": ["a test"], "revision": [1], "updated_at": [now]},
         schema_overrides={"sensor_ids": pl.String}), mode="append")
@@ -586,13 +586,18 @@ def test_one_analyst_cannot_hold_every_workspace_nor_take_the_memory(server, tok
         answer = server.client.post("/api/sql", json={"sql": sql}, headers=headers)
         done[label] = (time.monotonic(), answer.status_code)
 
+    warm = [threading.Thread(target=post, args=(f"warm{i}", "SELECT 1 AS one", (analyst, other)[i % 2])) for i in range(4)]
+    for runner in warm:  # all four workspaces made first: making one takes a while on a busy machine
+        runner.start()
+    for runner in warm:
+        runner.join(timeout=120)
     runners = [threading.Thread(target=post, args=(f"held{i}", slow, analyst)) for i in range(3)]  # 3 of the 4 workspaces
     for runner in runners:
         runner.start()
-    time.sleep(0.7)
+    time.sleep(1.0)
     fourth = threading.Thread(target=post, args=("fourth", "SELECT 1 AS one", analyst))
     fourth.start()
-    time.sleep(0.2)
+    time.sleep(0.3)
     post("other", "SELECT 1 AS one", other)
     for runner in (*runners, fourth):
         runner.join(timeout=120)

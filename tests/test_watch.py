@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import TEST_KEY, generated_city_lake, utc, with_key
+from conftest import PLAZA, TEST_KEY, box_polygon, generated_city_lake, plaza_crowd, quiet_park_days, utc, with_key, write_pings_csv
 
 from citylake.analytics.alerts import FAULT, SURGE, Episodes, alert_id, for_scoring
 from citylake.analytics.truth import load_events, score
@@ -63,58 +62,14 @@ def test_an_open_alert_read_back_grows_instead_of_starting_again():
     assert episode.alert_id == saved["alert_id"][0] and episode.start == utc(2026, 11, 6, 6) and episode.revision == 2
 
 
-# -- a park and a plaza inside it ----------------------------------------------------------------
-PARK = (121.40, 31.20, 121.41, 31.21)  # lon/lat box, ~1 km
-PLAZA = (121.404, 31.204, 121.406, 31.206)
-
-
-def _box(x0, y0, x1, y1) -> dict:
-    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-
-
-def _quiet_days(rng: np.random.Generator, days: list[dt.date]) -> list[tuple]:
-    """Every quarter-hour: 3 devices somewhere in the park outside the plaza, 1 in the plaza."""
-    rows = []
-    for day in days:
-        for q in range(96):
-            at = dt.datetime.combine(day, dt.time(), dt.timezone.utc) + dt.timedelta(minutes=15 * q + 3)
-            rows += [(f"walker-{rng.integers(50)}", at, 31.201 + 0.002 * i, 121.401) for i in range(3)]
-            rows.append((f"sitter-{rng.integers(20)}", at, 31.205, 121.405))
-    return rows
-
-
-def _crowd(start: dt.datetime, devices: int) -> list[tuple]:
-    """``devices`` distinct devices in the plaza, each pinging every 5 minutes for 30 minutes."""
-    return [(f"crowd-{d}", start + dt.timedelta(minutes=m), 31.2045 + 0.001 * (d % 10) / 10, 121.4045 + 0.001 * (d // 10) / 10)
-            for d in range(devices) for m in range(0, 30, 5)]
-
-
-def _write_pings(path: Path, rows: list[tuple]) -> Path:
-    pl.DataFrame(rows, schema=["device_id", "ts", "lat", "lon"], orient="row").with_columns(
-        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(path)
-    return path
-
-
-@pytest.fixture
-def park_lake(tmp_path) -> Lake:
-    lake = with_key(Lake.init(tmp_path / "lake"))
-    features = [{"type": "Feature", "geometry": _box(*box), "properties": {"id": name, "category": "park"}}
-                for name, box in (("park", PARK), ("plaza", PLAZA))]
-    (tmp_path / "places.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    ingest_places(lake, tmp_path / "places.geojson")
-    history = [dt.date(2026, 11, 2) + dt.timedelta(days=d) for d in range(4)]  # Monday to Thursday
-    ingest_pings(lake, _write_pings(tmp_path / "history.csv", _quiet_days(np.random.default_rng(0), history)), key=KEY)
-    return lake
-
-
 @pytest.mark.parametrize("crowd, alerts", [(40, 1), (8, 0)])
 def test_a_crowd_is_an_alert_at_the_innermost_place_only_from_k_devices(park_lake, tmp_path, crowd, alerts):
     """40 devices in the plaza (usually 1) raise one surge there, not in the park around it; 8 (under k = 10) raise none,
     though 8 times the usual."""
     watcher = Watcher(park_lake, k=10, config=WatchConfig(lateness=NOW), announce=lambda _: None)
     friday = utc(2026, 11, 6, 10)
-    live = _quiet_days(np.random.default_rng(1), [friday.date()]) + _crowd(friday, crowd)
-    ingest_pings(park_lake, _write_pings(tmp_path / "live.csv", live), key=KEY)
+    live = quiet_park_days(np.random.default_rng(1), [friday.date()]) + plaza_crowd(friday, crowd)
+    ingest_pings(park_lake, write_pings_csv(tmp_path / "live.csv", live), key=KEY)
     watcher.poll()
     found = scan(park_lake, "alerts").collect()
     assert found.height == alerts
@@ -129,12 +84,12 @@ def test_a_crowd_is_an_alert_at_the_innermost_place_only_from_k_devices(park_lak
 def test_too_little_history_is_said_not_guessed(tmp_path):
     lake = with_key(Lake.init(tmp_path / "lake"))
     (tmp_path / "places.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": _box(*PLAZA), "properties": {"id": "plaza", "category": "park"}}]}))
+        {"type": "Feature", "geometry": box_polygon(*PLAZA), "properties": {"id": "plaza", "category": "park"}}]}))
     ingest_places(lake, tmp_path / "places.geojson")
-    ingest_pings(lake, _write_pings(tmp_path / "h.csv", _quiet_days(np.random.default_rng(0), [dt.date(2026, 11, 5)])), key=KEY)
+    ingest_pings(lake, write_pings_csv(tmp_path / "h.csv", quiet_park_days(np.random.default_rng(0), [dt.date(2026, 11, 5)])), key=KEY)
     said = []
     watcher = Watcher(lake, k=10, config=WatchConfig(lateness=NOW), announce=said.append)
-    ingest_pings(lake, _write_pings(tmp_path / "live.csv", _crowd(utc(2026, 11, 6, 10), 60)), key=KEY)
+    ingest_pings(lake, write_pings_csv(tmp_path / "live.csv", plaza_crowd(utc(2026, 11, 6, 10), 60)), key=KEY)
     watcher.poll()
     assert scan(lake, "alerts").collect().is_empty()
     assert any("crowd surges need 2 more day(s) of history" in line for line in said), said
@@ -272,10 +227,10 @@ def test_a_ping_from_the_future_does_not_make_the_watcher_skip_minutes(park_lake
     watcher = Watcher(park_lake, k=10, config=WatchConfig(lateness=NOW), announce=lambda _: None)
     friday = utc(2026, 11, 6, 10)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=1)
-    ingest_pings(park_lake, _write_pings(tmp_path / "first.csv", [(f"from-now-{i}", now, 31.205, 121.405) for i in range(3)]), key=KEY)
+    ingest_pings(park_lake, write_pings_csv(tmp_path / "first.csv", [(f"from-now-{i}", now, 31.205, 121.405) for i in range(3)]), key=KEY)
     watcher.poll()  # three pings from the future land first
-    live = _quiet_days(np.random.default_rng(1), [friday.date()]) + _crowd(friday, 40)
-    ingest_pings(park_lake, _write_pings(tmp_path / "live.csv", live), key=KEY)
+    live = quiet_park_days(np.random.default_rng(1), [friday.date()]) + plaza_crowd(friday, 40)
+    ingest_pings(park_lake, write_pings_csv(tmp_path / "live.csv", live), key=KEY)
     watcher.poll()
     assert scan(park_lake, "alerts").collect()["place_id"].to_list() == ["places:plaza"]
     assert watcher.checkpoint.evaluated < now - dt.timedelta(hours=1)
@@ -286,7 +241,7 @@ def test_a_crowd_that_leaves_every_day_at_the_same_time_is_no_surge(tmp_path):
     busier of its two quarter-hours, so the everyday crowd's last minutes are not a surge."""
     lake = with_key(Lake.init(tmp_path / "lake"))
     (tmp_path / "places.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": _box(*PLAZA), "properties": {"id": "plaza", "category": "park"}}]}))
+        {"type": "Feature", "geometry": box_polygon(*PLAZA), "properties": {"id": "plaza", "category": "park"}}]}))
     ingest_places(lake, tmp_path / "places.geojson")
 
     def everyday(day: dt.date) -> list[tuple]:
@@ -294,10 +249,10 @@ def test_a_crowd_that_leaves_every_day_at_the_same_time_is_no_surge(tmp_path):
         return [(f"regular-{d}", start + dt.timedelta(minutes=m), 31.2045 + 0.0001 * (d % 10), 121.4045 + 0.0001 * (d // 10))
                 for d in range(25) for m in range(0, 90, 5)]
     history = [dt.date(2026, 11, 2) + dt.timedelta(days=d) for d in range(4)]
-    ingest_pings(lake, _write_pings(tmp_path / "h.csv", [r for day in history for r in everyday(day)]), key=KEY)
+    ingest_pings(lake, write_pings_csv(tmp_path / "h.csv", [r for day in history for r in everyday(day)]), key=KEY)
     watcher = Watcher(lake, k=10, config=WatchConfig(lateness=NOW), announce=lambda _: None)
     live = everyday(dt.date(2026, 11, 6)) + [("late-walker", utc(2026, 11, 6, 14, m), 31.2045, 121.4045) for m in range(0, 60, 1)]
-    ingest_pings(lake, _write_pings(tmp_path / "live.csv", live), key=KEY)
+    ingest_pings(lake, write_pings_csv(tmp_path / "live.csv", live), key=KEY)
     watcher.poll()
     assert watcher.checkpoint.evaluated >= utc(2026, 11, 6, 13)
     assert scan(lake, "alerts").collect().is_empty()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from citylake.cli.options import START, TABLE_FORMATS, Context, pass_context
+from citylake.cli.options import ROLE, START, TABLE_FORMATS, Context, pass_context
 from citylake.cli.output import emit, note, say
 
 
@@ -27,10 +27,16 @@ def watch(ctx: Context, broker: str | None, alerts_topic: str, max_seconds: floa
       sensor fault   an impossible value, a flat line, or an hour of silence
       traffic drop   a traffic counter under half its usual, twice in a row
 
-    Each alert is one episode: one row of the `alerts` table, updated as it grows and closed when
-    it has been quiet (15 min for surges, 30 for drops, an hour for faults). Stopped and started
-    again, it resumes where it stopped: no alert lost, none twice. It reads raw pings: the
-    steward's command. Evidence gives ratios to the usual, never a count of people.
+    Each alert is one episode: one row of the steward's `alerts` table, updated as it grows and
+    closed when it has been quiet (15 min for surges, 30 for drops, an hour for faults). Stopped
+    and started again, it resumes where it stopped: no alert lost, none twice. It reads raw pings:
+    the steward's command. Evidence gives ratios to the usual, never a count of people.
+
+    Analysts and planners read `alerts_released`: the faults and drops, and crowd surges from a
+    differentially private test each quarter-hour (devices in the last hour against twice the
+    usual of the history's release, plus a margin for the noise; the lake's policy keeps
+    `alert_epsilon` of each day's budget for it and allows `alert_most` such alerts a day). It
+    needs the history published (`citylake publish`), and says so when it is not.
 
     \b
     Example:
@@ -55,10 +61,15 @@ def watch(ctx: Context, broker: str | None, alerts_topic: str, max_seconds: floa
 @START
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(["crowd surge", "sensor fault", "traffic drop"]),
               help="Only alerts of this kind (repeatable).")
+@ROLE
 @click.option("--format", "fmt", type=TABLE_FORMATS, default="table", show_default=True)
 @pass_context
-def alerts(ctx: Context, open_only: bool, start, kinds: tuple[str, ...], fmt: str) -> None:
+def alerts(ctx: Context, open_only: bool, start, kinds: tuple[str, ...], role: str, fmt: str) -> None:
     """The alerts `citylake watch` raised, newest first.
+
+    As an analyst (the default): what analysts and planners read — sensor faults and traffic
+    drops as raised, crowd surges from a differentially private test. With --role steward: every
+    alert as judged on exact counts (k-anonymous crowds).
 
     \b
     Example:
@@ -67,7 +78,7 @@ def alerts(ctx: Context, open_only: bool, start, kinds: tuple[str, ...], fmt: st
     """
     from citylake import api
 
-    found = api.alerts(ctx.open(), open_only=open_only, since=start, kinds=kinds)
+    found = api.alerts(ctx.open(), role=role, open_only=open_only, since=start, kinds=kinds, settings=ctx.settings)
     if found.is_empty() and fmt == "table":
         note("no alerts" + (" open" if open_only else "") + "; `citylake watch` raises them as data lands")
         return

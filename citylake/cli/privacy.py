@@ -32,6 +32,10 @@ def show(ctx: Context) -> None:
 @click.option("--max-place-hours", type=int, help="Place-hours one device may add to a day's footfall release.")
 @click.option("--max-cell-hours", type=int, help="Cell-hours one device may add to a day's cell release.")
 @click.option("--max-trips", type=int, help="District pairs one device may add to a day's flows release.")
+@click.option("--alert-epsilon", type=float, help="Of each day's epsilon, what the live crowd alerts analysts and planners read "
+              "may spend (0: none for them); releases get the rest by default.")
+@click.option("--alert-most", type=int, help="Crowd alerts a day may raise for analysts and planners (each costs as much as "
+              "all the quiet checks together).")
 @pass_context
 def set_policy(ctx: Context, **values) -> None:
     """Change the lake's policy; budget already spent stays spent.

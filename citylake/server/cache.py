@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from citylake.lake import Lake
 
-WATCHED = ("places", "footfall_hourly", "footfall_cells_hourly", "od_daily", "alerts")
+WATCHED = ("places", "footfall_hourly", "footfall_cells_hourly", "od_daily", "alerts_released")
 
 
 class AnswerCache:

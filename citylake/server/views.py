@@ -21,7 +21,7 @@ from citylake.viz import map_payload as kepler_payload
 
 LAYERS = ("footfall", "od", "hotspots", "alerts")
 # planners and pilots read through endpoints, not SQL: the releases, the map layers and the alerts
-ENDPOINT_TABLES = ("places", "footfall_hourly", "footfall_cells_hourly", "od_daily", "alerts", "releases")
+ENDPOINT_TABLES = ("places", "footfall_hourly", "footfall_cells_hourly", "od_daily", "alerts_released", "releases")
 
 
 def tables_for(lake, account: Account) -> list[dict]:
