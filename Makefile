@@ -63,6 +63,7 @@ LIVE_LAKE ?= demo-live-lake
 LIVE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-live-pseudonym.key CITYLAKE_MQTT_COMMIT_SECONDS=2 \
 	CITYLAKE_WATCH_POLL_SECONDS=1 CITYLAKE_WATCH_LATENESS_MINUTES=0 $(BIN)/citylake --lake $(LIVE_LAKE)
 SURGE_DAY := 2026-11-05
+CITY_FIRST_DAY := 2026-11-02
 
 demo-live: $(STAMP) system-deps ## Live alerts: the demo city's expo surge replayed through MQTT (needs `make demo`'s city)
 	@test -f $(DEMO_CITY)/pings.csv || { echo "run make demo first: it generates $(DEMO_CITY)"; exit 2; }
@@ -75,6 +76,8 @@ demo-live: $(STAMP) system-deps ## Live alerts: the demo city's expo surge repla
 	@echo "history: the city up to $(SURGE_DAY) 10:30, from files"
 	$(LIVE) ingest pings $(DEMO_CITY)/history-pings.csv
 	$(LIVE) ingest readings $(DEMO_CITY)/history-readings.csv
+	@echo "the history's release: what the crowd alerts analysts read are judged against"
+	$(LIVE) publish --from $(CITY_FIRST_DAY) --to $(SURGE_DAY)
 	@set -e; port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
 	broker=mqtt://127.0.0.1:$$port; \
 	printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' $$port > $(LIVE_LAKE)/mosquitto.conf; \
@@ -88,6 +91,9 @@ demo-live: $(STAMP) system-deps ## Live alerts: the demo city's expo surge repla
 	$(BIN)/citylake replay --broker $$broker --pings $(DEMO_CITY)/pings.csv --readings $(DEMO_CITY)/readings.csv \
 	  --from $(SURGE_DAY)T10:30Z --to $(SURGE_DAY)T11:30Z --speed 60; \
 	sleep 8; kill -TERM $$watcher $$pings $$readings; wait $$watcher $$pings $$readings || true
+	@echo "the steward's alerts (exact counts, k-anonymous):"
+	$(LIVE) alerts --role steward
+	@echo "what analysts and planners see (crowds only through the differentially private test):"
 	$(LIVE) alerts
 
 system-deps: ## Install the system packages the tests use (Mosquitto MQTT broker, Chromium, npm) with apt-get

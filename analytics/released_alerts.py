@@ -5,8 +5,10 @@ The watcher's own surges are judged on exact counts, k-anonymous: the steward's 
 hour are above a line drawn from public facts only — the usual from the footfall *release* of the history (post-
 processing), twice it or the k floor, plus a margin for the noise (``SparseVector.margin``) — through the sparse vector
 technique (``privacy.sparse``): one run a day, charged to the ledger before its first question, at most the policy's
-``alert_most`` yeses. A yes opens an alert at the place that stays open for ``HOLD`` and is not asked again meanwhile (a
-yes costs as much as all the no's); its evidence is the line it crossed, never a count.
+``alert_most`` yeses. Smaller places are asked first, and a yes leaves the places around it unasked (a crowd in a plaza
+is the plaza's, not its district's, as the steward's alerts have it, and a yes costs as much as all the no's). A yes
+opens an alert at the place that stays open for ``HOLD``, the place and those around it not asked meanwhile; its
+evidence is the line it crossed, never a count.
 
 Needs the history's releases (``citylake publish``): without ``MIN_HISTORY_DAYS`` released days, or ``MIN_KIND_DAYS`` of
 the day's kind, no question is asked that day, and the watcher says so.
@@ -38,9 +40,11 @@ QUESTIONS_A_DAY = 96  # one per place each quarter-hour
 class ReleasedSurges:
     """The day's sparse-vector run, the released usual, and the released surge episodes."""
 
-    def __init__(self, lake: Lake, /, *, places: list[str], k: int, ratio: float, history_days: int,
+    def __init__(self, lake: Lake, /, *, shapes: dict, k: int, ratio: float, history_days: int,
                  announce: Callable[[str], None]) -> None:
-        self.lake, self.places, self.k, self.ratio = lake, sorted(places), k, ratio
+        self.places = sorted(shapes, key=lambda place: (shapes[place].area, place))  # the order questions are asked in
+        self.around = _places_around(shapes)
+        self.lake, self.k, self.ratio = lake, k, ratio
         self.history_days, self.announce = history_days, announce
         self.policy = read_policy(lake)
         self.run = SparseVector.load(lake.steward_dir / STATE)
@@ -56,12 +60,16 @@ class ReleasedSurges:
         if at.minute % 15 or not self._ready(at.date()) or (self.run.judged is not None and at <= self.run.judged):
             return
         start = at - HOUR
-        held = {where for (_, where) in self.episodes.open}
-        asked = self._lines(at).filter(~pl.col("place_id").is_in(list(held)))
+        opened = {where for (_, where) in self.episodes.open}
+        held = opened | {outer for place in opened for outer in self.around.get(place, ())}
+        order = pl.DataFrame({"place_id": self.places, "order": range(len(self.places))})
         counts = (hits.filter(pl.col("ts").is_between(start, at, closed="left")).group_by("place_id")
                   .agg(pl.col("device_id").n_unique().alias("devices")))
-        asked = asked.join(counts, on="place_id", how="left").with_columns(pl.col("devices").fill_null(0)).sort("place_id")
-        answers = self.run.above(asked["devices"].to_numpy(), asked["line"].to_numpy())
+        asked = (self._lines(at).filter(~pl.col("place_id").is_in(list(held))).join(order, on="place_id")
+                 .join(counts, on="place_id", how="left").with_columns(pl.col("devices").fill_null(0)).sort("order"))
+        position = {place: i for i, place in enumerate(asked["place_id"])}
+        spared = [{position[outer] for outer in self.around.get(place, ()) if outer in position} for place in asked["place_id"]]
+        answers = self.run.above(asked["devices"].to_numpy(), asked["line"].to_numpy(), unasked_after_yes=spared)
         self.run.judged = at
         self.run.save(self.lake.steward_dir / STATE)  # before any answer leaves: a restart never asks this step again
         when = f"{'weekend' if start.weekday() >= 5 else 'weekday'} {start:%H}:00 UTC"
@@ -83,7 +91,9 @@ class ReleasedSurges:
             return not self.run.spent
         if self.quiet_day == day:
             return False
-        if self.policy is None or self.policy.alert_epsilon == 0:
+        if self.policy is None:
+            return self._quiet(day, "the lake has no privacy policy (`citylake init` with the lake's key)")
+        if self.policy.alert_epsilon == 0:
             return self._quiet(day, "the lake's policy keeps no epsilon for them (`citylake privacy set --alert-epsilon`)")
         if self._lines_for(day) is None:
             return False
@@ -127,3 +137,10 @@ class ReleasedSurges:
         margin = self.run.margin(len(self.places) * QUESTIONS_A_DAY)
         line = np.maximum(self.k, self.ratio * usual["usual"].to_numpy()) + margin if usual.height else np.zeros(0)
         return usual.select("place_id").with_columns(pl.Series("line", line, dtype=pl.Float64))
+
+
+def _places_around(shapes: dict) -> dict[str, set[str]]:
+    """Each place's larger places that hold it (its representative point inside), as the steward's surges judge nesting."""
+    points = {place: shape.representative_point() for place, shape in shapes.items()}
+    return {inner: {outer for outer, shape in shapes.items() if outer != inner and shape.area > shapes[inner].area
+                    and shape.contains(points[inner])} for inner in shapes}

@@ -114,8 +114,9 @@ class Watcher:
         self.sensor_usual: pl.DataFrame | None = None
         self.checkpoint = self._resume()
         self.episodes = Episodes(scan(lake, "alerts").filter(pl.col("status") == "open").collect())
-        self.released = ReleasedSurges(lake, places=self.finder.places["place_id"].to_list(), k=k, ratio=config.surge_ratio,
-                                       history_days=config.history_days, announce=announce)
+        shapes = self.finder.shapes(self.finder.places["place_id"].to_list())
+        self.released = ReleasedSurges(lake, shapes=shapes, k=k, ratio=config.surge_ratio, history_days=config.history_days,
+                                       announce=announce)
         self.baseline_day: dt.date | None = None
         self.raised = 0
         self.raised_at: dict[str, dt.datetime] = {}  # alert id → the step (event time) that first raised it

@@ -64,6 +64,7 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
         ingest_readings(lake, work / "readings.csv")
 
     feed(None, start)
+    publish_history(lake, start.date())
     said: list[str] = []
     watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=said.append)
     hours, polls = int((end - start).total_seconds() // 3600), []
@@ -82,9 +83,39 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
         latency[event["kind"]] = round((min(raised) - event["start"]).total_seconds() / 60, 1) if raised else None
     if latency.get("crowd_surge") is not None:  # the generator's crowd arrives an hour after the event's start (its sensors jump
         latency["crowd_surge_from_crowd_arrival"] = latency["crowd_surge"] - 60  # at the start): ingestion.city._pings, hour >= 11
+    released = scan(lake, "alerts_released").collect()
     return {"live_hours": hours, "pings": pings.height, "live": _brief(live), "batch": _brief(batch),
+            "released": _released_figures(released, events),
             "latency_event_minutes": latency, "alerts": alerts.height, "said": said,
             "poll_seconds_median": round(sorted(polls)[len(polls) // 2], 3), "poll_seconds_max": round(max(polls), 3)}
+
+
+def publish_history(lake, before: dt.date) -> None:
+    """The lake's default policy and the release of every day before ``before`` (what analysts' crowd alerts are judged
+    against), spending the default share (the budget less what live crowd alerts keep)."""
+    from citylake.lake import scan
+    from citylake.privacy import Policy, key_check, write_policy
+    from citylake.queries.release import publish
+
+    policy = Policy().with_epoch(key_check(KEY))
+    write_policy(lake, policy)
+    days = sorted({d for d in scan(lake, "pings").select(pl.col("date").unique()).collect()["date"] if d < before})
+    publish(lake, policy=policy, epsilon=policy.release_epsilon, delta=policy.delta_per_day, days=days)
+
+
+def _released_figures(released: pl.DataFrame, events: list[dict]) -> dict:
+    """What analysts and planners saw: every kind scored as the steward's are; crowd surges (the private test) apart,
+    with the detector latency of each surge found (the step that said yes, from the event's start)."""
+    from citylake.analytics.alerts import SURGE, for_scoring
+    from citylake.analytics.truth import matches, score
+
+    surges = released.filter(pl.col("kind") == SURGE)
+    crowd_events = [e for e in events if e["kind"] == "crowd_surge"]
+    found = [min((a["end"] for a in for_scoring(surges).to_dicts() if matches(a, e)), default=None) for e in crowd_events]
+    return {"all_kinds": _brief(score(for_scoring(released), events)), "crowd_surges_raised": surges.height,
+            "crowd_surges_found": sum(f is not None for f in found), "crowd_surges_injected": len(crowd_events),
+            "crowd_surge_latency_event_minutes": [round((f - e["start"]).total_seconds() / 60, 1) if f else None
+                                                  for f, e in zip(found, crowd_events)]}
 
 
 def _brief(result: dict) -> dict:

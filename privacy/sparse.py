@@ -58,14 +58,20 @@ class SparseVector:
         threshold_scale, query_scale = _scales(self.epsilon, self.most)
         return math.ceil(query_scale * math.log(max(questions, 2) / 2) + 2 * math.sqrt(2) * threshold_scale)
 
-    def above(self, counts: np.ndarray, lines: np.ndarray) -> np.ndarray:
-        """For each count, in order, whether it is above its line (public), noise included; no after ``most`` yeses."""
+    def above(self, counts: np.ndarray, lines: np.ndarray, *, unasked_after_yes: list[set[int]] | None = None) -> np.ndarray:
+        """For each count, in order, whether it is above its line (public), noise included; no after ``most`` yeses. A yes
+        to question i leaves the questions ``unasked_after_yes[i]`` unasked (no): which questions are asked may depend on
+        earlier answers, never on the data itself."""
         answers = np.zeros(len(counts), dtype=bool)
         if self.spent or not len(counts):
             return answers
-        noisy = laplace_noise(np.asarray(counts, dtype=np.int64), self.query_scale)
+        noisy = laplace_noise(np.asarray(counts, dtype=np.int64), self.query_scale)  # a draw for a question not asked is unused
+        unasked: set[int] = set()
         for i, (count, line) in enumerate(zip(noisy, np.ceil(lines).astype(np.int64))):
+            if i in unasked:
+                continue
             if count >= line + self.threshold_noise:
+                unasked |= unasked_after_yes[i] if unasked_after_yes else set()
                 answers[i] = True
                 self.used += 1
                 if self.spent:

@@ -80,7 +80,9 @@ def alerts(ctx: Context, open_only: bool, start, kinds: tuple[str, ...], role: s
 
     found = api.alerts(ctx.open(), role=role, open_only=open_only, since=start, kinds=kinds, settings=ctx.settings)
     if found.is_empty() and fmt == "table":
-        note("no alerts" + (" open" if open_only else "") + "; `citylake watch` raises them as data lands")
+        seen = "" if role == "steward" else (" that analysts see (crowds reach them only through a differentially private "
+                                            "test that large crowds pass; the key holder's `--role steward` shows every alert)")
+        note("no alerts" + (" open" if open_only else "") + seen + "; `citylake watch` raises them as data lands")
         return
     emit(found.drop("updated_at").to_arrow() if fmt == "table" else found.to_arrow(), fmt, title="alerts")
 
