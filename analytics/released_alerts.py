@@ -31,6 +31,8 @@ from citylake.privacy.ledger import check_budget, record
 from citylake.privacy.sparse import SparseVector
 
 HOUR = dt.timedelta(hours=1)
+RELEASED_SETTLE = dt.timedelta(minutes=15)  # a quarter-hour is asked only when event time is this far past it: past the
+# 10 minutes into the future ingestion accepts, so no device's clock decides which pings of the others are counted
 HOLD = dt.timedelta(hours=1)  # a released surge stays open this long after its yes; its place is not asked meanwhile
 STATE = "watch_released.json"  # the day's run, in the steward zone: the line's noise must never be drawn twice
 LEDGER_TABLE = "alerts_released"
@@ -55,17 +57,19 @@ class ReleasedSurges:
         self.quiet_day: dt.date | None = None  # a day without the test (said once)
 
     def judge(self, at: dt.datetime, hits: pl.DataFrame) -> None:
-        """At a quarter-hour step, ask each place not held open whether its last hour was a crowd; open an alert on yes."""
+        """At a quarter-hour step, ask each place not held open whether its last hour was a crowd; open an alert on yes.
+        The hour is cut at the start of the day it ends in: each day's run counts that day's pings only."""
         self.episodes.close_quiet(at)
-        if at.minute % 15 or not self._ready(at.date()) or (self.run.judged is not None and at <= self.run.judged):
+        day = (at - dt.timedelta(microseconds=1)).date()
+        if at.minute % 15 or not self._ready(day) or (self.run.judged is not None and at <= self.run.judged):
             return
-        start = at - HOUR
+        start = max(at - HOUR, dt.datetime.combine(day, dt.time(), dt.timezone.utc))
         opened = {where for (_, where) in self.episodes.open}
         held = opened | {outer for place in opened for outer in self.around.get(place, ())}
         order = pl.DataFrame({"place_id": self.places, "order": range(len(self.places))})
         counts = (hits.filter(pl.col("ts").is_between(start, at, closed="left")).group_by("place_id")
                   .agg(pl.col("device_id").n_unique().alias("devices")))
-        asked = (self._lines(at).filter(~pl.col("place_id").is_in(list(held))).join(order, on="place_id")
+        asked = (self._lines(day, start, at).filter(~pl.col("place_id").is_in(list(held))).join(order, on="place_id")
                  .join(counts, on="place_id", how="left").with_columns(pl.col("devices").fill_null(0)).sort("order"))
         position = {place: i for i, place in enumerate(asked["place_id"])}
         spared = [{position[outer] for outer in self.around.get(place, ()) if outer in position} for place in asked["place_id"]]
@@ -73,9 +77,10 @@ class ReleasedSurges:
         self.run.judged = at
         self.run.save(self.lake.steward_dir / STATE)  # before any answer leaves: a restart never asks this step again
         when = f"{'weekend' if start.weekday() >= 5 else 'weekday'} {start:%H}:00 UTC"
+        counted = "in the hour" if at - start == HOUR else "since midnight"
         for place in asked.filter(pl.Series(answers))["place_id"]:
             episode = self.episodes.flag(SURGE, place, place_id=place, start=start, end=at, severity="medium",
-                                         evidence=f"devices in the hour to {at:%H:%M} UTC above {self.ratio:g}x the released usual "
+                                         evidence=f"devices {counted} to {at:%H:%M} UTC above {self.ratio:g}x the released usual "
                                                   f"for {when} and a margin for the noise (a differentially private test; no count)")
             episode.alert_id = alert_id(f"released {SURGE}", place, start)  # never the id of the steward's alert
         if answers.any() and self.run.spent:
@@ -128,11 +133,10 @@ class ReleasedSurges:
             self._quiet(day, f"they need {needed} more released day(s) of history like it (`citylake publish`)")
         return self.lines
 
-    def _lines(self, at: dt.datetime) -> pl.DataFrame:
-        """Each place's line for the hour before ``at``: the busier usual of the clock hours it overlaps."""
-        start = at - HOUR
+    def _lines(self, day: dt.date, start: dt.datetime, at: dt.datetime) -> pl.DataFrame:
+        """Each place's line for the time from ``start`` to ``at``: the busier usual of the clock hours it overlaps."""
         hours = {start.hour, (at - dt.timedelta(microseconds=1)).hour}
-        usual = (self._lines_for(at.date()).filter(pl.col("slot").is_in(list(hours)) & (pl.col("weekend") == (start.weekday() >= 5)))
+        usual = (self._lines_for(day).filter(pl.col("slot").is_in(list(hours)) & (pl.col("weekend") == (start.weekday() >= 5)))
                  .group_by("place_id").agg(pl.col("usual").max()))
         margin = self.run.margin(len(self.places) * QUESTIONS_A_DAY)
         line = np.maximum(self.k, self.ratio * usual["usual"].to_numpy()) + margin if usual.height else np.zeros(0)

@@ -26,20 +26,23 @@ how far above the usual in coarse bands (over 2x, 3x, 5x), and only where the us
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import polars as pl
 
 from citylake.analytics.alerts import DROP, FAULT, SURGE, Episodes
 from citylake.analytics.baselines import MIN_HISTORY_DAYS, MIN_KIND_DAYS, history_window, place_baselines, sensor_baselines, slot_of
-from citylake.analytics.released_alerts import HOUR, ReleasedSurges
+from citylake.analytics.released_alerts import HOUR, RELEASED_SETTLE, ReleasedSurges
 from citylake.analytics.scoring import SURGE_RATIO, SURGE_Z, count_z, drop_severity, surge_judgement
 from citylake.lake import Lake, added_since, read_added, registry, scan
+from citylake.privacy import Refused
 from citylake.queries import PlaceFinder
 
 UTC = dt.timezone.utc
@@ -47,10 +50,11 @@ STEP = dt.timedelta(minutes=5)
 WINDOW = dt.timedelta(minutes=15)
 READINGS_KEPT = dt.timedelta(hours=2)  # readings reloaded after a restart, to know each sensor's last values
 SILENCE = dt.timedelta(hours=1)
-WATERMARK_SUPPORT = 20  # event time is the 20th newest timestamp landed: a few rows from the future (a clock gone wrong,
+WATERMARK_SUPPORT = 20  # event time: the newest timestamp of the 20th most recent device; rows from the future (a clock gone wrong,
 # a ping timed now amid a replayed past) do not push the watcher past minutes it has yet to judge
 MAX_CATCH_UP = dt.timedelta(hours=6)  # a watcher stopped longer than this starts again at the latest data
 CHECKPOINT = "watch.json"
+LOCK = "watch.lock"
 PING_COLUMNS = ["device_id", "ts", "lat", "lon", "h3_cell"]
 READING_COLUMNS = ["sensor_id", "ts", "metric", "value"]
 TRAFFIC_KINDS = ("traffic",)
@@ -121,7 +125,7 @@ class Watcher:
         self.raised = 0
         self.raised_at: dict[str, dt.datetime] = {}  # alert id → the step (event time) that first raised it
         self.unpublished: list[dict] = []
-        self._latest: list[dt.datetime] = []  # the newest timestamps landed: event time is the oldest of them
+        self._latest: dict[tuple, dt.datetime] = {}  # the newest devices and sensors landed: event time is the oldest of them
         self._load_state()
         self._release_missed()
 
@@ -155,7 +159,7 @@ class Watcher:
         self.watermark = since
         if since is None:
             return
-        pings = _rows_since(self.lake, "pings", since - HOUR, PING_COLUMNS)
+        pings = _rows_since(self.lake, "pings", since - HOUR - RELEASED_SETTLE, PING_COLUMNS)
         self.hits = self.finder.hits(pings)
         readings = _rows_since(self.lake, "readings", since - READINGS_KEPT, READING_COLUMNS)
         self._take_readings(readings.filter(pl.col("ts") < since), warm_up=True)
@@ -196,18 +200,25 @@ class Watcher:
         self._advance(pings, readings)
 
     def _advance(self, *landed: pl.DataFrame | None) -> None:
-        """Event time: the ``WATERMARK_SUPPORT``-th newest timestamp landed, never going back."""
+        """Event time: the newest timestamp of the ``WATERMARK_SUPPORT``-th most recent device or sensor, never going
+        back. Counted by device, not by row: one device's 20 pings from a fast clock cannot move it on their own."""
         for rows in landed:
             if rows is not None and rows.height:
-                self._latest = sorted([*self._latest, *rows["ts"].top_k(WATERMARK_SUPPORT).to_list()])[-WATERMARK_SUPPORT:]
+                who = "device_id" if "device_id" in rows.columns else "sensor_id"
+                newest = rows.group_by(who).agg(pl.col("ts").max()).top_k(WATERMARK_SUPPORT, by="ts")
+                for entity, ts in newest.iter_rows():
+                    key = (who, entity)
+                    self._latest[key] = max(ts, self._latest.get(key, ts))
+                self._latest = dict(sorted(self._latest.items(), key=lambda item: item[1])[-WATERMARK_SUPPORT:])
         if len(self._latest) == WATERMARK_SUPPORT:
-            self.watermark = max(self.watermark, self._latest[0]) if self.watermark else self._latest[0]
+            oldest = min(self._latest.values())
+            self.watermark = max(self.watermark, oldest) if self.watermark else oldest
 
     def _step(self, at: dt.datetime) -> None:
         if self.baseline_day != at.date():
             self._learn(at.date())
         self._surges(at)
-        self.released.judge(at, self.hits)
+        self.released.judge(at - RELEASED_SETTLE, self.hits)
         due = self.pending.filter(pl.col("ts") < at)
         self.pending = self.pending.filter(pl.col("ts") >= at)
         self._take_readings(due)
@@ -215,7 +226,7 @@ class Watcher:
         for episode in self.episodes.open.values():
             self.raised_at.setdefault(episode.alert_id, at)
         self.episodes.close_quiet(at)
-        self.hits = self.hits.filter(pl.col("ts") >= at + STEP - HOUR)  # the released test counts the last hour
+        self.hits = self.hits.filter(pl.col("ts") >= at + STEP - HOUR - RELEASED_SETTLE)  # the released test's hour
 
     def _learn(self, day: dt.date) -> None:
         window = history_window(day, self.config.history_days)
@@ -321,12 +332,13 @@ class Watcher:
     def _save(self) -> int:
         now = dt.datetime.now(UTC)
         rows = self.episodes.take_changed(now)
+        released = [row for row in rows if row["kind"] != SURGE] + self.released.take_changed(now)
+        if released:  # first, stamped with its own second: nothing in the public log times the steward's commit
+            stamp = dt.datetime.now(UTC).replace(microsecond=0)
+            self.lake.upsert("alerts_released", pl.DataFrame([{**row, "updated_at": stamp} for row in released], schema=_ALERT_SCHEMA))
         if rows:
             self.lake.upsert("alerts", pl.DataFrame(rows, schema=_ALERT_SCHEMA), metadata={"citylake.watch": self.checkpoint.as_json()})
             self.unpublished += rows
-        released = [row for row in rows if row["kind"] != SURGE] + self.released.take_changed(now)
-        if released:
-            self.lake.upsert("alerts_released", pl.DataFrame(released, schema=_ALERT_SCHEMA))
         _write_atomically(self.lake.steward_dir / CHECKPOINT, self.checkpoint.as_json())
         self._publish()
         self.raised += len(rows)
@@ -431,6 +443,24 @@ def _read(path) -> str | None:
 
 
 def _write_atomically(path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only (it is in the steward zone)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     temporary.write_text(text)
+    os.chmod(temporary, 0o600)
     os.replace(temporary, path)
+
+
+@contextmanager
+def one_watcher(lake: Lake):
+    """Hold the lake's watcher lock while watching: a second watcher would ask the analysts' crowd questions again on
+    the same ledger charge. The lock goes with the process, SIGKILL included."""
+    handle = os.open(lake.steward_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise Refused("another `citylake watch` is running on this lake; stop it first (one watcher per lake)") from None
+    try:
+        yield
+    finally:
+        os.close(handle)

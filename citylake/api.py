@@ -194,7 +194,7 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
     SIGTERM, in the main thread) or ``max_seconds`` have passed, writing
     them to the ``alerts`` table and, with ``broker``, to ``<alerts_topic>/<alert id>``. Returns the alert rows written.
     The steward's: it reads raw pings; the k floor of the lake's policy bounds every crowd it reports."""
-    from citylake.analytics.watch import WatchConfig, Watcher
+    from citylake.analytics.watch import WatchConfig, Watcher, one_watcher
     from citylake.live import AlertPublisher, stop_on_signals
     from citylake.privacy import k_for_result
 
@@ -205,11 +205,12 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
                          lateness=dt.timedelta(minutes=settings["watch.lateness_minutes"]))
     publisher = AlertPublisher(broker, alerts_topic) if broker else None
     try:
-        watcher = Watcher(lake, k=k_for_result(lake, None), config=config, publish=publisher.send if publisher else None,
-                          announce=announce)
-        if publisher:
-            watcher.republish_recent()
-        return watcher.run(max_seconds=max_seconds, stop=stop or stop_on_signals(), on_poll=on_poll)
+        with one_watcher(lake):  # one per lake: a second would ask the analysts' crowd questions again
+            watcher = Watcher(lake, k=k_for_result(lake, None), config=config, publish=publisher.send if publisher else None,
+                              announce=announce)
+            if publisher:
+                watcher.republish_recent()
+            return watcher.run(max_seconds=max_seconds, stop=stop or stop_on_signals(), on_poll=on_poll)
     finally:
         if publisher:
             publisher.close()

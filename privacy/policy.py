@@ -78,7 +78,7 @@ class Policy:
         check_alerts(self.alert_epsilon, self.alert_most)
         if self.alert_epsilon >= self.epsilon_per_day:
             raise BadPolicy("alert_epsilon", self.alert_epsilon, f"keep the live crowd alerts' epsilon below the day's budget "
-                            f"({self.epsilon_per_day:g}), so that releases have some")
+                            f"({self.epsilon_per_day:g}), so that releases have some (`citylake privacy set --alert-epsilon`)")
         for name in ("max_place_hours", "max_cell_hours", "max_trips"):
             if getattr(self, name) < 1:
                 raise BadPolicy(name, getattr(self, name), "a contribution bound is at least 1")
@@ -98,7 +98,10 @@ def read_policy(lake: Lake, /, *, doing: str = "this") -> Policy | None:
     known = {f.name for f in dataclasses.fields(Policy)}
     values = {k: v for k, v in document.items() if k in known}
     values["epochs"] = tuple(values.get("epochs", ()))
-    return Policy(**values)
+    if "alert_epsilon" not in values:  # a policy from before live crowd alerts had a share: keep the releases most of it
+        share = min(Policy.alert_epsilon, round(0.3 * float(values.get("epsilon_per_day", DEFAULT_EPSILON_PER_DAY)), 6))
+        values["alert_epsilon"] = share if share >= 0.01 else 0.0
+    return Policy(**values).checked()
 
 
 def write_policy(lake: Lake, policy: Policy, /) -> None:

@@ -95,15 +95,19 @@ class SparseVector:
             document = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        judged = document.get("judged")
-        return cls(dt.date.fromisoformat(document["day"]), float(document["epsilon"]), int(document["most"]),
-                   int(document["threshold_noise"]), int(document["used"]), dt.datetime.fromisoformat(judged) if judged else None)
+        try:
+            judged = document.get("judged")
+            return cls(dt.date.fromisoformat(document["day"]), float(document["epsilon"]), int(document["most"]),
+                       int(document["threshold_noise"]), int(document["used"]), dt.datetime.fromisoformat(judged) if judged else None)
+        except (AttributeError, KeyError, TypeError, ValueError):  # a state of the wrong shape: a new run (charged again)
+            return None
 
 
 def check(epsilon: float, most: int) -> None:
-    if not (math.isfinite(epsilon) and 0 <= epsilon <= 10):
-        raise BadPolicy("alert_epsilon", epsilon, "give live crowd alerts an epsilon per day from 0 (none for analysts) to 10")
-    if not 1 <= most <= 100:
+    if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and (epsilon == 0 or 0.01 <= epsilon <= 10)):
+        raise BadPolicy("alert_epsilon", epsilon, "give live crowd alerts an epsilon per day of 0 (none for analysts) or from "
+                        "0.01 to 10")
+    if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= 100:
         raise BadPolicy("alert_most", most, "give the crowd alerts a day may raise for analysts from 1 to 100")
 
 

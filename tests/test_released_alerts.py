@@ -132,6 +132,7 @@ def test_a_crowd_reaches_analysts_only_through_the_private_test(park_lake, tmp_p
     assert exact.filter(pl.col("kind") == SURGE)["place_id"].to_list() == ["places:plaza"]
     assert "places:plaza" in released["place_id"].to_list(), said
     assert not set(released["alert_id"]) & set(exact["alert_id"])  # the exact alert never reaches the released table
+    assert all(t.microsecond == 0 for t in released["updated_at"])  # stamped by its own commit, to the second
     for evidence in released["evidence"]:  # times and the public ratio, never a count
         assert RELEASED_EVIDENCE.fullmatch(evidence), evidence
     assert any("crowd alerts for analysts and planners on 2026-11-06: differentially private" in line for line in said)
@@ -144,7 +145,8 @@ def test_a_crowd_reaches_analysts_only_through_the_private_test(park_lake, tmp_p
     assert api.sql(park_lake, "SELECT count(*) FROM alerts_released").fetchone()[0] == released.height
     # the day's run was paid for once, and its state is the steward's alone
     ledger = scan(park_lake, "privacy_ledger").filter(pl.col("table_name") == "alerts_released").collect()
-    assert ledger.select("day", "epsilon").rows() == [(FRIDAY.date(), GENEROUS.alert_epsilon)]
+    assert (FRIDAY.date(), GENEROUS.alert_epsilon) in ledger.select("day", "epsilon").rows()  # (and Thursday's last quarter)
+    assert ledger["day"].n_unique() == ledger.height  # one charge per day
     assert stat.S_IMODE((park_lake.steward_dir / STATE).stat().st_mode) == 0o600
     # a release of the live day still fits the day's budget by default (its share: the budget less the alerts')
     assert GENEROUS.release_epsilon == pytest.approx(1.0)
@@ -159,10 +161,12 @@ def test_a_restarted_watcher_neither_redraws_the_line_nor_pays_twice(park_lake, 
     _watch(park_lake, [], lambda: _live_crowd(park_lake, tmp_path))
     state = json.loads((park_lake.steward_dir / STATE).read_text())
     released = scan(park_lake, "alerts_released").collect().sort("alert_id")
+    charged_before = scan(park_lake, "privacy_ledger").filter(pl.col("table_name") == "alerts_released").collect()
     again = _watch(park_lake, [])  # a restart (SIGKILL leaves the same files behind)
     assert json.loads((park_lake.steward_dir / STATE).read_text())["threshold_noise"] == state["threshold_noise"]
     assert again.released.run.judged == dt.datetime.fromisoformat(state["judged"])
-    assert scan(park_lake, "privacy_ledger").filter(pl.col("table_name") == "alerts_released").collect().height == 1
+    charged = scan(park_lake, "privacy_ledger").filter(pl.col("table_name") == "alerts_released").collect()
+    assert charged.height == charged["day"].n_unique() == len(charged_before)
     assert scan(park_lake, "alerts_released").collect().sort("alert_id").equals(released)
 
 
@@ -204,3 +208,70 @@ def test_a_lake_from_before_keeps_no_exact_alert_where_analysts_read(tmp_path):
     assert not (tmp_path / "lake" / "tables" / "alerts").exists() and opened.path("alerts").parent.name == "steward"
     assert scan(opened, "alerts").collect()["alert_id"].to_list() == ["a1"]
     assert stat.S_IMODE(opened.path("alerts").stat().st_mode) == 0o700
+
+
+# -- what the attack helper found (2026-12-01), each fixed ------------------------------------------------------------
+def test_one_device_with_a_fast_clock_does_not_move_event_time(park_lake, tmp_path):
+    """Event time was the 20th newest *row*: one device's 20 pings dated ten minutes ahead moved it alone, and with it
+    which pings of the others a question counted. Now it is the 20th newest device or sensor."""
+    watcher = Watcher(park_lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=lambda _: None)
+    quiet = [row for row in quiet_park_days(np.random.default_rng(4), [FRIDAY.date()]) if row[1] < FRIDAY]
+    crowd = [(f"early-{d}", FRIDAY - dt.timedelta(minutes=5), 31.2045, 121.4045) for d in range(30)]
+    fast = [("fast-clock", FRIDAY + dt.timedelta(minutes=10, seconds=s), 31.201, 121.401) for s in range(20)]
+    ingest_pings(park_lake, write_pings_csv(tmp_path / "live.csv", quiet + crowd + fast), key=KEY)
+    watcher.poll()
+    assert watcher.watermark == FRIDAY - dt.timedelta(minutes=5)  # the fast clock is one device of twenty, not twenty
+
+
+def test_a_question_after_midnight_counts_that_day_only(park_lake, tmp_path):
+    """A question at 00:15 counted the hour from 23:15, yesterday's pings on today's ledger row: now it counts from 00:00."""
+    _steward_policy(park_lake)
+    R.publish(park_lake, policy=GENEROUS, epsilon=1.0, delta=0.0, days=HISTORY)
+    watcher = Watcher(park_lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=lambda _: None)
+    midnight = utc(2026, 11, 6)
+    hits = pl.DataFrame({"place_id": ["places:plaza"] * 503, "device_id": list(range(503)),
+                         "ts": [midnight - dt.timedelta(minutes=30)] * 500 + [midnight + dt.timedelta(minutes=5)] * 3},
+                        schema={"place_id": pl.String, "device_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
+    asked: list[np.ndarray] = []
+    watcher.released.judge(midnight + dt.timedelta(minutes=15), hits)  # the day's run starts here
+    original = watcher.released.run.above
+    watcher.released.run.above = lambda counts, lines, **kw: asked.append(counts) or original(counts, lines, **kw)
+    watcher.released.judge(midnight + dt.timedelta(minutes=30), hits)
+    assert asked and max(asked[0]) == 3  # the 500 devices of 23:30 are the day before's
+    ledger = scan(park_lake, "privacy_ledger").filter(pl.col("table_name") == "alerts_released").collect()
+    assert ledger["day"].to_list() == [midnight.date()]
+
+
+def test_a_second_watcher_on_the_lake_is_refused(park_lake, monkeypatch):
+    """Two watchers at once asked every question twice on one ledger charge; the lock goes with the process."""
+    from citylake.analytics.watch import one_watcher
+
+    monkeypatch.setenv("CITYLAKE_PSEUDONYM_KEY", TEST_KEY)
+    with one_watcher(park_lake):
+        with pytest.raises(Refused, match="another `citylake watch` is running on this lake"):
+            api.watch(park_lake, max_seconds=0.1)
+    api.watch(park_lake, max_seconds=0.1, announce=lambda _: None)  # free again
+
+
+def test_a_policy_no_mechanism_can_honour_is_refused(park_lake):
+    from citylake.privacy import BadPolicy, read_policy
+
+    for values in ({"alert_epsilon": 1e-300}, {"alert_most": 2.5}, {"alert_epsilon": float("nan")}):
+        with pytest.raises(BadPolicy):
+            Policy(**values).checked()
+    path = park_lake.steward_dir / "privacy.json"
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps(document | {"alert_most": 2.5}))
+    with pytest.raises(BadPolicy, match="alert_most"):  # a hand-edited file is checked when read
+        read_policy(park_lake)
+    path.write_text(json.dumps({k: v for k, v in document.items() if not k.startswith("alert_")} | {"epsilon_per_day": 0.5}))
+    assert read_policy(park_lake).alert_epsilon == pytest.approx(0.15)  # a policy from before: releases keep most of it
+    (park_lake.steward_dir / STATE).write_text('{"day": 5}')
+    assert SparseVector.load(park_lake.steward_dir / STATE) is None  # a state of the wrong shape: a new run, charged
+
+
+def test_the_watchers_files_are_the_stewards(park_lake, tmp_path):
+    from citylake.analytics.watch import CHECKPOINT
+
+    _watch(park_lake, [], lambda: _live_crowd(park_lake, tmp_path, devices=20))
+    assert stat.S_IMODE((park_lake.steward_dir / CHECKPOINT).stat().st_mode) == 0o600

@@ -251,7 +251,8 @@ def test_a_crowd_that_leaves_every_day_at_the_same_time_is_no_surge(tmp_path):
     history = [dt.date(2026, 11, 2) + dt.timedelta(days=d) for d in range(4)]
     ingest_pings(lake, write_pings_csv(tmp_path / "h.csv", [r for day in history for r in everyday(day)]), key=KEY)
     watcher = Watcher(lake, k=10, config=WatchConfig(lateness=NOW), announce=lambda _: None)
-    live = everyday(dt.date(2026, 11, 6)) + [("late-walker", utc(2026, 11, 6, 14, m), 31.2045, 121.4045) for m in range(0, 60, 1)]
+    live = everyday(dt.date(2026, 11, 6)) + [(f"late-walker-{i}", utc(2026, 11, 6, 14, m), 31.25, 121.45)  # not in the plaza
+                                             for i in range(20) for m in range(0, 60, 3)]  # event time: the 20th newest device
     ingest_pings(lake, write_pings_csv(tmp_path / "live.csv", live), key=KEY)
     watcher.poll()
     assert watcher.checkpoint.evaluated >= utc(2026, 11, 6, 13)

@@ -122,7 +122,7 @@ def alerts_view(lake: Lake, alerts: pl.DataFrame, /) -> MapView:
                             pl.col("end").dt.convert_time_zone(lake.timezone).dt.replace_time_zone(None))
               .select("alert_id", "kind", "name", "status", "severity", "level", "start", "end", "evidence", "lat", "lon"))
     view = MapView(f"Alerts from the live watcher, {lake.timezone} time",
-                   note="alerts are k-anonymous: evidence is a coarse ratio to the usual, never a count")
+                   note="evidence is a coarse ratio to the usual or the line a private test crossed, never a count")
     where = {"lat": "lat", "lng": "lon"}
     view.add("alerts", points, "Alerts", Layer("point", "alerts", "Alerts", where, color_by="level", size_by="level"),
              tooltip=["kind", "name", "status", "severity", "start", "end", "evidence"])

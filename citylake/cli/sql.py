@@ -71,7 +71,8 @@ def shell(ctx: Context, role: str, history_file: str) -> None:
 
 
 @click.command()
-@click.option("--epsilon", type=float, help="Epsilon this release spends per day (default: the lake's budget per day less what live crowd alerts keep).")
+@click.option("--epsilon", type=float, help="Epsilon this release spends per day (default: the lake's budget per day less "
+              "what live crowd alerts keep).")
 @click.option("--delta", type=float, help="Delta it spends per day (default: the lake's; 0 for Laplace noise, pure epsilon-DP).")
 @click.option("--from", "start", type=IsoTime(), help="First day to release (default: every day with pings).")
 @click.option("--to", "end", type=IsoTime(), help="Day after the last one to release.")

@@ -208,7 +208,8 @@ def _data_routes(app: FastAPI) -> None:
     @app.get("/api/alerts", tags=["people (released)"])
     def alerts(request: Request, account: Reader, open_only: bool = Query(False, alias="open"), since: str | None = None,
                format: Format = None) -> Response:
-        """The live watcher's alerts, newest first (k-anonymous: coarse evidence, never a count)."""
+        """The live watcher's released alerts, newest first: faults and drops, and crowd surges from a differentially
+        private test (evidence never a count)."""
         fmt, after = chosen_format(format, request.headers.get("accept")), _time("since", since)
 
         def build() -> Response:
