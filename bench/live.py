@@ -105,8 +105,10 @@ def publish_history(lake, before: dt.date) -> None:
 
 def _released_figures(released: pl.DataFrame, events: list[dict]) -> dict:
     """What analysts and planners saw: every kind scored as the steward's are; crowd surges (the private test) apart,
-    with the detector latency of each surge found (the step that said yes, from the event's start)."""
+    with the detector latency of each surge found (when the test said yes — its window's end plus the settling time —
+    from the event's start)."""
     from citylake.analytics.alerts import SURGE, for_scoring
+    from citylake.analytics.released_alerts import RELEASED_SETTLE
     from citylake.analytics.truth import matches, score
 
     surges = released.filter(pl.col("kind") == SURGE)
@@ -114,7 +116,7 @@ def _released_figures(released: pl.DataFrame, events: list[dict]) -> dict:
     found = [min((a["end"] for a in for_scoring(surges).to_dicts() if matches(a, e)), default=None) for e in crowd_events]
     return {"all_kinds": _brief(score(for_scoring(released), events)), "crowd_surges_raised": surges.height,
             "crowd_surges_found": sum(f is not None for f in found), "crowd_surges_injected": len(crowd_events),
-            "crowd_surge_latency_event_minutes": [round((f - e["start"]).total_seconds() / 60, 1) if f else None
+            "crowd_surge_latency_event_minutes": [round((f + RELEASED_SETTLE - e["start"]).total_seconds() / 60, 1) if f else None
                                                   for f, e in zip(found, crowd_events)]}
 
 
