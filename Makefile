@@ -61,7 +61,7 @@ demo: $(STAMP) viz-assets ## Generate a sample city, ingest it into ./demo-lake,
 # at 60x into two live ingesters with `citylake watch` running; the surge (its crowd arrives at 11:00) becomes an alert.
 LIVE_LAKE ?= demo-live-lake
 LIVE := CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE=$(CURDIR)/demo-live-pseudonym.key CITYLAKE_MQTT_COMMIT_SECONDS=2 \
-	CITYLAKE_WATCH_POLL_SECONDS=1 CITYLAKE_WATCH_LATENESS_MINUTES=0 $(BIN)/citylake --lake $(LIVE_LAKE)
+	CITYLAKE_WATCH_POLL_SECONDS=1 CITYLAKE_WATCH_LATENESS_MINUTES=0 CITYLAKE_WATCH_RELEASED_CLOCK=event $(BIN)/citylake --lake $(LIVE_LAKE)
 SURGE_DAY := 2026-11-05
 CITY_FIRST_DAY := 2026-11-02
 

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -47,6 +47,7 @@ from citylake.queries import PlaceFinder
 
 UTC = dt.timezone.utc
 STEP = dt.timedelta(minutes=5)
+QUARTER = dt.timedelta(minutes=15)
 WINDOW = dt.timedelta(minutes=15)
 READINGS_KEPT = dt.timedelta(hours=2)  # readings reloaded after a restart, to know each sensor's last values
 SILENCE = dt.timedelta(hours=1)
@@ -70,6 +71,8 @@ class WatchConfig:
     drop_ratio: float = 0.5
     drop_z: float = 4.0
     flat_readings: int = 4
+    released_clock: str = "wall"  # when the analysts' crowd test asks: by the machine's clock, or by event time (replays)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(UTC))  # the machine's clock (tests set one)
 
 
 @dataclass
@@ -185,7 +188,26 @@ class Watcher:
         while self.watermark is not None and self.checkpoint.evaluated + STEP <= self.watermark - self.config.lateness:
             self._step(self.checkpoint.evaluated + STEP)
             self.checkpoint.evaluated += STEP
+        if self.config.released_clock == "wall":
+            self._ask_by_the_clock()
         return self._save()
+
+    def _released_due(self) -> dt.datetime:
+        """The next quarter-hour the analysts' test asks by the clock: the hits of the hour before it must be kept."""
+        if self.config.released_clock == "event":
+            return dt.datetime.max.replace(tzinfo=UTC)
+        due = _floor_quarter(self.config.clock() - RELEASED_SETTLE - self.config.lateness)
+        judged = self.released.run.judged if self.released.run else None
+        return due if judged is None else max(judged + QUARTER, due - MAX_CATCH_UP)
+
+    def _ask_by_the_clock(self) -> None:
+        """The analysts' crowd test asks each quarter-hour once the machine's clock is ``RELEASED_SETTLE`` (and the
+        lateness) past it, on whatever has landed: when a question is asked never depends on anyone's data. A first
+        watcher starts at the clock; a restarted one asks what it missed, up to ``MAX_CATCH_UP`` back."""
+        due, at = _floor_quarter(self.config.clock() - RELEASED_SETTLE - self.config.lateness), self._released_due()
+        while at <= due:
+            self.released.judge(at, self.hits)
+            at += QUARTER
 
     def _read_new(self) -> None:
         added = added_since(self.lake, "pings", self.checkpoint.pings)
@@ -218,7 +240,8 @@ class Watcher:
         if self.baseline_day != at.date():
             self._learn(at.date())
         self._surges(at)
-        self.released.judge(at - RELEASED_SETTLE, self.hits)
+        if self.config.released_clock == "event":
+            self.released.judge(at - RELEASED_SETTLE, self.hits)
         due = self.pending.filter(pl.col("ts") < at)
         self.pending = self.pending.filter(pl.col("ts") >= at)
         self._take_readings(due)
@@ -226,7 +249,7 @@ class Watcher:
         for episode in self.episodes.open.values():
             self.raised_at.setdefault(episode.alert_id, at)
         self.episodes.close_quiet(at)
-        self.hits = self.hits.filter(pl.col("ts") >= at + STEP - HOUR - RELEASED_SETTLE)  # the released test's hour
+        self.hits = self.hits.filter(pl.col("ts") >= min(at + STEP, self._released_due()) - HOUR - RELEASED_SETTLE)
 
     def _learn(self, day: dt.date) -> None:
         window = history_window(day, self.config.history_days)
@@ -361,8 +384,12 @@ class Watcher:
         return len(self.unpublished)
 
     def run(self, *, max_seconds: float | None = None, stop: threading.Event | None = None, on_poll=None) -> int:
-        """Poll every ``poll_seconds`` until ``stop`` is set or ``max_seconds`` have passed; returns the alert rows written."""
-        stop = stop or threading.Event()
+        """Poll every ``poll_seconds`` until ``stop`` is set or ``max_seconds`` have passed; returns the alert rows written.
+        Holds the lake's watcher lock meanwhile: a second watcher is refused."""
+        with one_watcher(self.lake):
+            return self._run(max_seconds=max_seconds, stop=stop or threading.Event(), on_poll=on_poll)
+
+    def _run(self, *, max_seconds: float | None, stop: threading.Event, on_poll) -> int:
         started = time.monotonic()
         while not stop.is_set():
             try:
@@ -408,19 +435,25 @@ def _quiet_zero(row: dict) -> bool:
     return row["value"] == 0 and (usual is None or usual - 4 * max(1.4826 * mad, 1.0) <= 0)
 
 
+def _floor_quarter(at: dt.datetime) -> dt.datetime:
+    return at - dt.timedelta(minutes=at.minute % 15, seconds=at.second, microseconds=at.microsecond)
+
+
 def _floor_step(at: dt.datetime) -> dt.datetime:
     return at - dt.timedelta(minutes=at.minute % 5, seconds=at.second, microseconds=at.microsecond)
 
 
 def _latest_ts(lake: Lake) -> dt.datetime | None:
-    """The latest timestamp of pings or readings, from the last day's partitions."""
-    latest = []
-    for table in ("pings", "readings"):
+    """Event time in the lake: the newest timestamp of the ``WATERMARK_SUPPORT``-th most recent device or sensor, from the
+    last day's partitions (one device's clock cannot set where a first watcher starts)."""
+    newest = []
+    for table, who in (("pings", "device_id"), ("readings", "sensor_id")):
         days = lake.rows_per_partition(table, "date")
         if days:
             last = dt.date.fromisoformat(max(days))
-            latest.append(scan(lake, table).filter(pl.col("date") >= last).select(pl.col("ts").max()).collect().item())
-    return max((t for t in latest if t is not None), default=None)
+            newest += (scan(lake, table).filter(pl.col("date") >= last - dt.timedelta(days=1)).group_by(who)
+                       .agg(pl.col("ts").max()).collect()["ts"].to_list())
+    return sorted(newest)[-WATERMARK_SUPPORT] if len(newest) >= WATERMARK_SUPPORT else max(newest, default=None)
 
 
 def _rows_since(lake: Lake, table: str, since: dt.datetime, columns: list[str]) -> pl.DataFrame:

@@ -66,7 +66,7 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
     feed(None, start)
     publish_history(lake, start.date())
     said: list[str] = []
-    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=said.append)
+    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), released_clock="event"), announce=said.append)
     hours, polls = int((end - start).total_seconds() // 3600), []
     for h in range(hours):
         feed(start + dt.timedelta(hours=h), start + dt.timedelta(hours=h + 1))
@@ -325,7 +325,8 @@ def _replayed_surge(work: Path, broker: str, devices: int, days: int, seed: int,
     listener.on_message = on_message
     listener.subscribe([(f"{tag}/pings", 0), (f"{tag}/readings", 0), (f"{tag}/alerts/#", 1)])
     publisher = AlertPublisher(broker, f"{tag}/alerts")
-    watcher = Watcher(lake, k=10, config=WatchConfig(poll_seconds=1, lateness=dt.timedelta(0)), publish=publisher.send,
+    replayed = WatchConfig(poll_seconds=1, lateness=dt.timedelta(0), released_clock="event")  # a replay: the data's clock
+    watcher = Watcher(lake, k=10, config=replayed, publish=publisher.send,
                       announce=lambda _: None)
     stop = threading.Event()
     watching = threading.Thread(target=lambda: watcher.run(stop=stop), daemon=True)
@@ -410,7 +411,7 @@ def _three_times(work: Path, *, base: int, days: int, seed: int) -> dict:
 
     rows = [r for day in history for q in range(96) for r in quarter(day + dt.timedelta(minutes=15 * q))]
     ingest_pings(lake, write(rows, work / "history.csv"), key=KEY)
-    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=lambda _: None)
+    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), released_clock="event"), announce=lambda _: None)
     live = [r for q in range(96) for r in quarter(live_day + dt.timedelta(minutes=15 * q),
                                                   3.0 if surge_from <= live_day + dt.timedelta(minutes=15 * q) < surge_to else 1.0)]
     live.sort(key=lambda r: r[1])

@@ -194,7 +194,7 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
     SIGTERM, in the main thread) or ``max_seconds`` have passed, writing
     them to the ``alerts`` table and, with ``broker``, to ``<alerts_topic>/<alert id>``. Returns the alert rows written.
     The steward's: it reads raw pings; the k floor of the lake's policy bounds every crowd it reports."""
-    from citylake.analytics.watch import WatchConfig, Watcher, one_watcher
+    from citylake.analytics.watch import WatchConfig, Watcher
     from citylake.live import AlertPublisher, stop_on_signals
     from citylake.privacy import k_for_result
 
@@ -202,15 +202,14 @@ def watch(lake: Lake, /, *, settings: S.Settings | None = None, broker: str | No
     steward_key(lake, settings=settings, doing="watching live pings")
     lake.require_writable()
     config = WatchConfig(poll_seconds=settings["watch.poll_seconds"], history_days=settings["watch.history_days"],
-                         lateness=dt.timedelta(minutes=settings["watch.lateness_minutes"]))
+                         lateness=dt.timedelta(minutes=settings["watch.lateness_minutes"]), released_clock=settings["watch.released_clock"])
     publisher = AlertPublisher(broker, alerts_topic) if broker else None
     try:
-        with one_watcher(lake):  # one per lake: a second would ask the analysts' crowd questions again
-            watcher = Watcher(lake, k=k_for_result(lake, None), config=config, publish=publisher.send if publisher else None,
-                              announce=announce)
-            if publisher:
-                watcher.republish_recent()
-            return watcher.run(max_seconds=max_seconds, stop=stop or stop_on_signals(), on_poll=on_poll)
+        watcher = Watcher(lake, k=k_for_result(lake, None), config=config, publish=publisher.send if publisher else None,
+                          announce=announce)
+        if publisher:
+            watcher.republish_recent()
+        return watcher.run(max_seconds=max_seconds, stop=stop or stop_on_signals(), on_poll=on_poll)  # one watcher per lake
     finally:
         if publisher:
             publisher.close()

@@ -61,6 +61,12 @@ def _date(value: Any) -> dt.date:
         raise ValueError("must be a date such as 2000-01-01") from None
 
 
+def _clock(value: Any) -> str:
+    if str(value) not in ("wall", "event"):
+        raise ValueError("use wall (the machine's clock: live feeds) or event (the data's time: replays of past days)")
+    return str(value)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError("must be text")
@@ -140,6 +146,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch.lateness_minutes", WATCH_LATENESS_MINUTES, "`citylake watch` judges a 5-minute step once the newest data is "
             "this many minutes past it (room for late pings).", _positive_int),
     Setting("watch.history_days", WATCH_HISTORY_DAYS, "Days of history `citylake watch` learns what is usual from.", _positive_int),
+    Setting("watch.released_clock", "wall", "When `citylake watch` asks the private test behind analysts' crowd alerts: wall "
+            "(each quarter-hour 15 minutes after it by the machine's clock, whatever has landed: no device's timing decides "
+            "what is counted) or event (by the data's own time: for replays of past days; the guarantee then assumes "
+            "the feed's timing is honest).", _clock),
     Setting("serve.host", "127.0.0.1", "Address `citylake serve` listens on (also --host); 0.0.0.0 for every interface.", _text),
     Setting("serve.port", 8080, "Port of the HTTP API and web app (also --port).", _positive_int),
     Setting("serve.flight_port", 8081, "Port of Arrow Flight SQL (also --flight-port); 0: no Flight SQL.", _positive_int),

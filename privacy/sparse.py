@@ -95,11 +95,16 @@ class SparseVector:
             document = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            judged = document.get("judged")
-            return cls(dt.date.fromisoformat(document["day"]), float(document["epsilon"]), int(document["most"]),
-                       int(document["threshold_noise"]), int(document["used"]), dt.datetime.fromisoformat(judged) if judged else None)
-        except (AttributeError, KeyError, TypeError, ValueError):  # a state of the wrong shape: a new run (charged again)
+        try:  # a state of the wrong shape or with values no run could have: a new run (charged again)
+            judged = dt.datetime.fromisoformat(document["judged"]) if document.get("judged") else None
+            run = cls(dt.date.fromisoformat(document["day"]), document["epsilon"], document["most"], document["threshold_noise"],
+                      document["used"], judged)
+            check(run.epsilon, run.most)
+            if not (isinstance(run.threshold_noise, int) and isinstance(run.used, int) and 0 <= run.used <= run.most
+                    and run.epsilon > 0 and (judged is None or judged.tzinfo is not None)):
+                return None
+            return run
+        except (AttributeError, KeyError, TypeError, ValueError, BadPolicy):
             return None
 
 

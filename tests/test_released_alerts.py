@@ -116,7 +116,8 @@ def _live_crowd(lake, tmp_path, devices: int = 1000) -> None:
 
 def _watch(lake, said: list[str], feed=lambda: None) -> Watcher:
     """A watcher started before ``feed`` lands (a first watcher starts at the newest data), after one poll."""
-    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0)), announce=said.append)
+    watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), released_clock="event"),  # a replayed past
+                      announce=said.append)
     feed()
     watcher.poll()
     return watcher
@@ -275,3 +276,37 @@ def test_the_watchers_files_are_the_stewards(park_lake, tmp_path):
 
     _watch(park_lake, [], lambda: _live_crowd(park_lake, tmp_path, devices=20))
     assert stat.S_IMODE((park_lake.steward_dir / CHECKPOINT).stat().st_mode) == 0o600
+
+
+def test_by_the_clock_no_device_decides_when_a_question_is_asked(park_lake, tmp_path):
+    """Event time comes from the data, so a device that made the 20th of them could decide whether the others' late
+    pings were counted (a second attack found it). By the machine's clock (the default), the questions asked are the
+    same whoever lands what, and a crowd landing after its quarter-hour was asked is not counted."""
+    _steward_policy(park_lake)
+    R.publish(park_lake, policy=GENEROUS, epsilon=1.0, delta=0.0, days=HISTORY)
+    asked: dict[bool, list] = {}
+    lakes = {False: park_lake, True: _copy(park_lake, tmp_path / "with-x")}  # the same lake, before anything is asked
+    for with_x in (False, True):
+        lake = lakes[with_x]
+        clock = [FRIDAY + dt.timedelta(minutes=30)]
+        watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), clock=lambda: clock[0]), announce=lambda _: None)
+        seen: list = []
+        original = watcher.released.judge
+        watcher.released.judge = lambda at, hits: seen.append(at) or original(at, hits)
+        quiet = [row for row in quiet_park_days(np.random.default_rng(4), [FRIDAY.date()]) if row[1] < FRIDAY + dt.timedelta(minutes=10)]
+        app = [(f"app-{i}", FRIDAY + dt.timedelta(minutes=32), 31.25, 121.45) for i in range(19 + with_x)]  # X: the 20th
+        ingest_pings(lake, write_pings_csv(tmp_path / f"first-{with_x}.csv", quiet + app), key=KEY)
+        watcher.poll()
+        crowd = [(f"crowd-{d}", FRIDAY + dt.timedelta(minutes=m), 31.205, 121.405) for d in range(1500) for m in (0, 5)]
+        ingest_pings(lake, write_pings_csv(tmp_path / f"late-{with_x}.csv", crowd), key=KEY)  # lands after 10:15 was asked
+        watcher.poll()
+        asked[with_x] = seen
+        assert scan(lake, "alerts_released").filter(pl.col("kind") == SURGE).collect().is_empty()
+    assert asked[False] == asked[True] == [FRIDAY + dt.timedelta(minutes=15)]  # once, by the clock, with or without X
+
+
+def _copy(lake, where):
+    import shutil
+
+    shutil.copytree(lake.root, where / "lake", symlinks=True)
+    return Lake.open(where / "lake")
