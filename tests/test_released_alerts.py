@@ -288,11 +288,11 @@ def test_by_the_clock_no_device_decides_when_a_question_is_asked(park_lake, tmp_
     lakes = {False: park_lake, True: _copy(park_lake, tmp_path / "with-x")}  # the same lake, before anything is asked
     for with_x in (False, True):
         lake = lakes[with_x]
-        clock = [FRIDAY + dt.timedelta(minutes=30)]
-        watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), clock=lambda: clock[0]), announce=lambda _: None)
+        clock = [FRIDAY + dt.timedelta(minutes=30)]  # the machine's clock, stopped at 10:30
+        watcher = Watcher(lake, k=10, config=WatchConfig(lateness=dt.timedelta(0), clock=lambda now=clock[0]: now),
+                          announce=lambda _: None)
         seen: list = []
-        original = watcher.released.judge
-        watcher.released.judge = lambda at, hits: seen.append(at) or original(at, hits)
+        watcher.released.judge = lambda at, hits, seen=seen, ask=watcher.released.judge: seen.append(at) or ask(at, hits)
         quiet = [row for row in quiet_park_days(np.random.default_rng(4), [FRIDAY.date()]) if row[1] < FRIDAY + dt.timedelta(minutes=10)]
         app = [(f"app-{i}", FRIDAY + dt.timedelta(minutes=32), 31.25, 121.45) for i in range(19 + with_x)]  # X: the 20th
         ingest_pings(lake, write_pings_csv(tmp_path / f"first-{with_x}.csv", quiet + app), key=KEY)
