@@ -1,8 +1,8 @@
 """Crowd surges everyone but the steward may read: the live watcher's differentially private test.
 
 The watcher's own surges are judged on exact counts, k-anonymous: the steward's (``alerts``). For everyone else
-(``alerts_released``), each quarter-hour asks every place, in a fixed order, whether its distinct devices in the last
-hour are above a line drawn from public facts only — the usual from the footfall *release* of the history (post-
+(``alerts_released``), each quarter-hour asks every place, smallest first, whether its distinct devices in the last hour
+(cut at midnight) are above a line drawn from public facts only — the usual from the footfall *release* of the history (post-
 processing), twice it or the k floor, plus a margin for the noise (``SparseVector.margin``) — through the sparse vector
 technique (``privacy.sparse``): one run a day, charged to the ledger before its first question, at most the policy's
 ``alert_most`` yeses. Smaller places are asked first, and a yes leaves the places around it unasked (a crowd in a plaza
@@ -31,8 +31,8 @@ from citylake.privacy.ledger import check_budget, record
 from citylake.privacy.sparse import SparseVector
 
 HOUR = dt.timedelta(hours=1)
-RELEASED_SETTLE = dt.timedelta(minutes=15)  # a quarter-hour is asked only when event time is this far past it: past the
-# 10 minutes into the future ingestion accepts, so no device's clock decides which pings of the others are counted
+RELEASED_SETTLE = dt.timedelta(minutes=15)  # a quarter-hour is asked only when the clock (or, replaying, event time) is
+# this far past it: beyond the 10 minutes into the future ingestion accepts
 HOLD = dt.timedelta(hours=1)  # a released surge stays open this long after its yes; its place is not asked meanwhile
 STATE = "watch_released.json"  # the day's run, in the steward zone: the line's noise must never be drawn twice
 LEDGER_TABLE = "alerts_released"

@@ -15,8 +15,9 @@ every 5-minute step up to the watermark (less ``lateness``) is evaluated once, i
 
 Alerts are episodes (``analytics.alerts``): committed to the steward's ``alerts`` table after each poll (an upsert by id),
 then handed to ``publish`` (the broker carries raw pings, so it is inside the steward's boundary). What everyone else
-reads goes to ``alerts_released`` in a second commit: the faults and drops as they are (readings are about things), and
-crowd surges only from the differentially private test of ``analytics.released_alerts`` — never the exact ones. The last
+reads goes to ``alerts_released``, committed first: the faults and drops as they are (readings are about things), and
+crowd surges only from the differentially private test of ``analytics.released_alerts`` (asked by the machine's clock,
+or by event time for replays) — never the exact ones. The last
 step judged rides in the exact commit's metadata and in a file in the steward zone, so a restarted watcher resumes at the
 step after the last one it finished (and copies faults and drops a kill kept from the released table); its state (the
 last hour of pings, the last readings per sensor) is rebuilt from the lake's snapshot. Evidence names no count of people:
@@ -173,7 +174,8 @@ class Watcher:
         """Faults and drops the last watcher committed but had not yet copied to the released alerts (a kill between the
         two commits): copied now, at the revision it reached."""
         exact = scan(self.lake, "alerts").filter(pl.col("kind") != SURGE)
-        missed = exact.join(scan(self.lake, "alerts_released").select("alert_id", "revision"), on=["alert_id", "revision"], how="anti").collect()
+        released = scan(self.lake, "alerts_released").select("alert_id", "revision")
+        missed = exact.join(released, on=["alert_id", "revision"], how="anti").collect()
         if missed.height:
             self.lake.upsert("alerts_released", missed)
 
@@ -192,19 +194,22 @@ class Watcher:
             self._ask_by_the_clock()
         return self._save()
 
+    def _clock_due(self) -> dt.datetime:
+        """The latest quarter-hour the machine's clock has put ``RELEASED_SETTLE`` (and the lateness) behind it."""
+        return _floor_quarter(self.config.clock() - RELEASED_SETTLE - self.config.lateness)
+
     def _released_due(self) -> dt.datetime:
         """The next quarter-hour the analysts' test asks by the clock: the hits of the hour before it must be kept."""
         if self.config.released_clock == "event":
             return dt.datetime.max.replace(tzinfo=UTC)
-        due = _floor_quarter(self.config.clock() - RELEASED_SETTLE - self.config.lateness)
-        judged = self.released.run.judged if self.released.run else None
+        due, judged = self._clock_due(), self.released.run.judged if self.released.run else None
         return due if judged is None else max(judged + QUARTER, due - MAX_CATCH_UP)
 
     def _ask_by_the_clock(self) -> None:
         """The analysts' crowd test asks each quarter-hour once the machine's clock is ``RELEASED_SETTLE`` (and the
         lateness) past it, on whatever has landed: when a question is asked never depends on anyone's data. A first
         watcher starts at the clock; a restarted one asks what it missed, up to ``MAX_CATCH_UP`` back."""
-        due, at = _floor_quarter(self.config.clock() - RELEASED_SETTLE - self.config.lateness), self._released_due()
+        due, at = self._clock_due(), self._released_due()
         while at <= due:
             self.released.judge(at, self.hits)
             at += QUARTER
