@@ -46,6 +46,7 @@ class ReleasedSurges:
                  announce: Callable[[str], None]) -> None:
         self.places = sorted(shapes, key=lambda place: (shapes[place].area, place))  # the order questions are asked in
         self.around = _places_around(shapes)
+        self.order = pl.DataFrame({"place_id": self.places, "order": range(len(self.places))})
         self.lake, self.k, self.ratio = lake, k, ratio
         self.history_days, self.announce = history_days, announce
         self.policy = read_policy(lake)
@@ -66,10 +67,9 @@ class ReleasedSurges:
         start = max(at - HOUR, dt.datetime.combine(day, dt.time(), dt.timezone.utc))
         opened = {where for (_, where) in self.episodes.open}
         held = opened | {outer for place in opened for outer in self.around.get(place, ())}
-        order = pl.DataFrame({"place_id": self.places, "order": range(len(self.places))})
         counts = (hits.filter(pl.col("ts").is_between(start, at, closed="left")).group_by("place_id")
                   .agg(pl.col("device_id").n_unique().alias("devices")))
-        asked = (self._lines(day, start, at).filter(~pl.col("place_id").is_in(list(held))).join(order, on="place_id")
+        asked = (self._lines(day, start, at).filter(~pl.col("place_id").is_in(list(held))).join(self.order, on="place_id")
                  .join(counts, on="place_id", how="left").with_columns(pl.col("devices").fill_null(0)).sort("order"))
         position = {place: i for i, place in enumerate(asked["place_id"])}
         spared = [{position[outer] for outer in self.around.get(place, ()) if outer in position} for place in asked["place_id"]]

@@ -44,6 +44,7 @@ from citylake.analytics.released_alerts import HOUR, RELEASED_SETTLE, ReleasedSu
 from citylake.analytics.scoring import SURGE_RATIO, SURGE_Z, count_z, drop_severity, surge_judgement
 from citylake.lake import Lake, added_since, read_added, registry, scan
 from citylake.privacy import Refused
+from citylake.privacy.files import write_private
 from citylake.queries import PlaceFinder
 
 UTC = dt.timezone.utc
@@ -367,7 +368,7 @@ class Watcher:
         if rows:
             self.lake.upsert("alerts", pl.DataFrame(rows, schema=_ALERT_SCHEMA), metadata={"citylake.watch": self.checkpoint.as_json()})
             self.unpublished += rows
-        _write_atomically(self.lake.steward_dir / CHECKPOINT, self.checkpoint.as_json())
+        write_private(self.lake.steward_dir / CHECKPOINT, self.checkpoint.as_json())
         self._publish()
         self.raised += len(rows)
         return len(rows)
@@ -478,14 +479,6 @@ def _read(path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
-
-
-def _write_atomically(path, text: str) -> None:
-    """Replace ``path`` with ``text``, readable by its owner only (it is in the steward zone)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
 
 
 @contextmanager

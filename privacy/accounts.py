@@ -27,6 +27,7 @@ from pathlib import Path
 
 from citylake.lake import Lake
 from citylake.privacy.errors import Refused
+from citylake.privacy.files import write_private
 
 PLANNER, ANALYST, PILOT, STEWARD = "planner", "analyst", "pilot", "steward"
 ACCOUNT_ROLES = (PLANNER, ANALYST, PILOT, STEWARD)
@@ -118,13 +119,7 @@ class Accounts:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = _read(self.path)
             yield entries
-            temporary = self.path.with_name(f".{ACCOUNTS_FILE}.{os.getpid()}")
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as out:
-                json.dump(entries, out, indent=1)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
+            write_private(self.path, json.dumps(entries, indent=1))
         finally:
             os.close(lock)
 

@@ -33,7 +33,7 @@ class Noise:
         if counts.size == 0:
             return counts.astype(np.int64)
         if self.discrete:
-            return np.asarray(self._measurement()(counts.astype(np.int64).tolist()), dtype=np.int64)
+            return _whole_noise(self.mechanism, self.scale, counts)
         return np.rint(np.asarray(self._measurement()(counts.astype(np.float64).tolist()))).astype(np.int64)  # rounding spends nothing
 
     def _measurement(self):
@@ -44,9 +44,11 @@ class Noise:
 
 def laplace_noise(counts: np.ndarray, scale: float, /) -> np.ndarray:
     """``counts`` (whole numbers) with OpenDP's discrete Laplace noise of ``scale`` added to each."""
-    if counts.size == 0:
-        return counts.astype(np.int64)
-    return np.asarray(_mechanism("laplace", scale)(counts.astype(np.int64).tolist()), dtype=np.int64)
+    return counts.astype(np.int64) if counts.size == 0 else _whole_noise("laplace", scale, counts)
+
+
+def _whole_noise(name: str, scale: float, counts: np.ndarray) -> np.ndarray:
+    return np.asarray(_mechanism(name, scale)(counts.astype(np.int64).tolist()), dtype=np.int64)
 
 
 def calibrate(*, epsilon: float, delta: float, l1: float, l2: float) -> Noise:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 
 from citylake.lake import Lake
 from citylake.privacy.errors import BadPolicy, Refused
+from citylake.privacy.files import write_private
 from citylake.privacy.sparse import check as check_alerts
 
 POLICY_FILE = "privacy.json"
@@ -106,12 +106,4 @@ def read_policy(lake: Lake, /, *, doing: str = "this") -> Policy | None:
 
 def write_policy(lake: Lake, policy: Policy, /) -> None:
     """Replace the policy file atomically, readable by its owner only."""
-    path = lake.steward_dir / POLICY_FILE
-    staged = path.with_suffix(".json.new")
-    previous = os.umask(0o077)
-    try:
-        staged.write_text(json.dumps(dataclasses.asdict(policy.checked()), indent=2) + "\n")
-        os.chmod(staged, 0o600)
-        staged.replace(path)
-    finally:
-        os.umask(previous)
+    write_private(lake.steward_dir / POLICY_FILE, json.dumps(dataclasses.asdict(policy.checked()), indent=2) + "\n")

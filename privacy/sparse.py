@@ -19,13 +19,13 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from citylake.privacy.errors import BadPolicy
+from citylake.privacy.files import write_private
 from citylake.privacy.noise import laplace_noise
 
 
@@ -81,13 +81,7 @@ class SparseVector:
     # -- the run's state, in the steward zone ---------------------------------------------------
     def save(self, path: Path) -> None:
         document = {**dataclasses.asdict(self), "day": self.day.isoformat(), "judged": self.judged.isoformat() if self.judged else None}
-        staged = path.with_name(f".{path.name}.{os.getpid()}")
-        previous = os.umask(0o077)
-        try:
-            staged.write_text(json.dumps(document) + "\n")
-            os.replace(staged, path)
-        finally:
-            os.umask(previous)
+        write_private(path, json.dumps(document) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> SparseVector | None:
