@@ -29,6 +29,7 @@ from citylake.analytics.scoring import (
 )
 from citylake.h3_index.threads import thread_map
 from citylake.lake import Lake, registry, scan
+from citylake.lake.storage import Storage
 from citylake.queries import DEFAULT_K, Filters, engine, footfalls
 
 UTC = dt.timezone.utc
@@ -87,11 +88,12 @@ def task_hours(days: int, busiest_day: int) -> int:
                  if days * 24 // hours >= MIN_TASKS and busiest_day * hours / 24 <= TASK_PINGS), 1)
 
 
-def window_series(lake_root: str, start: dt.datetime, hours: int, history: bool = False) -> dict[str, pl.DataFrame]:
-    """One window's inputs, through the queries layer (one Dask task; it opens the lake itself, so it runs in any worker).
+def window_series(lake_uri: str, storage: Storage | None, start: dt.datetime, hours: int, history: bool = False) -> dict[str, pl.DataFrame]:
+    """One window's inputs, through the queries layer (one Dask task; it opens the lake itself from its URI and storage
+    settings, so it runs in any worker that can reach the lake: the same disk, or the object store).
     Everything is per hour, so windows aligned to hours add up exactly. A ``history`` window (a day around the one
     analysed, to learn what is usual from) gives only the places' and sensors' hourly series."""
-    lake = Lake.open(lake_root)
+    lake = Lake.open(lake_uri, storage=storage)
     window = Filters(start=start, end=start + dt.timedelta(hours=hours))
     sensor_ids = registry.sensors(lake, columns=("sensor_id",))["sensor_id"].to_list()
     hourly = engine("polars", lake).readings(sensor_ids=sensor_ids, freq="1h", filters=window)
@@ -120,12 +122,12 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     hours = task_hours(len(days), max(days.values(), default=0))
     windows = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(hours=h) for day in days for h in range(0, 24, hours)]
     windows = [w for w in windows if (start is None or w >= start - dt.timedelta(hours=hours)) and (end is None or w < end)]
-    tasks = [dask.delayed(window_series)(str(lake.root), w, hours) for w in windows]
+    tasks = [dask.delayed(window_series)(lake.uri, lake.storage, w, hours) for w in windows]
     if not tasks:  # no pings in the window: nothing to analyse, but an empty analysis still makes a report
         from citylake.analytics.anomalies import AnalysisInputError
 
         raise AnalysisInputError("no pings in the lake for this window; ingest pings (`citylake ingest pings`) or widen --from/--to")
-    tasks += [dask.delayed(window_series)(str(lake.root), dt.datetime.combine(day, dt.time(), UTC), 24, True)
+    tasks += [dask.delayed(window_series)(lake.uri, lake.storage, dt.datetime.combine(day, dt.time(), UTC), 24, True)
               for day in _history_days(lake, start, end, analysed=set(days))]
     started = time.perf_counter()
     parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")

@@ -40,7 +40,7 @@ def init_lake(path: str | Path | None = None, /, *, settings: S.Settings | None 
 
     settings = settings or S.load()
     lake = Lake.init(path or settings["lake"], cell_res=settings["h3.cell_resolution"], partition_res=settings["h3.partition_resolution"],
-                     timezone=timezone)
+                     timezone=timezone, storage=storage_of(settings))
     create_pseudonym_key(lake, settings=settings, policy=policy)
     return lake
 
@@ -50,7 +50,18 @@ def open_lake(path: str | Path | None = None, /, *, settings: S.Settings | None 
     from citylake.lake import Lake
 
     settings = settings or S.load()
-    return Lake.open(path or settings["lake"])
+    return Lake.open(path or settings["lake"], storage=storage_of(settings))
+
+
+def storage_of(settings: S.Settings | None = None, /):
+    """How to reach an ``s3://`` lake: the ``storage.*`` settings, each empty one from its AWS environment variable."""
+    from citylake.lake import Storage
+
+    settings = settings or S.load()
+    return Storage.from_env(
+        endpoint=settings["storage.endpoint"], region=settings["storage.region"], access_key_id=settings["storage.access_key_id"],
+        secret_access_key=settings["storage.secret_access_key"], path_style=settings["storage.path_style"],
+        allow_http=settings["storage.allow_http"], lock_lease_seconds=settings["storage.lock_lease_seconds"])
 
 
 def create_pseudonym_key(lake: Lake, /, *, settings: S.Settings | None = None, policy: Policy | None = None) -> Path | None:

@@ -67,6 +67,17 @@ def _clock(value: Any) -> str:
     return str(value)
 
 
+def _auto_bool(value: Any) -> bool | None:
+    text = str(value).strip().lower()
+    if text in ("auto", ""):
+        return None
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("use true, false or auto")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError("must be text")
@@ -80,6 +91,7 @@ class Setting:
     help: str
     parse: Callable[[Any], Any]
     env: str = ""
+    secret: bool = False  # never shown: `citylake settings` says only whether it is set
 
     @property
     def env_var(self) -> str:
@@ -87,7 +99,20 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("lake", "./citylake-data", "Directory of the lake (also the global --lake option).", _text, env="CITYLAKE_LAKE"),
+    Setting("lake", "./citylake-data", "Where the lake is: a directory, file:///DIR or s3://BUCKET/PREFIX (also the global --lake "
+            "option).", _text, env="CITYLAKE_LAKE"),
+    Setting("storage.endpoint", "", "Object store endpoint of an s3:// lake, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO; "
+            "empty: $AWS_ENDPOINT_URL, else AWS S3.", _text),
+    Setting("storage.region", "", "Region of an s3:// lake's bucket; empty: $AWS_REGION, else us-east-1.", _text),
+    Setting("storage.access_key_id", "", "Access key of an s3:// lake; empty: $AWS_ACCESS_KEY_ID.", _text),
+    Setting("storage.secret_access_key", "", "Secret key of an s3:// lake (never shown); empty: $AWS_SECRET_ACCESS_KEY.", _text,
+            secret=True),
+    Setting("storage.path_style", "auto", "Path-style S3 addressing: true, false, or auto (path-style when an endpoint is set).",
+            _auto_bool),
+    Setting("storage.allow_http", "auto", "Plain HTTP to the object store: true, false, or auto (when the endpoint is http://).",
+            _auto_bool),
+    Setting("storage.lock_lease_seconds", 30, "An s3:// lake's writer lock expires this long after its holder stops renewing it "
+            "(a writer killed mid-write blocks others at most this long).", _positive_int),
     Setting(
         "h3.cell_resolution",
         DEFAULT_CELL_RES,
@@ -176,6 +201,13 @@ class Settings:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def shown(self, name: str) -> str:
+        """The value as ``citylake settings`` prints it: a secret only as set or not."""
+        value = self.values[name]
+        if BY_NAME[name].secret:
+            return "(set)" if value else ""
+        return "auto" if value is None else str(value)
 
     def with_overrides(self, overrides: Mapping[str, Any], /) -> Settings:
         """These settings with some values replaced (as a command line would)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from citylake.lake import Lake
+from citylake.lake import Lake, scan
 
 UTC = dt.timezone.utc
 LEDGERED = ("pings", "readings", "places", "sensors")  # the tables ingestion writes through batches
@@ -111,7 +111,7 @@ def _check_quarantine(drift: Drift, table: str, commits: pl.DataFrame, quarantin
 
 def _check_covers(drift: Drift, lake: Lake) -> None:
     places = pl.from_arrow(lake.table("places").to_pyarrow_table(columns=["place_id"]))
-    covered = pl.scan_delta(str(lake.path("place_cells"))).select("place_id").unique().collect()
+    covered = scan(lake, "place_cells").select("place_id").unique().collect()
     bare = places.join(covered, on="place_id", how="anti")
     if bare.height:
         drift.lines.append(f"places: {bare.height:,} place(s) have no cells in place_cells (e.g. {bare['place_id'][0]}); "
@@ -134,5 +134,5 @@ def repair(lake: Lake, table: str, *, drift: Drift | None = None) -> int:
 
 
 def _recorded(lake: Lake, table: str) -> pl.DataFrame:
-    return (pl.scan_delta(str(lake.path("batches"))).filter(pl.col("table_name") == table)
+    return (scan(lake, "batches").filter(pl.col("table_name") == table)
             .select(LINK).drop_nulls().collect())

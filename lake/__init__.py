@@ -15,20 +15,25 @@ from citylake.lake.errors import (
     ExtensionMissing,
     LakeError,
     LakeNotFound,
+    LocalOnly,
     NoSuchVersion,
     NotALakeDirectory,
     NotWritable,
     SchemaMismatch,
+    StorageRefused,
+    StorageUnreachable,
     TableNotEmpty,
     UnknownTable,
 )
 from citylake.lake.history import commit_summary
 from citylake.lake.lake import DEFAULT_CELL_RES, DEFAULT_PARTITION_RES, Lake, TableStats, check_timezone
 from citylake.lake.schemas import TABLES, TableSpec
+from citylake.lake.storage import Storage
 
 __all__ = [
     "Added", "added_since", "read_added", "BadLakeFile", "BadTimezone", "BadWriteMode",
     "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
-    "LakeNotFound", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch", "TABLES", "TableNotEmpty", "TableSpec",
+    "LakeNotFound", "LocalOnly", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch",
+    "Storage", "StorageRefused", "StorageUnreachable", "TABLES", "TableNotEmpty", "TableSpec",
     "TableStats", "UnknownTable", "check_timezone", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

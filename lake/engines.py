@@ -90,7 +90,7 @@ def _install_lock(con: duckdb.DuckDBPyConnection):
 
 def delta_scan_sql(lake: Lake, name: str, *, as_of: AsOf = None) -> str:
     """``delta_scan(...)`` of one table, pinned to a version when ``as_of`` is given."""
-    path = str(lake.path(name)).replace("'", "''")
+    path = lake.table_uri(name).replace("'", "''")
     version = lake.resolve_version(name, as_of)
     return f"delta_scan('{path}')" if version is None else f"delta_scan('{path}', version => {version})"
 
@@ -106,9 +106,19 @@ def create_views(
     """One view per lake table, named as the table: the lake as of a time, or per-table versions."""
     if isinstance(as_of, int):
         raise NoSuchVersion("*", as_of, "a version number belongs to one table; pass versions={'pings': 3} or a time")
+    reach_storage(con, lake)
     for name in tables or lake.names:
         pinned = (versions or {}).get(name, as_of)
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM {delta_scan_sql(lake, name, as_of=pinned)}')
+
+
+def reach_storage(con: duckdb.DuckDBPyConnection, lake: Lake, /) -> None:
+    """Give a connection what it needs to read a lake on object storage: httpfs (from its PyPI package) and a secret
+    scoped to the lake's prefix. Nothing for a local lake."""
+    if lake.storage is None:
+        return
+    load_extensions(con, ("httpfs",))
+    con.execute(lake.storage.duckdb_secret("citylake_lake", lake.uri))
 
 
 def duckdb_for(
@@ -127,4 +137,4 @@ def duckdb_for(
 
 def scan(lake: Lake, name: str, /, *, as_of: AsOf = None) -> pl.LazyFrame:
     """A Polars LazyFrame over one lake table (at ``as_of`` if given); filters prune partitions."""
-    return pl.scan_delta(str(lake.path(name)), version=lake.resolve_version(name, as_of))
+    return pl.scan_delta(lake.table_uri(name), version=lake.resolve_version(name, as_of), storage_options=lake.storage_options)

@@ -155,3 +155,35 @@ class DiskFull(LakeError, OSError):
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 1024:,.0f} KB"
+
+
+class BadLocation(LakeError, ValueError):
+    def __init__(self, location: str, why: str) -> None:
+        self.location = location
+        super().__init__(f"lake location {location!r} is not usable: {why}")
+
+
+class StorageRefused(LakeError, PermissionError):
+    """The object store refused these credentials (the steward zone of a lake on S3 is kept from others this way)."""
+
+    def __init__(self, lake: str, key: str, why: str) -> None:
+        self.lake, self.key = lake, key
+        super().__init__(f"the object store refused access to {lake}/{key} with the credentials given ({why}); check "
+                         "storage.access_key_id / AWS_ACCESS_KEY_ID and the bucket's policy for this user")
+
+
+class StorageUnreachable(LakeError, OSError):
+    def __init__(self, lake: str, endpoint: str, why: str) -> None:
+        self.lake, self.endpoint = lake, endpoint
+        where = f" at {endpoint}" if endpoint else ""
+        super().__init__(f"cannot reach the object store of {lake}{where} ({why}); check storage.endpoint "
+                         "(or AWS_ENDPOINT_URL) and that the server is running")
+
+
+class LocalOnly(LakeError, NotImplementedError):
+    """A feature that keeps files in a local lake's directories, asked of a lake on object storage."""
+
+    def __init__(self, lake: str, doing: str) -> None:
+        self.lake = lake
+        super().__init__(f"{doing} needs a lake on a local disk, and {lake} is on object storage; run it against a local "
+                         "lake (`citylake watch`, `citylake serve` and the live feed keep their state beside the lake's files)")

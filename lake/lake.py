@@ -1,4 +1,4 @@
-"""The lake: a directory of Delta tables with the schemas of ``lake.schemas``.
+"""The lake: Delta tables with the schemas of ``lake.schemas``, in a directory or under an ``s3://`` prefix (``lake.storage``).
 
 Every write is one Delta commit, so readers see all of it or none of it, and a writer
 killed mid-write leaves only files no commit names (``vacuum`` removes them).
@@ -33,6 +33,7 @@ from citylake.lake.errors import (
     BadWriteMode,
     DiskFull,
     LakeNotFound,
+    LocalOnly,
     NoSuchVersion,
     NotALakeDirectory,
     NotWritable,
@@ -42,7 +43,8 @@ from citylake.lake.errors import (
 )
 from citylake.lake.run_keys import RunKeys
 from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE, TABLES, TableSpec
-from citylake.lake.writers import ensure_room, is_disk_full, table_lock
+from citylake.lake.storage import Location, Storage, locate
+from citylake.lake.writers import LOCKS, ensure_room, is_disk_full
 
 WriteMode = Literal["error", "append", "overwrite"]
 AsOf = int | str | dt.datetime | None
@@ -94,7 +96,7 @@ def _one_writer(method):
     @functools.wraps(method)
     def write(self, name, *args, **kwargs):
         self._check_writable(name)
-        with table_lock(self.path(name)):
+        with self.writer_lock(name):
             return method(self, name, *args, **kwargs)
     return write
 
@@ -110,10 +112,16 @@ class TableStats:
 
 
 class Lake:
-    """A citylake lake rooted at a directory. Open one with ``Lake.open`` or ``Lake.init``."""
+    """A citylake lake rooted at a directory or an ``s3://bucket/prefix``. Open one with ``Lake.open`` or ``Lake.init``."""
 
-    def __init__(self, root: str | Path, *, cell_res: int, partition_res: int, lake_id: str = "", timezone: str = "UTC") -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | Location, *, cell_res: int, partition_res: int, lake_id: str = "", timezone: str = "UTC",
+                 storage: Storage | None = None) -> None:
+        self.location = root if isinstance(root, Location) else locate(root, storage)
+        self.uri = self.location.uri  # what commands print and Dask tasks are given (with ``storage``)
+        self.root: Path | None = getattr(self.location, "root", None)  # a local lake's directory; None on object storage
+        self.storage: Storage | None = getattr(self.location, "storage", None)
+        self.storage_options = self.location.storage_options
+        self._readable: dict[str, bool] = {}
         self.cell_res = check_resolution(cell_res)
         self.partition_res = check_resolution(partition_res)
         self.lake_id = lake_id  # random, made with the lake: names its pseudonym key file, so no two lakes share a key
@@ -124,73 +132,81 @@ class Lake:
     @classmethod
     def init(
         cls, root: str | Path, /, *, cell_res: int = DEFAULT_CELL_RES, partition_res: int = DEFAULT_PARTITION_RES,
-        timezone: str | None = None,
+        timezone: str | None = None, storage: Storage | None = None,
     ) -> Lake:
         """Create the lake (or complete a partial one) and every table; safe to run twice.
 
         The resolutions are fixed when the lake is first made: every row already written
         depends on them. An existing lake keeps its own. ``timezone`` (the city's, default UTC) may be
         changed later: rows are stored in UTC, and only what people read is shown in it.
+        ``root`` is a directory, ``file://…`` or ``s3://bucket/prefix`` (reached with ``storage``, else the AWS variables).
         """
-        root = Path(root)
-        marker = root / MARKER
-        _check_directory(root)
-        if marker.exists():
-            lake = cls.open(root)
+        location = locate(root, storage)
+        if location.local:
+            _check_directory(location.root)
+        if _marker_text(location) is not None:
+            lake = cls.open(location)
             lake.require_writable()
             if timezone is not None and timezone != lake.timezone:
                 lake.set_timezone(timezone)
+            if not location.local:
+                lake._make_zones()  # complete one whose making was cut short (on a disk, ``open`` does it)
             return lake
         if partition_res >= cell_res:
             raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
-        existing = next(p for p in (root, *root.parents) if p.exists())
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise NotWritable(str(root), str(existing), making=True)
-        lake = cls(root, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8), timezone=timezone or "UTC")
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o755)
-        lake._make_zones()
+        lake = cls(location, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8), timezone=timezone or "UTC")
+        if location.local:
+            existing = next(p for p in (location.root, *location.root.parents) if p.exists())
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise NotWritable(str(location.root), str(existing), making=True)
+            location.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(location.root, 0o755)
         facts = {"format": FORMAT_VERSION, "lake_id": lake.lake_id, "cell_res": lake.cell_res, "partition_res": lake.partition_res,
                  "timezone": lake.timezone}
-        marker.write_text(json.dumps(facts, indent=2) + "\n")
-        os.chmod(marker, 0o644)
+        if not location.local:  # written first on a store (a refused write fails here, before any table): `init` again completes it
+            location.write_text(MARKER, json.dumps(facts, indent=2) + "\n", private=False)
+        lake._make_zones()
+        if location.local:  # written last on a disk: a directory without it is not a lake yet, and `init` again completes it
+            location.write_text(MARKER, json.dumps(facts, indent=2) + "\n", private=False)
         return lake
 
     @classmethod
-    def open(cls, root: str | Path, /) -> Lake:
-        """Open an existing lake, with the resolutions it was made with."""
-        _check_directory(Path(root))
-        marker = Path(root) / MARKER
-        if not marker.is_file():
-            raise LakeNotFound(str(root))
-        facts = _read_marker(marker)
-        lake = cls(root, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""),
+    def open(cls, root: str | Path | Location, /, *, storage: Storage | None = None) -> Lake:
+        """Open an existing lake, with the resolutions it was made with (``root`` as for ``init``)."""
+        location = root if isinstance(root, Location) else locate(root, storage)
+        if location.local:
+            _check_directory(location.root)
+        text = _marker_text(location)
+        if text is None:
+            raise LakeNotFound(location.uri)
+        facts = _read_marker(f"{location.uri}/{MARKER}", text)
+        lake = cls(location, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""),
                    timezone=facts.get("timezone", "UTC"))
-        if facts.get("format", 1) < FORMAT_VERSION and os.access(root, os.W_OK):
-            lake._upgrade(facts)
-        if os.access(root, os.W_OK):  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
-            lake._make_zones()
+        if location.local and os.access(location.root, os.W_OK):
+            if facts.get("format", 1) < FORMAT_VERSION:
+                lake._upgrade(facts)
+            lake._make_zones()  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
         return lake
 
     def set_timezone(self, timezone: str, /) -> None:
         """The city's time zone, recorded in ``citylake.json`` (the owner's; no row changes: storage is UTC)."""
         self.timezone = check_timezone(timezone)
-        marker = self.root / MARKER
-        facts = {**_read_marker(marker), "timezone": self.timezone}
-        temporary = marker.with_name(f".{MARKER}.{os.getpid()}")
-        temporary.write_text(json.dumps(facts, indent=2) + "\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, marker)
+        text = _marker_text(self.location) or "{}"
+        facts = {**_read_marker(f"{self.uri}/{MARKER}", text), "timezone": self.timezone}
+        self.location.write_text(MARKER, json.dumps(facts, indent=2) + "\n", private=False)
 
     def require_writable(self) -> None:
         """Refuse now, before any work, when this user cannot change the lake: another user's lake, one made read-only, or
-        one on a read-only file system. (Each write checks its own table again.)"""
+        one on a read-only file system. (Each write checks its own table again; on object storage the store's refusal of a
+        write is the answer, and says so.)"""
+        if not self.location.local:
+            return
         for path in (self.root, *(self.root / zone.directory for zone in ZONES.values())):
             if path.exists() and not os.access(path, os.W_OK | os.X_OK):
                 raise NotWritable(None, str(path))
 
     def _make_zones(self) -> None:
-        for zone in ZONES.values():
+        for zone in ZONES.values() if self.location.local else ():  # a store has no directories: its policy guards the prefixes
             path = self.root / zone.directory
             path.mkdir(exist_ok=True)
             os.chmod(path, zone.mode)
@@ -210,16 +226,17 @@ class Lake:
             os.chmod(path, 0o700 if path.is_dir() else 0o600)
         self.lake_id = facts.get("lake_id") or secrets.token_hex(8)
         facts = {**facts, "format": FORMAT_VERSION, "lake_id": self.lake_id}
-        (self.root / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
+        self.location.write_text(MARKER, json.dumps(facts, indent=2) + "\n", private=False)
 
     @_in_zone
     def _create_table(self, name: str) -> None:
         spec = self.spec(name)
-        path = self.path(name)
-        if deltalake.DeltaTable.is_deltatable(str(path)):
+        uri = self.table_uri(name)
+        if deltalake.DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
             return
         deltalake.DeltaTable.create(
-            str(path),
+            uri,
+            storage_options=self.storage_options,
             schema=spec.schema(cell_res=self.cell_res, partition_res=self.partition_res),
             partition_by=list(spec.partition_by) or None,
             name=spec.name,
@@ -237,12 +254,43 @@ class Lake:
         except KeyError:
             raise UnknownTable(name, self.names) from None
 
+    def relative(self, name: str) -> str:
+        """The table's place under the lake's root: ``<zone directory>/<name>``."""
+        return f"{ZONES[self.spec(name).zone].directory}/{name}"
+
+    def table_uri(self, name: str) -> str:
+        """Where the engines find the table: a path on a disk, ``s3://…`` on a store (with ``storage_options``)."""
+        return self.location.table_uri(self.relative(name))
+
     def path(self, name: str) -> Path:
-        return self.root / ZONES[self.spec(name).zone].directory / name
+        """The table's directory: a local lake's only (``table_uri`` names a table wherever the lake is)."""
+        return self.local_root("reading a table's files directly") / self.relative(name)
+
+    def local_root(self, doing: str) -> Path:
+        """The lake's directory, for what works on a local lake only; one clear line on object storage."""
+        if self.root is None:
+            raise LocalOnly(self.uri, doing)
+        return self.root
 
     def readable(self, name: str) -> bool:
-        """Whether this process may read the table (the steward zone is its owner's alone)."""
-        return os.access(self.path(name).parent, os.R_OK | os.X_OK)
+        """Whether this process may read the table (the steward zone is its owner's alone: by file modes on a disk, by the
+        store's access policy on object storage)."""
+        zone = ZONES[self.spec(name).zone].directory
+        if zone not in self._readable:
+            self._readable[zone] = self.location.readable(zone)
+        return self._readable[zone]
+
+    def writer_lock(self, name: str):
+        """Hold the table's writer lock (``lake.writers``, ``lake.storage.LeaseLock`` on object storage)."""
+        return self.location.lock(f"{ZONES[self.spec(name).zone].directory}/{LOCKS}/{name}.lock")
+
+    def read_steward_file(self, name: str, /) -> str | None:
+        """One of the steward zone's files (its policy), or None when absent; ``PermissionError`` for others."""
+        return self.location.read_text(f"{ZONES['steward'].directory}/{name}")
+
+    def write_steward_file(self, name: str, text: str, /) -> None:
+        """Replace one of the steward zone's files whole, readable by its owner only."""
+        self.location.write_text(f"{ZONES['steward'].directory}/{name}", text, private=True)
 
     @property
     def readable_names(self) -> list[str]:
@@ -251,11 +299,13 @@ class Lake:
 
     @property
     def steward_dir(self) -> Path:
-        """The steward zone's directory: also holds the lake's privacy policy."""
-        return self.root / ZONES["steward"].directory
+        """The steward zone's directory on a local lake: also holds the watcher's state and the server's accounts."""
+        return self.local_root("keeping files in the steward zone's directory") / ZONES["steward"].directory
 
     def _check_writable(self, name: str) -> None:
-        """Refused here, before the Delta writer's threads meet it (and panic)."""
+        """Refused here, before the Delta writer's threads meet it (and panic). (On a store, the store refuses.)"""
+        if self.root is None:
+            return
         path = self.path(name)
         where = path if path.exists() else path.parent
         if not os.access(where, os.W_OK | os.X_OK):
@@ -263,7 +313,7 @@ class Lake:
 
     def _delta(self, name: str) -> deltalake.DeltaTable:
         """The table's latest version, as delta-rs opens it."""
-        return deltalake.DeltaTable(str(self.path(name)))
+        return deltalake.DeltaTable(self.table_uri(name), storage_options=self.storage_options)
 
     def table(self, name: str, /, *, as_of: AsOf = None) -> deltalake.DeltaTable:
         """The Delta table, at its latest version or as of a version number or a time."""
@@ -358,7 +408,8 @@ class Lake:
         mode: str,
         metadata: dict[str, str] | None,
     ) -> int:
-        ensure_room(name, self.path(name), rows.nbytes)
+        if self.root is not None:
+            ensure_room(name, self.path(name), rows.nbytes)
         try:
             deltalake.write_deltalake(
                 table,
@@ -368,10 +419,10 @@ class Lake:
                 commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
             )
         except (OSError, deltalake.exceptions.DeltaError) as err:
-            if is_disk_full(err):
+            if self.root is not None and is_disk_full(err):
                 raise DiskFull(name, str(self.path(name)), rows.nbytes, shutil.disk_usage(self.path(name)).free) from None
             raise
-        return deltalake.DeltaTable(table.table_uri).version()
+        return self._delta(name).version()
 
     def append_new(
         self,
@@ -471,7 +522,7 @@ class Lake:
         (a time-ordered feed's earlier chunks are skipped; a shuffled one's are still read)."""
         spec = self.spec(name)
         keys = list(spec.key)
-        existing = pl.scan_delta(str(self.path(name)), version=version)
+        existing = pl.scan_delta(self.table_uri(name), version=version, storage_options=self.storage_options)
         for column in spec.partition_by:
             existing = existing.filter(pl.col(column).is_in(rows[column].unique().implode()))
         for column in filter(lambda c: _ranged(rows[c]), keys):  # a key present lies within the new rows' range
@@ -563,7 +614,7 @@ class Lake:
             table, rows, mode="overwrite", predicate=predicate, writer_properties=_writer_properties(self.spec(name)),
             commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
-        return deltalake.DeltaTable(table.table_uri).version()
+        return self._delta(name).version()
 
     @_in_zone
     def forget_superseded(self, name: str, /) -> list[str]:
@@ -623,7 +674,7 @@ class Lake:
         if dry_run:
             return self._vacuum(name, retention_hours, dry_run=True)
         self._check_writable(name)
-        with table_lock(self.path(name)):
+        with self.writer_lock(name):
             return self._vacuum(name, retention_hours, dry_run=False)
 
     @_in_zone
@@ -663,32 +714,40 @@ def check_timezone(name: object) -> str:
     return name
 
 
-def _read_marker(marker: Path) -> dict:
+def _marker_text(location: Location) -> str | None:
+    """citylake.json's text, or None where there is no lake (a directory of that name is not one)."""
+    try:
+        return location.read_text(MARKER)
+    except (IsADirectoryError, NotADirectoryError):
+        return None
+    except UnicodeDecodeError:
+        raise BadLakeFile(f"{location.uri}/{MARKER}", "it is not text") from None
+
+
+def _read_marker(marker: str, text: str) -> dict:
     """The lake's facts from citylake.json, checked: a damaged file is named, never a KeyError or a JSON traceback."""
     try:
-        facts = json.loads(marker.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise BadLakeFile(str(marker), "it is not text") from None
+        facts = json.loads(text)
     except json.JSONDecodeError as err:
-        raise BadLakeFile(str(marker), f"not JSON: {err}") from None
+        raise BadLakeFile(marker, f"not JSON: {err}") from None
     if not isinstance(facts, dict):
-        raise BadLakeFile(str(marker), f"it holds a JSON {type(facts).__name__}, not an object")
+        raise BadLakeFile(marker, f"it holds a JSON {type(facts).__name__}, not an object")
     for key in ("cell_res", "partition_res"):
         value = facts.get(key)
         if key not in facts:
-            raise BadLakeFile(str(marker), f"{key!r} is missing")
+            raise BadLakeFile(marker, f"{key!r} is missing")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 15:
-            raise BadLakeFile(str(marker), f"{key!r} is {value!r}, not an H3 resolution 0..15")
+            raise BadLakeFile(marker, f"{key!r} is {value!r}, not an H3 resolution 0..15")
     if facts["partition_res"] >= facts["cell_res"]:
-        raise BadLakeFile(str(marker), "'partition_res' must be coarser (smaller) than 'cell_res'")
+        raise BadLakeFile(marker, "'partition_res' must be coarser (smaller) than 'cell_res'")
     if "timezone" in facts:
         try:
             check_timezone(facts["timezone"])
         except BadTimezone:
-            raise BadLakeFile(str(marker), f"'timezone' is {facts['timezone']!r}, not a known time zone") from None
+            raise BadLakeFile(marker, f"'timezone' is {facts['timezone']!r}, not a known time zone") from None
     for key, kind in (("lake_id", str), ("format", int)):
         if key in facts and (isinstance(facts[key], bool) or not isinstance(facts[key], kind)):
-            raise BadLakeFile(str(marker), f"{key!r} is {facts[key]!r}, not {'text' if kind is str else 'a whole number'}")
+            raise BadLakeFile(marker, f"{key!r} is {facts[key]!r}, not {'text' if kind is str else 'a whole number'}")
     return facts
 
 

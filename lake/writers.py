@@ -1,4 +1,4 @@
-"""One writer at a time per table, and room on disk before a write starts.
+"""One writer at a time per table, and room on disk before a write starts (the lock itself: ``lake.storage``).
 
 Delta appends never conflict with each other, so two processes that each check "which of my keys are new?" and then
 append can both land the same key. A table's writers therefore take its lock (``fcntl.flock`` on a file beside the
@@ -11,12 +11,8 @@ write whose data cannot fit is refused before it starts, with the space it neede
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from citylake.lake.errors import DiskFull
@@ -25,19 +21,6 @@ LOCKS = ".locks"  # inside each zone's directory, so a lock has the zone's owner
 # Parquet with zstd stores a chunk in well under its in-memory size; asking for the whole in-memory size (plus room
 # for the commit and the log) errs on the side of refusing early rather than failing half-way.
 HEADROOM_BYTES = 16 << 20
-
-
-@contextlib.contextmanager
-def table_lock(table_dir: Path) -> Iterator[None]:
-    """Hold the table's writer lock (blocking until the current writer commits)."""
-    locks = table_dir.parent / LOCKS
-    locks.mkdir(exist_ok=True)
-    fd = os.open(locks / f"{table_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def ensure_room(table: str, where: Path, needed_bytes: int) -> None:

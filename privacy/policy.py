@@ -9,11 +9,12 @@ import json
 from dataclasses import dataclass, field
 
 from citylake.lake import Lake
+from citylake.lake.lake import ZONES
 from citylake.privacy.errors import BadPolicy, Refused
-from citylake.privacy.files import write_private
 from citylake.privacy.sparse import check as check_alerts
 
 POLICY_FILE = "privacy.json"
+STEWARD_ZONE = ZONES["steward"].directory
 DEFAULT_K = 10  # groups of fewer than 10 distinct devices are never shown, and a release shows no noisy count under 10
 DEFAULT_EPSILON_PER_DAY = 1.0
 DEFAULT_DELTA_PER_DAY = 1e-6
@@ -87,14 +88,14 @@ class Policy:
 
 def read_policy(lake: Lake, /, *, doing: str = "this") -> Policy | None:
     """The lake's policy, or None for a lake not given one yet; refuses whoever cannot read the steward zone."""
-    path = lake.steward_dir / POLICY_FILE
     try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+        text = lake.read_steward_file(POLICY_FILE)
     except PermissionError:
-        raise Refused(f"{doing} is for the steward: the lake's steward zone ({lake.steward_dir.name}/) is readable by its "
+        raise Refused(f"{doing} is for the steward: the lake's steward zone ({STEWARD_ZONE}/) is readable by its "
                       "owner only") from None
+    if text is None:
+        return None
+    document = json.loads(text)
     known = {f.name for f in dataclasses.fields(Policy)}
     values = {k: v for k, v in document.items() if k in known}
     values["epochs"] = tuple(values.get("epochs", ()))
@@ -106,4 +107,4 @@ def read_policy(lake: Lake, /, *, doing: str = "this") -> Policy | None:
 
 def write_policy(lake: Lake, policy: Policy, /) -> None:
     """Replace the policy file atomically, readable by its owner only."""
-    write_private(lake.steward_dir / POLICY_FILE, json.dumps(dataclasses.asdict(policy.checked()), indent=2) + "\n")
+    lake.write_steward_file(POLICY_FILE, json.dumps(dataclasses.asdict(policy.checked()), indent=2) + "\n")

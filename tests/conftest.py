@@ -133,6 +133,16 @@ def mosquitto(tmp_path_factory):
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def seaweed_s3(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) on free loopback ports, for the whole session; stopped after."""
+    import seaweed
+
+    server = seaweed.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def restartable_mosquitto(tmp_path_factory):
     """A broker of the test's own that keeps queued messages and sessions on disk, so it may be restarted mid-stream."""

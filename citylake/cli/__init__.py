@@ -133,13 +133,18 @@ def _explained(err: Exception) -> str:
         path = getattr(err, "filename", None) or next(iter(re.findall(r"(/[^\s#:]+)", text)), None)
         refused = path and sys.modules.get("citylake.lake") and sys.modules["citylake.lake"].NotWritable.inside_lake(path)
         return str(refused) if refused else f"{text} (only the lake's owner may change it; analysts read the shared tables and releases)"
+    if "lacked the necessary privileges" in text or "403 Forbidden" in text:
+        return (f"the object store refused this user's keys: {text[:200]} (an s3:// lake's steward zone is for the steward's "
+                "keys; analysts' keys read tables/ and releases/; check storage.access_key_id or AWS_ACCESS_KEY_ID)")
+    if "error sending request" in text or "Connection refused" in text:
+        return f"cannot reach the object store: {text[:200]} (check storage.endpoint or AWS_ENDPOINT_URL, and that it is running)"
     if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in text:
         return f"{text} (the disk is full: free some space, then run the command again; what was committed stays)"
     return text
 
 
 def one_line(err: Exception) -> str:
-    text = str(err).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # delta-rs colours its error chains
     for marker in ("Python exception occurred while executing the UDF: ",):
         if marker in text:
             text = text.split(marker, 1)[1]

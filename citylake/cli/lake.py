@@ -30,7 +30,7 @@ def init(ctx: Context, k_floor: int | None, epsilon_per_day: float | None, delta
 
     policy = Policy().changed(k_floor=k_floor, epsilon_per_day=epsilon_per_day, delta_per_day=delta_per_day)
     lake = api.init_lake(settings=ctx.settings, policy=policy, timezone=timezone)
-    say(f"lake ready at {lake.root} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res}, "
+    say(f"lake ready at {lake.uri} (cell resolution {lake.cell_res}, partition resolution {lake.partition_res}, "
         f"times read in {lake.timezone})")
     key, from_env = api.key_file(lake, settings=ctx.settings), bool(os.environ.get("CITYLAKE_PSEUDONYM_KEY"))
     if key.exists() or from_env:
@@ -48,7 +48,7 @@ def tables(ctx: Context, fmt: str, as_of: str | None) -> None:
     """Rows, files, bytes, partitions and version of every table (read from the Delta logs)."""
     lake = ctx.open()
     when = int(as_of) if as_of is not None and as_of.isdigit() else as_of
-    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.readable_names]), fmt, title=f"lake {lake.root}")
+    emit(rows([vars(lake.stats(name, as_of=when)) for name in lake.readable_names]), fmt, title=f"lake {lake.uri}")
 
 
 @click.command(name="settings")
@@ -57,7 +57,7 @@ def show_settings(ctx: Context) -> None:
     """Every setting, its value in force and where that value came from."""
     from citylake import settings as S
 
-    emit(rows([{"setting": s.name, "value": str(ctx.settings[s.name]), "from": ctx.settings.sources[s.name], "env": s.env_var,
+    emit(rows([{"setting": s.name, "value": ctx.settings.shown(s.name), "from": ctx.settings.sources[s.name], "env": s.env_var,
                 "help": s.help} for s in S.SETTINGS]), "table")
 
 
