@@ -18,6 +18,8 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
 - queries_scaling: stays, OD, stay points and near-place queries at a tenth of the pings and all (bench/queries_scaling.py);
 - detection_truth, dask_scaling: detections against the injected truth, the analysis on 1 and 2 Dask workers
   (bench/analysis.py);
+- object_storage: ingest, footfall and publish on S3 (a local SeaweedFS) against a local disk, two data shapes
+  (bench/object_storage.py);
 - detection_scenarios, detection_scenarios_held_out: the batch detector on a generated family of cities (volumes, weekly
   patterns, history lengths, surges, faults, null cities) and on settings kept out of its development (bench/scenarios.py,
   bench/detection_scenarios.py).

@@ -119,6 +119,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         lake_write,
         live,
         month_ingest,
+        object_storage,
         point_to_cell,
         queries_scaling,
         release,
@@ -144,4 +145,5 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("surge_3x", lambda run: live.bench_three_times_surge(run.work)),
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
         ("serve_load", lambda run: serve.bench_serve_load(run.work)),
+        ("object_storage", lambda run: object_storage.bench_object_storage(run.work)),
     ]
