@@ -1,4 +1,5 @@
-"""Where the analysis runs: a local Dask cluster by default, or any cluster at ``tcp://HOST:PORT``."""
+"""Where the analysis runs: a local Dask cluster by default, or any cluster at ``tcp://HOST:PORT`` or ``tls://HOST:PORT``
+(TLS with the cluster's CA and a certificate of ours: ``tls_security``); ``run_worker`` is `citylake worker`."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ class ClusterError(CitylakeError):
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit: str | None = None,
+def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit: str | None = None, security=None,
                 announce=print) -> Iterator[object]:
-    """A ``distributed.Client``: connected to ``scheduler`` if given, else a local cluster of ``workers``
-    processes (one thread each, ``memory_limit`` per worker). Announces the dashboard address."""
+    """A ``distributed.Client``: connected to ``scheduler`` if given (a ``tls://`` one with ``security``, see
+    ``tls_security``), else a local cluster of ``workers`` processes (one thread each, ``memory_limit`` per worker).
+    Announces the dashboard address."""
     from distributed import Client
 
     if scheduler:
+        _check_address(scheduler, security)
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout="10s", security=security)
         except OSError as err:
             raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({err}); start one with `dask scheduler` "
                                "or leave --scheduler out for a local cluster") from None
@@ -38,6 +41,58 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, memory_limit:
         yield client
     finally:
         _close_quietly(client, cluster, interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
+
+
+def tls_security(ca_file: str, cert: str, key: str):
+    """Dask's security settings for a ``tls://`` cluster: its CA (to check the scheduler and workers) and our own
+    certificate and key (which the cluster's peers check in turn); None when none is given."""
+    from distributed.security import Security
+
+    given = [name for name, value in (("analysis.tls_ca_file", ca_file), ("analysis.tls_cert", cert), ("analysis.tls_key", key))
+             if value]
+    if not given:
+        return None
+    if len(given) < 3:
+        raise ClusterError("a tls:// cluster needs all three of analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key "
+                           f"(given: {', '.join(given)})")
+    for path in (ca_file, cert, key):
+        if not os.path.isfile(path):
+            raise ClusterError(f"no such file {path}: the TLS settings name the cluster's CA, this machine's certificate and its key")
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, tls_worker_cert=cert, tls_worker_key=key,
+                    require_encryption=True)
+
+
+def _check_address(scheduler: str, security) -> None:
+    if scheduler.startswith("tls://") and security is None:
+        raise ClusterError(f"{scheduler} is a TLS cluster: set analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key "
+                           "(the cluster's CA, and a certificate and key it trusts)")
+    if not scheduler.startswith(("tcp://", "tls://")):
+        raise ClusterError(f"{scheduler!r} is not a Dask scheduler address; give tcp://HOST:PORT or tls://HOST:PORT")
+
+
+def run_worker(scheduler: str, *, security=None, memory_limit: str | None = None, name: str | None = None,
+               announce=print) -> None:
+    """One worker process for a cluster, tuned as the local cluster's are (one thread and one core, quiet diagnostics,
+    citylake imported at start), under a nanny that restarts it; runs until the scheduler goes or Ctrl-C. Tasks bring
+    the lake's URI and storage settings, so the machine needs only to reach the lake (an s3:// one: the store)."""
+    import asyncio
+
+    import dask
+    from distributed import Nanny
+
+    _check_address(scheduler, security)
+
+    async def serve() -> None:
+        async with Nanny(scheduler, nthreads=1, memory_limit=memory_limit or "auto", name=name, preload=PRELOAD,
+                         security=security, env=WORKER_ENVIRON, config=QUIET_WORKERS) as nanny:
+            announce(f"dask worker {nanny.worker_address} for {scheduler}: one thread, one core; Ctrl-C stops it")
+            await nanny.finished()
+
+    with dask.config.set(QUIET_WORKERS):
+        try:
+            asyncio.run(serve())
+        except OSError as err:
+            raise ClusterError(f"cannot join the Dask scheduler at {scheduler} ({err}); is it running, and reachable from here?") from None
 
 
 # What shutting a cluster down logs is not news: a heartbeat or a worker's stream meets a comm already closed

@@ -315,8 +315,17 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
     with dask_client(scheduler or settings["analysis.scheduler"] or None, workers=workers or settings["analysis.workers"],
-                     memory_limit=settings["analysis.worker_memory"] or None, announce=announce) as client:
+                     memory_limit=settings["analysis.worker_memory"] or None, security=cluster_security(settings),
+                     announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def cluster_security(settings: S.Settings | None = None, /):
+    """Dask's security settings for a ``tls://`` cluster from the ``analysis.tls_*`` settings (None when unset)."""
+    from citylake.analytics.cluster import tls_security
+
+    settings = settings or S.load()
+    return tls_security(settings["analysis.tls_ca_file"], settings["analysis.tls_cert"], settings["analysis.tls_key"])
 
 
 def detect(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, settings: S.Settings | None = None,

@@ -84,4 +84,28 @@ def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, re
     note(f"pilot: first report at {target}")
 
 
-COMMANDS = (report, pilot)
+@click.command()
+@click.argument("scheduler", metavar="tcp://HOST:PORT|tls://HOST:PORT")
+@click.option("--memory-limit", metavar="SIZE", help="Memory this worker may use, e.g. 4GB (default: the setting "
+              "analysis.worker_memory, else Dask's share of this machine's memory).")
+@click.option("--name", help="The worker's name on the dashboard (default: its address).")
+@pass_context
+def worker(ctx: Context, scheduler: str, memory_limit: str | None, name: str | None) -> None:
+    """Join a Dask cluster as one worker: one thread on one core, tuned like the local cluster's.
+
+    \b
+    Start one per core on each machine, after `dask scheduler` (add --tls-ca-file/--tls-cert/--tls-key
+    there, and the settings analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key here, for tls://):
+      dask scheduler --host 10.0.0.5 --port 8786
+      citylake worker tcp://10.0.0.5:8786          # on every worker machine, once per core
+      citylake --lake s3://city/lake report --scheduler tcp://10.0.0.5:8786 --district places:cbd --out reports
+    Tasks carry the lake's URI and the submitting machine's storage settings, its S3 keys included: with an s3://
+    lake a worker needs only to reach the store, and the cluster should be tls:// so the keys are not sent in the clear."""
+    from citylake import api
+    from citylake.analytics.cluster import run_worker
+
+    run_worker(scheduler, security=api.cluster_security(ctx.settings),
+               memory_limit=memory_limit or ctx.settings["analysis.worker_memory"] or None, name=name)
+
+
+COMMANDS = (report, pilot, worker)

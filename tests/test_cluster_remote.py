@@ -1,0 +1,114 @@
+"""A Dask cluster of separate processes over TLS — `dask scheduler` and `citylake worker` — running the report of an
+s3:// lake: the workers have no lake path and no storage keys of their own; tasks bring the URI and storage settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import seaweed
+from conftest import TEST_KEY, self_signed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STORAGE_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "CITYLAKE_LAKE")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in STORAGE_VARIABLES and not k.startswith("CITYLAKE_")}, **extra}
+
+
+def citylake(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def tls_cluster(tmp_path):
+    """`dask scheduler` on tls:// and two `citylake worker` processes, started in a folder of their own, without the
+    lake's storage variables."""
+    cert, key = self_signed(tmp_path)
+    tls = {"CITYLAKE_ANALYSIS_TLS_CA_FILE": str(cert), "CITYLAKE_ANALYSIS_TLS_CERT": str(cert), "CITYLAKE_ANALYSIS_TLS_KEY": str(key)}
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key),
+         "--scheduler-file", str(scheduler_file)], cwd=tmp_path, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline and processes[0].poll() is None, processes[0].stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        time.sleep(0.3)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tls://")
+        workers = tmp_path / "workers"
+        workers.mkdir()
+        for n in range(2):
+            processes.append(subprocess.Popen([sys.executable, "-m", "citylake.cli", "worker", address, "--name", f"w{n}"],
+                                              cwd=workers, env=clean_env(**tls), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True))
+        yield address, tls
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_for_workers(address: str, tls: dict, count: int) -> None:
+    from distributed import Client
+    from distributed.security import Security
+
+    security = Security(tls_ca_file=tls["CITYLAKE_ANALYSIS_TLS_CA_FILE"], tls_client_cert=tls["CITYLAKE_ANALYSIS_TLS_CERT"],
+                        tls_client_key=tls["CITYLAKE_ANALYSIS_TLS_KEY"], require_encryption=True)
+    with Client(address, security=security, timeout="20s") as client:
+        client.wait_for_workers(count, timeout=60)
+        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        assert names == {"w0", "w1"}
+        threads = {w["nthreads"] for w in client.scheduler_info()["workers"].values()}
+        assert threads == {1}
+
+
+def test_the_report_of_an_s3_lake_runs_on_tls_workers_that_only_reach_the_store(seaweed_s3, tls_cluster, tmp_path):
+    address, tls = tls_cluster
+    wait_for_workers(address, tls, 2)
+    lake = f"s3://{seaweed.BUCKET}/cluster-{uuid.uuid4().hex[:8]}"
+    steward = clean_env(**seaweed_s3.env(), CITYLAKE_PSEUDONYM_KEY=TEST_KEY, COLUMNS="200")
+    city = tmp_path / "city"
+    assert citylake("generate-city", "--out", str(city), "--devices", "150", "--days", "3", "--seed", "8", env=steward).returncode == 0
+    assert citylake("--lake", lake, "init", env=steward).returncode == 0
+    for kind, name in (("places", "places.geojson"), ("sensors", "sensors.csv"), ("readings", "readings.csv"), ("pings", "pings.csv")):
+        done = citylake("--lake", lake, "ingest", kind, str(city / name), env=steward)
+        assert done.returncode == 0, done.stderr
+    remote = citylake("--lake", lake, "report", "--scheduler", address, "--district", "places:cbd", "--out", str(tmp_path / "remote"),
+                      env={**steward, **tls})
+    assert remote.returncode == 0, remote.stderr
+    assert "dask: 2 workers" in remote.stderr + remote.stdout
+    local = citylake("--lake", lake, "report", "--district", "places:cbd", "--out", str(tmp_path / "local"), env=steward)
+    assert local.returncode == 0, local.stderr
+    summary = lambda where: json.loads((tmp_path / where / "summary.json").read_text())  # noqa: E731
+    assert summary("remote") == summary("local") and summary("remote")["reports"][0]["pings"] > 0
+
+    # a tls:// cluster without the TLS settings, and a tcp:// client at the TLS scheduler: one line each, no report
+    bare = citylake("--lake", lake, "report", "--scheduler", address, "--district", "places:cbd", "--out", str(tmp_path / "bare"),
+                    env=steward)
+    assert bare.returncode == 1 and "analysis.tls_ca_file" in bare.stderr and len(bare.stderr.strip().splitlines()) == 1
+    plain = citylake("--lake", lake, "report", "--scheduler", address.replace("tls://", "tcp://"), "--district", "places:cbd",
+                     "--out", str(tmp_path / "plain"), env=steward, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and not (tmp_path / "plain" / "summary.json").exists()
+
+
+def test_worker_refuses_a_tls_scheduler_without_the_tls_settings(tmp_path):
+    refused = citylake("worker", "tls://127.0.0.1:1", env=clean_env())
+    assert refused.returncode == 1 and "analysis.tls_ca_file" in refused.stderr and "Traceback" not in refused.stderr
+    wrong = citylake("worker", "http://127.0.0.1:1", env=clean_env())
+    assert wrong.returncode == 1 and "tcp://HOST:PORT" in wrong.stderr
+    assert "one thread on one core" in citylake("worker", "--help", env=clean_env()).stdout
