@@ -63,8 +63,8 @@ def bench_footfall(rows: int, work: Path, polygons: int = 1_000) -> dict:
 
     counts["duckdb_st_contains"] = sum(r[2] for r in measure("duckdb_st_contains", duckdb_spatial))
     pts = pings.select(["ts", "lon", "lat", "device_id"])
-    counts["geopandas_sjoin"] = measure("geopandas_sjoin", lambda: geopandas_footfall(pts, frame))
-    counts["sedonadb"] = measure("sedonadb", lambda: sedonadb_footfall(pts, frame))
+    counts["geopandas_sjoin"] = measure("geopandas_sjoin", lambda: geopandas_footfall(pts, frame))[1]
+    counts["sedonadb"] = measure("sedonadb", lambda: sedonadb_footfall(pts, frame))[1]
     out["counts"] = counts
     out["identical_counts"] = len(set(counts.values())) == 1
     best = min(out["citylake_duckdb_s"], out["citylake_polars_s"])
@@ -79,8 +79,9 @@ def bench_footfall(rows: int, work: Path, polygons: int = 1_000) -> dict:
     return out
 
 
-def geopandas_footfall(pts: pa.Table, places) -> int:
-    """GeoPandas: points to a GeoDataFrame, sjoin(predicate="within"), then the same group-by. Returns total pings."""
+def geopandas_footfall(pts: pa.Table, places) -> tuple[int, int, int]:
+    """GeoPandas: points to a GeoDataFrame, sjoin(predicate="within"), then the same group-by. Returns the groups, and
+    the pings and distinct devices summed over them."""
     import geopandas as gpd
     import shapely
 
@@ -89,11 +90,12 @@ def geopandas_footfall(pts: pa.Table, places) -> int:
     joined = gpd.sjoin(points, places[["id", "geometry"]], predicate="within", how="inner")
     joined["bucket"] = joined["ts"].dt.floor("h")
     per = joined.groupby(["id", "bucket"]).agg(pings=("device_id", "size"), devices=("device_id", "nunique"))
-    return int(per["pings"].sum())
+    return len(per), int(per["pings"].sum()), int(per["devices"].sum())
 
 
-def sedonadb_footfall(pts: pa.Table, places) -> int:
-    """SedonaDB: the same points and polygons as GeoArrow, ST_Contains join and group-by in its SQL. Returns total pings."""
+def sedonadb_footfall(pts: pa.Table, places) -> tuple[int, int, int]:
+    """SedonaDB: the same points and polygons as GeoArrow, ST_Contains join and group-by in its SQL. Returns the groups,
+    and the pings and distinct devices summed over them."""
     import geoarrow.pyarrow as ga
     import sedonadb
     import shapely
@@ -107,4 +109,4 @@ def sedonadb_footfall(pts: pa.Table, places) -> int:
                          ).to_view("polys", overwrite=True)
     rows = sd.sql("SELECT id, date_trunc('hour', ts) AS b, count(*) AS n, count(DISTINCT device_id) AS d "
                   "FROM pts JOIN polys ON ST_Contains(polys.geom, pts.geom) GROUP BY 1, 2").to_arrow_table()
-    return int(pa.compute.sum(rows.column("n")).as_py())
+    return rows.num_rows, int(pa.compute.sum(rows.column("n")).as_py()), int(pa.compute.sum(rows.column("d")).as_py())

@@ -373,7 +373,7 @@ def place_ids_of(lake: Lake, category: str, /) -> list[str]:
 
 
 def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: str = "1h", res: int | None = None,
-             filters: Filters | None = None, k: int | None = None, engine_name: str = "duckdb", settings: S.Settings | None = None):
+             filters: Filters | None = None, k: int | None = None, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None):
     """Footfall per place (or cell, or category) per bucket: for the steward (the key needed) exact and k-anonymous
     (``QueryResult``); for anyone else the release, filtered (``Released``)."""
     from citylake import queries
@@ -387,7 +387,7 @@ def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: s
 
 
 def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filters | None = None, k: int | None = None,
-       max_gap_s: int = 30 * 60, min_dwell_s: int = 5 * 60, engine_name: str = "duckdb", settings: S.Settings | None = None):
+       max_gap_s: int = 30 * 60, min_dwell_s: int = 5 * 60, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None):
     """Flows between zones: for the steward exact and k-anonymous between the filters' places; for anyone else the
     release of flows between districts per day."""
     from citylake import queries
@@ -404,7 +404,7 @@ def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filte
 
 
 def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, freq: str = "1h", filters: Filters | None = None,
-            k: int | None = None, engine_name: str = "duckdb", settings: S.Settings | None = None):
+            k: int | None = None, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None):
     """Each place's footfall beside its nearby sensors' readings, from the steward's exact footfall or the release."""
     from citylake import queries
     from citylake.queries import released
@@ -419,7 +419,7 @@ def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, fr
 
 
 def conditions(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, filters: Filters | None = None, k: int | None = None,
-               engine_name: str = "duckdb", settings: S.Settings | None = None) -> pl.DataFrame:
+               engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None) -> pl.DataFrame:
     """What sensors near each place read in its busy hours, the busy hours taken from the steward's exact footfall or
     from the release."""
     from citylake import queries

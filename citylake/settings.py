@@ -28,6 +28,7 @@ DEFAULT_BUFFER_MB = 1024  # ingestion.batch
 COMMIT_MESSAGES, COMMIT_SECONDS, COMPACT_MINUTES = 5_000, 10, 10  # ingestion.mqtt
 EARLIEST = dt.date(2000, 1, 1)  # ingestion.validate
 WATCH_POLL_SECONDS, WATCH_LATENESS_MINUTES, WATCH_HISTORY_DAYS = 5, 2, 28  # analytics.watch (WatchConfig)
+DEFAULT_ENGINE = "polars"  # queries.DEFAULT_ENGINE: the query engine when none is named (the faster; see there)
 
 
 class SettingError(CitylakeError, ValueError):

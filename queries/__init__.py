@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 
 from citylake.lake import Lake
-from citylake.queries.base import DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
+from citylake.queries.base import DEFAULT_ENGINE, DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
 from citylake.queries.errors import BadFilter, QueryError, UnknownEngine
 from citylake.queries.filters import Filters, check_freq, parse_hours, parse_weekdays
 from citylake.queries.live import PlaceFinder
@@ -34,7 +34,7 @@ def engine(name: str, lake: Lake, /) -> Engine:
 
 def footfall(
     lake: Lake, /, *, by: FootfallBy = "place", freq: str = "1h", res: int | None = None, filters: Filters = NO_FILTERS,
-    k: int = DEFAULT_K, engine_name: str = "duckdb",
+    k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE,
 ) -> QueryResult:
     """Pings and distinct devices per place (or category, or H3 cell at ``res``) per time bucket, k-anonymous.
 
@@ -46,7 +46,7 @@ def footfall(
 
 def footfalls(
     lake: Lake, /, *, views: Sequence[tuple[FootfallBy, int | None] | tuple[FootfallBy, int | None, str]], freq: str = "1h",
-    filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = "duckdb",
+    filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE,
 ) -> list[QueryResult]:
     """``footfall`` grouped several ways over the same pings — ``views`` are (by, res) pairs, or (by, res, freq) for a
     bucket other than ``freq``, e.g. ``[("place", None), ("cell", 9, "1d")]`` — each k-anonymous; the Polars engine
@@ -74,7 +74,7 @@ DEFAULT_MIN_DWELL_S = 5 * 60  # shorter presences are passing through, not stayi
 
 def stays(
     lake: Lake, /, *, filters: Filters = NO_FILTERS, max_gap_s: int = DEFAULT_MAX_GAP_S, min_dwell_s: int = DEFAULT_MIN_DWELL_S,
-    engine_name: str = "duckdb",
+    engine_name: str = DEFAULT_ENGINE,
 ) -> pl.DataFrame:
     """Stays of devices in polygonal places: maximal runs of a device's consecutive pings inside one place,
     no gap longer than ``max_gap_s``, lasting at least ``min_dwell_s``. Per device: for the steward only."""
@@ -89,7 +89,7 @@ def stays(
 
 def stay_points(
     lake: Lake, /, *, radius_m: float = 200.0, min_dwell_s: int = 15 * 60, res: int | None = None, filters: Filters = NO_FILTERS,
-    engine_name: str = "duckdb",
+    engine_name: str = DEFAULT_ENGINE,
 ) -> pl.DataFrame:
     """Stay points anywhere (the R-metres / T-minutes rule, see ``queries.staypoints``), with the cell of each
     centre at ``res`` (default: the lake's). Per device: for the steward only."""
@@ -102,7 +102,7 @@ def stay_points(
     return with_cells(detect(pings, radius_m=radius_m, min_dwell_s=min_dwell_s), lake.cell_res if res is None else res)
 
 
-def od_cells(points: pl.DataFrame, /, *, res: int, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+def od_cells(points: pl.DataFrame, /, *, res: int, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE) -> QueryResult:
     """Trips between consecutive stay points of each device in different H3 cells at ``res``: per (origin cell,
     destination cell, bucket of departure), trips and distinct devices; k-anonymous."""
     from citylake.h3_index import cell_to_parent
@@ -112,7 +112,7 @@ def od_cells(points: pl.DataFrame, /, *, res: int, freq: str = "1d", k: int = DE
     return od(zones, freq=freq, k=k, engine_name=engine_name)
 
 
-def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE) -> QueryResult:
     """Per place: visits, distinct devices, median and 90th-percentile stay in minutes; k-anonymous."""
     per_place = (stays_frame.group_by("place_id")
                  .agg(pl.len().cast(pl.Int64).alias("visits"), pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"),
@@ -122,7 +122,7 @@ def dwell(stays_frame: pl.DataFrame, /, *, k: int = DEFAULT_K, engine_name: str 
     return private_result(per_place, k=k, engine=engine_name)  # engine_name: where the stays were found
 
 
-def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE) -> QueryResult:
     """Stays starting in each place per time bucket (visits and distinct devices); k-anonymous."""
     from citylake.h3_index import polars_expr as X
 
@@ -132,7 +132,7 @@ def visits(stays_frame: pl.DataFrame, /, *, freq: str = "1h", k: int = DEFAULT_K
     return private_result(per_bucket, k=k, engine=engine_name)
 
 
-def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = "polars") -> QueryResult:
+def od(stays_frame: pl.DataFrame, /, *, freq: str = "1d", k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE) -> QueryResult:
     """Trips between consecutive stays of each device in different places, per (origin, destination, bucket of departure):
     trips and distinct devices; k-anonymous. Choose the zones with the stays' filters (e.g. categories=("district",))."""
     flows = (trips(stays_frame, freq=freq).group_by("origin", "destination", "bucket")
@@ -154,7 +154,7 @@ def trips(stays_frame: pl.DataFrame, /, *, freq: str = "1d") -> pl.DataFrame:
 
 
 def conditions(
-    lake: Lake, /, *, radius_m: float = 300.0, filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = "duckdb",
+    lake: Lake, /, *, radius_m: float = 300.0, filters: Filters = NO_FILTERS, k: int = DEFAULT_K, engine_name: str = DEFAULT_ENGINE,
     hourly: QueryResult | None = None,
 ) -> pl.DataFrame:
     """What the sensors within ``radius_m`` of each place read during the place's busy hours (hours of day whose
@@ -179,7 +179,7 @@ def conditions(
 
 def profile(
     lake: Lake, /, *, radius_m: float = 300.0, freq: str = "1h", filters: Filters = NO_FILTERS, k: int = DEFAULT_K,
-    engine_name: str = "duckdb", hourly: QueryResult | None = None,
+    engine_name: str = DEFAULT_ENGINE, hourly: QueryResult | None = None,
 ) -> QueryResult:
     """People–things–places: each place's footfall per bucket beside the mean reading of every metric of the
     sensors within ``radius_m`` (one column per metric), the table to plot one against the other. k-anonymous:
@@ -240,7 +240,8 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 
 
 __all__ = [
-    "BadFilter", "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
+    "BadFilter", "DEFAULT_ENGINE",
+    "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
     "footfall", "footfalls", "od", "od_cells", "trips", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
     "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K", "PlaceFinder",
 ]

@@ -15,6 +15,7 @@ from citylake.h3_index import cell_to_parent, latlng_to_cells
 from citylake.h3_index.cells import cell_resolutions, grid_disk_flat
 from citylake.h3_index.distance import disk_clearance_m, distances_to_shapes_m
 from citylake.lake import Lake, registry, scan
+from citylake.queries.base import DEFAULT_ENGINE
 from citylake.queries.errors import BadFilter
 from citylake.queries.filters import Filters
 from citylake.queries.knn import nearest
@@ -126,7 +127,7 @@ def _places(lake: Lake, filters: Filters) -> pl.DataFrame:
 
 
 def readings_near(
-    lake: Lake, /, *, radius_m: float = 300.0, freq: str = "1h", filters: Filters = NO_FILTERS, engine_name: str = "duckdb",
+    lake: Lake, /, *, radius_m: float = 300.0, freq: str = "1h", filters: Filters = NO_FILTERS, engine_name: str = DEFAULT_ENGINE,
 ) -> pl.DataFrame:
     """Readings of the sensors within ``radius_m`` of each selected place, per place, metric and time bucket:
     readings, sensors, mean (over all readings), min and max. Not about people: no k-anonymity needed."""

@@ -66,6 +66,9 @@ def test_the_defaults_users_see_are_the_rooms_own():
 
     assert (S.DEFAULT_CELL_RES, S.DEFAULT_PARTITION_RES) == (lake.DEFAULT_CELL_RES, lake.DEFAULT_PARTITION_RES)
     assert S.DEFAULT_EXTENSION_DIR == engines.DEFAULT_EXTENSION_DIR and S.DEFAULT_BATCH_ROWS == textfile.DEFAULT_BATCH_ROWS
+    from citylake.queries import base
+
+    assert S.DEFAULT_ENGINE == base.DEFAULT_ENGINE
     assert (S.COMMIT_MESSAGES, S.COMMIT_SECONDS, S.COMPACT_MINUTES) == (mqtt.COMMIT_MESSAGES, mqtt.COMMIT_SECONDS, mqtt.COMPACT_MINUTES)
     assert S.EARLIEST == validate.EARLIEST and S.DEFAULT_BUFFER_MB == batch.DEFAULT_BUFFER_MB
     from citylake.analytics.watch import WatchConfig

@@ -116,7 +116,8 @@ K = click.option("--k", "k_anon", type=int, help="With --role steward: k-anonymi
 ROLE = click.option("--role", type=click.Choice(["analyst", "steward"]), default="analyst", show_default=True,
                     help="analyst: the differentially private releases; steward: exact, k-anonymous results from raw pings "
                     "(needs the lake's pseudonym key).")
-ENGINE = click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="duckdb", show_default=True)
+ENGINE = click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default=S.DEFAULT_ENGINE, show_default=True,
+                      help="Query engine; both give the same answers, Polars is the faster on every shape measured.")
 _result = options(
     ENGINE,
     click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True),
