@@ -18,6 +18,9 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
 - queries_scaling: stays, OD, stay points and near-place queries at a tenth of the pings and all (bench/queries_scaling.py);
 - detection_truth, dask_scaling: detections against the injected truth, the analysis on 1 and 2 Dask workers
   (bench/analysis.py);
+- footfall_zones: footfall on the default engine over tessellating grid zones, Voronoi zones and real OSM outlines vs
+  DuckDB ST_Contains, GeoPandas sjoin and SedonaDB (bench/footfall_zones.py);
+- scale_100m: ingest, publish and footfall at --rows and 10x --rows pings, each step's time and peak RSS (bench/scale.py);
 - object_storage: ingest, footfall and publish on S3 (a local SeaweedFS) against a local disk, two data shapes
   (bench/object_storage.py);
 - detection_scenarios, detection_scenarios_held_out: the batch detector on a generated family of cities (volumes, weekly

@@ -124,6 +124,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         point_to_cell,
         queries_scaling,
         release,
+        scale,
         serve,
     )
 
@@ -148,4 +149,5 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
         ("serve_load", lambda run: serve.bench_serve_load(run.work)),
         ("object_storage", lambda run: object_storage.bench_object_storage(run.work)),
+        ("scale_100m", lambda run: scale.bench_scale(run.work, small=run.rows, large=run.rows * 10)),
     ]

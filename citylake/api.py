@@ -312,12 +312,27 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     from citylake.analytics import dask_client
     from citylake.privacy import k_for_result
 
+    from citylake.analytics import ClusterError
+
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
-    with dask_client(scheduler or settings["analysis.scheduler"] or None, workers=workers or settings["analysis.workers"],
+    scheduler = scheduler or settings["analysis.scheduler"] or None
+    if scheduler and scheduler.startswith("tcp://") and lake.storage is not None:
+        raise ClusterError(f"{scheduler} is a plain-TCP cluster, and the tasks of an s3:// lake carry its storage keys: use a tls:// "
+                           "cluster (analysis.tls_ca_file, analysis.tls_cert, analysis.tls_key) whose workers you trust as the steward")
+    with dask_client(scheduler, workers=workers or settings["analysis.workers"],
                      memory_limit=settings["analysis.worker_memory"] or None, security=cluster_security(settings),
                      announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def worker(scheduler: str, /, *, settings: S.Settings | None = None, memory_limit: str | None = None, name: str | None = None) -> None:
+    """Run one Dask worker for ``scheduler`` (`citylake worker`), tuned as the local cluster's, until the scheduler goes."""
+    from citylake.analytics.cluster import run_worker
+
+    settings = settings or S.load()
+    run_worker(scheduler, security=cluster_security(settings), memory_limit=memory_limit or settings["analysis.worker_memory"] or None,
+               name=name)
 
 
 def cluster_security(settings: S.Settings | None = None, /):

@@ -79,6 +79,13 @@ def _auto_bool(value: Any) -> bool | None:
     raise ValueError("use true, false or auto")
 
 
+def _lease_seconds(value: Any) -> int:
+    number = int(value)
+    if not 3 <= number <= 3600:
+        raise ValueError("give 3 to 3600 seconds")
+    return number
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError("must be text")
@@ -113,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage.allow_http", "auto", "Plain HTTP to the object store: true, false, or auto (when the endpoint is http://).",
             _auto_bool),
     Setting("storage.lock_lease_seconds", 30, "An s3:// lake's writer lock expires this long after its holder stops renewing it "
-            "(a writer killed mid-write blocks others at most this long).", _positive_int),
+            "(a writer killed mid-write blocks others at most this long); 3 to 3600.", _lease_seconds),
     Setting(
         "h3.cell_resolution",
         DEFAULT_CELL_RES,
@@ -244,8 +251,8 @@ def load(
 def _parse(setting: Setting, value: Any, source: str) -> Any:
     try:
         return setting.parse(value)
-    except (TypeError, ValueError) as err:
-        raise SettingError(setting.name, value, source, str(err)) from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise SettingError(setting.name, "(not shown)" if setting.secret else value, source, str(err)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -258,7 +265,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     flat = dict(_flatten(document))
     for name in flat:
         if name not in BY_NAME:
-            raise SettingError(name, flat[name], str(path), f"no such setting; known: {', '.join(BY_NAME)}")
+            raise SettingError(name, "(not shown)", str(path), f"no such setting; known: {', '.join(BY_NAME)}")  # a mistyped secret
     return flat
 
 

@@ -119,6 +119,8 @@ def reach_storage(con: duckdb.DuckDBPyConnection, lake: Lake, /) -> None:
         return
     load_extensions(con, ("httpfs",))
     con.execute(lake.storage.duckdb_secret("citylake_lake", lake.uri))
+    for setting in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):  # httpfs copies them from the AWS
+        con.execute(f"SET {setting} = ''")  # variables, where current_setting() would show them; the secret is enough
 
 
 def duckdb_for(

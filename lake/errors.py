@@ -163,6 +163,12 @@ class BadLocation(LakeError, ValueError):
         super().__init__(f"lake location {location!r} is not usable: {why}")
 
 
+class BadStorage(LakeError, ValueError):
+    def __init__(self, setting: str, value: str, why: str) -> None:
+        self.setting = setting
+        super().__init__(f"{setting} = {value!r} is not usable: {why}")
+
+
 class StorageRefused(LakeError, PermissionError):
     """The object store refused these credentials (the steward zone of a lake on S3 is kept from others this way)."""
 

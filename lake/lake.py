@@ -29,6 +29,7 @@ from citylake.h3_index.buckets import partition_keys
 from citylake.lake.errors import (
     MARKER,
     BadLakeFile,
+    BadLocation,
     BadTimezone,
     BadWriteMode,
     DiskFull,
@@ -91,13 +92,28 @@ def _in_zone(method):
     return write
 
 
+FENCED_ATTEMPTS = 5  # a fenced commit that met another writer's checks again; more than a few races in a row is a fault
+
+
+class _Raced(Exception):
+    """A fenced commit found the table moved on since its checks (another writer committed in between)."""
+
+
 def _one_writer(method):
-    """Run a write holding its table's writer lock (``lake.writers``): what it checks is still true when it commits."""
+    """Run a write holding its table's writer lock (``Lake.writer_lock``): what it checks is still true when it commits.
+    Its commit is also fenced (``_commit(fenced=True)``: it lands only on the version its checks read), so a writer that
+    lost an object store's lease while paused finds the table moved and checks again, instead of landing rows twice."""
     @functools.wraps(method)
     def write(self, name, *args, **kwargs):
         self._check_writable(name)
-        with self.writer_lock(name):
-            return method(self, name, *args, **kwargs)
+        for attempt in range(FENCED_ATTEMPTS):
+            with self.writer_lock(name):
+                try:
+                    return method(self, name, *args, **kwargs)
+                except _Raced:
+                    if attempt == FENCED_ATTEMPTS - 1:
+                        raise RuntimeError(f"table {name!r} kept changing under its writer lock ({FENCED_ATTEMPTS} tries): another "
+                                           "writer ignores the lock; stop it and run this again") from None
     return write
 
 
@@ -154,6 +170,8 @@ class Lake:
             return lake
         if partition_res >= cell_res:
             raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
+        if not location.local:
+            _refuse_nesting(location, storage)
         lake = cls(location, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8), timezone=timezone or "UTC")
         if location.local:
             existing = next(p for p in (location.root, *location.root.parents) if p.exists())
@@ -200,6 +218,7 @@ class Lake:
         one on a read-only file system. (Each write checks its own table again; on object storage the store's refusal of a
         write is the answer, and says so.)"""
         if not self.location.local:
+            self.location.probe_writable()
             return
         for path in (self.root, *(self.root / zone.directory for zone in ZONES.values())):
             if path.exists() and not os.access(path, os.W_OK | os.X_OK):
@@ -287,6 +306,11 @@ class Lake:
     def read_steward_file(self, name: str, /) -> str | None:
         """One of the steward zone's files (its policy), or None when absent; ``PermissionError`` for others."""
         return self.location.read_text(f"{ZONES['steward'].directory}/{name}")
+
+    def budget_lock(self):
+        """Held from checking the day's privacy budget to recording what a release spends: two releases at once (on
+        several machines, with an s3:// lake) cannot both pass the check."""
+        return self.location.lock(f"{ZONES['steward'].directory}/{LOCKS}/privacy-budget.lock")
 
     def write_steward_file(self, name: str, text: str, /) -> None:
         """Replace one of the steward zone's files whole, readable by its owner only."""
@@ -407,6 +431,7 @@ class Lake:
         *,
         mode: str,
         metadata: dict[str, str] | None,
+        fenced: bool = False,
     ) -> int:
         if self.root is not None:
             ensure_room(name, self.path(name), rows.nbytes)
@@ -416,8 +441,13 @@ class Lake:
                 rows,
                 mode=mode,
                 writer_properties=_writer_properties(self.spec(name)),
-                commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
+                commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})},
+                                                             max_commit_retries=0 if fenced else None),
             )
+        except deltalake.exceptions.CommitFailedError:
+            if fenced:
+                raise _Raced from None
+            raise
         except (OSError, deltalake.exceptions.DeltaError) as err:
             if self.root is not None and is_disk_full(err):
                 raise DiskFull(name, str(self.path(name)), rows.nbytes, shutil.disk_usage(self.path(name)).free) from None
@@ -449,7 +479,7 @@ class Lake:
         offered = rows.height
         rows = self._new_rows(name, rows, table)
         counts = {"citylake.inserted": str(rows.height), "citylake.duplicates": str(offered - rows.height)}
-        version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})})
+        version = self._commit(name, table, rows.to_arrow(), mode="append", metadata={**counts, **(metadata or {})}, fenced=True)
         return version, rows.height, offered - rows.height
 
     @_one_writer
@@ -468,7 +498,7 @@ class Lake:
                              how="anti", nulls_equal=True)
         data = rows.select([c for c in rows.columns if not c.startswith("_")]).to_arrow()
         version = self._commit(name, table, data, mode="append",
-                               metadata=metadata(rows))
+                               metadata=metadata(rows), fenced=True)
         run.seen_version = version
         return version, rows
 
@@ -616,6 +646,7 @@ class Lake:
         )
         return self._delta(name).version()
 
+    @_one_writer  # a writer between writing its files and committing them must not lose them
     @_in_zone
     def forget_superseded(self, name: str, /) -> list[str]:
         """Delete every file the latest version does not need, now: earlier versions become unreadable (a replaced
@@ -712,6 +743,20 @@ def check_timezone(name: object) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise BadTimezone(name) from None
     return name
+
+
+def _refuse_nesting(location: Location, storage: Storage | None) -> None:
+    """A lake on a store may not start inside another lake: under its tables/ or releases/ prefix, the store's policy
+    would let that lake's readers read this one's steward zone (on a disk, the zone's file modes still guard it)."""
+    prefix = location.uri[len("s3://"):].split("/")
+    for end in range(len(prefix) - 1, 0, -1):
+        outer = "s3://" + "/".join(prefix[:end])
+        try:
+            found = _marker_text(locate(outer, storage))
+        except PermissionError:  # a prefix these keys may not read: not one they could nest under unseen by its readers
+            continue
+        if found is not None:
+            raise BadLocation(location.uri, f"it is inside the lake at {outer}; give each lake a prefix of its own")
 
 
 def _marker_text(location: Location) -> str | None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -25,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from citylake.lake.errors import BadLocation, StorageRefused, StorageUnreachable
+from citylake.lake.errors import BadLocation, BadStorage, StorageRefused, StorageUnreachable
 
 # The usual AWS environment variables, read when a storage setting is left empty (as the AWS tools read them).
 AWS_ENV = {
@@ -37,6 +39,9 @@ AWS_ENV = {
 }
 DEFAULT_REGION = "us-east-1"  # what S3-compatible servers (SeaweedFS, MinIO) accept when none is configured
 DEFAULT_LEASE_SECONDS = 30
+MAX_LEASE_SECONDS = 3600  # a lease object claiming more is damaged or forged, and is treated as lapsed
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's bucket names
+PREFIX_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=-]*$")  # no "..", ".", "%", spaces: one spelling per prefix everywhere
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,22 @@ class Storage:
             if name not in values:
                 values[name] = next((env[v] for v in variables if env.get(v)), "")
         return cls(**values)  # type: ignore[arg-type]
+
+    def checked(self) -> Storage:
+        """Refuse an endpoint that is not ``http(s)://HOST[:PORT]`` (a port out of range, a query, a password in it)."""
+        if not self.endpoint:
+            return self
+        try:
+            parsed = urlparse(self.endpoint)
+            port_ok = parsed.port is None or 0 < parsed.port < 65536
+        except ValueError:
+            port_ok = False
+        else:
+            if parsed.scheme in ("http", "https") and parsed.hostname and port_ok and not (parsed.query or parsed.fragment
+                                                                                            or parsed.username or parsed.path.strip("/")):
+                return self
+        shown = self.endpoint.split("@")[-1]
+        raise BadStorage("storage.endpoint", shown, "give http://HOST:PORT or https://HOST[:PORT], with no path, query or password")
 
     @property
     def uses_path_style(self) -> bool:
@@ -104,10 +125,14 @@ def locate(root: str | os.PathLike, storage: Storage | None = None, /) -> Locati
     if text.startswith("file://"):
         return LocalLocation(Path(unquote(urlparse(text).path)))
     if text.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc:
-            raise BadLocation(text, "name the bucket: s3://BUCKET/PREFIX")
-        return ObjectLocation(parsed.netloc, parsed.path.strip("/"), storage or Storage.from_env())
+        bucket, _, prefix = text[len("s3://"):].partition("/")
+        if not BUCKET.match(bucket):
+            raise BadLocation(text, "name the bucket (3-63 lowercase letters, digits, dots, hyphens): s3://BUCKET/PREFIX")
+        parts = [part for part in prefix.split("/") if part] if prefix.strip("/") else []
+        if prefix.strip("/") and (any(not PREFIX_PART.match(part) for part in parts) or "//" in prefix.strip("/")):
+            raise BadLocation(text, "write the prefix plainly: folders of letters, digits, '_', '-', '.', '=' (no '..', '.', '%' or "
+                                    "spaces, which stores and engines spell differently)")
+        return ObjectLocation(bucket, "/".join(parts), (storage or Storage.from_env()).checked())
     if "://" in text and not text.startswith(("/", ".")):
         scheme = text.split("://", 1)[0]
         raise BadLocation(text, f"{scheme}:// is not supported; give a directory, file:///DIR or s3://BUCKET/PREFIX "
@@ -143,6 +168,9 @@ class Location:
     def lock(self, relative: str) -> contextlib.AbstractContextManager[None]:
         """Hold the writer lock named ``relative`` (waiting for the current holder)."""
         raise NotImplementedError
+
+    def probe_writable(self) -> None:
+        """Raise (``StorageRefused``) now when this user may not write the lake; nothing on a disk (file modes say it)."""
 
 
 class LocalLocation(Location):
@@ -237,6 +265,13 @@ class ObjectLocation(Location):
 
         self._call(obstore.put, relative, text.encode("utf-8"))  # a PUT is whole or nothing
 
+    def probe_writable(self) -> None:
+        import obstore
+
+        probe = f".citylake-probe-{secrets.token_hex(6)}"
+        self._call(obstore.put, probe, b"")
+        self._call(obstore.delete, probe)
+
     def readable(self, relative: str) -> bool:
         import obstore
 
@@ -281,9 +316,10 @@ class LeaseLock:
 
     def __init__(self, location: ObjectLocation, relative: str) -> None:
         self.location, self.relative = location, relative
-        self.lease = max(3, location.storage.lock_lease_seconds)
+        self.lease = min(max(3, location.storage.lock_lease_seconds), MAX_LEASE_SECONDS)
         self.holder = secrets.token_hex(8)
         self.etag: str | None = None
+        self.lost = False  # another writer took the lease while this one was paused (its fenced commit then fails)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -321,8 +357,7 @@ class LeaseLock:
             got = self.location._call(obstore.get, self.relative)
         except FileNotFoundError:
             return False  # released between the two calls: try again at once
-        held = _lease_of(bytes(got.bytes()))
-        if held.get("expires", 0) > time.time():
+        if _expiry_of(bytes(got.bytes())) > time.time():
             return False
         try:  # expired: take it over, unless another writer did first (the ETag changed)
             self.etag = self.location._call(obstore.put, self.relative, self._body(), mode={"e_tag": got.meta["e_tag"]})["e_tag"]
@@ -332,10 +367,16 @@ class LeaseLock:
 
     def _renew(self) -> None:
         import obstore
+        from obstore import exceptions as E
 
         while not self._stop.wait(self.lease / 3):
-            with contextlib.suppress(Exception):
+            try:
                 self.etag = self.location._call(obstore.put, self.relative, self._body(), mode={"e_tag": self.etag})["e_tag"]
+            except (E.PreconditionError, FileNotFoundError):
+                self.lost = True  # taken over after this holder's lease ran out: stop renewing someone else's lock
+                return
+            except Exception:  # the store away for a moment: try again at the next third of the lease
+                continue
 
     def _current(self) -> tuple[str, str | None]:
         import obstore
@@ -350,3 +391,11 @@ def _lease_of(body: bytes) -> dict:
     except ValueError:
         return {}
     return lease if isinstance(lease, dict) else {}
+
+
+def _expiry_of(body: bytes) -> float:
+    """When a lease object lapses; a damaged or forged one (no finite time, or further ahead than any lease) at once."""
+    expires = _lease_of(body).get("expires")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires):
+        return 0.0
+    return expires if expires <= time.time() + MAX_LEASE_SECONDS + 60 else 0.0

@@ -56,9 +56,10 @@ def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days
         raise BadFilter("days", [], "no pings to release; ingest pings first")
     budget = {table: (epsilon * share, delta * share) for table, share in SHARES.items()}
     noises = {table: _noise(table, policy, *budget[table]) for table in SHARES}  # checks epsilon and delta before anything
-    check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
     release_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    record(lake, release_id, {(day, table): budget[table] for day in days for table in SHARES})
+    with lake.budget_lock():  # the check and the spending at once: concurrent releases cannot both pass
+        check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
+        record(lake, release_id, {(day, table): budget[table] for day in days for table in SHARES})
     runner, written = engine(engine_name, lake), dict.fromkeys(SHARES, 0)
     public = _public_partitions(lake, policy)
     for day in days:

@@ -258,3 +258,94 @@ def test_missing_lake_on_s3_says_init(seaweed_s3, tmp_path):
 
 def test_storage_unreachable_error_names_the_fix():
     assert "storage.endpoint" in str(StorageUnreachable("s3://b/p", "http://127.0.0.1:9", "connection refused"))
+
+
+PAUSE_BEFORE_COMMIT = """
+import os, signal, sys
+from citylake.lake import lake as L
+original = L.Lake._commit
+def paused(self, *args, **kwargs):
+    if kwargs.get("fenced") and not getattr(L, "_paused_once", False):
+        L._paused_once = True
+        os.kill(os.getpid(), signal.SIGSTOP)  # a suspended machine: the lease renewer stops too
+    return original(self, *args, **kwargs)
+L.Lake._commit = paused
+from citylake.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_writer_paused_past_its_lease_lands_nothing_twice(seaweed_s3, city, tmp_path):
+    """The helper's attack: a writer stopped between its key check and its commit loses the lease; another writer lands
+    the same rows; the first, resumed, must not land them again (its commit is fenced to the version it checked)."""
+    lake = with_key(Lake.init(new_prefix("paused"), storage=seaweed_s3.storage()))
+    env = {**os.environ, **steward_env(seaweed_s3, tmp_path), "CITYLAKE_STORAGE_LOCK_LEASE_SECONDS": "3"}
+    ok("--lake", lake.uri, "ingest", "sensors", str(city / "sensors.csv"), env=env)
+    readings = str(city / "readings.csv")
+    first = subprocess.Popen([sys.executable, "-c", PAUSE_BEFORE_COMMIT, "--lake", lake.uri, "ingest", "readings", readings],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while open(f"/proc/{first.pid}/stat").read().split()[2] != "T":  # stopped, holding the lock
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.poll() is not None else ""
+        time.sleep(0.05)
+    second = citylake("--lake", lake.uri, "ingest", "readings", readings, env=env)  # waits out the lease, then lands all
+    assert second.returncode == 0, second.stderr
+    first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    total, distinct = duckdb_for(lake).execute("SELECT count(*), count(DISTINCT (sensor_id, metric, ts)) FROM readings").fetchone()
+    assert total == distinct > 0
+    assert " 0 accepted" in out  # it checked again and found every row present
+
+
+def test_concurrent_publishes_cannot_overspend_the_day(seaweed_s3, city, tmp_path):
+    lake_uri = new_prefix("budget")
+    env = steward_env(seaweed_s3, tmp_path)
+    ok("--lake", lake_uri, "init", env=env)
+    ok("--lake", lake_uri, "ingest", "places", str(city / "places.geojson"), env=env)
+    ok("--lake", lake_uri, "ingest", "pings", str(city / "pings.csv"), env=env)
+    runs = [subprocess.Popen([sys.executable, "-m", "citylake.cli", "--lake", lake_uri, "publish"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env}) for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 1], results  # one releases, the other finds the budget spent
+    lake = Lake.open(lake_uri, storage=seaweed_s3.storage())
+    spent = duckdb_for(lake).execute("SELECT day, sum(epsilon) FROM privacy_ledger GROUP BY day").fetchall()
+    assert spent and all(epsilon <= 1.0 + 1e-9 for _, epsilon in spent)
+
+
+def test_forged_and_damaged_lease_objects_lapse(seaweed_s3):
+    import obstore
+
+    lake = Lake.init(new_prefix("forged"), storage=seaweed_s3.storage())
+    for body in (b'{"expires": 1e300}', b'{"expires": "soon"}', b"[1]", b"not json", b'{"expires": null}'):
+        lake.location._call(obstore.put, "steward/.locks/x.lock", body)
+        started = time.monotonic()
+        with LeaseLock(lake.location, "steward/.locks/x.lock"):
+            pass
+        assert time.monotonic() - started < 5, body
+
+
+def test_prefixes_are_plain_and_lakes_do_not_nest(seaweed_s3, tmp_path):
+    env = steward_env(seaweed_s3, tmp_path)
+    for bad in ("s3://citylake/city/../other", "s3://citylake/a/./b", "s3://citylake/enc%41x", "s3://Bad_Bucket/x", "s3://citylake/a b"):
+        one_line(citylake("--lake", bad, "init", env=env), "not usable")
+    outer = new_prefix("outer")
+    ok("--lake", outer, "init", env=env)
+    one_line(citylake("--lake", f"{outer}/tables/nested", "init", env=env), "inside the lake at")
+    for endpoint in ("http://127.0.0.1:99999", "notaurl", "http://127.0.0.1:8333?x=y", "http://user:pw@127.0.0.1:8333"):
+        line = one_line(citylake("--lake", outer, "tables", env={**env, "AWS_ENDPOINT_URL": endpoint}), "storage.endpoint")
+        assert "pw" not in line
+
+
+def test_secret_settings_are_not_echoed_and_sessions_do_not_show_keys(seaweed_s3, tmp_path):
+    (tmp_path / "citylake.toml").write_text('[storage]\nsecret_acces_key = "SuperSecretTypo"\n')
+    result = subprocess.run([sys.executable, "-m", "citylake.cli", "settings"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0 and "SuperSecretTypo" not in result.stderr + result.stdout
+    lake_uri = new_prefix("session")
+    env = steward_env(seaweed_s3, tmp_path)
+    ok("--lake", lake_uri, "init", env=env)
+    shown = ok("--lake", lake_uri, "sql", "--role", "steward", "--format", "csv",
+               "SELECT current_setting('s3_secret_access_key') AS s, current_setting('s3_access_key_id') AS k", env=env)
+    assert seaweed.STEWARD_KEYS[1] not in shown and seaweed.STEWARD_KEYS[0] not in shown
+    one_line(citylake("--lake", lake_uri, "report", "--scheduler", "tcp://127.0.0.1:1", "--district", "places:cbd", "--out",
+                      str(tmp_path / "r"), env=env), "tls://")

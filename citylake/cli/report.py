@@ -102,10 +102,8 @@ def worker(ctx: Context, scheduler: str, memory_limit: str | None, name: str | N
     Tasks carry the lake's URI and the submitting machine's storage settings, its S3 keys included: with an s3://
     lake a worker needs only to reach the store, and the cluster should be tls:// so the keys are not sent in the clear."""
     from citylake import api
-    from citylake.analytics.cluster import run_worker
 
-    run_worker(scheduler, security=api.cluster_security(ctx.settings),
-               memory_limit=memory_limit or ctx.settings["analysis.worker_memory"] or None, name=name)
+    api.worker(scheduler, settings=ctx.settings, memory_limit=memory_limit, name=name)
 
 
 COMMANDS = (report, pilot, worker)

@@ -1,0 +1,128 @@
+"""Figure scale_100m: ingest, publish and footfall at 10M and at 100M pings (a month over a ~1,000 km² city), each step in a
+process of its own so its peak memory is its own; growth against linear (10x the pings).
+
+Two data shapes, generated in chunks (100M rows never sit in one process): ``uniform_shuffled`` (positions uniform,
+rows in random order, 1 km² grid zones) and ``hotspots_time_ordered`` (40 hotspots, each chunk three days in time
+order, irregular park-like zones) — the second not used to develop the ingest.
+
+    python -m bench.scale STEP LAKE [FILE]    (the child: prints {"seconds": …, "peak_rss_mb": …})
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KEY = b"bench-scale-key-0123456789abcdef0123456789abcdef0123"
+CHUNKS = 10
+
+
+def bench_scale(work: Path, *, small: int = 10_000_000, large: int = 100_000_000) -> dict:
+    import shutil
+
+    out: dict = {"how": "each step a child process (peak RSS = its VmHWM); ingest of a Parquet file into a fresh lake, "
+                        "publish of every day (epsilon 0.7 per day), steward footfall per zone-hour on the default engine; "
+                        "growth = time at large / time at small, linear = 10",
+                 "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
+    for shape in ("uniform_shuffled", "hotspots_time_ordered"):
+        figure: dict = {}
+        for rows in (small, large):
+            folder = work / f"{shape}-{rows}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pings, zones = _write_inputs(folder, shape, rows)
+            steps = {"ingest": ("ingest", str(pings)), "publish": ("publish",), "footfall": ("footfall",)}
+            lake = folder / "lake"
+            _child("init", lake, str(zones))
+            figure[str(rows)] = {name: _child(*args[:1], lake, *args[1:]) for name, args in steps.items()}
+            figure[str(rows)]["file_gb"] = round(pings.stat().st_size / 2**30, 2)
+            figure[str(rows)]["lake_gb"] = round(sum(f.stat().st_size for f in lake.rglob("*") if f.is_file()) / 2**30, 2)
+            shutil.rmtree(folder, ignore_errors=True)
+        for step in ("ingest", "publish", "footfall"):
+            figure[f"{step}_growth"] = round(figure[str(large)][step]["seconds"] / figure[str(small)][step]["seconds"], 2)
+            figure[f"{step}_rss_growth"] = round(figure[str(large)][step]["peak_rss_mb"] / figure[str(small)][step]["peak_rss_mb"], 2)
+        out[shape] = figure
+        print(json.dumps({shape: figure}), flush=True)
+    return out
+
+
+def _write_inputs(folder: Path, shape: str, rows: int) -> tuple[Path, Path]:
+    """The pings Parquet file, written chunk by chunk, and the zones file."""
+    import geopandas as gpd
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.month_ingest import CITY, DAYS, _pings, grid_zones, park_zones
+
+    zones = grid_zones() if shape == "uniform_shuffled" else park_zones()
+    gpd.GeoDataFrame({"id": [f"z{i}" for i in range(len(zones))], "category": "zone"}, geometry=zones,
+                     crs="EPSG:4326").to_file(folder / "zones.geojson", driver="GeoJSON")
+    rng = np.random.default_rng(40)
+    centres = np.c_[rng.uniform(*CITY["lat"], 40), rng.uniform(*CITY["lon"], 40)]
+    spread, weights = rng.uniform(0.002, 0.03, 40), rng.dirichlet(np.ones(40))
+    writer = None
+    per = rows // CHUNKS
+    for chunk in range(CHUNKS):
+        rng = np.random.default_rng(100 + chunk)
+        if shape == "uniform_shuffled":
+            table = _pings(rng.integers(0, 30_000, per), rng.integers(0, DAYS * 86400, per), rng.uniform(*CITY["lat"], per),
+                           rng.uniform(*CITY["lon"], per), rng)
+        else:
+            which = rng.choice(40, per, p=weights)
+            lat = np.clip(centres[which, 0] + rng.normal(0, spread[which]), *CITY["lat"])
+            lon = np.clip(centres[which, 1] + rng.normal(0, spread[which]), *CITY["lon"])
+            days = DAYS // CHUNKS
+            seconds = np.sort(rng.integers(chunk * days * 86400, (chunk + 1) * days * 86400, per))
+            table = _pings(rng.integers(0, 120_000, per), seconds, lat, lon, rng)
+        if writer is None:
+            writer = pq.ParquetWriter(folder / "pings.parquet", table.schema)
+        writer.write_table(table, row_group_size=1_000_000)
+    writer.close()
+    return folder / "pings.parquet", folder / "zones.geojson"
+
+
+def _child(step: str, lake: Path, *args: str) -> dict:
+    from bench.harness import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "bench.scale", step, str(lake), *args], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.scale {step} failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_step(step: str, lake_dir: str, args: list[str]) -> dict:
+    from citylake.lake import Lake
+
+    started = time.perf_counter()
+    if step == "init":
+        from citylake.ingestion.map import ingest_places
+        from citylake.privacy import Policy, key_check, write_policy
+
+        lake = Lake.init(lake_dir)
+        write_policy(lake, Policy().with_epoch(key_check(KEY)))
+        ingest_places(lake, args[0])
+    elif step == "ingest":
+        from citylake.ingestion.location import ingest_pings
+
+        ingest_pings(Lake.open(lake_dir), args[0], key=KEY)
+    elif step == "publish":
+        from citylake.privacy import read_policy
+        from citylake.queries.release import publish
+
+        lake = Lake.open(lake_dir)
+        policy = read_policy(lake)
+        publish(lake, policy=policy, epsilon=policy.release_epsilon, delta=policy.delta_per_day)
+    elif step == "footfall":
+        from citylake.queries import footfall
+
+        footfall(Lake.open(lake_dir), freq="1h", k=1)
+    seconds = time.perf_counter() - started
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) // 1024
+    return {"seconds": round(seconds, 2), "peak_rss_mb": peak}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_run_step(sys.argv[1], sys.argv[2], sys.argv[3:])))

@@ -1,0 +1,68 @@
+"""Footfall on a Dask cluster, one task per day: the same answer as one process, on a local lake and an s3:// one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import generated_city_lake, utc
+
+from citylake.analytics.cluster import dask_client
+from citylake.analytics.fanout import days_in, footfall_on_cluster
+from citylake.queries import Filters, footfall
+from citylake.queries.errors import BadFilter
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with dask_client(workers=2, announce=lambda _: None) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def city_lake(tmp_path_factory):
+    return generated_city_lake(tmp_path_factory.mktemp("fanout"), devices=150, days=4, seed=12, feeds=("places", "pings"))
+
+
+VIEWS = [dict(by="place", freq="1h"), dict(by="category", freq="15min"), dict(by="cell", res=9, freq="1d"),
+         dict(by="place", freq="1h", filters=Filters(start=utc(2026, 11, 3, 7, 30), end=utc(2026, 11, 4, 13))),
+         dict(by="place", freq="1d", filters=Filters(categories=("park",)), k=3)]
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: f"{v['by']}-{v['freq']}")
+def test_a_day_per_task_answers_as_one_process(cluster, city_lake, view):
+    one = footfall(city_lake, **view)
+    fanned = footfall_on_cluster(city_lake, cluster, **view)
+    assert fanned.table.num_rows > 0 and fanned.table.equals(one.table) and fanned.suppressed == one.suppressed
+
+
+def test_the_days_come_from_the_log_and_the_window(city_lake):
+    every = days_in(city_lake, Filters())
+    assert len(every) >= 4 and every == sorted(every)
+    assert days_in(city_lake, Filters(start=utc(2026, 11, 3, 23), end=utc(2026, 11, 4, 0, 0, 1))) == [dt.date(2026, 11, 3),
+                                                                                                     dt.date(2026, 11, 4)]
+    assert days_in(city_lake, Filters(start=utc(2030, 1, 1))) == []
+
+
+def test_buckets_longer_than_a_day_are_refused(cluster, city_lake):
+    with pytest.raises(BadFilter, match="divide a day"):
+        footfall_on_cluster(city_lake, cluster, freq="1w")
+
+
+def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_path):
+    import seaweed
+    from conftest import TEST_KEY, with_key
+
+    from citylake.ingestion.city import generate_city
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
+    from citylake.lake import Lake
+
+    generate_city(tmp_path / "city", devices=100, days=3, seed=13)
+    lake = with_key(Lake.init(f"s3://{seaweed.BUCKET}/fanout", storage=seaweed_s3.storage()))
+    ingest_places(lake, tmp_path / "city" / "places.geojson")
+    ingest_pings(lake, tmp_path / "city" / "pings.csv", key=TEST_KEY.encode())
+    fanned = footfall_on_cluster(lake, cluster, freq="1h", k=2)
+    assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(lake, freq="1h", k=2).table)
