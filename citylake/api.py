@@ -309,21 +309,25 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     ``workers``, else ``analysis.workers``, one core each). No crowd under ``k`` devices (default: the lake's k floor) is
     detected; hours of the day are the lake's time zone's."""
     from citylake.analytics import analyse as run_analysis
-    from citylake.analytics import dask_client
     from citylake.privacy import k_for_result
-
-    from citylake.analytics import ClusterError
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
-    scheduler = scheduler or settings["analysis.scheduler"] or None
+    with cluster_for(lake, scheduler or settings["analysis.scheduler"] or None, settings=settings, workers=workers,
+                     announce=announce) as client:
+        return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def cluster_for(lake: Lake, scheduler: str | None, /, *, settings: S.Settings, workers: int | None = None, announce=print):
+    """The Dask client a steward's job on ``lake`` runs on: ``scheduler`` (TLS from the settings), else a local cluster.
+    A plain-TCP cluster is refused for an s3:// lake: its tasks carry the lake's storage keys."""
+    from citylake.analytics import ClusterError, dask_client
+
     if scheduler and scheduler.startswith("tcp://") and lake.storage is not None:
         raise ClusterError(f"{scheduler} is a plain-TCP cluster, and the tasks of an s3:// lake carry its storage keys: use a tls:// "
                            "cluster (analysis.tls_ca_file, analysis.tls_cert, analysis.tls_key) whose workers you trust as the steward")
-    with dask_client(scheduler, workers=workers or settings["analysis.workers"],
-                     memory_limit=settings["analysis.worker_memory"] or None, security=cluster_security(settings),
-                     announce=announce) as client:
-        return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+    return dask_client(scheduler, workers=workers or settings["analysis.workers"], memory_limit=settings["analysis.worker_memory"] or None,
+                       security=cluster_security(settings), announce=announce)
 
 
 def worker(scheduler: str, /, *, settings: S.Settings | None = None, memory_limit: str | None = None, name: str | None = None) -> None:
@@ -388,14 +392,21 @@ def place_ids_of(lake: Lake, category: str, /) -> list[str]:
 
 
 def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: str = "1h", res: int | None = None,
-             filters: Filters | None = None, k: int | None = None, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None):
+             filters: Filters | None = None, k: int | None = None, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None,
+             scheduler: str | None = None, announce: Callable[[str], None] = print):
     """Footfall per place (or cell, or category) per bucket: for the steward (the key needed) exact and k-anonymous
-    (``QueryResult``); for anyone else the release, filtered (``Released``)."""
+    (``QueryResult``), on a Dask cluster at ``scheduler`` a task per day when given; for anyone else the release,
+    filtered (``Released``)."""
     from citylake import queries
     from citylake.queries import released
 
     filters = _on_city_clock(lake, filters or queries.Filters())
     if _steward(lake, role, settings, k):
+        if scheduler:
+            from citylake.analytics.fanout import footfall_on_cluster
+
+            with cluster_for(lake, scheduler, settings=settings or S.load(), announce=announce) as client:
+                return footfall_on_cluster(lake, client, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings))
         return queries.footfall(lake, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings),
                                 engine_name=engine_name)
     return released.footfall(lake, by=by, freq=freq, res=res, filters=filters)

@@ -66,3 +66,23 @@ def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_p
     ingest_pings(lake, tmp_path / "city" / "pings.csv", key=TEST_KEY.encode())
     fanned = footfall_on_cluster(lake, cluster, freq="1h", k=2)
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(lake, freq="1h", k=2).table)
+
+
+def test_the_cli_runs_the_stewards_footfall_on_a_cluster(city_lake):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TEST_KEY
+    from distributed import LocalCluster
+
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
+    query = [sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall", "--role", "steward",
+             "--format", "json"]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tcp://", dashboard_address=None) as cluster:
+        fanned = subprocess.run([*query, "--scheduler", cluster.scheduler_address], capture_output=True, text=True, env=env, timeout=300)
+    one = subprocess.run(query, capture_output=True, text=True, env=env, timeout=300)
+    assert fanned.returncode == 0 and one.returncode == 0, fanned.stderr + one.stderr
+    assert json.loads(fanned.stdout) == json.loads(one.stdout) and json.loads(one.stdout)
+    assert "dask" in fanned.stderr

@@ -30,10 +30,12 @@ def _stays_options(command):
 @click.option("--bbox", type=Bbox(), help="Only pings inside this lon/lat box (analysts: places or cells whose centre is inside).")
 @ROLE
 @K
+@click.option("--scheduler", metavar="tcp://HOST:PORT", help="The steward's exact footfall on this Dask cluster (tls:// for an s3:// "
+              "lake), a task per day of pings: for windows larger than one machine's memory. Same answer.")
 @result
 @pass_context
 def footfall(ctx: Context, by: str, res: int | None, freq: str, role: str, k_anon: int | None, engine_name: str, fmt: str,
-             out: str | None, **chosen) -> None:
+             out: str | None, scheduler: str | None, **chosen) -> None:
     """Distinct devices per place (or H3 cell) per hour, from the differentially private release; with
     --role steward, exact pings and devices per place, category or cell at any bucket, k-anonymous.
 
@@ -48,7 +50,7 @@ def footfall(ctx: Context, by: str, res: int | None, freq: str, role: str, k_ano
     from citylake.queries import with_hex_cells
 
     found = api.footfall(ctx.open(), role=role, by=by, freq=freq, res=res, filters=filters(**chosen), k=k_anon, engine_name=engine_name,
-                         settings=ctx.settings)
+                         settings=ctx.settings, scheduler=scheduler, announce=note)
     write_result(with_hex_cells(found.table, "h3_cell", into="cell") if by == "cell" else found.table, fmt, out)
     note(found.summary())
 
