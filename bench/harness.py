@@ -112,6 +112,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
     """Every figure in the order a full run measures them, under its name in results.json (what ``--only`` picks)."""
     from bench import (
         analysis,
+        dask_s3,
         detection_scenarios,
         footfall,
         footfall_zones,
@@ -149,5 +150,6 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("dp_release", lambda run: release.bench_dp_release(run.rows, run.work)),
         ("serve_load", lambda run: serve.bench_serve_load(run.work)),
         ("object_storage", lambda run: object_storage.bench_object_storage(run.work)),
+        ("dask_footfall_s3", lambda run: dask_s3.bench_dask_footfall_s3(run.rows, run.work)),
         ("scale_100m", lambda run: scale.bench_scale(run.work, small=run.rows, large=run.rows * 10)),
     ]

@@ -1,0 +1,132 @@
+"""Figure dask_footfall_s3: the steward's footfall on a Dask cluster of separate processes — `dask scheduler` over TLS
+and `citylake worker` processes started without the lake's storage variables, seeing the lake only through s3:// —
+with 1 and then 2 workers, against the same query in one process; two data shapes (bench.month_ingest's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from bench.harness import ROOT, median_run
+
+KEY = b"bench-dask-s3-key-0123456789abcdef0123456789abcdef0123"
+REPEATS = 5
+
+
+def bench_dask_footfall_s3(rows: int, work: Path) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    import seaweed
+
+    from bench.month_ingest import grid_zones, hotspots_time_ordered, park_zones, uniform_shuffled
+
+    server = seaweed.start(work / "seaweedfs")
+    try:
+        out: dict = {"how": f"footfall per zone-hour, k=1; each setting {REPEATS} runs in turn after one warm-up; best and median. "
+                            "Workers: `citylake worker` processes (one thread, one core) joined to `dask scheduler --protocol tls`",
+                     "target": "2 workers >= 1.6x 1 worker (best of N and median)"}
+        for shape, (make, zones) in {"uniform_shuffled": (uniform_shuffled, grid_zones),
+                                     "hotspots_time_ordered": (hotspots_time_ordered, park_zones)}.items():
+            lake = _s3_lake(work / shape, server, make(rows), zones())
+            out[shape] = _measure(lake, work / shape)
+        return out
+    finally:
+        server.stop()
+
+
+def _s3_lake(folder: Path, server, pings, zones):
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+
+    from citylake.ingestion.location import ingest_pings
+    from citylake.ingestion.map import ingest_places
+    from citylake.lake import Lake
+    from citylake.privacy import Policy, key_check, write_policy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gpd.GeoDataFrame({"id": [f"z{i}" for i in range(len(zones))], "category": "zone"}, geometry=zones,
+                     crs="EPSG:4326").to_file(folder / "zones.geojson", driver="GeoJSON")
+    pq.write_table(pings, folder / "pings.parquet")
+    lake = Lake.init(f"s3://citylake/dask-{uuid.uuid4().hex[:8]}", storage=server.storage())
+    write_policy(lake, Policy().with_epoch(key_check(KEY)))
+    ingest_places(lake, folder / "zones.geojson")
+    ingest_pings(lake, folder / "pings.parquet", key=KEY)
+    return lake
+
+
+def _measure(lake, folder: Path) -> dict:
+    from distributed import Client
+
+    from citylake.analytics.fanout import footfall_on_cluster
+    from citylake.queries import footfall
+
+    one_process, result = median_run(lambda: footfall(lake, freq="1h", k=1), REPEATS)
+    out: dict = {"pings": lake.rows("pings"), "days": len(lake.rows_per_partition("pings", "date")), "groups": result.table.num_rows,
+                 "one_process_s": _summary(one_process)}
+    address, security, processes = _tls_scheduler(folder)
+    try:
+        for workers in (1, 2):
+            processes += [_worker(address, folder, n) for n in range(len(processes) - 1, workers)]
+            with Client(address, security=security, timeout="30s") as client:
+                client.wait_for_workers(workers, timeout=120)
+                footfall_on_cluster(lake, client, freq="1h", k=1)  # warm-up: imports, covers, connections
+                seconds, fanned = median_run(lambda client=client: footfall_on_cluster(lake, client, freq="1h", k=1), REPEATS)
+                out[f"workers_{workers}_s"] = _summary(seconds)
+                out[f"workers_{workers}_same_answer"] = fanned.table.equals(result.table)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+    for stat in ("best", "median"):
+        out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
+    return out
+
+
+def _summary(seconds: list[float]) -> dict:
+    return {"best": round(min(seconds), 3), "median": round(float(np.median(seconds)), 3), "runs": [round(s, 3) for s in seconds]}
+
+
+def _tls_scheduler(folder: Path):
+    from distributed.security import Security
+
+    temporary = Security.temporary()
+    files = {}
+    for name in ("tls_ca_file", "tls_client_cert", "tls_client_key"):
+        files[name] = folder / f"{name}.pem"
+        files[name].write_text(getattr(temporary, name))
+    security = Security(tls_ca_file=str(files["tls_ca_file"]), tls_client_cert=str(files["tls_client_cert"]),
+                        tls_client_key=str(files["tls_client_key"]), require_encryption=True)
+    scheduler_file = folder / "scheduler.json"
+    scheduler_file.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--tls-ca-file", str(files["tls_ca_file"]), "--tls-cert", str(files["tls_client_cert"]),
+         "--tls-key", str(files["tls_client_key"]), "--scheduler-file", str(scheduler_file)],
+        env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError("dask scheduler did not start")
+        time.sleep(0.2)
+    time.sleep(0.3)
+    folder.joinpath("tls.json").write_text(json.dumps({k: str(v) for k, v in files.items()}))
+    return json.loads(scheduler_file.read_text())["address"], security, [process]
+
+
+def _worker(address: str, folder: Path, n: int) -> subprocess.Popen:
+    files = json.loads(folder.joinpath("tls.json").read_text())
+    env = _clean_env(CITYLAKE_ANALYSIS_TLS_CA_FILE=files["tls_ca_file"], CITYLAKE_ANALYSIS_TLS_CERT=files["tls_client_cert"],
+                     CITYLAKE_ANALYSIS_TLS_KEY=files["tls_client_key"])
+    return subprocess.Popen([sys.executable, "-m", "citylake.cli", "worker", address, "--name", f"w{n}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """No storage keys and no lake: the workers see the lake only through what the tasks bring."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CITYLAKE_"))}, **extra}
