@@ -32,8 +32,6 @@ TARGETS = "≥15x DuckDB ST_Contains, ≥25x GeoPandas sjoin, faster than Sedona
 
 
 def bench_footfall_zones(rows: int, work: Path) -> dict:
-    import geopandas as gpd
-
     out: dict = {"repeats": REPEATS, "targets": TARGETS,
                  "how": f"each shape on a lake freshly ingested by `ingest_pings` (no compaction after); every contender {REPEATS}"
                         " times in turn, *_s its median; baselines get the lake's own pings in memory (their load not timed)"}
@@ -48,7 +46,6 @@ def bench_footfall_zones(rows: int, work: Path) -> dict:
         places, pings = make(folder)
         out[name] = _one_shape(folder, places, pings)
         shutil.rmtree(folder, ignore_errors=True)
-    del gpd
     return out
 
 
