@@ -59,7 +59,9 @@ def _chunk_rows(table: str, commit: dict) -> list[tuple]:
     else:
         return []
     finished = dt.datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
-    return [(c["batch_id"], table, commit.get("citylake.source", ""), commit.get("citylake.fingerprint", ""),
+    # a run of several files on a cluster names each chunk's file in its entry
+    return [(c["batch_id"], table, c.get("source", commit.get("citylake.source", "")),
+             c.get("fingerprint", commit.get("citylake.fingerprint", "")),
              int(c["rows_in"]), int(c["inserted"]), int(c["rejected"]), int(c["duplicates"]), int(commit["version"]),
              dt.datetime.fromisoformat(c["started_at"]) if c["started_at"] else finished, finished) for c in chunks]
 

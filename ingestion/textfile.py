@@ -464,16 +464,20 @@ def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done
     return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, done, delimiter=None)
 
 
-def parquet_chunks(path: Path, *, batch_rows: int) -> Iterator[RawChunk]:
+def parquet_chunks(path: Path, *, batch_rows: int, row_groups: range | None = None,
+                   opened: pq.ParquetFile | None = None) -> Iterator[RawChunk]:
+    """A Parquet file's chunks; only ``row_groups`` (a run of them: a Dask task's share), their rows numbered as in the
+    whole file. ``opened``: the file already open (on object storage)."""
     try:
-        source = pq.ParquetFile(path)
+        source = opened or pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise UnreadableInput(str(path), f"not a readable Parquet file ({err})") from None
-    row = 1
+    groups = row_groups if row_groups is not None else range(source.metadata.num_row_groups)
+    row = 1 + sum(source.metadata.row_group(i).num_rows for i in range(groups.start)) if len(groups) else 1
     done = 0
-    size = path.stat().st_size
+    size = 0 if opened else path.stat().st_size
     total = max(source.metadata.num_rows, 1)
-    for batch in source.iter_batches(batch_size=batch_rows):
+    for batch in source.iter_batches(batch_size=batch_rows, row_groups=list(groups)):
         positions = np.arange(row, row + batch.num_rows, dtype=np.int64)
         row += batch.num_rows
         done = int(size * (row - 1) / total)

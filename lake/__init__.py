@@ -22,6 +22,7 @@ from citylake.lake.errors import (
     SchemaMismatch,
     StorageRefused,
     StorageUnreachable,
+    TableMoved,
     TableNotEmpty,
     UnknownTable,
 )
@@ -34,6 +35,6 @@ __all__ = [
     "Added", "added_since", "read_added", "BadLakeFile", "BadTimezone", "BadWriteMode",
     "DEFAULT_CELL_RES", "DEFAULT_PARTITION_RES", "DiskFull", "ExtensionMissing", "Lake", "LakeError",
     "LakeNotFound", "LocalOnly", "NoSuchVersion", "NotALakeDirectory", "NotWritable", "SchemaMismatch",
-    "Storage", "StorageRefused", "StorageUnreachable", "TABLES", "TableNotEmpty", "TableSpec",
+    "Storage", "StorageRefused", "StorageUnreachable", "TABLES", "TableMoved", "TableNotEmpty", "TableSpec",
     "TableStats", "UnknownTable", "check_timezone", "commit_summary", "connect", "create_views", "duckdb_for", "scan",
 ]

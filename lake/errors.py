@@ -193,3 +193,12 @@ class LocalOnly(LakeError, NotImplementedError):
         self.lake = lake
         super().__init__(f"{doing} needs a lake on a local disk, and {lake} is on object storage; run it against a local "
                          "lake (`citylake watch`, `citylake serve` and the live feed keep their state beside the lake's files)")
+
+
+class TableMoved(LakeError, RuntimeError):
+    """A commit prepared on one version of a table found another writer's commit after it (``Lake.commit_files``)."""
+
+    def __init__(self, table: str, expected: int, found: int) -> None:
+        self.table, self.expected, self.found = table, expected, found
+        super().__init__(f"table {table!r} moved from version {expected} to {found} while this run prepared its files; "
+                         "its rows are checked again against the new version")

@@ -39,6 +39,7 @@ from citylake.lake.errors import (
     NotALakeDirectory,
     NotWritable,
     SchemaMismatch,
+    TableMoved,
     TableNotEmpty,
     UnknownTable,
 )
@@ -494,7 +495,7 @@ class Lake:
         table = self._delta(name)
         if self._catch_up(name, run, table) and rows.height:
             keys = list(self.spec(name).key)
-            rows = rows.join(self._keys_present(name, rows.select(keys + list(self.spec(name).partition_by))), on=keys,
+            rows = rows.join(self.keys_present(name, rows.select(keys + list(self.spec(name).partition_by))), on=keys,
                              how="anti", nulls_equal=True)
         data = rows.select([c for c in rows.columns if not c.startswith("_")]).to_arrow()
         version = self._commit(name, table, data, mode="append",
@@ -522,7 +523,7 @@ class Lake:
         if rows.select(key.is_duplicated().any()).item():  # cheap test first: most batches have no repeats
             rows = rows.filter(key.is_first_distinct())
         if rows.height and _row_count(_add_actions(table)):
-            rows = rows.join(self._keys_present(name, rows), on=keys, how="anti", nulls_equal=True)
+            rows = rows.join(self.keys_present(name, rows), on=keys, how="anti", nulls_equal=True)
         return rows
 
     def new_rows_of_run(self, name: str, rows: pl.DataFrame, run: RunKeys, /, *, pending: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -536,7 +537,7 @@ class Lake:
         suspect = pl.Series(run.suspects(rows, keys))
         fresh, repeated = rows.filter(~suspect), rows.filter(suspect)
         if run.version_before is not None and fresh.height:
-            fresh = fresh.join(self._keys_present(name, fresh, version=run.version_before), on=keys, how="anti", nulls_equal=True)
+            fresh = fresh.join(self.keys_present(name, fresh, version=run.version_before), on=keys, how="anti", nulls_equal=True)
         if not repeated.height:
             return fresh
         repeated = self._new_rows(name, repeated, self._delta(name))
@@ -545,7 +546,7 @@ class Lake:
                 repeated = repeated.join(held.select(keys), on=keys, how="anti", nulls_equal=True)
         return pl.concat([fresh, repeated], how="vertical_relaxed")
 
-    def _keys_present(self, name: str, rows: pl.DataFrame, *, version: int | None = None) -> pl.DataFrame:
+    def keys_present(self, name: str, rows: pl.DataFrame, *, version: int | None = None) -> pl.DataFrame:
         """Keys of ``rows`` the table already holds. The table's keys stream past a hash table of
         the new rows' keys, so memory follows the batch, not the table; only the partitions the
         rows fall in, only the key columns, and only files whose statistics overlap the rows' key ranges are read
@@ -644,6 +645,23 @@ class Lake:
             table, rows, mode="overwrite", predicate=predicate, writer_properties=_writer_properties(self.spec(name)),
             commit_properties=deltalake.CommitProperties(custom_metadata={"citylake.rows": str(rows.num_rows), **(metadata or {})}),
         )
+        return self._delta(name).version()
+
+    @_in_zone
+    def commit_files(self, name: str, adds: list, /, *, version: int, metadata: dict[str, str]) -> int:
+        """Name data files written apart (``lake.data_files``) in one commit on ``version``, and return the new version.
+        The caller holds the table's writer lock and checked the files' rows against ``version``: when another writer
+        committed since, nothing lands and ``TableMoved`` says so (the caller checks again against the new version)."""
+        table = self._delta(name)
+        if table.version() != version:
+            raise TableMoved(name, version, table.version())
+        rows = sum(json.loads(add.stats)["numRecords"] for add in adds)
+        try:
+            table.create_write_transaction(adds, mode="append", schema=table.schema(), partition_by=list(self.spec(name).partition_by),
+                                           commit_properties=deltalake.CommitProperties(
+                                               custom_metadata={"citylake.rows": str(rows), **metadata}, max_commit_retries=0))
+        except deltalake.exceptions.CommitFailedError:
+            raise TableMoved(name, version, self._delta(name).version()) from None
         return self._delta(name).version()
 
     @_one_writer  # a writer between writing its files and committing them must not lose them

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -165,6 +166,17 @@ class Location:
         """Whether this process may read what is under ``relative`` (a zone's directory)."""
         raise NotImplementedError
 
+    def write_bytes(self, relative: str, data: bytes, /, *, private: bool) -> None:
+        """Put a file whole (a data file a commit will name, a staged part of a run), its folders made as needed."""
+        raise NotImplementedError
+
+    def read_bytes(self, relative: str) -> bytes:
+        raise NotImplementedError
+
+    def delete_tree(self, relative: str) -> None:
+        """Remove everything under ``relative`` (a run's staging area); nothing when there is none."""
+        raise NotImplementedError
+
     def lock(self, relative: str) -> contextlib.AbstractContextManager[None]:
         """Hold the writer lock named ``relative`` (waiting for the current holder)."""
         raise NotImplementedError
@@ -197,6 +209,17 @@ class LocalLocation(Location):
     def readable(self, relative: str) -> bool:
         return os.access(self.root / relative, os.R_OK | os.X_OK)
 
+    def write_bytes(self, relative: str, data: bytes, /, *, private: bool) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o755)
+        write_whole(path, data, mode=0o600 if private else 0o644)
+
+    def read_bytes(self, relative: str) -> bytes:
+        return (self.root / relative).read_bytes()
+
+    def delete_tree(self, relative: str) -> None:
+        shutil.rmtree(self.root / relative, ignore_errors=True)
+
     @contextlib.contextmanager
     def lock(self, relative: str) -> Iterator[None]:
         path = self.root / relative
@@ -209,12 +232,12 @@ class LocalLocation(Location):
             os.close(fd)
 
 
-def write_whole(path: Path, text: str, /, *, mode: int) -> None:
+def write_whole(path: Path, text: str | bytes, /, *, mode: int) -> None:
     """Replace ``path`` with ``text`` atomically (a file beside it, flushed, then renamed over it), with ``mode`` from the
     start: a crash leaves the old file or the new one, and a private file is never readable by others, even briefly."""
     staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w") as out:
+    with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as out:
         out.write(text)
         out.flush()
         os.fsync(out.fileno())
@@ -264,6 +287,24 @@ class ObjectLocation(Location):
         import obstore
 
         self._call(obstore.put, relative, text.encode("utf-8"))  # a PUT is whole or nothing
+
+    def write_bytes(self, relative: str, data: bytes, /, *, private: bool) -> None:
+        import obstore
+
+        self._call(obstore.put, relative, data)
+
+    def read_bytes(self, relative: str) -> bytes:
+        import obstore
+
+        return bytes(self._call(obstore.get, relative).bytes())
+
+    def delete_tree(self, relative: str) -> None:
+        import obstore
+
+        listed = self._call(lambda store, prefix: obstore.list(store, prefix=prefix).collect(), relative.rstrip("/") + "/")
+        paths = [item["path"] for item in listed]
+        for start in range(0, len(paths), 1000):
+            self._call(lambda store, _: obstore.delete(store, paths[start:start + 1000]), relative)
 
     def probe_writable(self) -> None:
         import obstore

@@ -1,0 +1,346 @@
+"""Pings files ingested on a Dask cluster, landing in one exactly-once commit.
+
+Three steps, each task opening the lake from its URI and storage settings (a worker needs to reach the lake and the
+input files, nothing of the client's):
+
+1. *Stage*, a task per file, or per run of a Parquet file's row groups (about ``rows_per_task`` rows): read, check and
+   pseudonymise the rows exactly as one process does (``validate_pings``), conform them to the table, drop repeats
+   within the piece, and put them in the steward zone's staging area for this run, a file per UTC date. Rejected rows
+   come back to the client.
+2. *Settle*, a task per date: the date's staged rows in input order, the first of each key kept, less the keys the
+   table held at the version the run read; sorted and written as the table's data files, which no commit names yet.
+3. *Commit*, in the client under the table's writer lock: the rejected rows to quarantine, then every settled file in
+   one fenced Delta commit on that version. When another writer committed in between, the dates are settled again
+   against its version; the superseded files are named by no commit and ``vacuum`` removes them.
+
+A task that dies is run again by Dask and rewrites the same staged names; a client that dies before the commit leaves
+nothing a reader sees, and a rerun lands every row once. The ``batches`` rows are written from the commit's metadata
+(``ledger.repair``), as after a crash between the two commits of a single-process run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from citylake.ingestion import ledger
+from citylake.ingestion import validate as V
+from citylake.ingestion.batch import IngestReport, fingerprint, quarantine
+from citylake.ingestion.errors import UnreadableInput
+from citylake.ingestion.location import REQUIRED, validate_pings
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
+from citylake.lake import Lake, Storage, TableMoved
+from citylake.lake.data_files import write_data_files
+from citylake.lake.lake import FENCED_ATTEMPTS
+from citylake.lake.schemas import PARTITION_DATE
+from citylake.lake.storage import ObjectLocation, locate
+
+TABLE = "pings"
+DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
+PARQUET = (".parquet", ".pq")
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One stage task's share of the input: a whole file, or a run of a Parquet file's row groups."""
+
+    number: int  # the piece's place in the whole run's input order (earlier pieces win a repeated key)
+    source: str
+    fingerprint: str
+    index: int  # its place in its file: the chunk's batch id is ``fingerprint[:16]:index``
+    row_groups: range | None = None
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.fingerprint[:16]}:{self.index}"
+
+
+@dataclass(frozen=True)
+class Checks:
+    """How every piece is read and checked (what ``ingest_pings`` takes as options)."""
+
+    key: bytes = field(repr=False)
+    mapping: Mapping[str, str]
+    tz: str
+    delimiter: str | None
+    batch_rows: int
+    window: V.TimeWindow
+
+
+@dataclass
+class Staged:
+    """What a stage task did with its piece: counts, the rejected rows (for quarantine) and the dates it staged."""
+
+    piece: Piece
+    rows_in: int
+    offered: int  # rows that passed the checks (repeats within the piece included)
+    bad: pl.DataFrame
+    dates: list[str]
+    started: dt.datetime
+
+
+@dataclass
+class Settled:
+    date: str
+    adds: list
+    landed: dict[int, int]  # piece number → rows of it that landed
+
+
+def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: bytes, mapping: Mapping[str, str] | None = None,
+                            tz: str = "UTC", delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                            rows_per_task: int = DEFAULT_ROWS_PER_TASK, now: dt.datetime | None = None,
+                            earliest: dt.date = V.EARLIEST, announce=lambda text: None) -> IngestReport:
+    """Ingest pings files (paths the workers can read, or ``s3://`` objects on the lake's store) on ``client``'s
+    cluster: the rows one process would land, exactly once, in one commit."""
+    started = time.perf_counter()
+    V.check_timezone(tz)
+    lake.require_writable()
+    ledger.repair(lake, TABLE)
+    checks = Checks(key, dict(mapping or {}), tz, delimiter, batch_rows, V.time_window(earliest, now))
+    pieces = plan(lake, sources, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
+    run = f"{dt.datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    announce(f"{len(sources)} file(s) in {len(pieces)} task(s) on the cluster …")
+    try:
+        staged = client.gather([client.submit(stage, lake.uri, lake.storage, run, piece, checks, pure=False) for piece in pieces])
+        for s in staged:  # rejected rows first: a chunk whose rows are visible always has its rejects recorded
+            quarantine(lake, TABLE, s.piece.source, s.piece.batch_id, s.bad)
+        landed = _settle_and_commit(lake, client, run, staged, announce)
+    finally:
+        lake.location.delete_tree(staging_area(run))
+    ledger.repair(lake, TABLE)  # the batches rows, from the commit's metadata
+    return _report(sources, staged, landed, time.perf_counter() - started)
+
+
+def plan(lake: Lake, sources: list[str], /, *, rows_per_task: int, delimiter: str | None,
+         mapping: Mapping[str, str]) -> list[Piece]:
+    """The run's pieces in input order; each file's header is checked first, so a wrong file fails before any task."""
+    pieces: list[Piece] = []
+    for source in sources:
+        with local_copy(source, lake.storage, header_only=True) as path:
+            V.check_columns(columns(path, delimiter=delimiter) if path else _parquet_columns(source, lake.storage), mapping,
+                            source, REQUIRED)
+        file_print = _fingerprint(source, lake.storage)
+        for index, groups in enumerate(_row_group_runs(source, lake.storage, rows_per_task)):
+            pieces.append(Piece(len(pieces), source, file_print, index, groups))
+    return pieces
+
+
+def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, /) -> Staged:
+    """A stage task: the piece's rows checked, conformed and staged per date; its rejected rows returned."""
+    started = dt.datetime.now(UTC)
+    lake = Lake.open(lake_uri, storage=storage)
+    good, bad, rows_in = [], [], 0
+    for raw in _raw_chunks(piece, storage, checks):
+        chunk = validate_pings(raw, piece.source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
+                               window=checks.window)
+        good.append(pl.from_arrow(lake.conform(TABLE, chunk.good)))
+        bad.append(chunk.bad)
+        rows_in += chunk.rows_in
+    rows = pl.concat(good, how="vertical_relaxed") if good else pl.DataFrame()
+    offered = rows.height
+    dates = []
+    if rows.height:
+        rows = rows.filter(pl.struct(list(lake.spec(TABLE).key)).is_first_distinct())
+        for (date,), day in rows.partition_by(PARTITION_DATE, as_dict=True, maintain_order=True).items():
+            dates.append(date.isoformat())
+            lake.location.write_bytes(_staged_file(run, dates[-1], piece.number), _parquet(day), private=True)
+    rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
+    return Staged(piece, rows_in, offered, rejected, dates, started)
+
+
+def settle(lake_uri: str, storage: Storage | None, run: str, date: str, numbers: list[int], version: int | None, /) -> Settled:
+    """A settle task: the date's staged rows, first of each key in input order, less the keys the table held at
+    ``version`` (None: it held none), written as data files of the table (uncommitted)."""
+    lake = Lake.open(lake_uri, storage=storage)
+    spec = lake.spec(TABLE)
+    parts = [pl.read_parquet(io.BytesIO(lake.location.read_bytes(_staged_file(run, date, n)))).with_columns(_piece=pl.lit(n))
+             for n in numbers]
+    rows = pl.concat(parts, how="vertical_relaxed")
+    keys = list(spec.key)
+    rows = rows.filter(pl.struct(keys).is_first_distinct())
+    if version is not None and rows.height:
+        rows = rows.join(lake.keys_present(TABLE, rows, version=version), on=keys, how="anti", nulls_equal=True)
+    rows = rows.sort([*spec.partition_by, *spec.sort_by])
+    landed = dict(rows.group_by("_piece").len().iter_rows())
+    adds = write_data_files(lake, TABLE, rows.drop("_piece"), tag=run) if rows.height else []
+    return Settled(date, adds, landed)
+
+
+def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce) -> dict[int, int]:
+    """Settle every date on the cluster and commit the files on the version read; again if another writer came between."""
+    numbers: dict[str, list[int]] = defaultdict(list)
+    for s in staged:
+        for date in s.dates:
+            numbers[date].append(s.piece.number)
+    for _ in range(FENCED_ATTEMPTS):
+        table = lake.table(TABLE)
+        version, held = table.version(), bool(table.get_add_actions(flatten=True).num_rows)
+        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, date, sorted(ns), version if held else None,
+                                               pure=False) for date, ns in sorted(numbers.items())])
+        landed: Counter = Counter()
+        for s in settled:
+            landed.update(s.landed)
+        try:
+            with lake.writer_lock(TABLE):
+                lake.commit_files(TABLE, [a for s in settled for a in s.adds], version=version,
+                                  metadata=_commit_metadata(staged, landed))
+            return dict(landed)
+        except TableMoved as moved:
+            announce(str(moved))
+    raise RuntimeError(f"table {TABLE!r} kept changing while this run settled its rows ({FENCED_ATTEMPTS} tries); run it when "
+                       "other writers pause")
+
+
+def _commit_metadata(staged: list[Staged], landed: Counter) -> dict[str, str]:
+    """What the ledger reads back: each piece as a chunk, with its file."""
+    import json
+
+    entries = [{"batch_id": s.piece.batch_id, "source": s.piece.source, "fingerprint": s.piece.fingerprint, "rows_in": s.rows_in,
+                "rejected": s.bad.height, "inserted": landed.get(s.piece.number, 0),
+                "duplicates": s.offered - landed.get(s.piece.number, 0), "started_at": s.started.isoformat()} for s in staged]
+    sources = sorted({s.piece.source for s in staged})
+    return {"citylake.source": sources[0] if len(sources) == 1 else f"{len(sources)} files", "citylake.chunks": json.dumps(entries),
+            "citylake.inserted": str(sum(landed.values())), "citylake.duplicates": str(sum(e["duplicates"] for e in entries)),
+            "citylake.run": "dask"}
+
+
+def _report(sources: list[str], staged: list[Staged], landed: dict[int, int], seconds: float) -> IngestReport:
+    report = IngestReport(TABLE, sources[0] if len(sources) == 1 else f"{len(sources)} files", seconds=seconds)
+    for s in staged:
+        report.rows_in += s.rows_in
+        report.rejected += s.bad.height
+        report.accepted += landed.get(s.piece.number, 0)
+        report.duplicates += s.offered - landed.get(s.piece.number, 0)
+        if s.bad.height:
+            report.reasons.update(dict(s.bad["kind"].value_counts().iter_rows()))
+    return report
+
+
+def staging_area(run: str) -> str:
+    return f"steward/.staging/{run}"
+
+
+def _staged_file(run: str, date: str, number: int) -> str:
+    return f"{staging_area(run)}/{date}/{number:06d}.parquet"
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    frame.write_parquet(sink, compression="lz4")
+    return sink.getvalue()
+
+
+# --- the input: a path the workers share, or an object on the lake's store ------------------------------------------
+
+def _raw_chunks(piece: Piece, storage: Storage | None, checks: Checks) -> Iterator[RawChunk]:
+    if piece.row_groups is not None:
+        with _parquet_file(piece.source, storage) as opened:
+            yield from parquet_chunks(Path(piece.source), batch_rows=checks.batch_rows, row_groups=piece.row_groups,
+                                      opened=opened)
+        return
+    with local_copy(piece.source, storage) as path:
+        yield from chunks(path, batch_rows=checks.batch_rows, delimiter=checks.delimiter)
+
+
+@contextmanager
+def local_copy(source: str, storage: Storage | None, *, header_only: bool = False) -> Iterator[Path | None]:
+    """A text file to read: the path itself, or an object's bytes in a temporary file (its first MiB for the header).
+    None for a Parquet file (read in place, ``_parquet_file``)."""
+    if source.lower().endswith(PARQUET):
+        yield None
+        return
+    if not source.startswith("s3://"):
+        if not Path(source).is_file():
+            raise UnreadableInput(source, "no such file (workers read the same path: give a shared path or an s3:// object)")
+        yield Path(source)
+        return
+    import tempfile
+
+    import obstore
+
+    location, name = _object(source, storage)
+    if header_only:
+        size = location._call(obstore.head, name)["size"]
+        data = bytes(location._call(obstore.get_range, name, start=0, length=min(size, 1 << 20))) if size else b""
+    else:
+        data = bytes(location._call(obstore.get, name).bytes())
+    if header_only:
+        data = data[:data.rfind(b"\n") + 1] or data
+    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as copy:
+        copy.write(data)
+        copy.flush()
+        yield Path(copy.name)
+
+
+@contextmanager
+def _parquet_file(source: str, storage: Storage | None) -> Iterator[pq.ParquetFile]:
+    """A Parquet file opened where it is: on the store, only its footer and the row groups read are fetched."""
+    import pyarrow as pa
+
+    if not source.startswith("s3://"):
+        try:
+            opened = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UnreadableInput(source, f"not a readable Parquet file ({err})") from None
+        yield opened
+        return
+    import obstore
+
+    location, name = _object(source, storage)
+    with location._call(obstore.open_reader, name) as reader:
+        try:
+            opened = pq.ParquetFile(reader)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UnreadableInput(source, f"not a readable Parquet file ({err})") from None
+        yield opened
+
+
+def _parquet_columns(source: str, storage: Storage | None) -> list[str]:
+    with _parquet_file(source, storage) as opened:
+        return opened.schema_arrow.names
+
+
+def _row_group_runs(source: str, storage: Storage | None, rows_per_task: int) -> list[range | None]:
+    """A Parquet file's row groups in runs of about ``rows_per_task`` rows; [None] (the whole file) for text."""
+    if not source.lower().endswith(PARQUET):
+        return [None]
+    with _parquet_file(source, storage) as opened:
+        meta = opened.metadata
+        runs, first, rows = [], 0, 0
+        for group in range(meta.num_row_groups):
+            rows += meta.row_group(group).num_rows
+            if rows >= rows_per_task:
+                runs.append(range(first, group + 1))
+                first, rows = group + 1, 0
+        if first < meta.num_row_groups or not runs:
+            runs.append(range(first, meta.num_row_groups))
+        return runs
+
+
+def _fingerprint(source: str, storage: Storage | None) -> str:
+    """A file's content hash; an object's from its entity tag and size (reading it all in the client would not scale)."""
+    if not source.startswith("s3://"):
+        return fingerprint(source)
+    import obstore
+
+    location, name = _object(source, storage)
+    meta = location._call(obstore.head, name)
+    return hashlib.sha256(f"{source}\n{meta['size']}\n{meta.get('e_tag')}".encode()).hexdigest()
+
+
+def _object(source: str, storage: Storage | None) -> tuple[ObjectLocation, str]:
+    """The folder and name of an ``s3://bucket/folder/name`` input, reached with the lake's storage settings."""
+    folder, _, name = source.rpartition("/")
+    return locate(folder, storage), name
