@@ -21,8 +21,11 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
 - footfall_zones: footfall on the default engine over tessellating grid zones, Voronoi zones and real OSM outlines vs
   DuckDB ST_Contains, GeoPandas sjoin and SedonaDB (bench/footfall_zones.py);
 - scale_100m: ingest, publish and footfall at --rows and 10x --rows pings, each step's time and peak RSS (bench/scale.py);
+  scale_100m_dask: ingest and footfall of the same on a local cluster of two workers, each worker's peak RSS;
 - dask_footfall_s3: the steward's footfall on 1 and 2 `citylake worker` processes (TLS scheduler) reading an s3:// lake,
   against one process (bench/dask_s3.py);
+- dask_ingest_s3: a month of pings in ten Parquet objects ingested by 1 and 2 such workers into an s3:// lake (one
+  commit), against one process reading the files from disk (bench/dask_s3.py);
 - object_storage: ingest, footfall and publish on S3 (a local SeaweedFS) against a local disk, two data shapes
   (bench/object_storage.py);
 - detection_scenarios, detection_scenarios_held_out: the batch detector on a generated family of cities (volumes, weekly

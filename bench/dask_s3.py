@@ -1,6 +1,7 @@
-"""Figure dask_footfall_s3: the steward's footfall on a Dask cluster of separate processes — `dask scheduler` over TLS
-and `citylake worker` processes started without the lake's storage variables, seeing the lake only through s3:// —
-with 1 and then 2 workers, against the same query in one process; two data shapes (bench.month_ingest's)."""
+"""Figures dask_footfall_s3 and dask_ingest_s3: the steward's footfall, and the ingest of pings files, on a Dask cluster
+of separate processes — `dask scheduler` over TLS and `citylake worker` processes started without the lake's storage
+variables, seeing the lake (and the input files) only through s3:// — with 1 and then 2 workers, against the same work
+in one process; two data shapes (bench.month_ingest's)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,93 @@ def bench_dask_footfall_s3(rows: int, work: Path) -> dict:
         return out
     finally:
         server.stop()
+
+
+INGEST_REPEATS = 3
+INGEST_FILES = 10  # the month arrives as ten Parquet files (a feed's daily drops, three days each)
+
+
+def bench_dask_ingest_s3(rows: int, work: Path) -> dict:
+    """Ingest of ``rows`` pings in INGEST_FILES Parquet objects on the store into a fresh s3:// lake: one process (reading
+    the same files from a local disk) against `ingest pings --scheduler` with 1 and 2 workers."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import seaweed
+
+    from bench.month_ingest import hotspots_time_ordered, uniform_shuffled
+
+    server = seaweed.start(work / "seaweedfs-ingest")
+    try:
+        out: dict = {"how": f"{rows:,} pings in {INGEST_FILES} Parquet files into a fresh s3:// lake, each setting "
+                            f"{INGEST_REPEATS} runs in turn; one process reads the files from local disk (its buffered run, "
+                            "then merging per partition), the cluster from s3:// (tasks per file; one commit)",
+                     "target": "2 workers >= 1.6x 1 worker (best of N and median)"}
+        for shape, make in {"uniform_shuffled": uniform_shuffled, "hotspots_time_ordered": hotspots_time_ordered}.items():
+            out[shape] = _measure_ingest(server, make(rows), work / f"ingest-{shape}")
+        return out
+    finally:
+        server.stop()
+
+
+def _measure_ingest(server, pings, folder: Path) -> dict:
+    import obstore
+    import pyarrow.parquet as pq
+    from distributed import Client
+
+    from citylake.ingestion.fanout import ingest_pings_on_cluster
+    from citylake.ingestion.location import ingest_pings
+    from citylake.lake.storage import locate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    inbox = f"s3://citylake/inbox-{uuid.uuid4().hex[:8]}"
+    store = locate(inbox, server.storage()).store
+    files, size = [], -(-pings.num_rows // INGEST_FILES)
+    for n in range(INGEST_FILES):
+        local = folder / f"pings-{n:02d}.parquet"
+        pq.write_table(pings.slice(n * size, size), local, row_group_size=250_000)
+        obstore.put(store, local.name, local.read_bytes())
+        files.append((local, f"{inbox}/{local.name}"))
+    landed: dict = {}
+
+    def one_process():
+        lake = _fresh_lake(server)
+        for local, _ in files:
+            ingest_pings(lake, local, key=KEY)
+        landed["one_process"] = lake.rows("pings")
+
+    out: dict = {"pings": pings.num_rows, "one_process_s": _summary(median_run(one_process, INGEST_REPEATS)[0])}
+    address, security, processes = _tls_scheduler(folder)
+    try:
+        for workers in (1, 2):
+            processes += [_worker(address, folder, n) for n in range(len(processes) - 1, workers)]
+            with Client(address, security=security, timeout="30s") as client:
+                client.wait_for_workers(workers, timeout=120)
+
+                def on_cluster(client=client, workers=workers):
+                    lake = _fresh_lake(server)
+                    ingest_pings_on_cluster(lake, [uri for _, uri in files], client, key=KEY)
+                    landed[f"workers_{workers}"] = lake.rows("pings")
+
+                on_cluster()  # warm-up: imports on the workers
+                out[f"workers_{workers}_s"] = _summary(median_run(on_cluster, INGEST_REPEATS)[0])
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+    out["rows_landed"] = landed
+    out["same_rows"] = len(set(landed.values())) == 1
+    for stat in ("best", "median"):
+        out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
+        out[f"two_workers_vs_one_process_{stat}"] = round(out["one_process_s"][stat] / out["workers_2_s"][stat], 2)
+    return out
+
+
+def _fresh_lake(server):
+    from citylake.lake import Lake
+    from citylake.privacy import Policy, key_check, write_policy
+
+    lake = Lake.init(f"s3://citylake/ingest-{uuid.uuid4().hex[:8]}", storage=server.storage())
+    write_policy(lake, Policy().with_epoch(key_check(KEY)))
+    return lake
 
 
 def _s3_lake(folder: Path, server, pings, zones):

@@ -151,5 +151,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("serve_load", lambda run: serve.bench_serve_load(run.work)),
         ("object_storage", lambda run: object_storage.bench_object_storage(run.work)),
         ("dask_footfall_s3", lambda run: dask_s3.bench_dask_footfall_s3(run.rows, run.work)),
+        ("dask_ingest_s3", lambda run: dask_s3.bench_dask_ingest_s3(run.rows, run.work)),
         ("scale_100m", lambda run: scale.bench_scale(run.work, small=run.rows, large=run.rows * 10)),
+        ("scale_100m_dask", lambda run: scale.bench_scale_dask(run.work, small=run.rows, large=run.rows * 10)),
     ]

@@ -48,6 +48,56 @@ def bench_scale(work: Path, *, small: int = 10_000_000, large: int = 100_000_000
     return out
 
 
+def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_000_000) -> dict:
+    """The same two sizes and shapes, ingest and footfall on a local Dask cluster of two one-core workers: a task per
+    ~2M rows (ingest) and per day (footfall), so a worker's peak memory follows a task, not the lake."""
+    import shutil
+
+    out: dict = {"how": "each step a child process starting a local cluster of 2 one-thread worker processes; peak RSS of the "
+                        "client and of each worker (ru_maxrss); ingest_pings_on_cluster of the Parquet file (one commit), "
+                        "then footfall_on_cluster per zone-hour (a task per day)",
+                 "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
+    for shape in ("uniform_shuffled", "hotspots_time_ordered"):
+        figure: dict = {}
+        for rows in (small, large):
+            folder = work / f"dask-{shape}-{rows}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pings, zones = _write_inputs(folder, shape, rows)
+            lake = folder / "lake"
+            _child("init", lake, str(zones))
+            figure[str(rows)] = {"ingest": _child("ingest_dask", lake, str(pings)), "footfall": _child("footfall_dask", lake)}
+            shutil.rmtree(folder, ignore_errors=True)
+        for step in ("ingest", "footfall"):
+            figure[f"{step}_growth"] = round(figure[str(large)][step]["seconds"] / figure[str(small)][step]["seconds"], 2)
+            figure[f"{step}_worker_rss_growth"] = round(figure[str(large)][step]["worker_peak_rss_mb"]
+                                                        / figure[str(small)][step]["worker_peak_rss_mb"], 2)
+        out[shape] = figure
+        print(json.dumps({shape: figure}), flush=True)
+    return out
+
+
+def _on_cluster(step: str, lake_dir: str, args: list[str]) -> dict:
+    import resource
+
+    from citylake.analytics import dask_client
+    from citylake.lake import Lake
+
+    with dask_client(workers=2, announce=lambda _: None) as client:
+        started = time.perf_counter()
+        if step == "ingest_dask":
+            from citylake.ingestion.fanout import ingest_pings_on_cluster
+
+            ingest_pings_on_cluster(Lake.open(lake_dir), [args[0]], client, key=KEY)
+        else:
+            from citylake.analytics.fanout import footfall_on_cluster
+
+            footfall_on_cluster(Lake.open(lake_dir), client, freq="1h", k=1)
+        seconds = time.perf_counter() - started
+        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    return {"seconds": round(seconds, 2), "worker_peak_rss_mb": max(workers.values()),
+            "client_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+
+
 def _write_inputs(folder: Path, shape: str, rows: int) -> tuple[Path, Path]:
     """The pings Parquet file, written chunk by chunk, and the zones file."""
     import geopandas as gpd
@@ -125,4 +175,5 @@ def _run_step(step: str, lake_dir: str, args: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_run_step(sys.argv[1], sys.argv[2], sys.argv[3:])))
+    step = _on_cluster if sys.argv[1].endswith("_dask") else _run_step
+    print(json.dumps(step(sys.argv[1], sys.argv[2], sys.argv[3:])))

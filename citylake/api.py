@@ -154,6 +154,31 @@ def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None
                                   buffer_mb=settings["ingest.buffer_mb"], progress=progress)
 
 
+def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings: S.Settings | None = None, scheduler: str | None = None,
+                            workers: int | None = None, mapping: str | Mapping[str, str] | None = None, tz: str | None = None,
+                            delimiter: str | None = None, announce: Callable[[str], None] = print) -> IngestReport:
+    """Pings files ingested on a Dask cluster (``scheduler``, else a local one of ``workers``) in one commit: the rows one
+    process would land. Workers read the files where they are (a shared path, or ``s3://`` on the lake's store). The
+    tasks carry the pseudonym key, so a remote cluster must be ``tls://``, its workers trusted as the steward."""
+    from citylake import ingestion
+    from citylake.analytics import ClusterError
+    from citylake.ingestion.fanout import check_headers
+
+    settings = settings or S.load()
+    scheduler = scheduler or settings["analysis.scheduler"] or None
+    if scheduler and scheduler.startswith("tcp://"):
+        raise ClusterError(f"{scheduler} is a plain-TCP cluster, and ingestion tasks carry the pseudonym key: use a tls:// cluster "
+                           "(analysis.tls_ca_file, analysis.tls_cert, analysis.tls_key) whose workers you trust as the steward")
+    key = steward_key(lake, settings=settings, doing="ingesting pings")
+    pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
+    check_headers(lake, [str(p) for p in paths], delimiter=delimiter, mapping=pairs)  # before a cluster starts
+    with cluster_for(lake, scheduler, settings=settings, workers=workers, announce=announce) as client:
+        return ingestion.ingest_pings_on_cluster(lake, [str(p) for p in paths], client, key=key, mapping=pairs,
+                                                 tz=tz or settings["ingest.timezone"], delimiter=delimiter,
+                                                 batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
+                                                 announce=announce)
+
+
 def ingest_readings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None = None,
                     mapping: str | Mapping[str, str] | None = None, tz: str | None = None, delimiter: str | None = None,
                     progress: bool = False) -> IngestReport:

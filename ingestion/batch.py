@@ -235,7 +235,7 @@ class BatchWriter:
         return chunk
 
     def _quarantine(self, batch_id: str, bad: pl.DataFrame) -> None:
-        quarantine(self.lake, self.table, self.source, batch_id, bad)
+        quarantine(self.lake, quarantine_rows(self.table, self.source, batch_id, bad))
 
     def _record_batches(self, chunks: list[tuple[Gathered, int, int]], version: int) -> None:
         """One ``batches`` row per (chunk, rows inserted, duplicates skipped), in one commit."""
@@ -258,11 +258,9 @@ class BatchWriter:
             r.reasons.update(dict(chunk.bad["kind"].value_counts().iter_rows()))
 
 
-def quarantine(lake: Lake, table: str, source: str, batch_id: str, bad: pl.DataFrame) -> None:
-    """A chunk's rejected rows into ``quarantine`` (once: a rerun of the chunk adds none)."""
-    if not bad.height:
-        return
-    rows = bad.select(
+def quarantine_rows(table: str, source: str, batch_id: str, bad: pl.DataFrame) -> pl.DataFrame:
+    """A chunk's rejected rows as ``quarantine`` holds them."""
+    return bad.select(
         pl.lit(batch_id).alias("batch_id"),
         pl.lit(table).alias("table_name"),
         pl.lit(source).alias("source"),
@@ -270,8 +268,13 @@ def quarantine(lake: Lake, table: str, source: str, batch_id: str, bad: pl.DataF
         pl.col("raw").str.slice(0, 10_000),  # a huge line is kept in part: enough to find it
         pl.col("reason"),
         pl.lit(dt.datetime.now(UTC)).dt.cast_time_unit("us").alias("quarantined_at"),
-    )
-    lake.append_new("quarantine", rows)
+    ) if bad.height else pl.DataFrame()
+
+
+def quarantine(lake: Lake, rows: pl.DataFrame) -> None:
+    """Rejected rows into ``quarantine``, in one commit (once: a rerun of their chunks adds none)."""
+    if rows.height:
+        lake.append_new("quarantine", rows)
 
 
 CHUNK = "_chunk"  # which gathered chunk a row came from (not written: Lake.commit_run_rows drops "_" columns)

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from citylake.ingestion import ledger
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import IngestReport, fingerprint, quarantine
+from citylake.ingestion.batch import IngestReport, fingerprint, quarantine, quarantine_rows
 from citylake.ingestion.errors import UnreadableInput
 from citylake.ingestion.location import REQUIRED, validate_pings
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
@@ -49,6 +49,9 @@ from citylake.lake.storage import ObjectLocation, locate
 TABLE = "pings"
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
 PARQUET = (".parquet", ".pq")
+STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
+RUN_TIME = "%Y%m%dT%H%M%S"
+STALE_AFTER = dt.timedelta(days=1)
 UTC = dt.timezone.utc
 
 
@@ -87,13 +90,12 @@ class Staged:
     rows_in: int
     offered: int  # rows that passed the checks (repeats within the piece included)
     bad: pl.DataFrame
-    dates: list[str]
+    files: dict[str, list[str]]  # date → the staged files holding its rows, in the piece's order
     started: dt.datetime
 
 
 @dataclass
 class Settled:
-    date: str
     adds: list
     landed: dict[int, int]  # piece number → rows of it that landed
 
@@ -110,12 +112,14 @@ def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: b
     ledger.repair(lake, TABLE)
     checks = Checks(key, dict(mapping or {}), tz, delimiter, batch_rows, V.time_window(earliest, now))
     pieces = plan(lake, sources, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
-    run = f"{dt.datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    _sweep_stale_runs(lake)
+    run = f"{dt.datetime.now(UTC):{RUN_TIME}}-{secrets.token_hex(4)}"
     announce(f"{len(sources)} file(s) in {len(pieces)} task(s) on the cluster …")
     try:
         staged = client.gather([client.submit(stage, lake.uri, lake.storage, run, piece, checks, pure=False) for piece in pieces])
-        for s in staged:  # rejected rows first: a chunk whose rows are visible always has its rejects recorded
-            quarantine(lake, TABLE, s.piece.source, s.piece.batch_id, s.bad)
+        # rejected rows first (one commit): a chunk whose rows are visible always has its rejects recorded
+        rejected = [quarantine_rows(TABLE, s.piece.source, s.piece.batch_id, s.bad) for s in staged if s.bad.height]
+        quarantine(lake, pl.concat(rejected) if rejected else pl.DataFrame())
         landed = _settle_and_commit(lake, client, run, staged, announce)
     finally:
         lake.location.delete_tree(staging_area(run))
@@ -126,48 +130,51 @@ def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: b
 def plan(lake: Lake, sources: list[str], /, *, rows_per_task: int, delimiter: str | None,
          mapping: Mapping[str, str]) -> list[Piece]:
     """The run's pieces in input order; each file's header is checked first, so a wrong file fails before any task."""
+    check_headers(lake, sources, delimiter=delimiter, mapping=mapping)
     pieces: list[Piece] = []
     for source in sources:
-        with local_copy(source, lake.storage, header_only=True) as path:
-            V.check_columns(columns(path, delimiter=delimiter) if path else _parquet_columns(source, lake.storage), mapping,
-                            source, REQUIRED)
         file_print = _fingerprint(source, lake.storage)
         for index, groups in enumerate(_row_group_runs(source, lake.storage, rows_per_task)):
             pieces.append(Piece(len(pieces), source, file_print, index, groups))
     return pieces
 
 
+def check_headers(lake: Lake, sources: list[str], /, *, delimiter: str | None, mapping: Mapping[str, str]) -> None:
+    """Refuse a missing file, or one without the pings columns, before any work starts."""
+    for source in sources:
+        with local_copy(source, lake.storage, header_only=True) as path:
+            V.check_columns(columns(path, delimiter=delimiter) if path else _parquet_columns(source, lake.storage), mapping,
+                            source, REQUIRED)
+
+
 def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, /) -> Staged:
-    """A stage task: the piece's rows checked, conformed and staged per date; its rejected rows returned."""
+    """A stage task: the piece's rows checked, conformed and staged per date, a chunk at a time (a worker holds one chunk
+    of a file however large it is); its rejected rows returned."""
     started = dt.datetime.now(UTC)
     lake = Lake.open(lake_uri, storage=storage)
-    good, bad, rows_in = [], [], 0
-    for raw in _raw_chunks(piece, storage, checks):
+    bad, rows_in, offered, files = [], 0, 0, defaultdict(list)
+    for n, raw in enumerate(_raw_chunks(piece, storage, checks)):
         chunk = validate_pings(raw, piece.source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
                                window=checks.window)
-        good.append(pl.from_arrow(lake.conform(TABLE, chunk.good)))
+        rows = pl.from_arrow(lake.conform(TABLE, chunk.good))
         bad.append(chunk.bad)
-        rows_in += chunk.rows_in
-    rows = pl.concat(good, how="vertical_relaxed") if good else pl.DataFrame()
-    offered = rows.height
-    dates = []
-    if rows.height:
-        rows = rows.filter(pl.struct(list(lake.spec(TABLE).key)).is_first_distinct())
-        for (date,), day in rows.partition_by(PARTITION_DATE, as_dict=True, maintain_order=True).items():
-            dates.append(date.isoformat())
-            lake.location.write_bytes(_staged_file(run, dates[-1], piece.number), _parquet(day), private=True)
+        rows_in, offered = rows_in + chunk.rows_in, offered + rows.height
+        for (date,), day in (rows.partition_by(PARTITION_DATE, as_dict=True) if rows.height else {}).items():
+            name = _staged_file(run, date.isoformat(), piece.number, n)
+            lake.location.write_bytes(name, _parquet(day), private=True)
+            files[date.isoformat()].append(name)
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
-    return Staged(piece, rows_in, offered, rejected, dates, started)
+    return Staged(piece, rows_in, offered, rejected, dict(files), started)
 
 
-def settle(lake_uri: str, storage: Storage | None, run: str, date: str, numbers: list[int], version: int | None, /) -> Settled:
-    """A settle task: the date's staged rows, first of each key in input order, less the keys the table held at
-    ``version`` (None: it held none), written as data files of the table (uncommitted)."""
+def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[int, str]], version: int | None, /) -> Settled:
+    """A settle task for one date: its staged ``files`` (piece number, name) in input order, the first row of each key
+    kept, less the keys the table held at ``version`` (None: it held none), written as data files of the table (not
+    committed)."""
     lake = Lake.open(lake_uri, storage=storage)
     spec = lake.spec(TABLE)
-    parts = [pl.read_parquet(io.BytesIO(lake.location.read_bytes(_staged_file(run, date, n)))).with_columns(_piece=pl.lit(n))
-             for n in numbers]
-    rows = pl.concat(parts, how="vertical_relaxed")
+    rows = pl.concat([pl.read_parquet(io.BytesIO(lake.location.read_bytes(name))).with_columns(_piece=pl.lit(number, pl.Int64))
+                      for number, name in files], how="vertical_relaxed")
     keys = list(spec.key)
     rows = rows.filter(pl.struct(keys).is_first_distinct())
     if version is not None and rows.height:
@@ -175,20 +182,21 @@ def settle(lake_uri: str, storage: Storage | None, run: str, date: str, numbers:
     rows = rows.sort([*spec.partition_by, *spec.sort_by])
     landed = dict(rows.group_by("_piece").len().iter_rows())
     adds = write_data_files(lake, TABLE, rows.drop("_piece"), tag=run) if rows.height else []
-    return Settled(date, adds, landed)
+    return Settled(adds, landed)
 
 
 def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce) -> dict[int, int]:
     """Settle every date on the cluster and commit the files on the version read; again if another writer came between."""
-    numbers: dict[str, list[int]] = defaultdict(list)
-    for s in staged:
-        for date in s.dates:
-            numbers[date].append(s.piece.number)
+    files: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for s in staged:  # in input order
+        for date, names in s.files.items():
+            files[date] += [(s.piece.number, name) for name in names]
+    announce(f"staged {sum(s.offered for s in staged):,} checked rows; settling {len(files)} day(s) …")
     for _ in range(FENCED_ATTEMPTS):
         table = lake.table(TABLE)
         version, held = table.version(), bool(table.get_add_actions(flatten=True).num_rows)
-        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, date, sorted(ns), version if held else None,
-                                               pure=False) for date, ns in sorted(numbers.items())])
+        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, day, version if held else None, pure=False)
+                                 for _, day in sorted(files.items())])
         landed: Counter = Counter()
         for s in settled:
             landed.update(s.landed)
@@ -229,11 +237,24 @@ def _report(sources: list[str], staged: list[Staged], landed: dict[int, int], se
 
 
 def staging_area(run: str) -> str:
-    return f"steward/.staging/{run}"
+    return f"{STAGING}/{run}"
 
 
-def _staged_file(run: str, date: str, number: int) -> str:
-    return f"{staging_area(run)}/{date}/{number:06d}.parquet"
+def _sweep_stale_runs(lake: Lake) -> None:
+    """Remove what runs that stopped before their end (a killed client) staged more than STALE_AFTER ago (a run's name
+    starts with its start time; a run still going is younger)."""
+    oldest = dt.datetime.now(UTC) - STALE_AFTER
+    for run in lake.location.folders(STAGING):
+        try:
+            began = dt.datetime.strptime(run.split("-")[0], RUN_TIME).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if began < oldest:
+            lake.location.delete_tree(staging_area(run))
+
+
+def _staged_file(run: str, date: str, number: int, chunk: int) -> str:
+    return f"{staging_area(run)}/{date}/{number:06d}-{chunk:06d}.parquet"
 
 
 def _parquet(frame: pl.DataFrame) -> bytes:
@@ -299,12 +320,47 @@ def _parquet_file(source: str, storage: Storage | None) -> Iterator[pq.ParquetFi
     import obstore
 
     location, name = _object(source, storage)
-    with location._call(obstore.open_reader, name) as reader:
+    reader = _StoreFile(location._call(obstore.open_reader, name))
+    try:
         try:
             opened = pq.ParquetFile(reader)
         except (pa.ArrowInvalid, OSError) as err:
             raise UnreadableInput(source, f"not a readable Parquet file ({err})") from None
         yield opened
+    finally:
+        reader.close()
+
+
+class _StoreFile(io.RawIOBase):
+    """An object on the store as the seekable file pyarrow reads Parquet from (ranged reads as it seeks)."""
+
+    def __init__(self, reader) -> None:
+        self.reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self.reader.read(size) if size >= 0 else self.reader.readall())
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.reader.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.reader.close()
+        super().close()
 
 
 def _parquet_columns(source: str, storage: Storage | None) -> list[str]:

@@ -177,6 +177,10 @@ class Location:
         """Remove everything under ``relative`` (a run's staging area); nothing when there is none."""
         raise NotImplementedError
 
+    def folders(self, relative: str) -> list[str]:
+        """The names of the folders directly under ``relative`` (none when it does not exist)."""
+        raise NotImplementedError
+
     def lock(self, relative: str) -> contextlib.AbstractContextManager[None]:
         """Hold the writer lock named ``relative`` (waiting for the current holder)."""
         raise NotImplementedError
@@ -211,7 +215,10 @@ class LocalLocation(Location):
 
     def write_bytes(self, relative: str, data: bytes, /, *, private: bool) -> None:
         path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o755)
+        missing = [folder for folder in reversed(path.relative_to(self.root).parents) if not (self.root / folder).is_dir()]
+        for folder in missing:  # each level with the zone's mode (mkdir's parents=True gives the in-between ones the umask's)
+            (self.root / folder).mkdir(exist_ok=True)
+            os.chmod(self.root / folder, 0o700 if private else 0o755)
         write_whole(path, data, mode=0o600 if private else 0o644)
 
     def read_bytes(self, relative: str) -> bytes:
@@ -219,6 +226,10 @@ class LocalLocation(Location):
 
     def delete_tree(self, relative: str) -> None:
         shutil.rmtree(self.root / relative, ignore_errors=True)
+
+    def folders(self, relative: str) -> list[str]:
+        where = self.root / relative
+        return sorted(p.name for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
 
     @contextlib.contextmanager
     def lock(self, relative: str) -> Iterator[None]:
@@ -304,7 +315,13 @@ class ObjectLocation(Location):
         listed = self._call(lambda store, prefix: obstore.list(store, prefix=prefix).collect(), relative.rstrip("/") + "/")
         paths = [item["path"] for item in listed]
         for start in range(0, len(paths), 1000):
-            self._call(lambda store, _: obstore.delete(store, paths[start:start + 1000]), relative)
+            self._call(lambda store, batch: obstore.delete(store, batch), paths[start:start + 1000])
+
+    def folders(self, relative: str) -> list[str]:
+        import obstore
+
+        listed = self._call(lambda store, prefix: obstore.list_with_delimiter(store, prefix), relative.rstrip("/") + "/")
+        return sorted(prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in listed["common_prefixes"])
 
     def probe_writable(self) -> None:
         import obstore

@@ -112,3 +112,41 @@ def test_worker_refuses_a_tls_scheduler_without_the_tls_settings(tmp_path):
     wrong = citylake("worker", "http://127.0.0.1:1", env=clean_env())
     assert wrong.returncode == 1 and "tcp://HOST:PORT" in wrong.stderr
     assert "one thread on one core" in citylake("worker", "--help", env=clean_env()).stdout
+
+
+def test_pings_in_the_store_are_ingested_by_tls_workers_in_one_commit(seaweed_s3, tls_cluster, tmp_path):
+    """Files in the store, a lake in the store, workers that reach only the store: the rows one process lands from the
+    same files on disk, in one commit; an analyst's keys stage nothing."""
+    import obstore
+    import polars as pl
+    import pyarrow.parquet as pq
+    from test_ingest_fanout import KEYS, one_process, raw_pings
+
+    from citylake.lake import Lake
+    from citylake.lake.storage import locate
+
+    address, tls = tls_cluster
+    wait_for_workers(address, tls, 2)
+    raw_pings(4_000, seed=5).write_csv(tmp_path / "a.csv")
+    pq.write_table(raw_pings(7_000, seed=6).to_arrow(), tmp_path / "b.parquet", row_group_size=1_000)
+    inbox = f"s3://{seaweed.BUCKET}/inbox-{uuid.uuid4().hex[:8]}"
+    store = locate(inbox, seaweed_s3.storage()).store
+    for name in ("a.csv", "b.parquet"):
+        obstore.put(store, name, (tmp_path / name).read_bytes())
+    lake_uri = f"s3://{seaweed.BUCKET}/fanout-{uuid.uuid4().hex[:8]}"
+    steward = clean_env(**seaweed_s3.env(), CITYLAKE_PSEUDONYM_KEY=TEST_KEY)
+    assert citylake("--lake", lake_uri, "init", env=steward).returncode == 0
+    done = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/a.csv", f"{inbox}/b.parquet", "--scheduler", address,
+                    env={**steward, **tls})
+    assert done.returncode == 0, done.stderr
+    assert "dask: 2 workers" in done.stderr
+    lake = Lake.open(lake_uri, storage=seaweed_s3.storage())
+    landed = pl.scan_delta(lake.table_uri("pings"), storage_options=lake.storage_options).collect().sort(KEYS)
+    oracle = one_process(tmp_path / "oracle", [str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")])
+    assert landed.equals(pl.scan_delta(oracle.table_uri("pings")).collect().sort(KEYS)) and landed.height > 10_000
+    assert len(lake.history("pings")) == 2  # created, then one commit for both files
+
+    analyst = clean_env(**seaweed_s3.env(seaweed.ANALYST_KEYS), CITYLAKE_PSEUDONYM_KEY=TEST_KEY)
+    refused = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/a.csv", "--scheduler", address, env={**analyst, **tls})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert Lake.open(lake_uri, storage=seaweed_s3.storage()).rows("pings") == landed.height

@@ -38,17 +38,33 @@ tabular = options(  # FILES… with --map, --tz and --delimiter: what every row-
 
 @ingest.command(name="pings")
 @tabular
-def pings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
+@click.option("--scheduler", metavar="tls://HOST:PORT", help="Ingest every FILE on this Dask cluster, in one commit (tls:// only: "
+              "the tasks carry the pseudonym key; workers: `citylake worker`).")
+@click.option("--workers", type=int, help="Ingest every FILE on a local Dask cluster of this many workers, in one commit.")
+def pings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None, scheduler: str | None,
+          workers: int | None) -> None:
     """Device pings (CSV or Parquet: device_id, ts, lat, lon[, accuracy_m]) into `pings`.
 
-    Device ids are replaced by keyed-hash pseudonyms before anything is written.
+    Device ids are replaced by keyed-hash pseudonyms before anything is written. With --scheduler or --workers the files
+    are checked on a Dask cluster, a task per file (per ~2M rows of a Parquet file), and land in one commit; workers read
+    them where they are: a path they share, or s3://BUCKET/KEY on the lake's store.
 
     \b
-    Example:
+    Examples:
       citylake ingest pings pings-2026-11-01.csv --tz Asia/Shanghai --map device_id=uid
+      citylake --lake s3://city/lake ingest pings s3://city/inbox/day-*.parquet --scheduler tls://10.0.0.5:8786
     """
     from citylake import api
 
+    if scheduler or workers:
+        lake = ctx.open(write=True)
+        say(api.ingest_pings_on_cluster(lake, list(files), settings=ctx.settings, scheduler=scheduler, workers=workers,
+                                        mapping=mapping, tz=tz, delimiter=delimiter, announce=note).line())
+        return
+    remote = [f for f in files if f.startswith("s3://")]
+    if remote:
+        raise click.UsageError(f"{remote[0]} is on object storage: ingest it on a Dask cluster (--scheduler or --workers), "
+                               "whose workers read it there")
     _each(ctx, files, lambda lake, path, progress: api.ingest_pings(lake, path, settings=ctx.settings, mapping=mapping, tz=tz,
                                                                    delimiter=delimiter, progress=progress))
 

@@ -1,0 +1,207 @@
+"""Pings ingested on a Dask cluster (ingestion/fanout.py): the rows, rejects and ledger one process lands, exactly
+once, in one commit — with another writer in between, a client killed before its commit, and files split by row group."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import TEST_KEY, with_key
+
+from citylake.analytics import dask_client
+from citylake.ingestion import ingest_pings, ingest_pings_on_cluster, ledger
+from citylake.lake import Lake
+from citylake.lake.data_files import file_stats
+
+pytestmark = pytest.mark.integration
+
+KEY = TEST_KEY.encode()
+KEYS = ["device_id", "ts", "lat", "lon"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(workers=2, announce=lambda _: None) as client:
+        yield client
+
+
+def raw_pings(n: int, *, seed: int, start: str = "2026-11-01", days: int = 4) -> pl.DataFrame:
+    """Pings as a feed sends them (text ids, ISO times), a few repeated and a few broken."""
+    rng = np.random.default_rng(seed)
+    ts = np.datetime64(start, "s") + rng.integers(0, days * 86400, n).astype("timedelta64[s]")
+    frame = pl.DataFrame({"device_id": [f"dev-{d}" for d in rng.integers(0, 300, n)],
+                          "ts": [f"{t}Z" for t in ts.astype(str)],
+                          "lat": np.round(rng.uniform(31.1, 31.3, n), 5).astype(str),
+                          "lon": np.round(rng.uniform(121.3, 121.6, n), 5).astype(str)})
+    broken = rng.choice(n, n // 50, replace=False)
+    frame = frame.with_columns(pl.when(pl.int_range(n).is_in(broken)).then(pl.lit("95.5")).otherwise("lat").alias("lat"))
+    return pl.concat([frame, frame.sample(n // 20, seed=seed)])  # repeats inside the file
+
+
+def write_inputs(folder: Path) -> list[str]:
+    """A CSV, and a Parquet file of five row groups that repeats part of the CSV (a feed sending a day twice)."""
+    csv = raw_pings(6_000, seed=1)
+    parquet = pl.concat([raw_pings(9_000, seed=2), csv.slice(0, 1_500)])
+    csv.write_csv(folder / "a.csv")
+    pq.write_table(parquet.to_arrow(), folder / "b.parquet", row_group_size=2_000)
+    return [str(folder / "a.csv"), str(folder / "b.parquet")]
+
+
+def rows(lake: Lake) -> pl.DataFrame:
+    return pl.scan_delta(lake.table_uri("pings")).collect().sort(KEYS)
+
+
+def quarantined(lake: Lake) -> pl.DataFrame:
+    return (pl.from_arrow(lake.table("quarantine").to_pyarrow_table(columns=["source", "row_number", "reason"]))
+            .sort("source", "row_number"))
+
+
+def one_process(folder: Path, files: list[str]) -> Lake:
+    """The oracle: the same files through the single-process ingest."""
+    lake = Lake.init(folder)
+    for path in files:
+        ingest_pings(lake, path, key=KEY)
+    return lake
+
+
+def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
+    files = write_inputs(tmp_path)
+    lake = Lake.init(tmp_path / "lake")
+    report = ingest_pings_on_cluster(lake, files, client, key=KEY, rows_per_task=3_000)
+    oracle = one_process(tmp_path / "oracle", files)
+    assert rows(lake).equals(rows(oracle)) and rows(lake).select(KEYS).is_duplicated().sum() == 0
+    assert quarantined(lake).equals(quarantined(oracle))
+    assert report.accepted == rows(lake).height and report.rejected == quarantined(lake).height
+    assert report.rows_in == 6_300 + 10_950 and report.accepted + report.rejected + report.duplicates == report.rows_in
+    assert len(lake.history("pings")) == 2  # the table's creation and one commit for both files
+    batches = pl.from_arrow(lake.table("batches").to_pyarrow_table())
+    assert batches.height == 4 and batches["rows_accepted"].sum() == report.accepted  # the CSV, and 3 pieces of the Parquet file
+    assert set(batches["source"]) == set(files) and ledger.check(lake).ok
+
+    again = ingest_pings_on_cluster(lake, files, client, key=KEY, rows_per_task=3_000)
+    assert again.accepted == 0 and again.duplicates == report.accepted + report.duplicates
+    assert rows(lake).height == report.accepted and quarantined(lake).height == report.rejected and ledger.check(lake).ok
+
+
+def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path):
+    files = write_inputs(tmp_path)
+    lake = Lake.init(tmp_path / "lake")
+    staging = tmp_path / "lake" / "steward" / ".staging"
+    stale, recent = staging / "20200101T000000-0badf00d", staging / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-1234abcd"
+    for run in (stale, recent):
+        (run / "2026-11-01").mkdir(parents=True)
+        (run / "2026-11-01" / "000000.parquet").write_bytes(b"left by a killed run")
+    ingest_pings_on_cluster(lake, files[:1], client, key=KEY)
+    assert not stale.exists() and recent.exists()  # a day-old run's leftovers are swept; one that may still run is not
+    recent.rename(tmp_path / "recent")
+    data = list((tmp_path / "lake" / "steward" / "pings").rglob("*.parquet"))
+    assert data and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in data)
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in (tmp_path / "lake" / "steward" / "pings").rglob("*") if d.is_dir())
+    assert not (tmp_path / "lake" / "steward" / ".staging").exists() or not any((tmp_path / "lake" / "steward" / ".staging").iterdir())
+    assert not any(b"dev-" in f.read_bytes() for f in data)  # pseudonyms only
+
+
+class WriterBetween:
+    """A real Dask client whose first settle round is followed by another writer's commit of ``file`` (single-process
+    ingest), before the run commits: the run must find the table moved and settle again."""
+
+    def __init__(self, client, lake: Lake, file: str) -> None:
+        self.client, self.lake, self.file, self.gathers = client, lake, file, 0
+
+    def submit(self, *args, **kwargs):
+        return self.client.submit(*args, **kwargs)
+
+    def gather(self, futures):
+        done = self.client.gather(futures)
+        self.gathers += 1
+        if self.gathers == 2:  # the first settle round
+            ingest_pings(self.lake, self.file, key=KEY)
+        return done
+
+
+def test_another_writer_between_settle_and_commit_lands_nothing_twice(client, tmp_path):
+    files = write_inputs(tmp_path)
+    lake = Lake.init(tmp_path / "lake")
+    moved = []
+    ingest_pings_on_cluster(lake, [files[1]], WriterBetween(client, lake, files[0]), key=KEY, rows_per_task=3_000,
+                            announce=moved.append)
+    assert any("moved" in line for line in moved)
+    oracle = one_process(tmp_path / "oracle", files)
+    assert rows(lake).equals(rows(oracle)) and ledger.check(lake).ok
+
+
+def test_a_client_killed_before_its_commit_leaves_nothing_seen_and_a_rerun_lands_all(tmp_path):
+    files = write_inputs(tmp_path)
+    big = tmp_path / "big.parquet"
+    pq.write_table(pl.concat([raw_pings(60_000, seed=s) for s in range(5)]).to_arrow(), big, row_group_size=20_000)
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
+    lake_dir = tmp_path / "lake"
+    subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake_dir), "init"], env=env, check=True, capture_output=True)
+    run = subprocess.Popen([sys.executable, "-m", "citylake.cli", "--lake", str(lake_dir), "ingest", "pings", str(big), files[0],
+                            "--workers", "2"], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    staging = lake_dir / "steward" / ".staging"
+    deadline = time.monotonic() + 120
+    while not (staging.exists() and any(staging.rglob("*.parquet"))) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    lake = Lake.open(lake_dir)
+    assert rows(lake).height == 0  # killed while staging: no commit, nothing a reader sees
+    rerun = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake_dir), "ingest", "pings", str(big), files[0],
+                            "--workers", "2"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    oracle = one_process(tmp_path / "oracle", [str(big), files[0]])
+    assert rows(Lake.open(lake_dir)).equals(rows(oracle)) and ledger.check(Lake.open(lake_dir)).ok
+
+
+def test_a_cluster_run_refuses_in_one_line(tmp_path):
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
+    lake_dir = tmp_path / "lake"
+    cli = lambda *args: subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lake_dir), *args], env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    assert cli("init").returncode == 0
+    (tmp_path / "bad.csv").write_text("device,when\nx,y\n")
+    for args, says in ((("ingest", "pings", "s3://bucket/x.csv"), "--scheduler or --workers"),
+                       (("ingest", "pings", str(tmp_path / "a.csv"), "--scheduler", "tcp://127.0.0.1:1"), "pseudonym key"),
+                       (("ingest", "pings", str(tmp_path / "none.csv"), "--workers", "1"), "no such file"),
+                       (("ingest", "pings", str(tmp_path / "bad.csv"), "--workers", "1"), "device_id")):
+        done = cli(*args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert says in lines[-1] and all(line.startswith(("citylake:", "dask:")) for line in lines), done.stderr
+
+
+def test_file_statistics_bound_every_value():
+    times = pa.array([dt.datetime(2026, 11, 1, 8, 0, 0, 999, tzinfo=dt.timezone.utc),
+                      dt.datetime(2026, 11, 1, 9, 0, 0, 1500, tzinfo=dt.timezone.utc), None], pa.timestamp("us", tz="UTC"))
+    frame = pl.from_arrow(pa.table({"ts": times, "x": [3.5, float("nan"), 1.0], "n": [5, None, -2], "s": ["b", "a", None]}))
+    stats = file_stats(frame)
+    assert stats["numRecords"] == 3 and stats["nullCount"] == {"ts": 1, "x": 0, "n": 1, "s": 1}
+    assert stats["minValues"]["ts"] == "2026-11-01T08:00:00.000Z" and stats["maxValues"]["ts"] == "2026-11-01T09:00:00.002Z"
+    assert "x" not in stats["minValues"]  # NaN: no bound
+    assert (stats["minValues"]["n"], stats["maxValues"]["n"], stats["minValues"]["s"], stats["maxValues"]["s"]) == (-2, 5, "a", "b")
+    json.dumps(stats)
+
+
+def test_skipping_by_the_written_statistics_finds_every_row(client, tmp_path):
+    """Readers skip files by the statistics the workers wrote: a filter on the extreme values still finds the rows."""
+    files = write_inputs(tmp_path)
+    lake = with_key(Lake.init(tmp_path / "lake"))
+    ingest_pings_on_cluster(lake, files, client, key=KEY)
+    every = rows(lake)
+    for column in ("ts", "lat", "lon", "device_id", "h3_cell"):
+        for value in (every[column].min(), every[column].max()):
+            found = pl.scan_delta(lake.table_uri("pings")).filter(pl.col(column) == value).collect()
+            assert found.height == every.filter(pl.col(column) == value).height > 0, (column, value)
