@@ -54,7 +54,7 @@ def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_00
     import shutil
 
     out: dict = {"how": "each step a child process starting a local cluster of 2 one-thread worker processes; peak RSS of the "
-                        "client and of each worker (ru_maxrss); ingest_pings_on_cluster of the Parquet file (one commit), "
+                        "client and of each worker (VmHWM); ingest_pings_on_cluster of the Parquet file (one commit), "
                         "then footfall_on_cluster per zone-hour (a task per day)",
                  "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
     for shape in ("uniform_shuffled", "hotspots_time_ordered"):
@@ -77,8 +77,6 @@ def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_00
 
 
 def _on_cluster(step: str, lake_dir: str, args: list[str]) -> dict:
-    import resource
-
     from citylake.analytics import dask_client
     from citylake.lake import Lake
 
@@ -93,9 +91,14 @@ def _on_cluster(step: str, lake_dir: str, args: list[str]) -> dict:
 
             footfall_on_cluster(Lake.open(lake_dir), client, freq="1h", k=1)
         seconds = time.perf_counter() - started
-        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-    return {"seconds": round(seconds, 2), "worker_peak_rss_mb": max(workers.values()),
-            "client_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+        workers = client.run(_peak_rss_mb)
+    return {"seconds": round(seconds, 2), "worker_peak_rss_mb": max(workers.values()), "client_peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> int:
+    """This process's VmHWM (ru_maxrss is carried across fork and exec on Linux: a child would report its parent's peak)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) // 1024
 
 
 def _write_inputs(folder: Path, shape: str, rows: int) -> tuple[Path, Path]:
@@ -169,9 +172,7 @@ def _run_step(step: str, lake_dir: str, args: list[str]) -> dict:
 
         footfall(Lake.open(lake_dir), freq="1h", k=1)
     seconds = time.perf_counter() - started
-    with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) // 1024
-    return {"seconds": round(seconds, 2), "peak_rss_mb": peak}
+    return {"seconds": round(seconds, 2), "peak_rss_mb": _peak_rss_mb()}
 
 
 if __name__ == "__main__":

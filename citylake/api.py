@@ -305,18 +305,24 @@ def _mapping(mapping: str | Mapping[str, str] | None, known: tuple[str, ...]) ->
 
 
 def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None = None, days: list[dt.date] | None = None,
-            engine_name: str = "polars", settings: S.Settings | None = None, announce: Callable[[str], None] = print) -> dict[str, int]:
+            engine_name: str = "polars", settings: S.Settings | None = None, announce: Callable[[str], None] = print,
+            scheduler: str | None = None, workers: int | None = None) -> dict[str, int]:
     """Release ``days`` (default: every day with pings) with differential privacy, spending ``epsilon`` and ``delta`` per
     day (default: the lake's budget per day less what live crowd alerts keep); refused past the budget. Reads raw pings:
-    the steward's job."""
+    the steward's job. With ``scheduler`` (or ``workers``: a local cluster) each day is computed by a Dask task."""
     from citylake.privacy import read_policy
     from citylake.queries.release import publish as release
 
+    settings = settings or S.load()
     steward_key(lake, settings=settings, doing="publishing")
     policy = read_policy(lake)
     epsilon = policy.release_epsilon if epsilon is None else epsilon
     delta = policy.delta_per_day if delta is None else delta
-    return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
+    if not (scheduler or workers):
+        return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
+    with cluster_for(lake, scheduler, settings=settings, workers=workers, announce=announce) as client:
+        return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce,
+                       client=client)
 
 
 def save_stays(lake: Lake, stays: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int, settings: S.Settings | None = None) -> int:

@@ -120,7 +120,7 @@ def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: b
         # rejected rows first (one commit): a chunk whose rows are visible always has its rejects recorded
         rejected = [quarantine_rows(TABLE, s.piece.source, s.piece.batch_id, s.bad) for s in staged if s.bad.height]
         quarantine(lake, pl.concat(rejected) if rejected else pl.DataFrame())
-        landed = _settle_and_commit(lake, client, run, staged, announce)
+        landed = _settle_and_commit(lake, client, run, staged, announce, started)
     finally:
         lake.location.delete_tree(staging_area(run))
     ledger.repair(lake, TABLE)  # the batches rows, from the commit's metadata
@@ -185,13 +185,14 @@ def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[i
     return Settled(adds, landed)
 
 
-def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce) -> dict[int, int]:
+def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce, began: float) -> dict[int, int]:
     """Settle every date on the cluster and commit the files on the version read; again if another writer came between."""
     files: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for s in staged:  # in input order
         for date, names in s.files.items():
             files[date] += [(s.piece.number, name) for name in names]
-    announce(f"staged {sum(s.offered for s in staged):,} checked rows; settling {len(files)} day(s) …")
+    announce(f"staged {sum(s.offered for s in staged):,} checked rows ({time.perf_counter() - began:.1f}s); settling {len(files)} "
+             "day(s) …")
     for _ in range(FENCED_ATTEMPTS):
         table = lake.table(TABLE)
         version, held = table.version(), bool(table.get_add_actions(flatten=True).num_rows)
@@ -201,6 +202,7 @@ def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], annou
         for s in settled:
             landed.update(s.landed)
         try:
+            announce(f"settled ({time.perf_counter() - began:.1f}s); committing {sum(len(s.adds) for s in settled)} file(s) …")
             with lake.writer_lock(TABLE):
                 lake.commit_files(TABLE, [a for s in settled for a in s.adds], version=version,
                                   metadata=_commit_metadata(staged, landed))

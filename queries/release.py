@@ -49,35 +49,68 @@ class Partitions:
 
 
 def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days: list[dt.date] | None = None,
-            engine_name: str = "polars", announce: Callable[[str], None] = lambda _: None) -> dict[str, int]:
-    """Release ``days`` (default: every day with pings) spending ``epsilon``/``delta`` per day; rows written per table."""
+            engine_name: str = "polars", announce: Callable[[str], None] = lambda _: None, client=None) -> dict[str, int]:
+    """Release ``days`` (default: every day with pings) spending ``epsilon``/``delta`` per day; rows written per table.
+    With a Dask ``client`` each day's noisy rows are made by a task of its own (``release_day``: the day's pings on one
+    worker), and written here as they come; the budget is checked and spent here, before any task starts."""
     days = sorted(days if days is not None else (dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date")))
     if not days:
         raise BadFilter("days", [], "no pings to release; ingest pings first")
     budget = {table: (epsilon * share, delta * share) for table, share in SHARES.items()}
-    noises = {table: _noise(table, policy, *budget[table]) for table in SHARES}  # checks epsilon and delta before anything
+    for table in SHARES:
+        _noise(table, policy, *budget[table])  # checks epsilon and delta before anything
     release_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     with lake.budget_lock():  # the check and the spending at once: concurrent releases cannot both pass
         check_budget(lake, policy, days, epsilon=epsilon, delta=delta)
         record(lake, release_id, {(day, table): budget[table] for day in days for table in SHARES})
-    runner, written = engine(engine_name, lake), dict.fromkeys(SHARES, 0)
-    public = _public_partitions(lake, policy)
-    for day in days:
+    written = dict.fromkeys(SHARES, 0)
+    for day, (released, described) in _released_days(lake, days, policy, epsilon, delta, engine_name, release_id, client):
         announce(f"releasing {day}…")
-        rows = {"footfall_hourly": _place_hours(presence_on(runner, day), day, policy, public, budget["footfall_hourly"]),
-                "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
-                "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
-        described = []
-        for table, partitions in rows.items():
-            noise = partitions.noise or noises[table]
-            threshold = max(policy.k_floor, int(np.ceil(policy.threshold_sigmas * noise.deviation)))
-            kept = _noisy_rows(partitions, noise, threshold)
+        for table, kept in released.items():
             written[table] += _replace_day(lake, table, day, kept, release_id)
-            described.append(_description(release_id, day, table, noise, partitions.bounds, threshold))
         lake.replace_where("releases", pl.DataFrame(described), predicate=f"day = '{day.isoformat()}'")
     for table in (*SHARES, "releases"):
         lake.forget_superseded(table)
     return written
+
+
+def _released_days(lake: Lake, days: list[dt.date], policy: Policy, epsilon: float, delta: float, engine_name: str,
+                   release_id: str, client):
+    """(day, its release) for each day in order: made here, or by a task per day on ``client``'s cluster."""
+    if client is None:
+        runner, public = engine(engine_name, lake), _public_partitions(lake, policy)
+        for day in days:
+            yield day, release_day(lake, day, policy=policy, epsilon=epsilon, delta=delta, engine_name=engine_name,
+                                   release_id=release_id, runner=runner, public=public)
+        return
+    tasks = [client.submit(release_day_task, lake.uri, lake.storage, day, policy=policy, epsilon=epsilon, delta=delta,
+                           engine_name=engine_name, release_id=release_id, pure=False) for day in days]
+    for day, task in zip(days, tasks):
+        yield day, task.result()
+
+
+def release_day_task(lake_uri: str, storage, day: dt.date, /, **options) -> tuple[dict[str, pl.DataFrame], list[dict]]:
+    """A Dask task: one day's release, the lake opened from its URI and storage settings."""
+    return release_day(Lake.open(lake_uri, storage=storage), day, **options)
+
+
+def release_day(lake: Lake, day: dt.date, /, *, policy: Policy, epsilon: float, delta: float, engine_name: str, release_id: str,
+                runner=None, public: Public | None = None) -> tuple[dict[str, pl.DataFrame], list[dict]]:
+    """One day's noisy rows per table (only those at or above the threshold) and their ``releases`` descriptions. The
+    budget must be spent already (``publish``): this only computes."""
+    runner = runner or engine(engine_name, lake)
+    public = public or _public_partitions(lake, policy)
+    budget = {table: (epsilon * share, delta * share) for table, share in SHARES.items()}
+    rows = {"footfall_hourly": _place_hours(presence_on(runner, day), day, policy, public, budget["footfall_hourly"]),
+            "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
+            "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
+    released, described = {}, []
+    for table, partitions in rows.items():
+        noise = partitions.noise or _noise(table, policy, *budget[table])
+        threshold = max(policy.k_floor, int(np.ceil(policy.threshold_sigmas * noise.deviation)))
+        released[table] = _noisy_rows(partitions, noise, threshold)
+        described.append(_description(release_id, day, table, noise, partitions.bounds, threshold))
+    return released, described
 
 
 def _noise(table: str, policy: Policy, epsilon: float, delta: float) -> Noise:

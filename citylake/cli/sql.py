@@ -77,8 +77,12 @@ def shell(ctx: Context, role: str, history_file: str) -> None:
 @click.option("--from", "start", type=IsoTime(), help="First day to release (default: every day with pings).")
 @click.option("--to", "end", type=IsoTime(), help="Day after the last one to release.")
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="polars", show_default=True)
+@click.option("--scheduler", metavar="tls://HOST:PORT", help="Compute each day on this Dask cluster, a task per day (tls:// for an "
+              "s3:// lake; workers: `citylake worker`).")
+@click.option("--workers", type=int, help="Compute each day on a local Dask cluster of this many workers.")
 @pass_context
-def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end, engine_name: str) -> None:
+def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end, engine_name: str, scheduler: str | None,
+            workers: int | None) -> None:
     """Release people data for analysts with differential privacy (a steward job; needs the lake's key).
 
     For each day: footfall_hourly (devices per place and hour), footfall_cells_hourly (devices per
@@ -98,7 +102,7 @@ def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end
     days = _days(start, end)
     with status("releasing…") as spinner:
         written = api.publish(ctx.open(write=True), epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, settings=ctx.settings,
-                              announce=lambda text: spinner.update(text) if spinner else None)
+                              announce=lambda text: spinner.update(text) if spinner else None, scheduler=scheduler, workers=workers)
     made = ", ".join(f"{name} {n:,} rows" for name, n in written.items())
     say(f"released {made} in {time.perf_counter() - started:.1f}s")
 
