@@ -69,7 +69,6 @@ def bench_dask_ingest_s3(rows: int, work: Path) -> dict:
 def _measure_ingest(server, pings, folder: Path) -> dict:
     import obstore
     import pyarrow.parquet as pq
-    from distributed import Client
 
     from citylake.ingestion.fanout import ingest_pings_on_cluster
     from citylake.ingestion.location import ingest_pings
@@ -93,24 +92,15 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
         landed["one_process"] = lake.rows("pings")
 
     out: dict = {"pings": pings.num_rows, "one_process_s": _summary(median_run(one_process, INGEST_REPEATS)[0])}
-    address, security, processes = _tls_scheduler(folder)
-    try:
-        for workers in (1, 2):
-            processes += [_worker(address, folder, n) for n in range(len(processes) - 1, workers)]
-            with Client(address, security=security, timeout="30s") as client:
-                client.wait_for_workers(workers, timeout=120)
+    for workers, client in _one_then_two_workers(folder):
 
-                def on_cluster(client=client, workers=workers):
-                    lake = _fresh_lake(server)
-                    ingest_pings_on_cluster(lake, [uri for _, uri in files], client, key=KEY)
-                    landed[f"workers_{workers}"] = lake.rows("pings")
+        def on_cluster(client=client, workers=workers):
+            lake = _fresh_lake(server)
+            ingest_pings_on_cluster(lake, [uri for _, uri in files], client, key=KEY)
+            landed[f"workers_{workers}"] = lake.rows("pings")
 
-                on_cluster()  # warm-up: imports on the workers
-                out[f"workers_{workers}_s"] = _summary(median_run(on_cluster, INGEST_REPEATS)[0])
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(timeout=30)
+        on_cluster()  # warm-up: imports on the workers
+        out[f"workers_{workers}_s"] = _summary(median_run(on_cluster, INGEST_REPEATS)[0])
     out["rows_landed"] = landed
     out["same_rows"] = len(set(landed.values())) == 1
     for stat in ("best", "median"):
@@ -149,7 +139,6 @@ def _s3_lake(folder: Path, server, pings, zones):
 
 
 def _measure(lake, folder: Path) -> dict:
-    from distributed import Client
 
     from citylake.analytics.fanout import footfall_on_cluster
     from citylake.queries import footfall
@@ -157,23 +146,31 @@ def _measure(lake, folder: Path) -> dict:
     one_process, result = median_run(lambda: footfall(lake, freq="1h", k=1), REPEATS)
     out: dict = {"pings": lake.rows("pings"), "days": len(lake.rows_per_partition("pings", "date")), "groups": result.table.num_rows,
                  "one_process_s": _summary(one_process)}
+    for workers, client in _one_then_two_workers(folder):
+        footfall_on_cluster(lake, client, freq="1h", k=1)  # warm-up: imports, covers, connections
+        seconds, fanned = median_run(lambda client=client: footfall_on_cluster(lake, client, freq="1h", k=1), REPEATS)
+        out[f"workers_{workers}_s"] = _summary(seconds)
+        out[f"workers_{workers}_same_answer"] = fanned.table.equals(result.table)
+    for stat in ("best", "median"):
+        out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
+    return out
+
+
+def _one_then_two_workers(folder: Path):
+    """(1, client) with one `citylake worker` joined to a TLS scheduler, then (2, client) with a second one; all stopped after."""
+    from distributed import Client
+
     address, security, processes = _tls_scheduler(folder)
     try:
         for workers in (1, 2):
             processes += [_worker(address, folder, n) for n in range(len(processes) - 1, workers)]
             with Client(address, security=security, timeout="30s") as client:
                 client.wait_for_workers(workers, timeout=120)
-                footfall_on_cluster(lake, client, freq="1h", k=1)  # warm-up: imports, covers, connections
-                seconds, fanned = median_run(lambda client=client: footfall_on_cluster(lake, client, freq="1h", k=1), REPEATS)
-                out[f"workers_{workers}_s"] = _summary(seconds)
-                out[f"workers_{workers}_same_answer"] = fanned.table.equals(result.table)
+                yield workers, client
     finally:
         for process in reversed(processes):
             process.terminate()
             process.wait(timeout=30)
-    for stat in ("best", "median"):
-        out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
-    return out
 
 
 def _summary(seconds: list[float]) -> dict:

@@ -21,56 +21,44 @@ CHUNKS = 10
 
 
 def bench_scale(work: Path, *, small: int = 10_000_000, large: int = 100_000_000) -> dict:
-    import shutil
-
     out: dict = {"how": "each step a child process (peak RSS = its VmHWM); ingest of a Parquet file into a fresh lake, "
                         "publish of every day (epsilon 0.7 per day), steward footfall per zone-hour on the default engine; "
                         "growth = time at large / time at small, linear = 10",
                  "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
+    steps = {"ingest": "ingest", "publish": "publish", "footfall": "footfall"}
+    return _two_sizes(out, work / "one", steps, small, large, rss="peak_rss_mb", rss_growth="rss_growth")
+
+
+def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_000_000) -> dict:
+    """The same two sizes and shapes, ingest and footfall on a local Dask cluster of two one-core workers: a task per
+    ~2M rows (ingest) and per day (footfall), so a worker's peak memory follows a task, not the lake."""
+    out: dict = {"how": "each step a child process starting a local cluster of 2 one-thread worker processes; peak RSS of the "
+                        "client and of each worker (VmHWM); ingest_pings_on_cluster of the Parquet file (one commit), "
+                        "then footfall_on_cluster per zone-hour (a task per day)",
+                 "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
+    return _two_sizes(out, work / "dask", {"ingest": "ingest_dask", "footfall": "footfall_dask"}, small, large,
+                      rss="worker_peak_rss_mb", rss_growth="worker_rss_growth")
+
+
+def _two_sizes(out: dict, work: Path, steps: dict[str, str], small: int, large: int, *, rss: str, rss_growth: str) -> dict:
+    """Each shape at ``small`` and ``large`` pings: every step (name → child step) on a fresh lake, then its growth."""
+    import shutil
+
     for shape in ("uniform_shuffled", "hotspots_time_ordered"):
         figure: dict = {}
         for rows in (small, large):
             folder = work / f"{shape}-{rows}"
             folder.mkdir(parents=True, exist_ok=True)
             pings, zones = _write_inputs(folder, shape, rows)
-            steps = {"ingest": ("ingest", str(pings)), "publish": ("publish",), "footfall": ("footfall",)}
             lake = folder / "lake"
             _child("init", lake, str(zones))
-            figure[str(rows)] = {name: _child(*args[:1], lake, *args[1:]) for name, args in steps.items()}
+            figure[str(rows)] = {name: _child(step, lake, *([str(pings)] if name == "ingest" else [])) for name, step in steps.items()}
             figure[str(rows)]["file_gb"] = round(pings.stat().st_size / 2**30, 2)
             figure[str(rows)]["lake_gb"] = round(sum(f.stat().st_size for f in lake.rglob("*") if f.is_file()) / 2**30, 2)
             shutil.rmtree(folder, ignore_errors=True)
-        for step in ("ingest", "publish", "footfall"):
-            figure[f"{step}_growth"] = round(figure[str(large)][step]["seconds"] / figure[str(small)][step]["seconds"], 2)
-            figure[f"{step}_rss_growth"] = round(figure[str(large)][step]["peak_rss_mb"] / figure[str(small)][step]["peak_rss_mb"], 2)
-        out[shape] = figure
-        print(json.dumps({shape: figure}), flush=True)
-    return out
-
-
-def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_000_000) -> dict:
-    """The same two sizes and shapes, ingest and footfall on a local Dask cluster of two one-core workers: a task per
-    ~2M rows (ingest) and per day (footfall), so a worker's peak memory follows a task, not the lake."""
-    import shutil
-
-    out: dict = {"how": "each step a child process starting a local cluster of 2 one-thread worker processes; peak RSS of the "
-                        "client and of each worker (VmHWM); ingest_pings_on_cluster of the Parquet file (one commit), "
-                        "then footfall_on_cluster per zone-hour (a task per day)",
-                 "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
-    for shape in ("uniform_shuffled", "hotspots_time_ordered"):
-        figure: dict = {}
-        for rows in (small, large):
-            folder = work / f"dask-{shape}-{rows}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pings, zones = _write_inputs(folder, shape, rows)
-            lake = folder / "lake"
-            _child("init", lake, str(zones))
-            figure[str(rows)] = {"ingest": _child("ingest_dask", lake, str(pings)), "footfall": _child("footfall_dask", lake)}
-            shutil.rmtree(folder, ignore_errors=True)
-        for step in ("ingest", "footfall"):
-            figure[f"{step}_growth"] = round(figure[str(large)][step]["seconds"] / figure[str(small)][step]["seconds"], 2)
-            figure[f"{step}_worker_rss_growth"] = round(figure[str(large)][step]["worker_peak_rss_mb"]
-                                                        / figure[str(small)][step]["worker_peak_rss_mb"], 2)
+        for name in steps:
+            figure[f"{name}_growth"] = round(figure[str(large)][name]["seconds"] / figure[str(small)][name]["seconds"], 2)
+            figure[f"{name}_{rss_growth}"] = round(figure[str(large)][name][rss] / figure[str(small)][name][rss], 2)
         out[shape] = figure
         print(json.dumps({shape: figure}), flush=True)
     return out
