@@ -1,5 +1,6 @@
-"""Where the analysis runs: a local Dask cluster by default, or any cluster at ``tcp://HOST:PORT`` or ``tls://HOST:PORT``
-(TLS with the cluster's CA and a certificate of ours: ``tls_security``); ``run_worker`` is `citylake worker`."""
+"""Where the analysis runs: a local Dask cluster by default (TLS with credentials made for the run), or any cluster at
+``tls://HOST:PORT`` (the cluster's CA and a certificate of ours: ``tls_security``; plain ``tcp://`` is refused);
+``run_worker`` is `citylake worker`."""
 
 from __future__ import annotations
 
@@ -62,12 +63,22 @@ def tls_security(ca_file: str, cert: str, key: str):
                     require_encryption=True)
 
 
+def refuse_plain_tcp(scheduler: str) -> None:
+    """Only a TLS cluster: a plain-TCP one lets whoever reaches it run code on its workers, which read the steward's pings
+    (and get the pseudonym and storage keys with an ingest's tasks), or return what a release then publishes."""
+    if scheduler.lower().startswith("tcp://"):
+        raise ClusterError(f"{scheduler} is a plain-TCP Dask cluster: whoever reaches it can run code on workers that read the "
+                           "steward's data; use a tls://HOST:PORT cluster (dask scheduler --protocol tls …) with analysis.tls_ca_file, "
+                           "analysis.tls_cert and analysis.tls_key")
+
+
 def _check_address(scheduler: str, security) -> None:
+    refuse_plain_tcp(scheduler)
     if scheduler.startswith("tls://") and security is None:
         raise ClusterError(f"{scheduler} is a TLS cluster: set analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key "
                            "(the cluster's CA, and a certificate and key it trusts)")
-    if not scheduler.startswith(("tcp://", "tls://")):
-        raise ClusterError(f"{scheduler!r} is not a Dask scheduler address; give tcp://HOST:PORT or tls://HOST:PORT")
+    if not scheduler.startswith("tls://"):
+        raise ClusterError(f"{scheduler!r} is not a Dask scheduler address; give tls://HOST:PORT")
 
 
 def run_worker(scheduler: str, *, security=None, memory_limit: str | None = None, name: str | None = None,
@@ -141,6 +152,7 @@ def _quiet_shutdown_logs() -> None:
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
                  "distributed.admin.system-monitor.interval": "5s", "distributed.worker.memory.monitor-interval": "500ms"}
 PRELOAD = ["citylake.analytics.detect"]  # imported as each worker starts, so the first task does not pay for the imports
+QUIET_TASK_ERRORS = "citylake.analytics.quiet_worker"  # local workers: a failed task is the command's one line, not a log
 ONE_CORE = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "CITYLAKE_THREADS": "1",
             "NUMBA_NUM_THREADS": "1"}
 # A worker runs one task after another, each allocating and freeing the same few hundred MB. Polars' allocator hands
@@ -183,7 +195,8 @@ def _local_cluster(workers: int, memory_limit: str | None):
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON, **QUIET_WORKERS}), _ctrl_c_not_inherited():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
-                                   dashboard_address="127.0.0.1:0", preload=PRELOAD, protocol="tls://", security=security)
+                                   dashboard_address="127.0.0.1:0", preload=[*PRELOAD, QUIET_TASK_ERRORS], protocol="tls://",
+                                   security=security)
             return cluster, security
     finally:  # the Nanny sets them in this process to hand them on; this process keeps its own
         for name, value in saved.items():

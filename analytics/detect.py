@@ -130,22 +130,39 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     tasks += [dask.delayed(window_series)(lake.uri, lake.storage, dt.datetime.combine(day, dt.time(), UTC), 24, True)
               for day in _history_days(lake, start, end, analysed=set(days))]
     started = time.perf_counter()
-    parts = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks, scheduler="threads")
-    fanned_out = time.perf_counter() - started
+    options = {"k": k, "tz": tz or lake.timezone, "window": (start, end)}
+    if client is None:
+        parts = dask.compute(*tasks, scheduler="threads")
+        fanned_out = time.perf_counter() - started
+        result = detect_parts(lake, parts, **options)
+    else:  # the window series stay on the workers; detection runs there too, on a task given them
+        from distributed import wait
 
+        parts = client.compute(tasks)
+        wait(parts)
+        fanned_out = time.perf_counter() - started
+        result = client.submit(detect_task, lake.uri, lake.storage, parts, **options, pure=False).result()
+    result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
+    return result
+
+
+def detect_task(lake_uri: str, storage: Storage | None, parts: list[dict[str, pl.DataFrame]], /, **options) -> Analysis:
+    """Detection as a Dask task: the lake opened from its URI and storage settings, the window series handed over by Dask."""
+    return detect_parts(Lake.open(lake_uri, storage=storage), parts, **options)
+
+
+def detect_parts(lake: Lake, parts, /, **options) -> Analysis:
+    """``detect`` over the window series the fan-out made, concatenated per kind."""
     def gather(name: str) -> pl.DataFrame:
         return pl.concat([p[name] for p in parts if name in p], how="vertical_relaxed")
 
-    result = detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), k=k, tz=tz or lake.timezone,
-                    window=(start, end))
-    result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
-    return result
+    return detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), **options)
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame, /, *,
            k: int = DEFAULT_K, tz: str = "UTC", window: tuple[dt.datetime | None, dt.datetime | None] = (None, None)) -> Analysis:
     """Anomalies, faults and detections on one thread while the hotspots are scored on another (both mostly run
-    outside the GIL, and this part of the job runs in the client alone, after the fan-out). ``places`` may hold days
+    outside the GIL; on a cluster this runs in one task after the fan-out, in the client otherwise). ``places`` may hold days
     outside ``window`` to learn the usual from; only the window's hours are scored."""
     def anomalies() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         place_scores = score_places(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],

@@ -161,14 +161,10 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
     process would land. Workers read the files where they are (a shared path, or ``s3://`` on the lake's store). The
     tasks carry the pseudonym key, so a remote cluster must be ``tls://``, its workers trusted as the steward."""
     from citylake import ingestion
-    from citylake.analytics import ClusterError
     from citylake.ingestion.fanout import check_headers
 
     settings = settings or S.load()
-    scheduler = scheduler or settings["analysis.scheduler"] or None
-    if scheduler and scheduler.startswith("tcp://"):
-        raise ClusterError(f"{scheduler} is a plain-TCP cluster, and ingestion tasks carry the pseudonym key: use a tls:// cluster "
-                           "(analysis.tls_ca_file, analysis.tls_cert, analysis.tls_key) whose workers you trust as the steward")
+    scheduler = _scheduler(scheduler, workers, settings)
     key = steward_key(lake, settings=settings, doing="ingesting pings")
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
     check_headers(lake, [str(p) for p in paths], delimiter=delimiter, mapping=pairs)  # before a cluster starts
@@ -320,7 +316,7 @@ def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None 
     delta = policy.delta_per_day if delta is None else delta
     if not (scheduler or workers):
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
-    with cluster_for(lake, scheduler, settings=settings, workers=workers, announce=announce) as client:
+    with cluster_for(lake, _scheduler(scheduler, workers, settings), settings=settings, workers=workers, announce=announce) as client:
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce,
                        client=client)
 
@@ -344,21 +340,29 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
-    with cluster_for(lake, scheduler or settings["analysis.scheduler"] or None, settings=settings, workers=workers,
+    with cluster_for(lake, _scheduler(scheduler, workers, settings), settings=settings, workers=workers,
                      announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
 
 
 def cluster_for(lake: Lake, scheduler: str | None, /, *, settings: S.Settings, workers: int | None = None, announce=print):
-    """The Dask client a steward's job on ``lake`` runs on: ``scheduler`` (TLS from the settings), else a local cluster.
-    A plain-TCP cluster is refused for an s3:// lake: its tasks carry the lake's storage keys."""
-    from citylake.analytics import ClusterError, dask_client
+    """The Dask client a steward's job on ``lake`` runs on: ``scheduler`` (a tls:// one, TLS from the settings), else a local
+    cluster (TLS with credentials made for the run). A plain-TCP cluster is refused (``analytics.cluster``)."""
+    from citylake.analytics import dask_client
 
-    if scheduler and scheduler.startswith("tcp://") and lake.storage is not None:
-        raise ClusterError(f"{scheduler} is a plain-TCP cluster, and the tasks of an s3:// lake carry its storage keys: use a tls:// "
-                           "cluster (analysis.tls_ca_file, analysis.tls_cert, analysis.tls_key) whose workers you trust as the steward")
     return dask_client(scheduler, workers=workers or settings["analysis.workers"], memory_limit=settings["analysis.worker_memory"] or None,
                        security=cluster_security(settings), announce=announce)
+
+
+def _scheduler(scheduler: str | None, workers: int | None, settings: S.Settings) -> str | None:
+    """The cluster a job asked for: ``--scheduler``; else a local one when ``--workers`` is given; else the setting. A
+    plain-TCP one is refused now, before any work."""
+    from citylake.analytics.cluster import refuse_plain_tcp
+
+    chosen = scheduler or (None if workers else settings["analysis.scheduler"] or None)
+    if chosen:
+        refuse_plain_tcp(chosen)
+    return chosen
 
 
 def worker(scheduler: str, /, *, settings: S.Settings | None = None, memory_limit: str | None = None, name: str | None = None) -> None:

@@ -170,9 +170,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sandbox.threads", 2, "Threads one analyst's SQL workspace may use.", _positive_int),
     Setting("duckdb.memory_limit", "", "DuckDB memory limit such as '8GB'; empty means DuckDB's default (80% of RAM).", _text),
     Setting("duckdb.threads", 0, "DuckDB worker threads; 0 means one per core.", _positive_int),
-    Setting("analysis.scheduler", "", "Dask scheduler (tcp:// or tls://HOST:PORT; workers: `citylake worker`) for `citylake report`, "
-            "`pilot` and "
-            "`map hotspots`; empty: a local cluster.", _text),
+    Setting("analysis.scheduler", "", "Dask scheduler (tls://HOST:PORT; plain tcp:// is refused; workers: `citylake worker`) for "
+            "`citylake report`, `pilot`, `map hotspots` and `detect`; empty: a local cluster.", _text),
     Setting("analysis.tls_ca_file", "", "CA certificate of a tls:// Dask cluster (with analysis.tls_cert and analysis.tls_key; "
             "`citylake report --scheduler tls://…` and `citylake worker`).", _text),
     Setting("analysis.tls_cert", "", "This machine's certificate for a tls:// Dask cluster, signed by its CA.", _text),

@@ -12,7 +12,7 @@ class IngestError(CitylakeError):
 
 class UnreadableInput(IngestError, ValueError):
     def __init__(self, source: str, why: str) -> None:
-        self.source = source
+        self.source, self.why = source, why
         super().__init__(f"{source}: {why}")
 
 

@@ -38,7 +38,7 @@ from citylake.ingestion import ledger
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import IngestReport, fingerprint, quarantine, quarantine_rows
 from citylake.ingestion.errors import UnreadableInput
-from citylake.ingestion.location import REQUIRED, validate_pings
+from citylake.ingestion.location import OPTIONAL, REQUIRED, validate_pings
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
 from citylake.lake import Lake, Storage, TableMoved
 from citylake.lake.data_files import write_data_files
@@ -143,8 +143,8 @@ def check_headers(lake: Lake, sources: list[str], /, *, delimiter: str | None, m
     """Refuse a missing file, or one without the pings columns, before any work starts."""
     for source in sources:
         with local_copy(source, lake.storage, header_only=True) as path:
-            V.check_columns(columns(path, delimiter=delimiter) if path else _parquet_columns(source, lake.storage), mapping,
-                            source, REQUIRED)
+            V.check_columns(columns(path, delimiter=delimiter, suffix=Path(source).suffix) if path
+                            else _parquet_columns(source, lake.storage), mapping, source, REQUIRED, optional=OPTIONAL)
 
 
 def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, /) -> Staged:
@@ -274,12 +274,13 @@ def _raw_chunks(piece: Piece, storage: Storage | None, checks: Checks) -> Iterat
                                       opened=opened)
         return
     with local_copy(piece.source, storage) as path:
-        yield from chunks(path, batch_rows=checks.batch_rows, delimiter=checks.delimiter)
+        yield from chunks(path, batch_rows=checks.batch_rows, delimiter=checks.delimiter, suffix=Path(piece.source).suffix)
 
 
 @contextmanager
 def local_copy(source: str, storage: Storage | None, *, header_only: bool = False) -> Iterator[Path | None]:
-    """A text file to read: the path itself, or an object's bytes in a temporary file (its first MiB for the header).
+    """A text file to read: the path itself, or an object's bytes (its first MiB for the header) in a file without a
+    name, which the kernel frees when this process ends however it ends — raw device ids never outlive a killed task.
     None for a Parquet file (read in place, ``_parquet_file``)."""
     if source.lower().endswith(PARQUET):
         yield None
@@ -294,17 +295,19 @@ def local_copy(source: str, storage: Storage | None, *, header_only: bool = Fals
     import obstore
 
     location, name = _object(source, storage)
-    if header_only:
-        size = location._call(obstore.head, name)["size"]
-        data = bytes(location._call(obstore.get_range, name, start=0, length=min(size, 1 << 20))) if size else b""
-    else:
-        data = bytes(location._call(obstore.get, name).bytes())
-    if header_only:
-        data = data[:data.rfind(b"\n") + 1] or data
-    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as copy:
-        copy.write(data)
+    with tempfile.TemporaryFile() as copy:
+        if header_only:
+            size = location._call(obstore.head, name)["size"]
+            data = bytes(location._call(obstore.get_range, name, start=0, length=min(size, 1 << 20))) if size else b""
+            copy.write(data[:data.rfind(b"\n") + 1] or data)
+        else:
+            for part in location._call(obstore.get, name).stream(min_chunk_size=8 << 20):
+                copy.write(part)
         copy.flush()
-        yield Path(copy.name)
+        try:
+            yield Path(f"/proc/self/fd/{copy.fileno()}")
+        except UnreadableInput as err:  # said of the copy: say it of the object
+            raise UnreadableInput(source, err.why) from None
 
 
 @contextmanager
@@ -401,4 +404,6 @@ def _fingerprint(source: str, storage: Storage | None) -> str:
 def _object(source: str, storage: Storage | None) -> tuple[ObjectLocation, str]:
     """The folder and name of an ``s3://bucket/folder/name`` input, reached with the lake's storage settings."""
     folder, _, name = source.rpartition("/")
+    if folder in ("s3:", "s3:/") or not name:
+        raise UnreadableInput(source, "name an object: s3://BUCKET/KEY")
     return locate(folder, storage), name

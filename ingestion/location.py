@@ -60,7 +60,7 @@ def _pings_chunks(
     batch_rows: int, window: V.TimeWindow,
 ) -> Iterator[Chunk]:
     """The file's validated chunks; a header without the required columns is refused now, before any chunk is read."""
-    V.check_columns(columns(path, delimiter=delimiter), mapping, str(path), REQUIRED)
+    V.check_columns(columns(path, delimiter=delimiter), mapping, str(path), REQUIRED, optional=OPTIONAL)
     return validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
                      lambda raw: validate_pings(raw, str(path), key=key, cell_res=cell_res, mapping=mapping, tz=tz, window=window))
 

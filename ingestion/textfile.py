@@ -58,13 +58,14 @@ class RawChunk:
         return self.rows.num_rows + len(self.rejected)
 
 
-def columns(path: str | Path, *, delimiter: str | None = None) -> list[str]:
+def columns(path: str | Path, *, delimiter: str | None = None, suffix: str | None = None) -> list[str]:
     """The columns a file names, read before any row: a CSV header, a Parquet schema, or the keys of the first
-    ``JSONL_HEADER_RECORDS`` objects of JSON Lines (each chunk of which then carries every one of them)."""
+    ``JSONL_HEADER_RECORDS`` objects of JSON Lines (each chunk of which then carries every one of them). ``suffix``: the
+    format's extension when the path has none of its own (a copy of an object)."""
     path = Path(path)
     if not path.is_file():
         raise UnreadableInput(str(path), "no such file")
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     if suffix in (".parquet", ".pq"):
         try:
             return pq.read_schema(path).names
@@ -75,12 +76,12 @@ def columns(path: str | Path, *, delimiter: str | None = None) -> list[str]:
     return read_header(path, delimiter)[0]
 
 
-def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None) -> Iterator[RawChunk]:
-    """Chunks of about ``batch_rows`` rows from a CSV, JSON Lines or Parquet file (by its extension)."""
+def chunks(path: str | Path, *, batch_rows: int, delimiter: str | None = None, suffix: str | None = None) -> Iterator[RawChunk]:
+    """Chunks of about ``batch_rows`` rows from a CSV, JSON Lines or Parquet file (by its extension, or ``suffix``)."""
     path = Path(path)
     if not path.is_file():
         raise UnreadableInput(str(path), "no such file")
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     if suffix in (".parquet", ".pq"):
         return parquet_chunks(path, batch_rows=batch_rows)
     if suffix in (".jsonl", ".ndjson", ".json"):
@@ -477,12 +478,24 @@ def parquet_chunks(path: Path, *, batch_rows: int, row_groups: range | None = No
     done = 0
     size = 0 if opened else path.stat().st_size
     total = max(source.metadata.num_rows, 1)
-    for batch in source.iter_batches(batch_size=batch_rows, row_groups=list(groups)):
+    for batch in _readable(source.iter_batches(batch_size=batch_rows, row_groups=list(groups)), path):
         positions = np.arange(row, row + batch.num_rows, dtype=np.int64)
         row += batch.num_rows
         done = int(size * (row - 1) / total)
         table, kept, rejected = _checkable(pa.Table.from_batches([batch]), positions)
         yield RawChunk(table, kept, rejected, done, delimiter=None)
+
+
+def _readable(batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's batches; damage met on the way (a corrupt page) said of the file, in one line."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:
+            raise UnreadableInput(str(path), f"not a readable Parquet file ({' '.join(str(err).split())[:200]})") from None
+        yield batch
 
 
 # Column types the checks read as they are; Polars casts each of them to text where a check needs it.

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from citylake.ingestion.errors import BadOption, MissingColumns
+from citylake.ingestion.errors import BadOption, MissingColumns, UnreadableInput
 
 
 class Check(NamedTuple):
@@ -68,11 +68,17 @@ def parse_mapping(text: str | None, known: tuple[str, ...]) -> dict[str, str]:
 RENAME = "rename columns with --map target=source"
 
 
-def check_columns(found: list[str], mapping: Mapping[str, str], source: str, required: tuple[str, ...], *, fix: str = RENAME) -> None:
-    """Refuse a file whose columns (``found``, as the file names them) lack a required one once ``mapping`` renames them:
-    the error names what is missing, what is there and ``fix``. Ingestion checks the header before anything is written."""
+def check_columns(found: list[str], mapping: Mapping[str, str], source: str, required: tuple[str, ...], *, fix: str = RENAME,
+                  optional: tuple[str, ...] = ()) -> None:
+    """Refuse a file whose columns (``found``, as the file names them) lack a required one once ``mapping`` renames them
+    (the error names what is missing, what is there and ``fix``), or name a column it reads twice. Ingestion checks the
+    header before anything is written."""
     reverse = {src: target for target, src in mapping.items()}
-    missing = [c for c in required if c not in {reverse.get(c, c) for c in found}]
+    named = [reverse.get(c, c) for c in found]
+    twice = sorted({c for c in named if named.count(c) > 1 and c in (*required, *optional)})
+    if twice:
+        raise UnreadableInput(source, f"column(s) {', '.join(twice)} appear more than once; keep one of each (or rename with --map)")
+    missing = [c for c in required if c not in set(named)]
     if not missing:
         return
     hint = ""
@@ -86,7 +92,7 @@ def check_columns(found: list[str], mapping: Mapping[str, str], source: str, req
 def rename(rows: pa.Table, mapping: Mapping[str, str], source: str, required: tuple[str, ...], optional: tuple[str, ...], *,
            fix: str = RENAME) -> pa.Table:
     """Rename source columns to lake columns and check the required ones are there."""
-    check_columns(rows.column_names, mapping, source, required, fix=fix)
+    check_columns(rows.column_names, mapping, source, required, fix=fix, optional=optional)
     reverse = {src: target for target, src in mapping.items()}
     rows = rows.rename_columns([reverse.get(c, c) for c in rows.column_names])
     return rows.select([c for c in (*required, *optional) if c in rows.column_names])

@@ -110,7 +110,9 @@ def test_worker_refuses_a_tls_scheduler_without_the_tls_settings(tmp_path):
     refused = citylake("worker", "tls://127.0.0.1:1", env=clean_env())
     assert refused.returncode == 1 and "analysis.tls_ca_file" in refused.stderr and "Traceback" not in refused.stderr
     wrong = citylake("worker", "http://127.0.0.1:1", env=clean_env())
-    assert wrong.returncode == 1 and "tcp://HOST:PORT" in wrong.stderr
+    assert wrong.returncode == 1 and "tls://HOST:PORT" in wrong.stderr
+    plain = citylake("worker", "tcp://127.0.0.1:1", env=clean_env())
+    assert plain.returncode == 1 and "plain-TCP" in plain.stderr and "Traceback" not in plain.stderr
     assert "one thread on one core" in citylake("worker", "--help", env=clean_env()).stdout
 
 
@@ -150,3 +152,9 @@ def test_pings_in_the_store_are_ingested_by_tls_workers_in_one_commit(seaweed_s3
     refused = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/a.csv", "--scheduler", address, env={**analyst, **tls})
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert Lake.open(lake_uri, storage=seaweed_s3.storage()).rows("pings") == landed.height
+
+    # a worker's copy of a text object has no name: the kernel frees it when the worker dies, killed or not
+    from citylake.ingestion.fanout import local_copy
+
+    with local_copy(f"{inbox}/a.csv", seaweed_s3.storage()) as path:
+        assert os.readlink(path).endswith("(deleted)") and path.read_bytes() == (tmp_path / "a.csv").read_bytes()

@@ -68,20 +68,30 @@ def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_p
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(lake, freq="1h", k=2).table)
 
 
-def test_the_cli_runs_the_stewards_footfall_on_a_cluster(city_lake):
+def test_the_cli_runs_the_stewards_footfall_on_a_cluster(city_lake, tmp_path):
     import json
     import os
     import subprocess
     import sys
 
-    from conftest import TEST_KEY
+    from conftest import TEST_KEY, self_signed
     from distributed import LocalCluster
+    from distributed.security import Security
 
+    cert, key = self_signed(tmp_path)
+    tls = {"CITYLAKE_ANALYSIS_TLS_CA_FILE": str(cert), "CITYLAKE_ANALYSIS_TLS_CERT": str(cert), "CITYLAKE_ANALYSIS_TLS_KEY": str(key)}
+    security = Security(tls_ca_file=str(cert), tls_scheduler_cert=str(cert), tls_scheduler_key=str(key), tls_worker_cert=str(cert),
+                        tls_worker_key=str(key), tls_client_cert=str(cert), tls_client_key=str(key), require_encryption=True)
     env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
     query = [sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall", "--role", "steward",
              "--format", "json"]
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tcp://", dashboard_address=None) as cluster:
-        fanned = subprocess.run([*query, "--scheduler", cluster.scheduler_address], capture_output=True, text=True, env=env, timeout=300)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tls://", security=security,
+                      dashboard_address=None) as cluster:
+        fanned = subprocess.run([*query, "--scheduler", cluster.scheduler_address], capture_output=True, text=True,
+                                env={**env, **tls}, timeout=300)
+        plain = subprocess.run([*query, "--scheduler", cluster.scheduler_address.replace("tls://", "tcp://")], capture_output=True,
+                               text=True, env={**env, **tls}, timeout=300)
+    assert plain.returncode == 1 and "plain-TCP" in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
     one = subprocess.run(query, capture_output=True, text=True, env=env, timeout=300)
     assert fanned.returncode == 0 and one.returncode == 0, fanned.stderr + one.stderr
     assert json.loads(fanned.stdout) == json.loads(one.stdout) and json.loads(one.stdout)

@@ -173,14 +173,39 @@ def test_a_cluster_run_refuses_in_one_line(tmp_path):
                                        capture_output=True, text=True, timeout=120)
     assert cli("init").returncode == 0
     (tmp_path / "bad.csv").write_text("device,when\nx,y\n")
+    twice = pa.table([pa.array(["a"]), pa.array(["b"]), pa.array(["2026-11-01T00:00:00Z"]), pa.array([31.2]), pa.array([121.4])],
+                     names=["device_id", "device_id", "ts", "lat", "lon"])
+    pq.write_table(twice, tmp_path / "twice.parquet")
+    n = 20_000
+    pq.write_table(pa.table({"device_id": [f"d{i % 300}" for i in range(n)], "ts": ["2026-11-01T00:00:00Z"] * n,
+                             "lat": np.full(n, 31.2), "lon": np.full(n, 121.4)}), tmp_path / "damaged.parquet", use_dictionary=False)
+    damaged = bytearray((tmp_path / "damaged.parquet").read_bytes())
+    damaged[200:len(damaged) // 2] = bytes((b * 7 + 13) % 256 for b in damaged[200:len(damaged) // 2])  # pages, not the footer
+    (tmp_path / "damaged.parquet").write_bytes(bytes(damaged))
     for args, says in ((("ingest", "pings", "s3://bucket/x.csv"), "--scheduler or --workers"),
-                       (("ingest", "pings", str(tmp_path / "a.csv"), "--scheduler", "tcp://127.0.0.1:1"), "pseudonym key"),
+                       (("ingest", "pings", str(tmp_path / "a.csv"), "--scheduler", "tcp://127.0.0.1:1"), "plain-TCP"),
+                       (("publish", "--scheduler", "tcp://127.0.0.1:1"), "plain-TCP"),
                        (("ingest", "pings", str(tmp_path / "none.csv"), "--workers", "1"), "no such file"),
-                       (("ingest", "pings", str(tmp_path / "bad.csv"), "--workers", "1"), "device_id")):
+                       (("ingest", "pings", "s3://citylake", "--workers", "1"), "name an object"),
+                       (("ingest", "pings", str(tmp_path / "bad.csv"), "--workers", "1"), "device_id"),
+                       (("ingest", "pings", str(tmp_path / "twice.parquet"), "--workers", "1"), "more than once"),
+                       (("ingest", "pings", str(tmp_path / "twice.parquet")), "more than once"),
+                       (("ingest", "pings", str(tmp_path / "damaged.parquet"), "--workers", "1"), "not a readable Parquet file"),
+                       (("ingest", "pings", str(tmp_path / "damaged.parquet")), "not a readable Parquet file")):
         done = cli(*args)
         lines = done.stderr.strip().splitlines()
-        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-        assert says in lines[-1] and all(line.startswith(("citylake:", "dask:")) for line in lines), done.stderr
+        assert done.returncode != 0 and "Traceback" not in done.stderr and "Compute Failed" not in done.stderr, done.stderr
+        assert says in lines[-1] and all(line.startswith(("citylake:", "dask:", "1 file(s)")) for line in lines), done.stderr
+
+
+def test_workers_asked_for_are_local_even_when_a_scheduler_is_set(tmp_path):
+    files = write_inputs(tmp_path)
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_ANALYSIS_SCHEDULER": "tls://127.0.0.1:1"}
+    cli = lambda *args: subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(tmp_path / "lake"), *args], env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=300)
+    assert cli("init").returncode == 0
+    done = cli("ingest", "pings", files[0], "--workers", "1")
+    assert done.returncode == 0 and "dask: 1 workers" in done.stderr, done.stderr
 
 
 def test_file_statistics_bound_every_value():

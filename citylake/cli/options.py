@@ -136,7 +136,7 @@ def result(command: Callable) -> Callable:
 TABLE_FORMATS = click.Choice(["table", "csv", "json"])
 analysis = options(
     START, END,
-    click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this Dask cluster, tcp:// or tls:// (default: setting "
+    click.option("--scheduler", metavar="tls://HOST:PORT", help="Run on this Dask cluster, tls:// only (default: setting "
                  "analysis.scheduler, else a local cluster; workers: `citylake worker`)."),
     click.option("--workers", type=int, help="Workers of the local cluster (default: setting analysis.workers)."),
 )

@@ -30,8 +30,8 @@ def _stays_options(command):
 @click.option("--bbox", type=Bbox(), help="Only pings inside this lon/lat box (analysts: places or cells whose centre is inside).")
 @ROLE
 @K
-@click.option("--scheduler", metavar="tcp://HOST:PORT", help="The steward's exact footfall on this Dask cluster (tls:// for an s3:// "
-              "lake), a task per day of pings: for windows larger than one machine's memory. Same answer.")
+@click.option("--scheduler", metavar="tls://HOST:PORT", help="The steward's exact footfall on this Dask cluster (tls:// only), "
+              "a task per day of pings: for windows larger than one machine's memory. Same answer.")
 @result
 @pass_context
 def footfall(ctx: Context, by: str, res: int | None, freq: str, role: str, k_anon: int | None, engine_name: str, fmt: str,

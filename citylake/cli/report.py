@@ -85,7 +85,7 @@ def pilot(ctx: Context, boundary: str, pois: str | None, sensors: str | None, re
 
 
 @click.command()
-@click.argument("scheduler", metavar="tcp://HOST:PORT|tls://HOST:PORT")
+@click.argument("scheduler", metavar="tls://HOST:PORT")
 @click.option("--memory-limit", metavar="SIZE", help="Memory this worker may use, e.g. 4GB (default: the setting "
               "analysis.worker_memory, else Dask's share of this machine's memory).")
 @click.option("--name", help="The worker's name on the dashboard (default: its address).")
@@ -94,13 +94,14 @@ def worker(ctx: Context, scheduler: str, memory_limit: str | None, name: str | N
     """Join a Dask cluster as one worker: one thread on one core, tuned like the local cluster's.
 
     \b
-    Start one per core on each machine, after `dask scheduler` (add --tls-ca-file/--tls-cert/--tls-key
-    there, and the settings analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key here, for tls://):
-      dask scheduler --host 10.0.0.5 --port 8786
-      citylake worker tcp://10.0.0.5:8786          # on every worker machine, once per core
-      citylake --lake s3://city/lake report --scheduler tcp://10.0.0.5:8786 --district places:cbd --out reports
-    Tasks carry the lake's URI and the submitting machine's storage settings, its S3 keys included: with an s3://
-    lake a worker needs only to reach the store, and the cluster should be tls:// so the keys are not sent in the clear."""
+    Start one per core on each machine, after `dask scheduler --protocol tls` (with --tls-ca-file/--tls-cert/--tls-key
+    there, and the settings analysis.tls_ca_file, analysis.tls_cert and analysis.tls_key here):
+      dask scheduler --protocol tls --host 10.0.0.5 --port 8786 --tls-ca-file ca.pem --tls-cert s.pem --tls-key s.key
+      citylake worker tls://10.0.0.5:8786          # on every worker machine, once per core
+      citylake --lake s3://city/lake report --scheduler tls://10.0.0.5:8786 --district places:cbd --out reports
+    Tasks carry the lake's URI and the submitting machine's storage settings, its S3 keys included (an ingest's, the
+    pseudonym key too): with an s3:// lake a worker needs only to reach the store. A plain tcp:// cluster is refused:
+    whoever reaches one can run code on its workers."""
     from citylake import api
 
     api.worker(scheduler, settings=ctx.settings, memory_limit=memory_limit, name=name)

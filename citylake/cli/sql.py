@@ -77,8 +77,8 @@ def shell(ctx: Context, role: str, history_file: str) -> None:
 @click.option("--from", "start", type=IsoTime(), help="First day to release (default: every day with pings).")
 @click.option("--to", "end", type=IsoTime(), help="Day after the last one to release.")
 @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "polars"]), default="polars", show_default=True)
-@click.option("--scheduler", metavar="tls://HOST:PORT", help="Compute each day on this Dask cluster, a task per day (tls:// for an "
-              "s3:// lake; workers: `citylake worker`).")
+@click.option("--scheduler", metavar="tls://HOST:PORT", help="Compute each day on this Dask cluster, a task per day (tls:// "
+              "only; workers: `citylake worker`).")
 @click.option("--workers", type=int, help="Compute each day on a local Dask cluster of this many workers.")
 @pass_context
 def publish(ctx: Context, epsilon: float | None, delta: float | None, start, end, engine_name: str, scheduler: str | None,
