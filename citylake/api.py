@@ -175,6 +175,17 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
                                                  announce=announce)
 
 
+def stopped_cluster_runs(lake: Lake, /, *, hours: int, remove: bool = False) -> list[str]:
+    """Cluster ingests whose command stopped before its end (killed) more than ``hours`` ago (at least a day), whose
+    checked rows wait in the steward zone's staging area; removed when ``remove``."""
+    from citylake.ingestion.fanout import staging_area, stale_runs
+
+    runs = stale_runs(lake, older_than=dt.timedelta(hours=hours))
+    for run in runs if remove else []:
+        lake.location.delete_tree(staging_area(run))
+    return runs
+
+
 def ingest_readings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None = None,
                     mapping: str | Mapping[str, str] | None = None, tz: str | None = None, delimiter: str | None = None,
                     progress: bool = False) -> IngestReport:

@@ -242,17 +242,24 @@ def staging_area(run: str) -> str:
     return f"{STAGING}/{run}"
 
 
-def _sweep_stale_runs(lake: Lake) -> None:
-    """Remove what runs that stopped before their end (a killed client) staged more than STALE_AFTER ago (a run's name
-    starts with its start time; a run still going is younger)."""
-    oldest = dt.datetime.now(UTC) - STALE_AFTER
+def stale_runs(lake: Lake, /, *, older_than: dt.timedelta = STALE_AFTER) -> list[str]:
+    """Runs that began more than ``older_than`` ago and left staged rows (their command was killed before its end); a
+    run's name starts with its start time, and a run still going is younger than STALE_AFTER."""
+    oldest = dt.datetime.now(UTC) - max(older_than, STALE_AFTER)
+    stale = []
     for run in lake.location.folders(STAGING):
         try:
             began = dt.datetime.strptime(run.split("-")[0], RUN_TIME).replace(tzinfo=UTC)
         except ValueError:
             continue
         if began < oldest:
-            lake.location.delete_tree(staging_area(run))
+            stale.append(run)
+    return stale
+
+
+def _sweep_stale_runs(lake: Lake) -> None:
+    for run in stale_runs(lake):
+        lake.location.delete_tree(staging_area(run))
 
 
 def _staged_file(run: str, date: str, number: int, chunk: int) -> str:

@@ -103,6 +103,9 @@ def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path)
     for run in (stale, recent):
         (run / "2026-11-01").mkdir(parents=True)
         (run / "2026-11-01" / "000000.parquet").write_bytes(b"left by a killed run")
+    cli = [sys.executable, "-m", "citylake.cli", "--lake", str(tmp_path / "lake"), "maintain", "vacuum"]
+    listed = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert "would remove the rows of 1 stopped cluster ingest" in listed.stdout and stale.exists()
     ingest_pings_on_cluster(lake, files[:1], client, key=KEY)
     assert not stale.exists() and recent.exists()  # a day-old run's leftovers are swept; one that may still run is not
     recent.rename(tmp_path / "recent")

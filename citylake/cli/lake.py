@@ -97,6 +97,11 @@ def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dr
         say(f"{name}: {'would remove' if dry_run else 'removed'} {len(files):,} files")
         for path in files[:20] if dry_run else []:
             say(f"  {path}")
+    if not names and lake.readable("pings"):
+        from citylake import api
+
+        runs = api.stopped_cluster_runs(lake, hours=hours, remove=not dry_run)
+        say(f"staging: {'would remove' if dry_run else 'removed'} the rows of {len(runs):,} stopped cluster ingest(s)")
     if dry_run:
         say("dry run: nothing deleted; pass --apply to delete")
 
