@@ -164,7 +164,7 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
     from citylake.ingestion.fanout import check_headers
 
     settings = settings or S.load()
-    scheduler = _scheduler(scheduler, workers, settings)
+    scheduler = cluster_asked_for(scheduler, workers, settings)
     key = steward_key(lake, settings=settings, doing="ingesting pings")
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
     check_headers(lake, [str(p) for p in paths], delimiter=delimiter, mapping=pairs)  # before a cluster starts
@@ -175,12 +175,15 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
                                                  announce=announce)
 
 
+MAX_RETENTION_HOURS = 24 * 365 * 100  # a retention past a century keeps everything anyway
+
+
 def stopped_cluster_runs(lake: Lake, /, *, hours: int, remove: bool = False) -> list[str]:
     """Cluster ingests whose command stopped before its end (killed) more than ``hours`` ago (at least a day), whose
     checked rows wait in the steward zone's staging area; removed when ``remove``."""
     from citylake.ingestion.fanout import staging_area, stale_runs
 
-    runs = stale_runs(lake, older_than=dt.timedelta(hours=hours))
+    runs = stale_runs(lake, older_than=dt.timedelta(hours=min(max(hours, 0), MAX_RETENTION_HOURS)))
     for run in runs if remove else []:
         lake.location.delete_tree(staging_area(run))
     return runs
@@ -327,7 +330,8 @@ def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None 
     delta = policy.delta_per_day if delta is None else delta
     if not (scheduler or workers):
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
-    with cluster_for(lake, _scheduler(scheduler, workers, settings), settings=settings, workers=workers, announce=announce) as client:
+    cluster = cluster_asked_for(scheduler, workers, settings)
+    with cluster_for(lake, cluster, settings=settings, workers=workers, announce=announce) as client:
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce,
                        client=client)
 
@@ -351,7 +355,7 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
-    with cluster_for(lake, _scheduler(scheduler, workers, settings), settings=settings, workers=workers,
+    with cluster_for(lake, cluster_asked_for(scheduler, workers, settings), settings=settings, workers=workers,
                      announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
 
@@ -365,7 +369,7 @@ def cluster_for(lake: Lake, scheduler: str | None, /, *, settings: S.Settings, w
                        security=cluster_security(settings), announce=announce)
 
 
-def _scheduler(scheduler: str | None, workers: int | None, settings: S.Settings) -> str | None:
+def cluster_asked_for(scheduler: str | None, workers: int | None, settings: S.Settings) -> str | None:
     """The cluster a job asked for: ``--scheduler``; else a local one when ``--workers`` is given; else the setting. A
     plain-TCP one is refused now, before any work."""
     from citylake.analytics.cluster import refuse_plain_tcp

@@ -41,6 +41,7 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
     from citylake.reports import write_reports
 
     settings = settings or S.load()
+    api.cluster_asked_for(scheduler, workers, settings)  # a plain-TCP cluster is refused before any work
     lake = api.init_lake(settings=settings, timezone=area.timezone)  # opens an existing lake as it is (its zone changed if given)
     for label, step in _steps(lake, area, settings):
         announce(f"pilot: {label}: {step().line()}")

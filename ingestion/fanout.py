@@ -142,9 +142,12 @@ def plan(lake: Lake, sources: list[str], /, *, rows_per_task: int, delimiter: st
 def check_headers(lake: Lake, sources: list[str], /, *, delimiter: str | None, mapping: Mapping[str, str]) -> None:
     """Refuse a missing file, or one without the pings columns, before any work starts."""
     for source in sources:
-        with local_copy(source, lake.storage, header_only=True) as path:
-            V.check_columns(columns(path, delimiter=delimiter, suffix=Path(source).suffix) if path
-                            else _parquet_columns(source, lake.storage), mapping, source, REQUIRED, optional=OPTIONAL)
+        try:
+            with local_copy(source, lake.storage, header_only=True) as path:
+                V.check_columns(columns(path, delimiter=delimiter, suffix=Path(source).suffix) if path
+                                else _parquet_columns(source, lake.storage), mapping, source, REQUIRED, optional=OPTIONAL)
+        except FileNotFoundError:  # an object the store does not hold
+            raise UnreadableInput(source, "no such object on the store") from None
 
 
 def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, /) -> Staged:

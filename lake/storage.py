@@ -228,8 +228,11 @@ class LocalLocation(Location):
         shutil.rmtree(self.root / relative, ignore_errors=True)
 
     def folders(self, relative: str) -> list[str]:
+        """(Never through a symbolic link: what is listed here may be deleted with ``delete_tree``.)"""
         where = self.root / relative
-        return sorted(p.name for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
+        if any((self.root / part).is_symlink() for part in [relative, *map(str, Path(relative).parents)][:-1]):
+            return []
+        return sorted(p.name for p in where.iterdir() if p.is_dir() and not p.is_symlink()) if where.is_dir() else []
 
     @contextlib.contextmanager
     def lock(self, relative: str) -> Iterator[None]:

@@ -148,6 +148,9 @@ def test_pings_in_the_store_are_ingested_by_tls_workers_in_one_commit(seaweed_s3
     assert landed.equals(pl.scan_delta(oracle.table_uri("pings")).collect().sort(KEYS)) and landed.height > 10_000
     assert len(lake.history("pings")) == 2  # created, then one commit for both files
 
+    missing = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/missing.csv", "--scheduler", address, env={**steward, **tls})
+    assert missing.returncode == 1 and missing.stderr.strip().endswith("missing.csv: no such object on the store"), missing.stderr
+
     analyst = clean_env(**seaweed_s3.env(seaweed.ANALYST_KEYS), CITYLAKE_PSEUDONYM_KEY=TEST_KEY)
     refused = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/a.csv", "--scheduler", address, env={**analyst, **tls})
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -104,8 +104,21 @@ def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path)
         (run / "2026-11-01").mkdir(parents=True)
         (run / "2026-11-01" / "000000.parquet").write_bytes(b"left by a killed run")
     cli = [sys.executable, "-m", "citylake.cli", "--lake", str(tmp_path / "lake"), "maintain", "vacuum"]
+    (staging / "20200101T000000-link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # never followed
     listed = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert "would remove the rows of 1 stopped cluster ingest" in listed.stdout and stale.exists()
+    (staging / "20200101T000000-link").unlink()
+    for hours in ("-5", "99999999999"):
+        refused = subprocess.run([*cli, "--apply", "--retention-hours", hours], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr and stale.exists()
+    outside = tmp_path / "outside" / "20200101T000000-0badf00d"
+    outside.mkdir(parents=True)
+    real = staging.rename(tmp_path / "real-staging")
+    staging.symlink_to(tmp_path / "outside", target_is_directory=True)  # a staging folder that leads out of the lake
+    subprocess.run([*cli, "--apply"], capture_output=True, text=True, timeout=120, check=True)
+    assert outside.exists()
+    staging.unlink()
+    real.rename(staging)
     ingest_pings_on_cluster(lake, files[:1], client, key=KEY)
     assert not stale.exists() and recent.exists()  # a day-old run's leftovers are swept; one that may still run is not
     recent.rename(tmp_path / "recent")
@@ -188,6 +201,7 @@ def test_a_cluster_run_refuses_in_one_line(tmp_path):
     for args, says in ((("ingest", "pings", "s3://bucket/x.csv"), "--scheduler or --workers"),
                        (("ingest", "pings", str(tmp_path / "a.csv"), "--scheduler", "tcp://127.0.0.1:1"), "plain-TCP"),
                        (("publish", "--scheduler", "tcp://127.0.0.1:1"), "plain-TCP"),
+                       (("pilot", "--boundary", str(tmp_path / "bad.csv"), "--scheduler", "TCP://127.0.0.1:1"), "plain-TCP"),
                        (("ingest", "pings", str(tmp_path / "none.csv"), "--workers", "1"), "no such file"),
                        (("ingest", "pings", "s3://citylake", "--workers", "1"), "name an object"),
                        (("ingest", "pings", str(tmp_path / "bad.csv"), "--workers", "1"), "device_id"),

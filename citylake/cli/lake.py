@@ -85,7 +85,8 @@ def compact(ctx: Context, names: tuple[str, ...], target_mb: int | None) -> None
 
 @maintain.command()
 @click.argument("names", nargs=-1, metavar="[TABLE]...")
-@click.option("--retention-hours", type=int, help="Keep files needed by versions younger than this (setting lake.vacuum_retention_hours).")
+@click.option("--retention-hours", type=click.IntRange(0, 24 * 365 * 100),
+              help="Keep files needed by versions younger than this (setting lake.vacuum_retention_hours).")
 @click.option("--dry-run/--apply", default=True, show_default=True, help="List what would go, or delete it.")
 @pass_context
 def vacuum(ctx: Context, names: tuple[str, ...], retention_hours: int | None, dry_run: bool) -> None:
