@@ -161,18 +161,18 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
     process would land. Workers read the files where they are (a shared path, or ``s3://`` on the lake's store). The
     tasks carry the pseudonym key, so a remote cluster must be ``tls://``, its workers trusted as the steward."""
     from citylake import ingestion
-    from citylake.ingestion.fanout import check_headers
+    from citylake.ingestion.fanout import DEFAULT_ROWS_PER_TASK, plan
 
     settings = settings or S.load()
     scheduler = cluster_asked_for(scheduler, workers, settings)
     key = steward_key(lake, settings=settings, doing="ingesting pings")
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
-    check_headers(lake, [str(p) for p in paths], delimiter=delimiter, mapping=pairs)  # before a cluster starts
-    with cluster_for(lake, scheduler, settings=settings, workers=workers, announce=announce) as client:
-        return ingestion.ingest_pings_on_cluster(lake, [str(p) for p in paths], client, key=key, mapping=pairs,
-                                                 tz=tz or settings["ingest.timezone"], delimiter=delimiter,
-                                                 batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
-                                                 announce=announce)
+    sources = [str(p) for p in paths]
+    pieces = plan(lake, sources, rows_per_task=DEFAULT_ROWS_PER_TASK, delimiter=delimiter, mapping=pairs)  # before a cluster starts
+    with cluster_for(scheduler, settings=settings, workers=workers, announce=announce) as client:
+        return ingestion.ingest_pings_on_cluster(lake, sources, client, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"],
+                                                 delimiter=delimiter, batch_rows=settings["ingest.batch_rows"],
+                                                 earliest=settings["ingest.earliest"], announce=announce, pieces=pieces)
 
 
 MAX_RETENTION_HOURS = 24 * 365 * 100  # a retention past a century keeps everything anyway
@@ -331,7 +331,7 @@ def publish(lake: Lake, /, *, epsilon: float | None = None, delta: float | None 
     if not (scheduler or workers):
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce)
     cluster = cluster_asked_for(scheduler, workers, settings)
-    with cluster_for(lake, cluster, settings=settings, workers=workers, announce=announce) as client:
+    with cluster_for(cluster, settings=settings, workers=workers, announce=announce) as client:
         return release(lake, policy=policy, epsilon=epsilon, delta=delta, days=days, engine_name=engine_name, announce=announce,
                        client=client)
 
@@ -355,12 +355,12 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
 
     settings = settings or S.load()
     steward_key(lake, settings=settings, doing="the situational analysis (it reads raw pings)")
-    with cluster_for(lake, cluster_asked_for(scheduler, workers, settings), settings=settings, workers=workers,
+    with cluster_for(cluster_asked_for(scheduler, workers, settings), settings=settings, workers=workers,
                      announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
 
 
-def cluster_for(lake: Lake, scheduler: str | None, /, *, settings: S.Settings, workers: int | None = None, announce=print):
+def cluster_for(scheduler: str | None, /, *, settings: S.Settings, workers: int | None = None, announce=print):
     """The Dask client a steward's job on ``lake`` runs on: ``scheduler`` (a tls:// one, TLS from the settings), else a local
     cluster (TLS with credentials made for the run). A plain-TCP cluster is refused (``analytics.cluster``)."""
     from citylake.analytics import dask_client
@@ -455,7 +455,7 @@ def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: s
         if scheduler:
             from citylake.analytics.fanout import footfall_on_cluster
 
-            with cluster_for(lake, scheduler, settings=settings or S.load(), announce=announce) as client:
+            with cluster_for(scheduler, settings=settings or S.load(), announce=announce) as client:
                 return footfall_on_cluster(lake, client, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings))
         return queries.footfall(lake, by=by, freq=freq, res=res, filters=filters, k=k_for(lake, k, settings=settings),
                                 engine_name=engine_name)

@@ -41,7 +41,7 @@ from citylake.ingestion.errors import UnreadableInput
 from citylake.ingestion.location import OPTIONAL, REQUIRED, validate_pings
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
 from citylake.lake import Lake, Storage, TableMoved
-from citylake.lake.data_files import write_data_files
+from citylake.lake.data_files import parquet_bytes, write_data_files
 from citylake.lake.lake import FENCED_ATTEMPTS
 from citylake.lake.schemas import PARTITION_DATE
 from citylake.lake.storage import ObjectLocation, locate
@@ -103,15 +103,18 @@ class Settled:
 def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: bytes, mapping: Mapping[str, str] | None = None,
                             tz: str = "UTC", delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
                             rows_per_task: int = DEFAULT_ROWS_PER_TASK, now: dt.datetime | None = None,
-                            earliest: dt.date = V.EARLIEST, announce=lambda text: None) -> IngestReport:
+                            earliest: dt.date = V.EARLIEST, announce=lambda text: None,
+                            pieces: list[Piece] | None = None) -> IngestReport:
     """Ingest pings files (paths the workers can read, or ``s3://`` objects on the lake's store) on ``client``'s
-    cluster: the rows one process would land, exactly once, in one commit."""
+    cluster: the rows one process would land, exactly once, in one commit. ``pieces``: the files' ``plan`` when the
+    caller made it already (before starting a cluster)."""
     started = time.perf_counter()
     V.check_timezone(tz)
     lake.require_writable()
     ledger.repair(lake, TABLE)
     checks = Checks(key, dict(mapping or {}), tz, delimiter, batch_rows, V.time_window(earliest, now))
-    pieces = plan(lake, sources, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
+    if pieces is None:
+        pieces = plan(lake, sources, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
     _sweep_stale_runs(lake)
     run = f"{dt.datetime.now(UTC):{RUN_TIME}}-{secrets.token_hex(4)}"
     announce(f"{len(sources)} file(s) in {len(pieces)} task(s) on the cluster …")
@@ -164,7 +167,7 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
         rows_in, offered = rows_in + chunk.rows_in, offered + rows.height
         for (date,), day in (rows.partition_by(PARTITION_DATE, as_dict=True) if rows.height else {}).items():
             name = _staged_file(run, date.isoformat(), piece.number, n)
-            lake.location.write_bytes(name, _parquet(day), private=True)
+            lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4"), private=True)
             files[date.isoformat()].append(name)
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
     return Staged(piece, rows_in, offered, rejected, dict(files), started)
@@ -267,12 +270,6 @@ def _sweep_stale_runs(lake: Lake) -> None:
 
 def _staged_file(run: str, date: str, number: int, chunk: int) -> str:
     return f"{staging_area(run)}/{date}/{number:06d}-{chunk:06d}.parquet"
-
-
-def _parquet(frame: pl.DataFrame) -> bytes:
-    sink = io.BytesIO()
-    frame.write_parquet(sink, compression="lz4")
-    return sink.getvalue()
 
 
 # --- the input: a path the workers share, or an object on the lake's store ------------------------------------------

@@ -38,7 +38,7 @@ def write_data_files(lake: Lake, name: str, rows: pl.DataFrame, /, *, tag: str) 
         values, frame = part
         partition = {column: _partition_text(value) for column, value in zip(spec.partition_by, values)}
         relative = "/".join(f"{c}={v}" for c, v in partition.items()) + f"/part-{tag}-{uuid.uuid4().hex}.parquet"
-        body = _parquet_bytes(frame.to_arrow().select(data_schema.names).cast(data_schema), spec.compression)
+        body = parquet_bytes(frame.to_arrow().select(data_schema.names).cast(data_schema), spec.compression)
         lake.location.write_bytes(f"{lake.relative(name)}/{relative}", body, private=private)
         adds.append(deltalake.transaction.AddAction(relative, len(body), partition, int(time.time() * 1000), True,
                                                     json.dumps(file_stats(frame))))
@@ -49,7 +49,8 @@ def _partition_text(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
+def parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    """``table`` as the bytes of a Parquet file (``compression`` as the table specs name it, e.g. UNCOMPRESSED, lz4)."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression=compression.lower() if compression != "UNCOMPRESSED" else "none")
     return sink.getvalue()

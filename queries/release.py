@@ -77,14 +77,15 @@ def publish(lake: Lake, /, *, policy: Policy, epsilon: float, delta: float, days
 def _released_days(lake: Lake, days: list[dt.date], policy: Policy, epsilon: float, delta: float, engine_name: str,
                    release_id: str, client):
     """(day, its release) for each day in order: made here, or by a task per day on ``client``'s cluster."""
+    public = _public_partitions(lake, policy)  # once: every day is released on the same partitions
     if client is None:
-        runner, public = engine(engine_name, lake), _public_partitions(lake, policy)
+        runner = engine(engine_name, lake)
         for day in days:
             yield day, release_day(lake, day, policy=policy, epsilon=epsilon, delta=delta, engine_name=engine_name,
                                    release_id=release_id, runner=runner, public=public)
         return
     tasks = [client.submit(release_day_task, lake.uri, lake.storage, day, policy=policy, epsilon=epsilon, delta=delta,
-                           engine_name=engine_name, release_id=release_id, pure=False) for day in days]
+                           engine_name=engine_name, release_id=release_id, public=public, pure=False) for day in days]
     for day, task in zip(days, tasks):
         yield day, task.result()
 
