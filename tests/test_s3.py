@@ -92,7 +92,10 @@ def test_the_readme_chain_on_s3_answers_as_on_a_local_disk(seaweed_s3, city, tmp
     assert on_s3["footfall"] == on_disk["footfall"] and len(on_s3["footfall"]) > 5  # DuckDB through httpfs and the log
     assert on_s3["footfall_polars"] == on_disk["footfall_polars"] == on_s3["footfall"]
     places = {"places:" + f["properties"]["id"] for f in json.loads((city / "places.geojson").read_text())["features"]}
-    assert on_s3["released"] and on_disk["released"] and {r["place_id"] for r in on_s3["released"]} <= places  # DP: noise differs
+    # DP: the noise differs, and at this city's size a release holds 2-6 place-hours, at times none: each lake released,
+    # and on public partitions only
+    assert "released footfall_hourly" in on_s3["publish"] and "released footfall_hourly" in on_disk["publish"]
+    assert {r["place_id"] for r in on_s3["released"] + on_disk["released"]} <= places
     assert on_s3["summary"] == on_disk["summary"] and on_s3["summary"]["reports"][0]["pings"] > 0  # Dask, from the s3:// URI
     assert "kepler" in (tmp_path / "s3" / "map.html").read_text().lower()
     assert (tmp_path / "s3" / "reports" / "places_cbd.html").is_file()
