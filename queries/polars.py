@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from citylake.h3_index import polars_expr as X
+from citylake.h3_index.buckets import bucket_width_us
 from citylake.h3_index.polygons import is_polygonal
 from citylake.lake import Lake, registry, scan
 from citylake.queries.base import FootfallBy
@@ -30,21 +31,23 @@ class PolarsEngine:
         return [self._footfall(pings, by=by, freq=freq, res=res, filters=filters) for by, res, freq in views]
 
     def _footfall(self, pings: pl.LazyFrame, *, by: FootfallBy, freq: str, res: int, filters: Filters) -> pl.DataFrame:
-        bucket = X.time_bucket("ts", freq).alias("bucket")
         if by == "cell":
+            bucket = X.time_bucket("ts", freq).alias("bucket")
             cell = pl.col("h3_cell") if res == self.lake.cell_res else X.cell_to_parent("h3_cell", res).alias("h3_cell")
             return (pings.group_by(cell, bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
                     .collect(engine=STREAMING))
         hits, places = self._hits(pings, filters)
-        counts = [pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")]
         if by == "place":
-            per_place = hits.group_by(PLACE, bucket).agg(*counts).collect(engine=STREAMING)
-            return per_place.join(places, on=PLACE).select("place_id", "name", "category", "bucket", "pings", "devices")
-        categories = places.select(pl.col("category").unique()).with_row_index("_category")  # numbers, not names, ride along
+            per_place = counts_per(hits, PLACE, freq)
+            return (per_place.join(places, on=PLACE, maintain_order="left")
+                    .select("place_id", "name", "category", "bucket", "pings", "devices"))
+        categories = (places.select(pl.col("category").unique().sort()).with_row_index("_category")  # numbers ride along
+                      .with_columns(pl.col("_category").cast(pl.UInt32)))
         codes = places.join(categories, on="category").select(PLACE, "_category")
         once = hits.join(codes.lazy(), on=PLACE).unique(subset=["device_id", "ts", "lat", "lon", "_category"])  # once per category
-        per_category = once.group_by("_category", bucket).agg(*counts).collect(engine=STREAMING)
-        return per_category.join(categories, on="_category").select("category", "bucket", "pings", "devices")
+        per_category = counts_per(once, "_category", freq)
+        return (per_category.join(categories, on="_category", maintain_order="left")
+                .select("category", "bucket", "pings", "devices"))
 
     def presence(self, *, filters: Filters) -> pl.DataFrame:
         pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
@@ -87,17 +90,33 @@ class PolarsEngine:
     def covers(self, filters: Filters) -> tuple[pl.DataFrame, np.ndarray, pl.LazyFrame]:
         """The selected polygonal places numbered in ``PLACE`` (place_id, name, category), their shapes by number, and
         their H3 covers (h3_cell, ``PLACE``, interior)."""
-        places = registry.places(self.lake, place_ids=filters.place_ids, categories=filters.categories)
+        places = registry.places(self.lake, place_ids=filters.place_ids, categories=filters.categories).sort("place_id")
         shape_of = registry.shapes(places)  # by place number
-        places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))
+        places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))  # in place_id order
         places = places.filter(pl.Series(is_polygonal(shape_of)))
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
         return places, shape_of, cells
 
 
+SLOT = 2**32  # a group's key: its number times SLOT plus its bucket's number, offset by SLOT / 2 (±20,000 years of 5 min)
+
+
+def counts_per(hits: pl.LazyFrame, number: str, freq: str) -> pl.DataFrame:
+    """Pings and distinct devices per (``number``, bucket of ``freq``), sorted by both: grouped on one integer key, which
+    Polars groups a quarter faster than the pair, and sorted as integers, so the strings joined on later come in order."""
+    width = bucket_width_us(freq)
+    slot = (pl.col("ts").dt.epoch("us").floordiv(width) + SLOT // 2).cast(pl.UInt32)  # strict: never wraps into the number
+    key = pl.col(number).cast(pl.UInt64) * SLOT + slot.cast(pl.UInt64)
+    counts = (hits.group_by(key.alias("_key")).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
+              .collect(engine=STREAMING).sort("_key"))
+    bucket = (((pl.col("_key") % SLOT).cast(pl.Int64) - SLOT // 2) * width).cast(pl.Datetime("us", "UTC"))
+    return counts.select((pl.col("_key") // SLOT).cast(pl.UInt32).alias(number), bucket.alias("bucket"), "pings", "devices")
+
+
 def hits_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> pl.LazyFrame:
     """``pings`` (with h3_cell, lon, lat) once per place of ``cells`` that holds them, with the place's number."""
+    cells = cells.collect().lazy()  # the covers first: the join then builds on a frame in memory (a few % faster)
     candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
     columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
     if len({tuple(column.chunk_lengths()) for column in columns}) > 1:

@@ -154,3 +154,26 @@ def test_hours_and_weekdays_are_read_on_the_city_clock(city_lake, engine):
     assert got.height > 5 and got.equals(want)
     with pytest.raises(BadFilter, match="IANA"):
         Filters(hours=(1,), tz="Mars/Olympus")
+
+
+@pytest.mark.parametrize("freq", ["5min", "1h", "1d"])
+def test_one_key_per_place_and_bucket_keeps_every_bucket_apart(freq):
+    """The Polars engine groups on one integer (place number and bucket number together): places far apart in number,
+    times on either side of 1970 and of a bucket's edge, each group its own, with its bucket's start (oracle: grouping on
+    the pair with Polars' own truncate)."""
+    from citylake.h3_index.buckets import bucket_width_us
+    from citylake.queries.polars import counts_per
+
+    width = bucket_width_us(freq)
+    edges = [dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), dt.datetime(1970, 1, 1, tzinfo=UTC),
+             dt.datetime(2026, 10, 1, 8, 59, 59, 999999, tzinfo=UTC), dt.datetime(2026, 10, 1, 9, tzinfo=UTC),
+             dt.datetime(1901, 3, 1, 12, 7, tzinfo=UTC), dt.datetime(2099, 12, 31, 23, 58, tzinfo=UTC)]
+    hits = pl.DataFrame({"_n": [n for n in (0, 1, 7, 2**32 - 1) for _ in edges for _ in range(2)],
+                         "ts": [t for _ in range(4) for t in edges for _ in range(2)],
+                         "device_id": [d for _ in range(4) for _ in edges for d in (1, 2)]},
+                        schema={"_n": pl.UInt32, "ts": pl.Datetime("us", "UTC"), "device_id": pl.Int64})
+    got = counts_per(hits.lazy(), "_n", freq)
+    want = (hits.group_by("_n", pl.col("ts").dt.truncate(f"{width}us").alias("bucket"))
+            .agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")).sort("_n", "bucket"))
+    assert got.equals(want)
+    assert got.height == want.height > 4 * 4
