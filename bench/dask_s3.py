@@ -5,12 +5,15 @@ in one process; two data shapes (bench.month_ingest's)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ def bench_dask_footfall_s3(rows: int, work: Path) -> dict:
         for shape, (make, zones) in {"uniform_shuffled": (uniform_shuffled, grid_zones),
                                      "hotspots_time_ordered": (hotspots_time_ordered, park_zones)}.items():
             lake = _s3_lake(work / shape, server, make(rows), zones())
-            out[shape] = _measure(lake, work / shape)
+            out[shape] = _measure(lake, work / shape, server.process)
         return out
     finally:
         server.stop()
@@ -92,7 +95,7 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
         landed["one_process"] = lake.rows("pings")
 
     out: dict = {"pings": pings.num_rows, "one_process_s": _summary(median_run(one_process, INGEST_REPEATS)[0])}
-    for workers, client in _one_then_two_workers(folder):
+    for workers, client, processes in _one_then_two_workers(folder):
 
         def on_cluster(client=client, workers=workers):
             lake = _fresh_lake(server)
@@ -100,7 +103,9 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
             landed[f"workers_{workers}"] = lake.rows("pings")
 
         on_cluster()  # warm-up: imports on the workers
-        out[f"workers_{workers}_s"] = _summary(median_run(on_cluster, INGEST_REPEATS)[0])
+        with _cpu_per_run({**processes, "seaweedfs": [server.process]}, INGEST_REPEATS) as cpu:
+            out[f"workers_{workers}_s"] = _summary(median_run(on_cluster, INGEST_REPEATS)[0])
+        out[f"workers_{workers}_cpu_s_per_run"] = cpu
     out["rows_landed"] = landed
     out["same_rows"] = len(set(landed.values())) == 1
     for stat in ("best", "median"):
@@ -138,7 +143,7 @@ def _s3_lake(folder: Path, server, pings, zones):
     return lake
 
 
-def _measure(lake, folder: Path) -> dict:
+def _measure(lake, folder: Path, server) -> dict:
 
     from citylake.analytics.fanout import footfall_on_cluster
     from citylake.queries import footfall
@@ -146,10 +151,12 @@ def _measure(lake, folder: Path) -> dict:
     one_process, result = median_run(lambda: footfall(lake, freq="1h", k=1), REPEATS)
     out: dict = {"pings": lake.rows("pings"), "days": len(lake.rows_per_partition("pings", "date")), "groups": result.table.num_rows,
                  "one_process_s": _summary(one_process)}
-    for workers, client in _one_then_two_workers(folder):
+    for workers, client, processes in _one_then_two_workers(folder):
         footfall_on_cluster(lake, client, freq="1h", k=1)  # warm-up: imports, covers, connections
-        seconds, fanned = median_run(lambda client=client: footfall_on_cluster(lake, client, freq="1h", k=1), REPEATS)
+        with _cpu_per_run({**processes, "seaweedfs": [server]}, REPEATS) as cpu:
+            seconds, fanned = median_run(lambda client=client: footfall_on_cluster(lake, client, freq="1h", k=1), REPEATS)
         out[f"workers_{workers}_s"] = _summary(seconds)
+        out[f"workers_{workers}_cpu_s_per_run"] = cpu
         out[f"workers_{workers}_same_answer"] = fanned.table.equals(result.table)
     for stat in ("best", "median"):
         out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
@@ -157,7 +164,8 @@ def _measure(lake, folder: Path) -> dict:
 
 
 def _one_then_two_workers(folder: Path):
-    """(1, client) with one `citylake worker` joined to a TLS scheduler, then (2, client) with a second one; all stopped after."""
+    """(1, client, processes) with one `citylake worker` joined to a TLS scheduler, then (2, …) with a second one (the
+    processes by role: scheduler, workers); all stopped after."""
     from distributed import Client
 
     address, security, processes = _tls_scheduler(folder)
@@ -166,11 +174,38 @@ def _one_then_two_workers(folder: Path):
             processes += [_worker(address, folder, n) for n in range(len(processes) - 1, workers)]
             with Client(address, security=security, timeout="30s") as client:
                 client.wait_for_workers(workers, timeout=120)
-                yield workers, client
+                yield workers, client, {"scheduler": processes[:1], "workers": processes[1:]}
     finally:
         for process in reversed(processes):
             process.terminate()
             process.wait(timeout=30)
+
+
+@contextmanager
+def _cpu_per_run(processes: dict[str, list], runs: int) -> Iterator[dict]:
+    """CPU seconds (user + system, children included) each role spent per run while the block ran, and this process's
+    own (the client) — on a 2-core machine what the workers did not get: the store, the scheduler and the client share
+    the cores with them. Filled in when the block ends."""
+    import psutil
+
+    roles = {**{role: [psutil.Process(p.pid) for p in group] for role, group in processes.items()}, "client": [psutil.Process()]}
+    before = {role: _cpu_s(group) for role, group in roles.items()}
+    spent: dict = {}
+    yield spent
+    spent.update({role: round((_cpu_s(group) - before[role]) / runs, 2) for role, group in roles.items()})
+    spent["outside_workers"] = round(sum(v for role, v in spent.items() if role != "workers"), 2)
+
+
+def _cpu_s(group: list) -> float:
+    import psutil
+
+    total = 0.0
+    for process in group:
+        for each in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = each.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def _summary(seconds: list[float]) -> dict:

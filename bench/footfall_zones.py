@@ -34,7 +34,7 @@ TARGETS = "≥15x DuckDB ST_Contains, ≥25x GeoPandas sjoin, faster than Sedona
 def bench_footfall_zones(rows: int, work: Path) -> dict:
     out: dict = {"repeats": REPEATS, "targets": TARGETS,
                  "how": f"each shape on a lake freshly ingested by `ingest_pings` (no compaction after); every contender {REPEATS}"
-                        " times in turn, *_s its median; baselines get the lake's own pings in memory (their load not timed)"}
+                        " times after a warm-up run, *_s its median; baselines get the lake's own pings in memory (their load not timed)"}
     shapes: dict[str, Callable[[Path], tuple[Path, pa.Table]]] = {
         "grid_uniform": lambda folder: (_zones_file(folder, grid_zones()), uniform_shuffled(rows)),
         "voronoi_hotspots": lambda folder: (_zones_file(folder, voronoi_zones(1_000)), hotspots_time_ordered(rows)),
@@ -108,6 +108,7 @@ def _one_shape(folder: Path, places: Path, pings: pa.Table) -> dict:
                  "counts": {}}
 
     def measure(name: str, fn: Callable[[], tuple[int, int, int]]) -> None:
+        fn()  # a warm-up run each: compiled kernels and caches loaded, for the baselines as for citylake
         seconds, counts = median_run(fn, REPEATS)
         out[f"{name}_s"], out["runs_s"][name] = round(float(np.median(seconds)), 3), [round(s, 3) for s in seconds]
         out["counts"][name] = list(counts)

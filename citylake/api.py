@@ -142,8 +142,9 @@ def frame(lake: Lake, table: str, /, *, as_of: int | str | None = None, settings
 
 
 def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None = None, mapping: str | Mapping[str, str] | None = None,
-                 tz: str | None = None, delimiter: str | None = None, progress: bool = False) -> IngestReport:
-    """A pings file into ``pings``, pseudonymised with the steward's key (``mapping``: ``"device_id=uid,…"`` or a dict)."""
+                 tz: str | None = None, delimiter: str | None = None, progress: bool = False, compact: bool = True) -> IngestReport:
+    """A pings file into ``pings``, pseudonymised with the steward's key (``mapping``: ``"device_id=uid,…"`` or a dict);
+    ``compact=False`` leaves the partitions it touched for ``merge_ingested`` after the last of several files."""
     from citylake import ingestion
 
     settings = settings or S.load()
@@ -151,7 +152,20 @@ def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None
     pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
     return ingestion.ingest_pings(lake, path, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
                                   batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
-                                  buffer_mb=settings["ingest.buffer_mb"], progress=progress)
+                                  buffer_mb=settings["ingest.buffer_mb"], progress=progress, compact=compact)
+
+
+def merge_ingested(lake: Lake, reports: list[IngestReport], /) -> int:
+    """Merge the files of every partition these ingests (run with ``compact=False``) left in more than one file, one
+    commit per table: several files ingested in turn are merged once at the end, not after each. How many were merged."""
+    merged = 0
+    for table in sorted({report.table for report in reports}):
+        touched: dict[str, set] = {}
+        for report in (r for r in reports if r.table == table):
+            for column, values in report.touched.items():
+                touched.setdefault(column, set()).update(values)
+        merged += lake.merge_crowded(table, touched) if touched else 0
+    return merged
 
 
 def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings: S.Settings | None = None, scheduler: str | None = None,
@@ -191,15 +205,15 @@ def stopped_cluster_runs(lake: Lake, /, *, hours: int, remove: bool = False) -> 
 
 def ingest_readings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None = None,
                     mapping: str | Mapping[str, str] | None = None, tz: str | None = None, delimiter: str | None = None,
-                    progress: bool = False) -> IngestReport:
-    """A readings file into ``readings`` (sensors must be registered first)."""
+                    progress: bool = False, compact: bool = True) -> IngestReport:
+    """A readings file into ``readings`` (sensors must be registered first); ``compact`` as for ``ingest_pings``."""
     from citylake import ingestion
 
     settings = settings or S.load()
     pairs = _mapping(mapping, ingestion.READING_REQUIRED)
     return ingestion.ingest_readings(lake, path, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
                                      batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
-                                     buffer_mb=settings["ingest.buffer_mb"], progress=progress)
+                                     buffer_mb=settings["ingest.buffer_mb"], progress=progress, compact=compact)
 
 
 def ingest_sensors(lake: Lake, path: str | Path, /, *, progress: bool = False) -> IngestReport:

@@ -58,6 +58,7 @@ class IngestReport:
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    touched: dict[str, set] = field(default_factory=dict, repr=False)  # partition values committed: what a merge may take
 
     def line(self) -> str:
         """The one-line summary printed after an ingest."""
@@ -224,9 +225,7 @@ class BatchWriter:
         """Merge the files of each partition this run touched that now holds more than one (several commits of a file
         too large for one buffer, or an earlier file's rows in the same partition), so a freshly ingested table reads
         as fast as a compacted one. One commit; partitions already in one file are not rewritten."""
-        crowded = self.lake.crowded_partitions(self.table, self.touched)
-        if crowded:
-            self.lake.compact_partitions(self.table, crowded)
+        self.lake.merge_crowded(self.table, self.touched)
 
     def prepare(self, chunk: Chunk) -> Chunk:
         """Cast, partition and sort the good rows (runs on the prefetch thread, off the commit path)."""
@@ -334,6 +333,7 @@ def run(writer: BatchWriter, chunks: Iterator[Chunk], *, total_bytes: int = 0, p
             writer.commit(index, chunk)
             bar.update(task, completed=chunk.bytes_done)
         writer.flush()
+        writer.report.touched = {column: set(values) for column, values in writer.touched.items()}
         if compact:
             bar.update(task, description=" (merging the run's files per partition…)")
             writer.compact_touched()

@@ -277,8 +277,11 @@ def _staged_file(run: str, date: str, number: int, chunk: int) -> str:
 def _raw_chunks(piece: Piece, storage: Storage | None, checks: Checks) -> Iterator[RawChunk]:
     if piece.row_groups is not None:
         with _parquet_file(piece.source, storage) as opened:
-            yield from parquet_chunks(Path(piece.source), batch_rows=checks.batch_rows, row_groups=piece.row_groups,
-                                      opened=opened)
+            try:
+                yield from parquet_chunks(Path(piece.source), batch_rows=checks.batch_rows, row_groups=piece.row_groups,
+                                          opened=opened)
+            except UnreadableInput as err:  # said of a path: say it of the source as given (s3://… is no path)
+                raise UnreadableInput(piece.source, err.why) from None
         return
     with local_copy(piece.source, storage) as path:
         yield from chunks(path, batch_rows=checks.batch_rows, delimiter=checks.delimiter, suffix=Path(piece.source).suffix)

@@ -147,9 +147,10 @@ def sensor_cells(lake: Lake) -> pl.DataFrame:
 def ingest_readings(
     lake: Lake, path: str | Path, /, *, mapping: Mapping[str, str] | None = None, tz: str = "UTC", delimiter: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS, progress: bool = False, now: dt.datetime | None = None, earliest: dt.date = V.EARLIEST,
-    buffer_mb: int = DEFAULT_BUFFER_MB,
+    buffer_mb: int = DEFAULT_BUFFER_MB, compact: bool = True,
 ) -> IngestReport:
-    """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too)."""
+    """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too); the run's
+    files are merged per partition at its end unless ``compact=False``."""
     path = Path(path)
     V.check_timezone(tz)
     V.check_columns(columns(path, delimiter=delimiter), mapping or {}, str(path), READING_REQUIRED)
@@ -158,7 +159,7 @@ def ingest_readings(
     window = V.time_window(earliest, now)
     parts = validated(chunks(path, batch_rows=batch_rows, delimiter=delimiter),
                       lambda raw: validate_readings(raw, str(path), known=known, mapping=mapping or {}, tz=tz, window=window))
-    return run(writer, parts, total_bytes=path.stat().st_size, progress=progress)
+    return run(writer, parts, total_bytes=path.stat().st_size, progress=progress, compact=compact)
 
 
 def validate_readings(

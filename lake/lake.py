@@ -683,11 +683,12 @@ class Lake:
         table = self._delta(name)
         return table.optimize.compact(target_size=target_mb * 1024 * 1024, writer_properties=_writer_properties(self.spec(name)))
 
-    def crowded_partitions(self, name: str, partitions: dict[str, set], /) -> dict[str, set]:
-        """Of the partitions where each column takes one of the given values, the values of those held in more than one
-        file (read from the log)."""
+    def merge_crowded(self, name: str, partitions: dict[str, set], /) -> int:
+        """Merge the files of each of these partitions held in more than one file (one commit); how many were merged."""
         crowded = self.crowded(name, partitions)
-        return {c: {p[c] for p in crowded} for c in partitions} if crowded else {}
+        if crowded:
+            self.compact_partitions(name, {c: {p[c] for p in crowded} for c in partitions})
+        return len(crowded)
 
     def crowded(self, name: str, partitions: dict[str, set], /, *, min_files: int = 2) -> list[dict[str, str]]:
         """Each partition where every column takes one of the given values and that is held in ``min_files`` files or

@@ -27,13 +27,17 @@ def spent(lake: Lake, days: list[dt.date], /) -> pl.DataFrame:
 def check_budget(lake: Lake, policy: Policy, days: list[dt.date], /, *, epsilon: float, delta: float) -> None:
     """Refuse a release of ``epsilon`` and ``delta`` per day that would take any of ``days`` past the policy's budget."""
     so_far = spent(lake, days)
-    over = so_far.filter((pl.col("epsilon") + epsilon > policy.epsilon_per_day + 1e-9)
-                         | (pl.col("delta") + delta > policy.delta_per_day * (1 + 1e-9)))
+    past_epsilon = pl.col("epsilon") + epsilon > policy.epsilon_per_day + 1e-9
+    past_delta = pl.col("delta") + delta > policy.delta_per_day * (1 + 1e-9)
+    over = so_far.filter(past_epsilon | past_delta)
     if over.height:
         first = over.row(0, named=True)
+        smaller = "a smaller epsilon" if over.select(past_epsilon.any()).item() else ""
+        if over.select(past_delta.any()).item():  # say so: a smaller epsilon would not help
+            smaller += f"{' and ' if smaller else ''}a smaller delta (--delta 0: Laplace noise, no delta spent)"
         raise Refused(f"a release of epsilon {epsilon:g} (delta {delta:g}) would take {over.height} day(s) past the lake's budget of "
                       f"epsilon {policy.epsilon_per_day:g} (delta {policy.delta_per_day:g}) per day: {first['day']} has spent "
-                      f"epsilon {first['epsilon']:g} (delta {first['delta']:g}); release fewer days or a smaller epsilon")
+                      f"epsilon {first['epsilon']:g} (delta {first['delta']:g}); release fewer days or {smaller}")
 
 
 def record(lake: Lake, release_id: str, spending: dict[tuple[dt.date, str], tuple[float, float]], /) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from conftest import make_pings
 
@@ -92,6 +93,31 @@ def test_lake_from_environment_then_default_directory(sample_lake, tmp_path):
 def test_time_travel_from_the_command_line(sample_lake):
     rows = json.loads(ok("--lake", sample_lake, "tables", "--as-of", "0", "--format", "json"))
     assert {r["rows"] for r in rows} == {0}
+
+
+def test_several_pings_files_land_each_then_merge_once(tmp_path):
+    """Three files over the same days in one command: a line per file, then the partitions they touched merged once (one
+    OPTIMIZE after the three writes, not one per file after the first), each in one file; the rows those of three commands."""
+    files = []
+    for seed in range(3):
+        rows = make_pings(3_000, seed=seed, days=2).drop_columns(["h3_cell"])
+        files.append(tmp_path / f"pings-{seed}.csv")
+        files[-1].write_text(pl.from_arrow(rows).with_columns(pl.col("device_id").cast(pl.String)).write_csv())
+    together, apart = str(tmp_path / "together"), str(tmp_path / "apart")
+    for root in (together, apart):
+        ok("--lake", root, "init")
+    done = citylake("--lake", together, "ingest", "pings", *map(str, files))
+    assert done.returncode == 0 and done.stdout.count("→ pings: ") == 3, done.stderr
+    assert "merged the files of" in done.stderr and "Traceback" not in done.stderr
+    for path in files:
+        ok("--lake", apart, "ingest", "pings", str(path))
+    operations = [h["operation"] for h in json.loads(ok("--lake", together, "maintain", "history", "pings", "--format", "json"))]
+    assert operations == ["OPTIMIZE", "WRITE", "WRITE", "WRITE", "CREATE TABLE"]
+    stats = Lake.open(together).stats("pings")
+    assert stats.files == stats.partitions
+    ordered = ["device_id", "ts", "lat", "lon"]
+    assert Lake.open(together).table("pings").to_pyarrow_table().sort_by([(c, "ascending") for c in ordered]).equals(
+        Lake.open(apart).table("pings").to_pyarrow_table().sort_by([(c, "ascending") for c in ordered]))
 
 
 def test_maintenance_commands(tmp_path):

@@ -150,6 +150,13 @@ def test_pings_in_the_store_are_ingested_by_tls_workers_in_one_commit(seaweed_s3
 
     missing = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/missing.csv", "--scheduler", address, env={**steward, **tls})
     assert missing.returncode == 1 and missing.stderr.strip().endswith("missing.csv: no such object on the store"), missing.stderr
+    pq.write_table(raw_pings(3_000, seed=7).to_arrow(), tmp_path / "damaged.parquet", use_dictionary=False)
+    damaged = bytearray((tmp_path / "damaged.parquet").read_bytes())
+    damaged[200:len(damaged) // 2] = bytes((b * 7 + 13) % 256 for b in damaged[200:len(damaged) // 2])  # pages, not the footer
+    obstore.put(store, "damaged.parquet", bytes(damaged))
+    broken = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/damaged.parquet", "--scheduler", address, env={**steward, **tls})
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr
+    assert f"{inbox}/damaged.parquet: not a readable Parquet file" in broken.stderr.strip().splitlines()[-1]  # its URI, as given
 
     analyst = clean_env(**seaweed_s3.env(seaweed.ANALYST_KEYS), CITYLAKE_PSEUDONYM_KEY=TEST_KEY)
     refused = citylake("--lake", lake_uri, "ingest", "pings", f"{inbox}/a.csv", "--scheduler", address, env={**analyst, **tls})

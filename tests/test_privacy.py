@@ -117,9 +117,15 @@ def test_the_ledger_refuses_a_day_past_its_budget(tmp_path):
     check_budget(lake, policy, days, epsilon=1.0, delta=1e-6)  # a whole day's budget is allowed once
     record(lake, "r1", {(days[0], "footfall_hourly"): (0.7, 0.0)})
     check_budget(lake, policy, days, epsilon=0.3, delta=0.0)
-    with pytest.raises(Refused, match="2026-11-02 has spent epsilon 0.7"):
+    with pytest.raises(Refused, match="2026-11-02 has spent epsilon 0.7") as refused:
         check_budget(lake, policy, days, epsilon=0.31, delta=0.0)
+    assert "a smaller epsilon" in str(refused.value) and "delta (" not in str(refused.value)
     assert spent(lake, days)["epsilon"].to_list() == [0.7, 0.0]
+    record(lake, "r2", {(days[1], "footfall_hourly"): (0.1, 1e-6)})  # day two: its whole delta spent
+    with pytest.raises(Refused, match="2026-11-03 has spent epsilon 0.1 \\(delta 1e-06\\)") as refused:
+        check_budget(lake, policy, days[1:], epsilon=0.1, delta=1e-7)
+    assert "a smaller delta (--delta 0" in str(refused.value) and "smaller epsilon" not in str(refused.value)
+    check_budget(lake, policy, days[1:], epsilon=0.1, delta=0.0)  # Laplace noise spends no delta: allowed
 
 
 @pytest.mark.parametrize("delta", [0.0, 1e-6])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from citylake.cli.options import Context, options, pass_context
-from citylake.cli.output import note, progress_wanted, say
+from citylake.cli.output import note, progress_wanted, say, status
 
 
 @click.group()
@@ -23,6 +25,23 @@ def _each(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
     lake = ctx.open(write=True)
     for path in files:
         say(ingest_one(lake, path, progress=progress_wanted()).line())
+
+
+def _each_merged_once(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
+    """``_each`` for a row feed: ``ingest_one(lake, path, progress, compact)``; with several files, each lands unmerged
+    and the partitions they touched are merged once at the end (each file merging them again rewrites them each time)."""
+    from citylake import api
+
+    if len(files) == 1:
+        return _each(ctx, files, lambda lake, path, progress: ingest_one(lake, path, progress, True))
+    lake, reports = ctx.open(write=True), []
+    for path in files:
+        reports.append(ingest_one(lake, path, progress_wanted(), False))
+        say(reports[-1].line())
+    started = time.perf_counter()
+    with status(f"merging the files of the partitions these {len(files)} files touched…"):
+        merged = api.merge_ingested(lake, reports)
+    note(f"merged the files of {merged:,} partitions in {time.perf_counter() - started:.1f}s")
 
 
 TZ = click.option("--tz", help="Time zone of timestamps that carry no offset (setting ingest.timezone; default UTC).")
@@ -65,8 +84,8 @@ def pings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | N
     if remote:
         raise click.UsageError(f"{remote[0]} is on object storage: ingest it on a Dask cluster (--scheduler or --workers), "
                                "whose workers read it there")
-    _each(ctx, files, lambda lake, path, progress: api.ingest_pings(lake, path, settings=ctx.settings, mapping=mapping, tz=tz,
-                                                                   delimiter=delimiter, progress=progress))
+    _each_merged_once(ctx, files, lambda lake, path, progress, compact: api.ingest_pings(
+        lake, path, settings=ctx.settings, mapping=mapping, tz=tz, delimiter=delimiter, progress=progress, compact=compact))
 
 
 @ingest.command(name="sensors")
@@ -100,8 +119,8 @@ def readings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str 
     """
     from citylake import api
 
-    _each(ctx, files, lambda lake, path, progress: api.ingest_readings(lake, path, settings=ctx.settings, mapping=mapping, tz=tz,
-                                                                      delimiter=delimiter, progress=progress))
+    _each_merged_once(ctx, files, lambda lake, path, progress, compact: api.ingest_readings(
+        lake, path, settings=ctx.settings, mapping=mapping, tz=tz, delimiter=delimiter, progress=progress, compact=compact))
 
 
 @ingest.command(name="places")
