@@ -2,8 +2,8 @@
 
 Places: distinct devices in 15-minute windows, per place and quarter-hour of the day (rush hours change within an hour),
 weekdays apart from weekend days: the median (``usual``) and the MAD, for a kind of day the history holds at least
-``MIN_KIND_DAYS`` days of (none otherwise: a weekday says nothing of a Sunday). Every place counts at every quarter-hour of the history's days, an empty one
-as zero.
+``MIN_KIND_DAYS`` days of (none otherwise: a weekday says nothing of a Sunday). Every place counts at every quarter-hour of
+the history's days, an empty one as zero.
 
 Sensors: each reading per sensor, metric and hour of day (by kind of day the same way): median and MAD; and per metric a ceiling
 of ten times the 90th percentile, beyond which a value is impossible.

@@ -112,9 +112,9 @@ class SensorState:
 class Watcher:
     """The detector's state and its steps; ``run`` polls until stopped."""
 
-    def __init__(self, lake: Lake, /, *, k: int, config: WatchConfig = WatchConfig(), publish: Callable[[dict], None] | None = None,
+    def __init__(self, lake: Lake, /, *, k: int, config: WatchConfig | None = None, publish: Callable[[dict], None] | None = None,
                  announce: Callable[[str], None] = print) -> None:
-        self.lake, self.k, self.config, self.publish, self.announce = lake, k, config, publish, announce
+        self.lake, self.k, self.config, self.publish, self.announce = lake, k, config or WatchConfig(), publish, announce
         self.finder = PlaceFinder(lake)
         sensors = registry.sensors(lake, columns=("sensor_id", "kind", "place_id"))
         self.sensor_place = dict(zip(sensors["sensor_id"], sensors["place_id"]))
@@ -148,8 +148,8 @@ class Watcher:
                           _floor_step(latest - self.config.lateness) if latest else None)
         if saved.evaluated is not None and latest is not None and latest - saved.evaluated > MAX_CATCH_UP:
             self.announce(f"watch: the last watch stopped at {saved.evaluated:%Y-%m-%d %H:%M} UTC, more than "
-                          f"{MAX_CATCH_UP.total_seconds() / 3600:g} h before the latest data; watching from {here.evaluated:%Y-%m-%d %H:%M} "
-                          "UTC (`citylake report` covers the time between)")
+                          f"{MAX_CATCH_UP.total_seconds() / 3600:g} h before the latest data; watching from "
+                          f"{here.evaluated:%Y-%m-%d %H:%M} UTC (`citylake report` covers the time between)")
             return here
         if saved.evaluated is None:
             return here
@@ -284,7 +284,8 @@ class Watcher:
                  .sort("usual").group_by("place_id").last())
         scored = counts.join(usual, on="place_id").with_columns(count_z(extra=1.4826 * pl.col("mad")).alias("z"),
                                                                 (pl.col("devices") / pl.col("usual").clip(1.0)).alias("ratio"))
-        flagged = scored.filter((pl.col("devices") >= self.k) & (pl.col("ratio") >= self.config.surge_ratio) & (pl.col("z") >= self.config.surge_z))
+        flagged = scored.filter((pl.col("devices") >= self.k) & (pl.col("ratio") >= self.config.surge_ratio)
+                                & (pl.col("z") >= self.config.surge_z))
         for row in _innermost(self.finder, flagged).iter_rows(named=True):
             severity, evidence = _surge_judgement(row, start, self.k)
             self.episodes.flag(SURGE, row["place_id"], place_id=row["place_id"], start=start, end=at, severity=severity,
@@ -318,7 +319,8 @@ class Watcher:
         ceiling = row.get("ceiling")
         fault, since = None, ts
         if value < 0 or (ceiling is not None and value > ceiling):
-            fault = f"{row['metric']} {value:g} is impossible (beyond {ceiling:g})" if ceiling is not None else f"{row['metric']} {value:g} < 0"
+            beyond = f"is impossible (beyond {ceiling:g})" if ceiling is not None else "< 0"
+            fault = f"{row['metric']} {value:g} {beyond}"
         elif state.run >= self.config.flat_readings and not _quiet_zero(row):
             fault, since = f"{row['metric']} flat at {value:g} for {state.run} readings", state.run_start
         if fault:

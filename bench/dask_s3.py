@@ -59,8 +59,9 @@ def bench_dask_ingest_s3(rows: int, work: Path) -> dict:
     server = seaweed.start(work / "seaweedfs-ingest")
     try:
         out: dict = {"how": f"{rows:,} pings in {INGEST_FILES} Parquet files into a fresh s3:// lake, each setting "
-                            f"{INGEST_REPEATS} runs in turn; one process reads the files from local disk (its buffered run, "
-                            "then merging per partition), the cluster from s3:// (tasks per file; one commit)",
+                            f"{INGEST_REPEATS} runs in turn; one process reads the files from local disk (as the CLI: each "
+                            "file's buffered run, the partitions merged once after the last), the cluster from s3:// "
+                            "(tasks per file; one commit)",
                      "target": "2 workers >= 1.6x 1 worker (best of N and median)"}
         for shape, make in {"uniform_shuffled": uniform_shuffled, "hotspots_time_ordered": hotspots_time_ordered}.items():
             out[shape] = _measure_ingest(server, make(rows), work / f"ingest-{shape}")
@@ -73,6 +74,7 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
     import obstore
     import pyarrow.parquet as pq
 
+    from citylake.api import merge_ingested
     from citylake.ingestion.fanout import ingest_pings_on_cluster
     from citylake.ingestion.location import ingest_pings
     from citylake.lake.storage import locate
@@ -88,10 +90,9 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
         files.append((local, f"{inbox}/{local.name}"))
     landed: dict = {}
 
-    def one_process():
+    def one_process():  # as `citylake ingest pings FILE…` runs: each file lands unmerged, the partitions merged once after
         lake = _fresh_lake(server)
-        for local, _ in files:
-            ingest_pings(lake, local, key=KEY)
+        merge_ingested(lake, [ingest_pings(lake, local, key=KEY, compact=False) for local, _ in files])
         landed["one_process"] = lake.rows("pings")
 
     out: dict = {"pings": pings.num_rows, "one_process_s": _summary(median_run(one_process, INGEST_REPEATS)[0])}

@@ -58,7 +58,8 @@ def _one_city(work: Path, *, devices: int, days: int, seed: int) -> dict:
 
     def feed(lo: dt.datetime | None, hi: dt.datetime) -> None:
         for frame, name in ((pings, "pings"), (readings, "readings")):
-            mask = pl.col("ts") < pl.lit(_iso(hi)) if lo is None else pl.col("ts").is_between(pl.lit(_iso(lo)), pl.lit(_iso(hi)), closed="left")
+            before_hi = pl.col("ts") < pl.lit(_iso(hi))
+            mask = before_hi if lo is None else pl.col("ts").is_between(pl.lit(_iso(lo)), pl.lit(_iso(hi)), closed="left")
             frame.filter(mask).write_csv(work / f"{name}.csv")
         ingest_pings(lake, work / "pings.csv", key=KEY)
         ingest_readings(lake, work / "readings.csv")
@@ -426,5 +427,6 @@ def _three_times(work: Path, *, base: int, days: int, seed: int) -> dict:
     inside = alerts.filter((pl.col("start") < surge_to) & (pl.col("end") > surge_from))
     raised = [watcher.raised_at[a] for a in inside["alert_id"] if a in watcher.raised_at]
     return {"history_days": len(history), "live_day": live_day.date().isoformat(), "history_pings": len(rows),
-            "surge_found": bool(raised), "latency_event_minutes": round((min(raised) - surge_from).total_seconds() / 60, 1) if raised else None,
+            "surge_found": bool(raised),
+            "latency_event_minutes": round((min(raised) - surge_from).total_seconds() / 60, 1) if raised else None,
             "alerts_outside_surge": alerts.height - inside.height, "evidence": inside["evidence"].to_list()[:1]}

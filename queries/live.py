@@ -30,6 +30,7 @@ class PlaceFinder:
     def hits(self, pings: pl.DataFrame, /) -> pl.DataFrame:
         """``pings`` (device_id, ts, lat, lon, h3_cell) as place_id, device_id, ts: once per place that holds each."""
         if pings.is_empty() or self.places.is_empty():
-            return pl.DataFrame(schema={"place_id": pl.String, "device_id": pl.Int64, "ts": pings.schema.get("ts", pl.Datetime("us", "UTC"))})
+            ts = pings.schema.get("ts", pl.Datetime("us", "UTC"))
+            return pl.DataFrame(schema={"place_id": pl.String, "device_id": pl.Int64, "ts": ts})
         found = hits_in(pings.lazy().select("device_id", "ts", "lat", "lon", "h3_cell"), self._cells.lazy(), self._shapes).collect()
         return found.join(self.places.select(PLACE, "place_id"), on=PLACE).select("place_id", "device_id", "ts")

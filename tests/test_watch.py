@@ -112,8 +112,9 @@ def city(tmp_path_factory):
     parts = [(None, edges[0])] + list(zip(edges, edges[1:]))
     hours = []
     for i, (lo, hi) in enumerate(parts):
-        def cut(frame, name, lo=lo, hi=hi):
-            mask = pl.col("ts") < pl.lit(_iso(hi)) if lo is None else pl.col("ts").is_between(pl.lit(_iso(lo)), pl.lit(_iso(hi)), closed="left")
+        def cut(frame, name, lo=lo, hi=hi, i=i):
+            before_hi = pl.col("ts") < pl.lit(_iso(hi))
+            mask = before_hi if lo is None else pl.col("ts").is_between(pl.lit(_iso(lo)), pl.lit(_iso(hi)), closed="left")
             frame.filter(mask).write_csv(root / f"{name}-{i:03d}.csv")
             return root / f"{name}-{i:03d}.csv"
         hours.append((cut(pings, "pings"), cut(readings, "readings"), hi))
