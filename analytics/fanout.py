@@ -1,10 +1,10 @@
-"""Footfall on a Dask cluster: one task per UTC day of pings, each through the same query functions as one process
-(``queries.footfall``), combined and made k-anonymous in the client.
+"""Footfall on a Dask cluster: one task per span of whole UTC days of pings (``day_spans``), each through the same query
+functions as one process (``queries.footfall``), combined and made k-anonymous in the client.
 
-Pings are partitioned by UTC date, and a bucket of up to a day never crosses midnight UTC, so a day's groups are whole:
-the days' frames are concatenated, never merged, and the answer is the one-process answer exactly. Each task opens the
+Pings are partitioned by UTC date, and a bucket of up to a day never crosses midnight UTC, so a span's groups are whole:
+the spans' frames are concatenated, never merged, and the answer is the one-process answer exactly. Each task opens the
 lake from its URI and storage settings, so a worker needs only to reach the lake (an ``s3://`` one: the store), and holds
-one day's pings at a time: a window larger than one machine's memory fits.
+one span's pings at a time (at most ``TASK_PINGS``, or one day): a window larger than one machine's memory fits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import datetime as dt
 
 import polars as pl
 
+from citylake.analytics.detect import MIN_TASKS, TASK_PINGS
 from citylake.h3_index.buckets import BUCKETS_US
 from citylake.lake import Lake
 from citylake.lake.storage import Storage
@@ -28,32 +29,56 @@ UTC = dt.timezone.utc
 
 def footfall_on_cluster(lake: Lake, client, /, *, by: FootfallBy = "place", freq: str = "1h", res: int | None = None,
                         filters: Filters = NO_FILTERS, k: int = DEFAULT_K) -> QueryResult:
-    """``queries.footfall`` on ``client``'s cluster, one task per day; the same answer as one process."""
+    """``queries.footfall`` on ``client``'s cluster, one task per span of days; the same answer as one process."""
     if freq not in BUCKETS_US or DAY_US % BUCKETS_US[freq]:
         raise BadFilter("freq", freq, "footfall on a cluster needs buckets that divide a day (5min … 1d); run it in one process")
-    tasks = [client.submit(day_footfall, lake.uri, lake.storage, day, by=by, freq=freq, res=res, filters=filters, pure=False)
-             for day in days_in(lake, filters)]
+    spans = day_spans(pings_per_day(lake, filters))
+    tasks = [client.submit(span_footfall, lake.uri, lake.storage, first, last, by=by, freq=freq, res=res, filters=filters,
+                           pure=False) for first, last in spans]
     frames = [frame for frame in client.gather(tasks) if frame.height]
     if not frames:  # no pings in the window: the one-process answer (empty) gives the columns
         frames = [footfall_frame(lake, by=by, freq=freq, res=res, filters=filters)]
-    return private_result(tidy(pl.concat(frames, how="vertical_relaxed"), by), k=k, engine=f"polars on dask ({len(tasks)} days)")
+    return private_result(tidy(pl.concat(frames, how="vertical_relaxed"), by), k=k, engine=f"polars on dask ({len(tasks)} tasks)")
+
+
+def pings_per_day(lake: Lake, filters: Filters) -> dict[dt.date, int]:
+    """Pings per UTC date holding pings within the filters' window (from the Delta log; a date's whole count)."""
+    per_day = {dt.date.fromisoformat(d): rows for d, rows in lake.rows_per_partition("pings", "date").items()}
+    first = filters.start.astimezone(UTC).date() if filters.start else None
+    last = (filters.end - dt.timedelta(microseconds=1)).astimezone(UTC).date() if filters.end else None
+    return {d: per_day[d] for d in sorted(per_day) if (first is None or d >= first) and (last is None or d <= last)}
 
 
 def days_in(lake: Lake, filters: Filters) -> list[dt.date]:
     """The UTC dates holding pings within the filters' window (from the Delta log)."""
-    days = sorted(dt.date.fromisoformat(d) for d in lake.rows_per_partition("pings", "date"))
-    first = filters.start.astimezone(UTC).date() if filters.start else None
-    last = (filters.end - dt.timedelta(microseconds=1)).astimezone(UTC).date() if filters.end else None
-    return [d for d in days if (first is None or d >= first) and (last is None or d <= last)]
+    return list(pings_per_day(lake, filters))
 
 
-def day_footfall(lake_uri: str, storage: Storage | None, day: dt.date, /, *, by: FootfallBy, freq: str, res: int | None,
-                 filters: Filters) -> pl.DataFrame:
-    """One task: the day's groups, before k-anonymity (the client applies it to the whole answer)."""
+def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
+    """Days in order, grouped into (first, last) spans a task each: as many days as keep a span's pings under both
+    ``TASK_PINGS`` (a worker's memory) and an even share of ``MIN_TASKS`` tasks (every worker busy to the end); a day
+    is never split. Each task opens the lake and loads the places' covers once, so fewer tasks cost less (on a store,
+    fewer round trips); a day of more than ``TASK_PINGS`` pings is a task of its own."""
+    share = min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
+    spans: list[tuple[dt.date, dt.date]] = []
+    held = 0
+    for day, rows in per_day.items():
+        if spans and held + rows <= share:
+            spans[-1], held = (spans[-1][0], day), held + rows
+        else:
+            spans.append((day, day))
+            held = rows
+    return spans
+
+
+def span_footfall(lake_uri: str, storage: Storage | None, first: dt.date, last: dt.date, /, *, by: FootfallBy, freq: str,
+                  res: int | None, filters: Filters) -> pl.DataFrame:
+    """One task: the groups of days ``first`` to ``last``, before k-anonymity (the client applies it to the whole answer).
+    Buckets divide a day, so a span's groups are whole."""
     lake = Lake.open(lake_uri, storage=storage)
-    start = dt.datetime.combine(day, dt.time(), UTC)
-    window = dataclasses.replace(filters, start=max(filters.start or start, start),
-                                 end=min(filters.end or start + dt.timedelta(days=1), start + dt.timedelta(days=1)))
+    start = dt.datetime.combine(first, dt.time(), UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
+    window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
     return footfall_frame(lake, by=by, freq=freq, res=res, filters=window)
 
 

@@ -112,6 +112,7 @@ def _measure_ingest(server, pings, folder: Path) -> dict:
     for stat in ("best", "median"):
         out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
         out[f"two_workers_vs_one_process_{stat}"] = round(out["one_process_s"][stat] / out["workers_2_s"][stat], 2)
+    out["speedup_1_to_2_ceiling_here"] = _ceiling(out)
     return out
 
 
@@ -161,6 +162,7 @@ def _measure(lake, folder: Path, server) -> dict:
         out[f"workers_{workers}_same_answer"] = fanned.table.equals(result.table)
     for stat in ("best", "median"):
         out[f"speedup_1_to_2_{stat}"] = round(out["workers_1_s"][stat] / out["workers_2_s"][stat], 2)
+    out["speedup_1_to_2_ceiling_here"] = _ceiling(out)
     return out
 
 
@@ -189,24 +191,35 @@ def _cpu_per_run(processes: dict[str, list], runs: int) -> Iterator[dict]:
     the cores with them. Filled in when the block ends."""
     import psutil
 
-    roles = {**{role: [psutil.Process(p.pid) for p in group] for role, group in processes.items()}, "client": [psutil.Process()]}
-    before = {role: _cpu_s(group) for role, group in roles.items()}
-    spent: dict = {}
+    roles = {role: [psutil.Process(p.pid) for p in group] for role, group in processes.items()}
+    me = psutil.Process()  # the client; the others are its children, so its own time is counted without them
+
+    def now() -> dict[str, float]:
+        return {**{role: _cpu_s(group) for role, group in roles.items()}, "client": _cpu_s([me], children=False)}
+
+    before, spent = now(), {}
     yield spent
-    spent.update({role: round((_cpu_s(group) - before[role]) / runs, 2) for role, group in roles.items()})
+    spent.update({role: round((seconds - before[role]) / runs, 2) for role, seconds in now().items()})
     spent["outside_workers"] = round(sum(v for role, v in spent.items() if role != "workers"), 2)
 
 
-def _cpu_s(group: list) -> float:
+def _cpu_s(group: list, *, children: bool = True) -> float:
     import psutil
 
     total = 0.0
     for process in group:
-        for each in [process, *process.children(recursive=True)]:
+        for each in [process, *(process.children(recursive=True) if children else [])]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = each.cpu_times()
                 total += times.user + times.system
     return total
+
+
+def _ceiling(out: dict) -> float:
+    """The most 1 → 2 workers could gain on this machine: a 2-worker run needs its workers' CPU and the rest's (store,
+    scheduler, client) on the machine's cores, so it takes at least their sum / cores; against the 1-worker best."""
+    spent = out["workers_2_cpu_s_per_run"]
+    return round(out["workers_1_s"]["best"] / ((spent["workers"] + spent["outside_workers"]) / (os.cpu_count() or 1)), 2)
 
 
 def _summary(seconds: list[float]) -> dict:

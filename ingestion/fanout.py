@@ -7,8 +7,10 @@ input files, nothing of the client's):
    pseudonymise the rows exactly as one process does (``validate_pings``), conform them to the table, drop repeats
    within the piece, and put them in the steward zone's staging area for this run, a file per UTC date. Rejected rows
    come back to the client.
-2. *Settle*, a task per date: the date's staged rows in input order, the first of each key kept, less the keys the
-   table held at the version the run read; sorted and written as the table's data files, which no commit names yet.
+2. *Settle*, a task per date — or, for a date of more than ``SETTLE_ROWS`` staged rows, per share of its partitions
+   (a key's partition follows from the key, so a key never spans two shares) — the staged rows in input order, the
+   first of each key kept, less the keys the table held at the version the run read; sorted and written as the
+   table's data files, which no commit names yet. A task holds a share of a day however dense the day.
 3. *Commit*, in the client under the table's writer lock: the rejected rows to quarantine, then every settled file in
    one fenced Delta commit on that version. When another writer committed in between, the dates are settled again
    against its version; the superseded files are named by no commit and ``vacuum`` removes them.
@@ -43,11 +45,12 @@ from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, co
 from citylake.lake import Lake, Storage, TableMoved
 from citylake.lake.data_files import parquet_bytes, write_data_files
 from citylake.lake.lake import FENCED_ATTEMPTS
-from citylake.lake.schemas import PARTITION_DATE
+from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE
 from citylake.lake.storage import ObjectLocation, locate
 
 TABLE = "pings"
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
+SETTLE_ROWS = 2_000_000  # a date with more staged rows than this is settled in shares of its partitions
 PARQUET = (".parquet", ".pq")
 STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
 RUN_TIME = "%Y%m%dT%H%M%S"
@@ -92,6 +95,7 @@ class Staged:
     bad: pl.DataFrame
     files: dict[str, list[str]]  # date → the staged files holding its rows, in the piece's order
     started: dt.datetime
+    partitions: Counter = field(default_factory=Counter)  # (date, partition cell) → rows staged
 
 
 @dataclass
@@ -158,7 +162,7 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
     of a file however large it is); its rejected rows returned."""
     started = dt.datetime.now(UTC)
     lake = Lake.open(lake_uri, storage=storage)
-    bad, rows_in, offered, files = [], 0, 0, defaultdict(list)
+    bad, rows_in, offered, files, partitions = [], 0, 0, defaultdict(list), Counter()
     for n, raw in enumerate(_raw_chunks(piece, storage, checks)):
         chunk = validate_pings(raw, piece.source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
                                window=checks.window)
@@ -169,18 +173,20 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
             name = _staged_file(run, date.isoformat(), piece.number, n)
             lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4"), private=True)
             files[date.isoformat()].append(name)
+            partitions.update({(date.isoformat(), cell): count for cell, count in day.group_by(PARTITION_CELL).len().iter_rows()})
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
-    return Staged(piece, rows_in, offered, rejected, dict(files), started)
+    return Staged(piece, rows_in, offered, rejected, dict(files), started, partitions)
 
 
-def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[int, str]], version: int | None, /) -> Settled:
-    """A settle task for one date: its staged ``files`` (piece number, name) in input order, the first row of each key
-    kept, less the keys the table held at ``version`` (None: it held none), written as data files of the table (not
-    committed)."""
+def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[int, str]], version: int | None,
+           cells: frozenset[int] | None = None, /) -> Settled:
+    """A settle task for one date (or the share of its partitions in ``cells``): its staged ``files`` (piece number,
+    name) in input order, the first row of each key kept, less the keys the table held at ``version`` (None: it held
+    none), written as data files of the table (not committed)."""
     lake = Lake.open(lake_uri, storage=storage)
     spec = lake.spec(TABLE)
-    rows = pl.concat([pl.read_parquet(io.BytesIO(lake.location.read_bytes(name))).with_columns(_piece=pl.lit(number, pl.Int64))
-                      for number, name in files], how="vertical_relaxed")
+    rows = pl.concat([_staged_rows(lake, name, cells).with_columns(_piece=pl.lit(number, pl.Int64)) for number, name in files],
+                     how="vertical_relaxed")
     keys = list(spec.key)
     rows = rows.filter(pl.struct(keys).is_first_distinct())
     if version is not None and rows.height:
@@ -191,19 +197,41 @@ def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[i
     return Settled(adds, landed)
 
 
+def _staged_rows(lake: Lake, name: str, cells: frozenset[int] | None) -> pl.DataFrame:
+    rows = pl.read_parquet(io.BytesIO(lake.location.read_bytes(name)))  # one staged file at a time: a chunk's day
+    return rows if cells is None else rows.filter(pl.col(PARTITION_CELL).is_in(list(cells)))
+
+
+def settle_shares(partitions: Counter, date: str, /) -> list[frozenset[int] | None]:
+    """How one date is settled: whole (``[None]``) when it staged at most ``SETTLE_ROWS`` rows, else its partition cells
+    shared out over as many tasks as that takes, the largest first onto the lightest share (a partition is never split)."""
+    cells = sorted(((rows, cell) for (day, cell), rows in partitions.items() if day == date), reverse=True)
+    shares = -(-sum(rows for rows, _ in cells) // SETTLE_ROWS)
+    if shares <= 1:
+        return [None]
+    load, members = [0] * shares, [set() for _ in range(shares)]
+    for rows, cell in cells:
+        lightest = load.index(min(load))
+        load[lightest] += rows
+        members[lightest].add(cell)
+    return [frozenset(share) for share in members if share]
+
+
 def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce, began: float) -> dict[int, int]:
     """Settle every date on the cluster and commit the files on the version read; again if another writer came between."""
     files: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for s in staged:  # in input order
         for date, names in s.files.items():
             files[date] += [(s.piece.number, name) for name in names]
+    partitions = sum((s.partitions for s in staged), Counter())
+    shares = [(named, share) for date, named in sorted(files.items()) for share in settle_shares(partitions, date)]
     announce(f"staged {sum(s.offered for s in staged):,} checked rows ({time.perf_counter() - began:.1f}s); settling {len(files)} "
-             "day(s) …")
+             f"day(s) in {len(shares)} task(s) …")
     for _ in range(FENCED_ATTEMPTS):
         table = lake.table(TABLE)
         version, held = table.version(), bool(table.get_add_actions(flatten=True).num_rows)
-        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, day, version if held else None, pure=False)
-                                 for _, day in sorted(files.items())])
+        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, named, version if held else None, share,
+                                               pure=False) for named, share in shares])
         landed: Counter = Counter()
         for s in settled:
             landed.update(s.landed)

@@ -1,4 +1,4 @@
-"""Footfall on a Dask cluster, one task per day: the same answer as one process, on a local lake and an s3:// one."""
+"""Footfall on a Dask cluster, one task per span of days: the same answer as one process, on a local lake and an s3:// one."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 from conftest import generated_city_lake, utc
 
+from citylake.analytics import fanout
 from citylake.analytics.cluster import dask_client
-from citylake.analytics.fanout import days_in, footfall_on_cluster
+from citylake.analytics.fanout import day_spans, days_in, footfall_on_cluster
 from citylake.queries import Filters, footfall
 from citylake.queries.errors import BadFilter
 
@@ -36,6 +37,28 @@ def test_a_day_per_task_answers_as_one_process(cluster, city_lake, view):
     one = footfall(city_lake, **view)
     fanned = footfall_on_cluster(city_lake, cluster, **view)
     assert fanned.table.num_rows > 0 and fanned.table.equals(one.table) and fanned.suppressed == one.suppressed
+
+
+def test_spans_of_several_days_answer_as_one_process(cluster, city_lake, monkeypatch):
+    monkeypatch.setattr(fanout, "MIN_TASKS", 2)  # this small lake's four days in two tasks of two days
+    view = dict(by="place", freq="1h", filters=Filters(start=utc(2026, 11, 2, 7, 30)))
+    fanned = footfall_on_cluster(city_lake, cluster, **view)
+    assert "(2 tasks)" in fanned.engine or "(3 tasks)" in fanned.engine, fanned.engine
+    assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(city_lake, **view).table)
+
+
+def test_days_are_grouped_into_spans_whole_and_in_order():
+    days = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(16)]
+    even = day_spans(dict.fromkeys(days, 100))
+    assert len(even) == fanout.MIN_TASKS and all((last - first).days == 1 for first, last in even)
+    huge = fanout.TASK_PINGS * 3
+    lumpy = day_spans({days[0]: 10, days[1]: huge, days[2]: 10, days[3]: 10})
+    assert lumpy == [(days[0], days[0]), (days[1], days[1]), (days[2], days[3])]  # a huge day alone, never split
+    capped = day_spans(dict.fromkeys(days, fanout.TASK_PINGS // 2))
+    assert all((last - first).days <= 1 for first, last in capped)  # never more than TASK_PINGS in a task
+    for spans, held in ((even, days), (lumpy, days[:4]), (capped, days)):  # every day once, in order
+        assert [first + dt.timedelta(days=n) for first, last in spans for n in range((last - first).days + 1)] == held
+    assert day_spans({}) == []
 
 
 def test_the_days_come_from_the_log_and_the_window(city_lake):

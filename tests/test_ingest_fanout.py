@@ -95,6 +95,38 @@ def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
     assert rows(lake).height == report.accepted and quarantined(lake).height == report.rejected and ledger.check(lake).ok
 
 
+def test_a_dense_day_is_settled_in_shares_of_its_partitions_and_lands_as_one_process(client, tmp_path, monkeypatch):
+    from citylake.ingestion import fanout
+
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 1_000)  # these ~4,000-row days: each settled by several tasks
+    files = write_inputs(tmp_path)
+    lake, said = Lake.init(tmp_path / "lake"), []
+    report = ingest_pings_on_cluster(lake, files, client, key=KEY, rows_per_task=3_000, announce=said.append)
+    tasks = next(line for line in said if "settling" in line)
+    days, settles = (int(word) for word in tasks.replace("(s)", "").split() if word.isdigit())
+    assert settles > days >= 4, tasks
+    oracle = one_process(tmp_path / "oracle", files)
+    assert rows(lake).equals(rows(oracle)) and quarantined(lake).equals(quarantined(oracle))
+    assert report.accepted == rows(lake).height and len(lake.history("pings")) == 2 and ledger.check(lake).ok
+
+
+def test_a_dates_partitions_are_shared_out_whole_and_evenly(monkeypatch):
+    from collections import Counter
+
+    from citylake.ingestion import fanout
+
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 100)
+    staged = Counter({("2026-11-01", cell): rows for cell, rows in enumerate([90, 60, 50, 40, 30, 20, 10])})
+    staged[("2026-11-02", 7)] = 80
+    shares = fanout.settle_shares(staged, "2026-11-01")  # 300 rows: three shares
+    assert len(shares) == 3 and sorted(c for share in shares for c in share) == list(range(7))  # each cell once
+    loads = [sum(staged[("2026-11-01", c)] for c in share) for share in shares]
+    assert max(loads) - min(loads) <= 30 and max(loads) <= 110
+    assert fanout.settle_shares(staged, "2026-11-02") == [None]  # small enough: the date whole
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 10)
+    assert sorted(len(share) for share in fanout.settle_shares(staged, "2026-11-01")) == [1] * 7  # a partition is never split
+
+
 def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path):
     files = write_inputs(tmp_path)
     lake = Lake.init(tmp_path / "lake")
