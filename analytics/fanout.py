@@ -1,10 +1,12 @@
-"""Footfall on a Dask cluster: one task per span of whole UTC days of pings (``day_spans``), each through the same query
-functions as one process (``queries.footfall``), combined and made k-anonymous in the client.
+"""Footfall on a Dask cluster: one task per span of whole UTC days of pings (``day_spans``), or per part of a dense day
+(``day_parts``), each through the same query functions as one process (``queries.footfall``), combined and made
+k-anonymous in the client.
 
-Pings are partitioned by UTC date, and a bucket of up to a day never crosses midnight UTC, so a span's groups are whole:
-the spans' frames are concatenated, never merged, and the answer is the one-process answer exactly. Each task opens the
-lake from its URI and storage settings, so a worker needs only to reach the lake (an ``s3://`` one: the store), and holds
-one span's pings at a time (at most ``TASK_PINGS``, or one day): a window larger than one machine's memory fits.
+Buckets divide a day and are aligned to the epoch, so a bucket never crosses midnight UTC or the edge of a day's part
+made of whole buckets: each task's groups are whole, the frames are concatenated, never merged, and the answer is the
+one-process answer exactly. Each task opens the lake from its URI and storage settings, so a worker needs only to reach
+the lake (an ``s3://`` one: the store), and holds at most about ``TASK_PINGS`` pings (a single bucket's, if more): a
+window larger than one machine's memory fits, and a worker's memory does not grow with a day's density.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ UTC = dt.timezone.utc
 
 def footfall_on_cluster(lake: Lake, client, /, *, by: FootfallBy = "place", freq: str = "1h", res: int | None = None,
                         filters: Filters = NO_FILTERS, k: int = DEFAULT_K) -> QueryResult:
-    """``queries.footfall`` on ``client``'s cluster, one task per span of days; the same answer as one process."""
+    """``queries.footfall`` on ``client``'s cluster, one task per span of days (or part of a dense day); the same answer
+    as one process."""
     if freq not in BUCKETS_US or DAY_US % BUCKETS_US[freq]:
         raise BadFilter("freq", freq, "footfall on a cluster needs buckets that divide a day (5min … 1d); run it in one process")
-    spans = day_spans(pings_per_day(lake, filters))
-    tasks = [client.submit(span_footfall, lake.uri, lake.storage, first, last, by=by, freq=freq, res=res, filters=filters,
-                           pure=False) for first, last in spans]
+    windows = task_windows(pings_per_day(lake, filters), BUCKETS_US[freq])
+    tasks = [client.submit(window_footfall, lake.uri, lake.storage, start, end, by=by, freq=freq, res=res, filters=filters,
+                           pure=False) for start, end in windows]
     frames = [frame for frame in client.gather(tasks) if frame.height]
     if not frames:  # no pings in the window: the one-process answer (empty) gives the columns
         frames = [footfall_frame(lake, by=by, freq=freq, res=res, filters=filters)]
@@ -54,11 +57,32 @@ def days_in(lake: Lake, filters: Filters) -> list[dt.date]:
     return list(pings_per_day(lake, filters))
 
 
+def task_windows(per_day: dict[dt.date, int], bucket_us: int, /) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The tasks' [start, end) windows in UTC: each span of ``day_spans``, and a day of more than ``TASK_PINGS`` pings
+    cut into equal parts of whole buckets (``day_parts``), so a task holds at most about ``TASK_PINGS`` pings unless a
+    single bucket holds more."""
+    windows = []
+    for first, last in day_spans(per_day):
+        start = dt.datetime.combine(first, dt.time(), UTC)
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
+        parts = day_parts(per_day[first], bucket_us) if first == last else 1
+        step = (end - start) / parts
+        windows += [(start + step * n, start + step * (n + 1)) for n in range(parts)]
+    return windows
+
+
+def day_parts(pings: int, bucket_us: int, /) -> int:
+    """Into how many equal parts to cut a day of ``pings``: the fewest (of those whose length is whole buckets) that
+    hold at most ``TASK_PINGS`` each; the most there are when none does."""
+    fits = [parts for parts in range(1, DAY_US // bucket_us + 1) if (DAY_US // parts) % bucket_us == 0 and DAY_US % parts == 0]
+    return next((parts for parts in fits if pings / parts <= TASK_PINGS), fits[-1])
+
+
 def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
     """Days in order, grouped into (first, last) spans a task each: as many days as keep a span's pings under both
     ``TASK_PINGS`` (a worker's memory) and an even share of ``MIN_TASKS`` tasks (every worker busy to the end); a day
     is never split. Each task opens the lake and loads the places' covers once, so fewer tasks cost less (on a store,
-    fewer round trips); a day of more than ``TASK_PINGS`` pings is a task of its own."""
+    fewer round trips); a day of more than ``TASK_PINGS`` pings is a span of its own (cut by ``task_windows``)."""
     share = min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
     spans: list[tuple[dt.date, dt.date]] = []
     held = 0
@@ -71,13 +95,11 @@ def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
     return spans
 
 
-def span_footfall(lake_uri: str, storage: Storage | None, first: dt.date, last: dt.date, /, *, by: FootfallBy, freq: str,
-                  res: int | None, filters: Filters) -> pl.DataFrame:
-    """One task: the groups of days ``first`` to ``last``, before k-anonymity (the client applies it to the whole answer).
-    Buckets divide a day, so a span's groups are whole."""
+def window_footfall(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, /, *, by: FootfallBy, freq: str,
+                    res: int | None, filters: Filters) -> pl.DataFrame:
+    """One task: the groups of [``start``, ``end``), before k-anonymity (the client applies it to the whole answer).
+    The window's edges fall on bucket edges, so its groups are whole."""
     lake = Lake.open(lake_uri, storage=storage)
-    start = dt.datetime.combine(first, dt.time(), UTC)
-    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
     window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
     return footfall_frame(lake, by=by, freq=freq, res=res, filters=window)
 

@@ -34,7 +34,7 @@ def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_00
     ~2M rows (ingest) and per day (footfall), so a worker's peak memory follows a task, not the lake."""
     out: dict = {"how": "each step a child process starting a local cluster of 2 one-thread worker processes; peak RSS of the "
                         "client and of each worker (VmHWM); ingest_pings_on_cluster of the Parquet file (one commit), "
-                        "then footfall_on_cluster per zone-hour (a task per day)",
+                        "then footfall_on_cluster per zone-hour (a task per span of days, or per part of a dense day)",
                  "targets": "growth <= 1.1x linear (<= 11 for 10x the pings); memory flat"}
     return _two_sizes(out, work / "dask", {"ingest": "ingest_dask", "footfall": "footfall_dask"}, small, large,
                       rss="worker_peak_rss_mb", rss_growth="worker_rss_growth")

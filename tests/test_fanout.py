@@ -47,6 +47,31 @@ def test_spans_of_several_days_answer_as_one_process(cluster, city_lake, monkeyp
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(city_lake, **view).table)
 
 
+@pytest.mark.parametrize("view", [dict(by="place", freq="1h"), dict(by="category", freq="15min"), dict(by="place", freq="1d")],
+                         ids=lambda v: f"{v['by']}-{v['freq']}")
+def test_days_cut_into_parts_answer_as_one_process(cluster, city_lake, monkeypatch, view):
+    monkeypatch.setattr(fanout, "TASK_PINGS", 500)  # every day of this small lake too dense for one task
+    fanned = footfall_on_cluster(city_lake, cluster, **view)
+    days = len(days_in(city_lake, Filters()))
+    tasks = int(fanned.engine.split("(")[1].split()[0])
+    assert tasks == days if view["freq"] == "1d" else tasks > days  # a day bucket is never cut
+    assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(city_lake, **view).table)
+
+
+def test_a_dense_day_is_cut_into_equal_parts_of_whole_buckets(monkeypatch):
+    from citylake.analytics.fanout import day_parts, task_windows
+
+    monkeypatch.setattr(fanout, "TASK_PINGS", 2_000_000)
+    hour, day = 3600 * 10**6, 86_400 * 10**6
+    assert day_parts(5_000_000, hour) == 3 and day_parts(1_000_000, hour) == 1 and day_parts(5_000_000, day) == 1
+    assert day_parts(10**9, hour) == 24 and day_parts(5_000_000, 5 * 60 * 10**6) == 3
+    days = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(3)]
+    windows = task_windows({days[0]: 10, days[1]: 5_000_000, days[2]: 10}, hour)
+    assert [(start.hour, end - start) for start, end in windows[1:4]] == [(h, dt.timedelta(hours=8)) for h in (0, 8, 16)]
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))  # contiguous: every ping in one task
+    assert windows[0][0] == utc(2026, 11, 1) and windows[-1][1] == utc(2026, 11, 4) and len(windows) == 5
+
+
 def test_days_are_grouped_into_spans_whole_and_in_order():
     days = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(16)]
     even = day_spans(dict.fromkeys(days, 100))
