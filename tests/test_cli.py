@@ -106,6 +106,10 @@ def test_several_pings_files_land_each_then_merge_once(tmp_path):
     together, apart = str(tmp_path / "together"), str(tmp_path / "apart")
     for root in (together, apart):
         ok("--lake", root, "init")
+    mistyped = citylake("--lake", together, "ingest", "pings", str(files[0]), str(tmp_path / "pings-9.csv"), str(files[1]))
+    assert mistyped.returncode == 1 and mistyped.stderr.strip().splitlines() == [
+        f"citylake: error: {tmp_path / 'pings-9.csv'}: no such file; none of the 3 files was ingested"]
+    assert Lake.open(together).rows("pings") == 0  # every name checked before the first file is read
     done = citylake("--lake", together, "ingest", "pings", *map(str, files))
     assert done.returncode == 0 and done.stdout.count("→ pings: ") == 3, done.stderr
     assert "merged the files of" in done.stderr and "Traceback" not in done.stderr
