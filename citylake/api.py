@@ -12,7 +12,7 @@ when called.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,6 +153,15 @@ def ingest_pings(lake: Lake, path: str | Path, /, *, settings: S.Settings | None
     return ingestion.ingest_pings(lake, path, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"], delimiter=delimiter,
                                   batch_rows=settings["ingest.batch_rows"], earliest=settings["ingest.earliest"],
                                   buffer_mb=settings["ingest.buffer_mb"], progress=progress, compact=compact)
+
+
+def check_inputs(paths: Sequence[str | Path], /) -> None:
+    """Every input file present before the first is read: a mistyped name among several ingests nothing."""
+    from citylake.ingestion.errors import UnreadableInput
+
+    missing = next((str(p) for p in paths if not Path(p).is_file()), None)
+    if missing is not None:
+        raise UnreadableInput(missing, "no such file" + (f"; none of the {len(paths)} files was ingested" if len(paths) > 1 else ""))
 
 
 def merge_ingested(lake: Lake, reports: list[IngestReport], /) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -23,7 +22,9 @@ def ingest() -> None:
 
 def _each(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
     """``ingest_one(lake, path, progress)`` for each file in turn, with its summary line."""
-    _all_there(files)
+    from citylake import api
+
+    api.check_inputs(files)
     lake = ctx.open(write=True)
     for path in files:
         say(ingest_one(lake, path, progress=progress_wanted()).line())
@@ -36,7 +37,7 @@ def _each_merged_once(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
 
     if len(files) == 1:
         return _each(ctx, files, lambda lake, path, progress: ingest_one(lake, path, progress, True))
-    _all_there(files)
+    api.check_inputs(files)
     lake, reports = ctx.open(write=True), []
     for path in files:
         reports.append(ingest_one(lake, path, progress_wanted(), False))
@@ -45,15 +46,6 @@ def _each_merged_once(ctx: Context, files: tuple[str, ...], ingest_one) -> None:
     with status(f"merging the files of the partitions these {len(files)} files touched…"):
         merged = api.merge_ingested(lake, reports)
     note(f"merged the files of {merged:,} partitions in {time.perf_counter() - started:.1f}s")
-
-
-def _all_there(files: tuple[str, ...]) -> None:
-    """Every file present before the first is read: a mistyped name among several must not leave the others half done."""
-    from citylake.ingestion.errors import UnreadableInput
-
-    missing = next((f for f in files if not Path(f).is_file()), None)
-    if missing is not None:
-        raise UnreadableInput(missing, "no such file" + (f"; none of the {len(files)} files was ingested" if len(files) > 1 else ""))
 
 
 TZ = click.option("--tz", help="Time zone of timestamps that carry no offset (setting ingest.timezone; default UTC).")
