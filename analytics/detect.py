@@ -64,7 +64,7 @@ def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> d
     """Pings per UTC day in the window, from the lake's log (no scan)."""
     per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
     return {d: per_day[d] for d in sorted(per_day)
-            if (start is None or d >= start.date()) and (end is None or d < end.date() or end.time() != dt.time())}
+            if (start is None or d >= start.date()) and (end is None or d < end.date() or (d == end.date() and end.time() != dt.time()))}
 
 
 def _history_days(lake: Lake, start: dt.datetime | None, end: dt.datetime | None, *, analysed: set[dt.date]) -> list[dt.date]:

@@ -16,7 +16,7 @@ import datetime as dt
 
 import polars as pl
 
-from citylake.analytics.detect import MIN_TASKS, TASK_PINGS
+from citylake.analytics.detect import MIN_TASKS, TASK_PINGS, days_of
 from citylake.h3_index.buckets import BUCKETS_US
 from citylake.lake import Lake
 from citylake.lake.storage import Storage
@@ -46,10 +46,7 @@ def footfall_on_cluster(lake: Lake, client, /, *, by: FootfallBy = "place", freq
 
 def pings_per_day(lake: Lake, filters: Filters) -> dict[dt.date, int]:
     """Pings per UTC date holding pings within the filters' window (from the Delta log; a date's whole count)."""
-    per_day = {dt.date.fromisoformat(d): rows for d, rows in lake.rows_per_partition("pings", "date").items()}
-    first = filters.start.astimezone(UTC).date() if filters.start else None
-    last = (filters.end - dt.timedelta(microseconds=1)).astimezone(UTC).date() if filters.end else None
-    return {d: per_day[d] for d in sorted(per_day) if (first is None or d >= first) and (last is None or d <= last)}
+    return days_of(lake, filters.start and filters.start.astimezone(UTC), filters.end and filters.end.astimezone(UTC))
 
 
 def days_in(lake: Lake, filters: Filters) -> list[dt.date]:
