@@ -145,12 +145,12 @@ def _engine_steps(lake) -> dict:
     memory). The count step alone, against DuckDB's time / 15, shows how much of the 15x budget is left for the rest."""
     from citylake.lake import scan
     from citylake.queries.filters import Filters
-    from citylake.queries.polars import PLACE, PolarsEngine, counts_per, hits_in
+    from citylake.queries.polars import PolarsEngine, candidates_in, place_counts
 
     _, shapes, cells = PolarsEngine(lake).covers(Filters())
     pings = scan(lake, "pings").select("device_id", "ts", "lat", "lon", "h3_cell")
-    locate, hits = median_run(lambda: hits_in(pings, cells, shapes).collect(), REPEATS)
-    count, _ = median_run(lambda: counts_per(hits.lazy(), PLACE, "1h"), REPEATS)
+    locate, candidates = median_run(lambda: candidates_in(pings, cells, shapes), REPEATS)
+    count, _ = median_run(lambda: place_counts(candidates, numbers=len(shapes), freq="1h"), REPEATS)
     return {"locate": round(float(np.median(locate)), 3), "count": round(float(np.median(count)), 3)}
 
 

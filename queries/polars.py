@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
 
@@ -11,6 +13,7 @@ from citylake.h3_index.polygons import is_polygonal
 from citylake.lake import Lake, registry, scan
 from citylake.queries.base import FootfallBy
 from citylake.queries.filters import Filters
+from citylake.queries.group_counts import dense_counts
 from citylake.queries.inside import Points, contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
@@ -36,11 +39,12 @@ class PolarsEngine:
             cell = pl.col("h3_cell") if res == self.lake.cell_res else X.cell_to_parent("h3_cell", res).alias("h3_cell")
             return (pings.group_by(cell, bucket).agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices"))
                     .collect(engine=STREAMING))
-        hits, places = self._hits(pings, filters)
         if by == "place":
-            per_place = counts_per(hits, PLACE, freq)
+            places, shape_of, cells = self.covers(filters)
+            per_place = place_counts(candidates_in(pings, cells, shape_of), numbers=len(shape_of), freq=freq)
             return (per_place.join(places, on=PLACE, maintain_order="left")
                     .select("place_id", "name", "category", "bucket", "pings", "devices"))
+        hits, places = self._hits(pings, filters)
         categories = (places.select(pl.col("category").unique().sort()).with_row_index("_category")  # numbers ride along
                       .with_columns(pl.col("_category").cast(pl.UInt32)))
         codes = places.join(categories, on="category").select(PLACE, "_category")
@@ -114,14 +118,35 @@ def counts_per(hits: pl.LazyFrame, number: str, freq: str) -> pl.DataFrame:
     return counts.select((pl.col("_key") // SLOT).cast(pl.UInt32).alias(number), bucket.alias("bucket"), "pings", "devices")
 
 
+class Candidates(NamedTuple):
+    """Pings matched to places through the places' H3 covers, once per place (``PLACE``), and whether each is inside."""
+
+    frame: pl.DataFrame  # device_id, ts, lat, lon, PLACE, interior
+    inside: np.ndarray
+
+    def hits(self) -> pl.LazyFrame:
+        # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
+        return self.frame.with_columns(pl.Series(INSIDE, self.inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
+
+
+def place_counts(candidates: Candidates, *, numbers: int, freq: str) -> pl.DataFrame:
+    """Pings and distinct devices per (``PLACE``, bucket) of the candidates inside their place: on the compiled dense
+    grid (``queries.group_counts``), or grouped by Polars where that grid would be far larger than the rows."""
+    counts = dense_counts(candidates.frame, candidates.inside, number=PLACE, numbers=numbers, freq=freq)
+    return counts_per(candidates.hits(), PLACE, freq) if counts is None else counts
+
+
 def hits_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> pl.LazyFrame:
     """``pings`` (with h3_cell, lon, lat) once per place of ``cells`` that holds them, with the place's number."""
+    return candidates_in(pings, cells, shape_of).hits()
+
+
+def candidates_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> Candidates:
+    """``pings`` (with h3_cell, lon, lat) once per place whose cover in ``cells`` has their cell, each tested exactly."""
     cells = cells.collect().lazy()  # the covers first: the join then builds on a frame in memory (a few % faster)
     candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
     columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
     if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
         columns = [column.rechunk() for column in columns]
     runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
-    inside = contains_each(shape_of, runs)
-    # filtered lazily, so the query after it keeps only the columns it reads and filters and aggregates in one pass
-    return candidates.with_columns(pl.Series(INSIDE, inside)).lazy().filter(pl.col(INSIDE)).drop(INSIDE, "interior")
+    return Candidates(candidates, contains_each(shape_of, runs))

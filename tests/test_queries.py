@@ -177,3 +177,39 @@ def test_one_key_per_place_and_bucket_keeps_every_bucket_apart(freq):
             .agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")).sort("_n", "bucket"))
     assert got.equals(want)
     assert got.height == want.height > 4 * 4
+
+
+@pytest.mark.parametrize("freq", ["5min", "1h"])
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_compiled_counts_equal_polars_group_by(freq, threads, monkeypatch):
+    """The compiled dense count gives Polars' pings and distinct devices per (number, bucket) over the kept rows: rows
+    in several chunks, times either side of 1970, devices repeated within a group, one group longer than the distinct
+    table (its sorted path), threads 1 to 3; and declines a grid far larger than the rows (1901 to 2099 in 5 min)."""
+    import numpy as np
+
+    from citylake.h3_index.buckets import bucket_width_us
+    from citylake.h3_index.threads import THREADS_ENV
+    from citylake.queries.group_counts import dense_counts
+
+    monkeypatch.setenv(THREADS_ENV, threads)
+    rng = np.random.default_rng(7)
+    start = -86_460 * 10**6  # 1969-12-30 23:59 in µs since 1970
+    pieces = []
+    for rows in (5_000, 1, 20_000, 333):
+        pieces.append(pl.DataFrame({"_n": rng.integers(0, 40, rows), "ts": start + rng.integers(0, 4 * 86_400 * 10**6, rows),
+                                    "device_id": rng.integers(-50, 50, rows) * 2**40}))
+    crowd = 6_000  # one group longer than the table's half: distinct devices counted by sorting
+    pieces.append(pl.DataFrame({"_n": [39] * crowd, "ts": [start] * crowd, "device_id": rng.integers(0, 5_000, crowd)}))
+    frame = pl.concat([piece.cast({"_n": pl.UInt32, "ts": pl.Datetime("us", "UTC"), "device_id": pl.Int64}) for piece in pieces],
+                      rechunk=False)
+    assert frame["ts"].n_chunks() > 1
+    keep = rng.random(frame.height) < 0.8
+    got = dense_counts(frame, keep, number="_n", numbers=40, freq=freq)
+    width = bucket_width_us(freq)
+    want = (frame.filter(pl.Series(keep)).group_by("_n", pl.col("ts").dt.truncate(f"{width}us").alias("bucket"))
+            .agg(pl.len().alias("pings"), pl.col("device_id").n_unique().alias("devices")).sort("_n", "bucket"))
+    assert got is not None and got.equals(want)
+    assert want["pings"].max() > 2_048 and want.height > 1_000
+    far = pl.DataFrame({"_n": [0, 1], "ts": [dt.datetime(1901, 1, 1, tzinfo=UTC), dt.datetime(2099, 1, 1, tzinfo=UTC)],
+                        "device_id": [1, 2]}, schema=frame.schema)
+    assert dense_counts(far, np.ones(2, bool), number="_n", numbers=2, freq="5min") is None
