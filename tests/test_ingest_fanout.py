@@ -95,10 +95,10 @@ def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
     assert rows(lake).height == report.accepted and quarantined(lake).height == report.rejected and ledger.check(lake).ok
 
 
-def test_a_dense_day_is_settled_in_shares_of_its_partitions_and_lands_as_one_process(client, tmp_path, monkeypatch):
+def test_a_dense_day_is_settled_in_shares_of_its_partitions_or_their_blocks_and_lands_as_one_process(client, tmp_path, monkeypatch):
     from citylake.ingestion import fanout
 
-    monkeypatch.setattr(fanout, "SETTLE_ROWS", 1_000)  # these ~4,000-row days: each settled by several tasks
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 500)  # these ~4,000-row days in a few partitions: each split by blocks
     files = write_inputs(tmp_path)
     lake, said = Lake.init(tmp_path / "lake"), []
     report = ingest_pings_on_cluster(lake, files, client, key=KEY, rows_per_task=3_000, announce=said.append)
@@ -108,6 +108,8 @@ def test_a_dense_day_is_settled_in_shares_of_its_partitions_and_lands_as_one_pro
     oracle = one_process(tmp_path / "oracle", files)
     assert rows(lake).equals(rows(oracle)) and quarantined(lake).equals(quarantined(oracle))
     assert report.accepted == rows(lake).height and len(lake.history("pings")) == 2 and ledger.check(lake).ok
+    stats = lake.stats("pings")
+    assert stats.files > stats.partitions  # dense partitions were settled by several tasks, a file each
 
 
 def test_a_dates_partitions_are_shared_out_whole_and_evenly(monkeypatch):
@@ -116,15 +118,35 @@ def test_a_dates_partitions_are_shared_out_whole_and_evenly(monkeypatch):
     from citylake.ingestion import fanout
 
     monkeypatch.setattr(fanout, "SETTLE_ROWS", 100)
-    staged = Counter({("2026-11-01", cell): rows for cell, rows in enumerate([90, 60, 50, 40, 30, 20, 10])})
-    staged[("2026-11-02", 7)] = 80
+    staged = Counter({("2026-11-01", cell, 1000 * cell + block): rows // 2 for cell, rows in enumerate([90, 60, 50, 40, 30, 20, 10])
+                      for block in range(2)})
+    staged[("2026-11-02", 7, 7000)] = 80
     shares = fanout.settle_shares(staged, "2026-11-01")  # 300 rows: three shares
-    assert len(shares) == 3 and sorted(c for share in shares for c in share) == list(range(7))  # each cell once
-    loads = [sum(staged[("2026-11-01", c)] for c in share) for share in shares]
+    assert len(shares) == 3 and sorted(c for share in shares for c in share.partitions) == list(range(7))  # each cell once
+    assert not any(share.blocks for share in shares)  # no partition is denser than a share: none is split
+    loads = [sum(rows for (day, cell, _), rows in staged.items() if day == "2026-11-01" and cell in share.partitions)
+             for share in shares]
     assert max(loads) - min(loads) <= 30 and max(loads) <= 110
     assert fanout.settle_shares(staged, "2026-11-02") == [None]  # small enough: the date whole
-    monkeypatch.setattr(fanout, "SETTLE_ROWS", 10)
-    assert sorted(len(share) for share in fanout.settle_shares(staged, "2026-11-01")) == [1] * 7  # a partition is never split
+
+
+def test_a_partition_denser_than_a_share_is_split_in_runs_of_its_blocks(monkeypatch):
+    """A partition of 850 rows in 50 uneven blocks, with shares of 100 rows: nine runs of whole blocks, each block in one
+    run, about 100 rows each; a partition of 60 rows beside it stays whole."""
+    from collections import Counter
+
+    from citylake.ingestion import fanout
+
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 100)
+    rows = [3 + (7 * block) % 35 for block in range(50)]  # uneven blocks, 850 rows
+    staged = Counter({("2026-11-01", 1, 500 + block): n for block, n in enumerate(rows)})
+    staged[("2026-11-01", 2, 900)] = 60
+    shares = fanout.settle_shares(staged, "2026-11-01")
+    blocks = sorted(b for share in shares for b in share.blocks)
+    assert blocks == list(range(500, 550))  # every block once
+    assert sorted(c for share in shares for c in share.partitions) == [2]
+    loads = [sum(staged[("2026-11-01", 1, b)] for b in share.blocks) + 60 * (2 in share.partitions) for share in shares]
+    assert len(shares) == 10 and sum(loads) == 910 and max(loads) <= 100 + max(rows)
 
 
 def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path):
