@@ -52,11 +52,10 @@ from citylake.lake.storage import ObjectLocation, locate
 
 TABLE = "pings"
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
-# a date with more staged rows than this is settled in shares of its partitions: a quarter of a stage task's rows, as
-# settling a row (concat, first of each key, sort, write) takes over twice the memory checking one does (measured: 2M rows
-# staged peaked at 0.80-0.88 GB a worker, shares of 1M rows settled at 0.92-1.09 GB), so a worker's peak is a stage task's
-# however dense the days
-SETTLE_ROWS = 500_000
+# a date with more staged rows than this is settled in shares of its partitions: half a stage task's rows, as settling a
+# row (concat, first of each key, sort, write) takes about twice the memory checking one does (measured: 1.65M rows settled
+# peaked at 1.03 GB, 2M rows staged at 0.77 GB), so a worker's peak is a stage task's however dense the days
+SETTLE_ROWS = 1_000_000
 SHARE_DEPTH = 2  # a partition denser than SETTLE_ROWS in a day is settled in runs of its cells this much finer (49 of them)
 PARQUET = (".parquet", ".pq")
 STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
