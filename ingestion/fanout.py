@@ -8,8 +8,8 @@ input files, nothing of the client's):
    within the piece, and put them in the steward zone's staging area for this run, a file per UTC date. Rejected rows
    come back to the client.
 2. *Settle*, a task per date — or, for a date of more than ``SETTLE_ROWS`` staged rows, per share of its partitions,
-   a partition denser than that split by its cells ``SHARE_DEPTH`` resolutions finer (a key's cell follows from the key,
-   so a key never spans two shares) — the staged rows in input order, the
+   a partition denser than that split by device (a key's partition and device follow from the key, so a key never spans
+   two shares) — the staged rows in input order, the
    first of each key kept, less the keys the table held at the version the run read; sorted and written as the
    table's data files, which no commit names yet. A task holds a share of a day however dense the day.
 3. *Commit*, in the client under the table's writer lock: the rejected rows to quarantine, then every settled file in
@@ -37,7 +37,6 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from citylake.h3_index import polars_expr as X
 from citylake.ingestion import ledger
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import IngestReport, fingerprint, quarantine, quarantine_rows
@@ -56,7 +55,6 @@ DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out 
 # row (concat, first of each key, sort, write) takes about twice the memory checking one does (measured: 1.65M rows settled
 # peaked at 1.03 GB, 2M rows staged at 0.77 GB), so a worker's peak is a stage task's however dense the days
 SETTLE_ROWS = 1_000_000
-SHARE_DEPTH = 2  # a partition denser than SETTLE_ROWS in a day is settled in runs of its cells this much finer (49 of them)
 PARQUET = (".parquet", ".pq")
 STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
 RUN_TIME = "%Y%m%dT%H%M%S"
@@ -101,7 +99,7 @@ class Staged:
     bad: pl.DataFrame
     files: dict[str, list[str]]  # date → the staged files holding its rows, in the piece's order
     started: dt.datetime
-    blocks: Counter = field(default_factory=Counter)  # (date, partition cell, its cell SHARE_DEPTH finer) → rows staged
+    partitions: Counter = field(default_factory=Counter)  # (date, partition cell) → rows staged
 
 
 @dataclass
@@ -168,8 +166,7 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
     of a file however large it is); its rejected rows returned."""
     started = dt.datetime.now(UTC)
     lake = Lake.open(lake_uri, storage=storage)
-    bad, rows_in, offered, files, blocks = [], 0, 0, defaultdict(list), Counter()
-    block = X.cell_to_parent("h3_cell", block_res(lake)).alias("_block")
+    bad, rows_in, offered, files, partitions = [], 0, 0, defaultdict(list), Counter()
     for n, raw in enumerate(_raw_chunks(piece, storage, checks)):
         chunk = validate_pings(raw, piece.source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
                                window=checks.window)
@@ -180,9 +177,9 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
             name = _staged_file(run, date.isoformat(), piece.number, n)
             lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4"), private=True)
             files[date.isoformat()].append(name)
-            blocks.update({(date.isoformat(), cell, b): count for cell, b, count in day.group_by(PARTITION_CELL, block).len().iter_rows()})
+            partitions.update({(date.isoformat(), cell): count for cell, count in day.group_by(PARTITION_CELL).len().iter_rows()})
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
-    return Staged(piece, rows_in, offered, rejected, dict(files), started, blocks)
+    return Staged(piece, rows_in, offered, rejected, dict(files), started, partitions)
 
 
 def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[int, str]], version: int | None,
@@ -206,63 +203,50 @@ def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[i
 
 def _staged_rows(lake: Lake, name: str, share: Share | None) -> pl.DataFrame:
     rows = pl.read_parquet(io.BytesIO(lake.location.read_bytes(name)))  # one staged file at a time: a chunk's day
-    return rows if share is None else share.of(rows, block_res(lake))
+    return rows if share is None else rows.filter(share.holds())
 
 
 @dataclass(frozen=True)
 class Share:
-    """What one settle task takes of a date: whole partitions, and blocks (cells ``SHARE_DEPTH`` finer) of partitions too
-    dense for one task."""
+    """What one settle task takes of a date: whole partitions, and slices of partitions too dense for one task — a
+    slice (partition cell, r, of) is the partition's devices whose pseudonym modulo ``of`` is ``r`` (pseudonyms are keyed
+    hashes, so slices are about equal however the rows crowd in space)."""
 
     partitions: frozenset[int] = frozenset()
-    blocks: frozenset[int] = frozenset()
+    slices: frozenset[tuple[int, int, int]] = frozenset()
 
-    def of(self, rows: pl.DataFrame, res: int) -> pl.DataFrame:
-        return rows.filter(pl.col(PARTITION_CELL).is_in(list(self.partitions))
-                           | X.cell_to_parent("h3_cell", res).is_in(list(self.blocks)))
+    def holds(self) -> pl.Expr:
+        whole = pl.col(PARTITION_CELL).is_in(list(self.partitions))
+        return pl.any_horizontal(whole, *((pl.col(PARTITION_CELL) == cell) & (pl.col("device_id") % of == r)
+                                          for cell, r, of in sorted(self.slices)))
 
     def __or__(self, other: Share) -> Share:
-        return Share(self.partitions | other.partitions, self.blocks | other.blocks)
+        return Share(self.partitions | other.partitions, self.slices | other.slices)
 
 
-def block_res(lake: Lake) -> int:
-    return min(lake.partition_res + SHARE_DEPTH, lake.cell_res)
-
-
-def settle_shares(blocks: Counter, date: str, /) -> list[Share | None]:
+def settle_shares(partitions: Counter, date: str, /) -> list[Share | None]:
     """How one date is settled: whole (``[None]``) when it staged at most ``SETTLE_ROWS`` rows, else shared out over as
     many tasks as that takes, the largest first onto the lightest share: a partition whole, or one denser than
-    ``SETTLE_ROWS`` in runs of its blocks of about equal rows (so it is written in few files)."""
-    per_partition: dict[int, Counter] = defaultdict(Counter)
-    for (day, cell, block), rows in blocks.items():
-        if day == date:
-            per_partition[cell][block] += rows
-    units = [unit for cell, rows in per_partition.items() for unit in _units(cell, rows)]
+    ``SETTLE_ROWS`` in as many slices by device as that takes."""
+    units = [unit for (day, cell), rows in partitions.items() if day == date for unit in _units(cell, rows)]
     shares = -(-sum(rows for rows, _ in units) // SETTLE_ROWS)
     if shares <= 1:
         return [None]
     load, members = [0] * shares, [Share() for _ in range(shares)]
-    for rows, unit in sorted(units, key=lambda u: (-u[0], sorted(u[1].partitions), sorted(u[1].blocks))):
+    for rows, unit in sorted(units, key=lambda u: (-u[0], sorted(u[1].partitions), sorted(u[1].slices))):
         lightest = load.index(min(load))
         load[lightest] += rows
         members[lightest] |= unit
-    return [share for share in members if share.partitions or share.blocks]
+    return [share for share in members if share.partitions or share.slices]
 
 
-def _units(cell: int, blocks: Counter) -> list[tuple[int, Share]]:
-    """A partition as one unit of settling, or, when denser than ``SETTLE_ROWS``, as runs of its blocks (in cell order)
-    of about equal rows; a block is never split."""
-    total = sum(blocks.values())
-    if total <= SETTLE_ROWS:
-        return [(total, Share(partitions=frozenset([cell])))]
-    runs = -(-total // SETTLE_ROWS)
-    members, loads, before = [set() for _ in range(runs)], [0] * runs, 0
-    for block in sorted(blocks):
-        at = min(runs - 1, before * runs // total)
-        members[at].add(block)
-        loads[at] += blocks[block]
-        before += blocks[block]
-    return [(rows, Share(blocks=frozenset(run))) for rows, run in zip(loads, members) if run]
+def _units(cell: int, rows: int) -> list[tuple[int, Share]]:
+    """A partition as one unit of settling, or, when denser than ``SETTLE_ROWS``, as slices of its devices of about
+    ``SETTLE_ROWS`` rows each (expected: a slice's rows are estimated as an equal part)."""
+    if rows <= SETTLE_ROWS:
+        return [(rows, Share(partitions=frozenset([cell])))]
+    of = -(-rows // SETTLE_ROWS)
+    return [(rows // of, Share(slices=frozenset([(cell, r, of)]))) for r in range(of)]
 
 
 def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce, began: float) -> dict[int, int]:
@@ -271,8 +255,8 @@ def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], annou
     for s in staged:  # in input order
         for date, names in s.files.items():
             files[date] += [(s.piece.number, name) for name in names]
-    blocks = sum((s.blocks for s in staged), Counter())
-    shares = [(named, share) for date, named in sorted(files.items()) for share in settle_shares(blocks, date)]
+    partitions = sum((s.partitions for s in staged), Counter())
+    shares = [(named, share) for date, named in sorted(files.items()) for share in settle_shares(partitions, date)]
     announce(f"staged {sum(s.offered for s in staged):,} checked rows ({time.perf_counter() - began:.1f}s); settling {len(files)} "
              f"day(s) in {len(shares)} task(s) …")
     for _ in range(FENCED_ATTEMPTS):

@@ -95,10 +95,10 @@ def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
     assert rows(lake).height == report.accepted and quarantined(lake).height == report.rejected and ledger.check(lake).ok
 
 
-def test_a_dense_day_is_settled_in_shares_of_its_partitions_or_their_blocks_and_lands_as_one_process(client, tmp_path, monkeypatch):
+def test_a_dense_day_is_settled_in_shares_of_its_partitions_or_their_slices_and_lands_as_one_process(client, tmp_path, monkeypatch):
     from citylake.ingestion import fanout
 
-    monkeypatch.setattr(fanout, "SETTLE_ROWS", 500)  # these ~4,000-row days in a few partitions: each split by blocks
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 500)  # these ~4,000-row days in a few partitions: each sliced by device
     files = write_inputs(tmp_path)
     lake, said = Lake.init(tmp_path / "lake"), []
     report = ingest_pings_on_cluster(lake, files, client, key=KEY, rows_per_task=3_000, announce=said.append)
@@ -118,35 +118,37 @@ def test_a_dates_partitions_are_shared_out_whole_and_evenly(monkeypatch):
     from citylake.ingestion import fanout
 
     monkeypatch.setattr(fanout, "SETTLE_ROWS", 100)
-    staged = Counter({("2026-11-01", cell, 1000 * cell + block): rows // 2 for cell, rows in enumerate([90, 60, 50, 40, 30, 20, 10])
-                      for block in range(2)})
-    staged[("2026-11-02", 7, 7000)] = 80
+    staged = Counter({("2026-11-01", cell): rows for cell, rows in enumerate([90, 60, 50, 40, 30, 20, 10])})
+    staged[("2026-11-02", 7)] = 80
     shares = fanout.settle_shares(staged, "2026-11-01")  # 300 rows: three shares
     assert len(shares) == 3 and sorted(c for share in shares for c in share.partitions) == list(range(7))  # each cell once
-    assert not any(share.blocks for share in shares)  # no partition is denser than a share: none is split
-    loads = [sum(rows for (day, cell, _), rows in staged.items() if day == "2026-11-01" and cell in share.partitions)
-             for share in shares]
+    assert not any(share.slices for share in shares)  # no partition is denser than a share: none is sliced
+    loads = [sum(staged[("2026-11-01", c)] for c in share.partitions) for share in shares]
     assert max(loads) - min(loads) <= 30 and max(loads) <= 110
     assert fanout.settle_shares(staged, "2026-11-02") == [None]  # small enough: the date whole
 
 
-def test_a_partition_denser_than_a_share_is_split_in_runs_of_its_blocks(monkeypatch):
-    """A partition of 850 rows in 50 uneven blocks, with shares of 100 rows: nine runs of whole blocks, each block in one
-    run, about 100 rows each; a partition of 60 rows beside it stays whole."""
+def test_a_partition_denser_than_a_share_is_sliced_by_device_and_each_row_is_in_one_share(monkeypatch):
+    """A partition of 1,050 rows with shares of 100: eleven slices by device, every residue once; a partition of 60
+    rows beside it stays whole; on rows, the shares' filters take every row exactly once (negative pseudonyms too)."""
     from collections import Counter
 
+    import numpy as np
+
     from citylake.ingestion import fanout
+    from citylake.lake.schemas import PARTITION_CELL
 
     monkeypatch.setattr(fanout, "SETTLE_ROWS", 100)
-    rows = [3 + (7 * block) % 35 for block in range(50)]  # uneven blocks, 850 rows
-    staged = Counter({("2026-11-01", 1, 500 + block): n for block, n in enumerate(rows)})
-    staged[("2026-11-01", 2, 900)] = 60
+    staged = Counter({("2026-11-01", 1): 1_050, ("2026-11-01", 2): 60})
     shares = fanout.settle_shares(staged, "2026-11-01")
-    blocks = sorted(b for share in shares for b in share.blocks)
-    assert blocks == list(range(500, 550))  # every block once
-    assert sorted(c for share in shares for c in share.partitions) == [2]
-    loads = [sum(staged[("2026-11-01", 1, b)] for b in share.blocks) + 60 * (2 in share.partitions) for share in shares]
-    assert len(shares) == 10 and sum(loads) == 910 and max(loads) <= 100 + max(rows)
+    assert sorted(s for share in shares for s in share.slices) == [(1, r, 11) for r in range(11)]
+    assert sorted(c for share in shares for c in share.partitions) == [2] and len(shares) == 12
+    rng = np.random.default_rng(3)
+    rows = pl.DataFrame({PARTITION_CELL: rng.choice([1, 2], 5_000, p=[1_050 / 1_110, 60 / 1_110]),
+                         "device_id": rng.integers(-2**63, 2**63 - 1, 5_000)})
+    taken = [rows.with_row_index().filter(share.holds())["index"] for share in shares]
+    assert sorted(pl.concat(taken).to_list()) == list(range(5_000))
+    assert max(len(t) for t in taken) < 2 * 5_000 * 1_050 / 1_110 / 11
 
 
 def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path):
