@@ -22,6 +22,8 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
   DuckDB ST_Contains, GeoPandas sjoin and SedonaDB (bench/footfall_zones.py);
 - scale_100m: ingest, publish and footfall at --rows and 10x --rows pings, each step's time and peak RSS (bench/scale.py);
   scale_100m_dask: ingest and footfall of the same on a local cluster of two workers, each worker's peak RSS;
+  expo_day_dask: one crowded day (8M and 16M pings in a few coarse cells) ingested on two workers, settled as citylake
+  does (dense partitions sliced by device) and whole, each phase's peak RSS per worker;
 - dask_footfall_s3: the steward's footfall on 1 and 2 `citylake worker` processes (TLS scheduler) reading an s3:// lake,
   against one process (bench/dask_s3.py);
 - dask_ingest_s3: a month of pings in ten Parquet objects ingested by 1 and 2 such workers into an s3:// lake (one

@@ -154,4 +154,5 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("dask_ingest_s3", lambda run: dask_s3.bench_dask_ingest_s3(run.rows, run.work)),
         ("scale_100m", lambda run: scale.bench_scale(run.work, small=run.rows, large=run.rows * 10)),
         ("scale_100m_dask", lambda run: scale.bench_scale_dask(run.work, small=run.rows, large=run.rows * 10)),
+        ("expo_day_dask", lambda run: scale.bench_expo_day_dask(run.work)),
     ]

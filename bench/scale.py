@@ -11,6 +11,7 @@ order, irregular park-like zones) — the second not used to develop the ingest.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -40,9 +41,83 @@ def bench_scale_dask(work: Path, *, small: int = 10_000_000, large: int = 100_00
                       rss="worker_peak_rss_mb", rss_growth="worker_rss_growth")
 
 
+def bench_expo_day_dask(work: Path, *, sizes: tuple[int, ...] = (8_000_000, 16_000_000)) -> dict:
+    """One day's pings crowded into a few coarse cells (an expo: a normal spread of ~1 km around one point), ingested on
+    a local cluster of two one-core workers, as citylake settles them (a partition denser than a settle share sliced by
+    device) and with every partition settled whole (the baseline, by patching the client's plan): each phase's peak
+    RSS per worker (stage, then settle) at two sizes."""
+    out: dict = {"how": "a child process per run starting a local cluster of 2 one-thread workers; each worker's VmHWM after "
+                        "the stage tasks, then reset (clear_refs 5) and read again after the settle tasks",
+                 "targets": "memory flat (issue 18)"}
+    folder = work / "expo"
+    folder.mkdir(parents=True, exist_ok=True)
+    for rows in sizes:
+        source = _expo_inputs(folder, rows)
+        for plan in ("sliced", "whole"):
+            lake = folder / f"lake-{rows}-{plan}"
+            out[f"{rows}_{plan}"] = _child("expo_dask", lake, str(source), plan)
+            shutil.rmtree(lake, ignore_errors=True)
+        source.unlink()
+    for plan in ("sliced", "whole"):
+        small, large = (out[f"{rows}_{plan}"] for rows in (sizes[0], sizes[-1]))
+        out[f"{plan}_settle_peak_growth"] = round(large["settle_peak_mb"] / small["settle_peak_mb"], 2)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def _expo_inputs(folder: Path, rows: int) -> Path:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.month_ingest import CITY, _pings
+
+    path, writer = folder / f"pings-{rows}.parquet", None
+    for chunk in range(8):
+        rng, n = np.random.default_rng(chunk), rows // 8
+        lat, lon = np.mean(CITY["lat"]) + rng.normal(0, 0.01, n), np.mean(CITY["lon"]) + rng.normal(0, 0.01, n)
+        table = _pings(rng.integers(0, 200_000, n), rng.integers(0, 86400, n), lat, lon, rng)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=1_000_000)
+    writer.close()
+    return path
+
+
+def _expo_on_cluster(lake_dir: str, source: str, plan: str) -> dict:
+    from citylake.analytics import dask_client
+    from citylake.ingestion import fanout
+    from citylake.lake import Lake
+
+    if plan == "whole":  # the baseline: no partition sliced, however dense
+        fanout._units = lambda cell, rows: [(rows, fanout.Share(partitions=frozenset([cell])))]
+    peaks, settle = {}, fanout._settle_and_commit
+
+    def settle_after_stage(lake, client, *args):
+        peaks["stage"] = max(client.run(_reset_peak_rss_mb).values())
+        return settle(lake, client, *args)
+
+    fanout._settle_and_commit = settle_after_stage
+    said: list[str] = []
+    with dask_client(workers=2, announce=lambda _: None) as client:
+        client.run(_reset_peak_rss_mb)
+        started = time.perf_counter()
+        fanout.ingest_pings_on_cluster(Lake.init(lake_dir), [source], client, key=KEY, announce=said.append)
+        seconds = time.perf_counter() - started
+        peaks["settle"] = max(client.run(_reset_peak_rss_mb).values())
+    tasks = next(line for line in said if "settling" in line)
+    return {"seconds": round(seconds, 2), "stage_peak_mb": peaks["stage"], "settle_peak_mb": peaks["settle"],
+            "settle_tasks": int(tasks.split(" in ")[1].split()[0])}
+
+
+def _reset_peak_rss_mb() -> int:
+    """This process's VmHWM since the last reset, and a reset (so the next phase's peak is its own)."""
+    peak = _peak_rss_mb()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return peak
+
+
 def _two_sizes(out: dict, work: Path, steps: dict[str, str], small: int, large: int, *, rss: str, rss_growth: str) -> dict:
     """Each shape at ``small`` and ``large`` pings: every step (name → child step) on a fresh lake, then its growth."""
-    import shutil
 
     for shape in ("uniform_shuffled", "hotspots_time_ordered"):
         figure: dict = {}
@@ -65,6 +140,8 @@ def _two_sizes(out: dict, work: Path, steps: dict[str, str], small: int, large: 
 
 
 def _on_cluster(step: str, lake_dir: str, args: list[str]) -> dict:
+    if step == "expo_dask":
+        return _expo_on_cluster(lake_dir, *args)
     from citylake.analytics import dask_client
     from citylake.lake import Lake
 
