@@ -118,7 +118,6 @@ def _reset_peak_rss_mb() -> int:
 
 def _two_sizes(out: dict, work: Path, steps: dict[str, str], small: int, large: int, *, rss: str, rss_growth: str) -> dict:
     """Each shape at ``small`` and ``large`` pings: every step (name → child step) on a fresh lake, then its growth."""
-
     for shape in ("uniform_shuffled", "hotspots_time_ordered"):
         figure: dict = {}
         for rows in (small, large):
