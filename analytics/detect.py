@@ -135,49 +135,71 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
         parts = dask.compute(*tasks, scheduler="threads")
         fanned_out = time.perf_counter() - started
         result = detect_parts(lake, parts, **options)
-    else:  # the window series stay on the workers; detection runs there too, on a task given them
+    else:  # the window series stay on the workers; detection runs there too: anomalies and hotspots, a task each
         from distributed import wait
 
         parts = client.compute(tasks)
         wait(parts)
         fanned_out = time.perf_counter() - started
-        result = client.submit(detect_task, lake.uri, lake.storage, parts, **options, pure=False).result()
+        found = client.submit(anomalies_task, lake.uri, lake.storage, parts, **options, pure=False)
+        spots = client.submit(hotspots_task, parts, pure=False)
+        result = analysis_of(found.result(), spots.result(), k=k, tz=options["tz"])
     result.seconds = {"series_on_dask": round(fanned_out, 2), "detection": round(time.perf_counter() - started - fanned_out, 2)}
     return result
 
 
-def detect_task(lake_uri: str, storage: Storage | None, parts: list[dict[str, pl.DataFrame]], /, **options) -> Analysis:
-    """Detection as a Dask task: the lake opened from its URI and storage settings, the window series handed over by Dask."""
-    return detect_parts(Lake.open(lake_uri, storage=storage), parts, **options)
+def anomalies_task(lake_uri: str, storage: Storage | None, parts: list[dict[str, pl.DataFrame]], /, **options) -> Anomalies:
+    """The anomalies half of detection as a Dask task: the lake opened from its URI and storage settings, the window
+    series handed over by Dask."""
+    return find_anomalies(Lake.open(lake_uri, storage=storage), _gathered(parts, "places"), _gathered(parts, "readings"),
+                          _gathered(parts, "raw"), **options)
+
+
+def hotspots_task(parts: list[dict[str, pl.DataFrame]], /) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The hotspots half of detection as a Dask task, beside the anomalies on another worker."""
+    return _hotspots(_gathered(parts, "cells"))
 
 
 def detect_parts(lake: Lake, parts, /, **options) -> Analysis:
     """``detect`` over the window series the fan-out made, concatenated per kind."""
-    def gather(name: str) -> pl.DataFrame:
-        return pl.concat([p[name] for p in parts if name in p], how="vertical_relaxed")
+    return detect(lake, *(_gathered(parts, name) for name in ("places", "cells", "readings", "raw")), **options)
 
-    return detect(lake, gather("places"), gather("cells"), gather("readings"), gather("raw"), **options)
+
+def _gathered(parts: list[dict[str, pl.DataFrame]], name: str) -> pl.DataFrame:
+    return pl.concat([p[name] for p in parts if name in p], how="vertical_relaxed")
+
+
+Anomalies = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]  # place scores, sensor scores, faults, detections
 
 
 def detect(lake: Lake, places: pl.DataFrame, cells: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame, /, *,
            k: int = DEFAULT_K, tz: str = "UTC", window: tuple[dt.datetime | None, dt.datetime | None] = (None, None)) -> Analysis:
     """Anomalies, faults and detections on one thread while the hotspots are scored on another (both mostly run
-    outside the GIL; on a cluster this runs in one task after the fan-out, in the client otherwise). ``places`` may hold days
-    outside ``window`` to learn the usual from; only the window's hours are scored."""
-    def anomalies() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        place_scores = score_places(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
-                                              "devices"), k=k, tz=tz)
-        sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
-                                 entity=["sensor_id", "metric"], tz=tz)
-        start, end = window
-        if start is not None or end is not None:
-            inside = pl.col("bucket").is_between(start or UTC_MIN, end or UTC_MAX, closed="left")
-            place_scores, sensor_scores = place_scores.filter(inside), sensor_scores.filter(inside)
-        faults = sensor_faults(raw)
-        return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults, k=k, tz=tz)
+    outside the GIL; on a cluster the two are tasks of their own after the fan-out, in the client otherwise). ``places``
+    may hold days outside ``window`` to learn the usual from; only the window's hours are scored."""
+    found, spots = thread_map(lambda part: part(), [
+        lambda: find_anomalies(lake, places, hourly, raw, k=k, tz=tz, window=window), lambda: _hotspots(cells)])
+    return analysis_of(found, spots, k=k, tz=tz)
 
-    (place_scores, sensor_scores, faults, detections), (hotspots, trends) = thread_map(
-        lambda part: part(), [anomalies, lambda: _hotspots(cells)])
+
+def find_anomalies(lake: Lake, places: pl.DataFrame, hourly: pl.DataFrame, raw: pl.DataFrame, /, *, k: int, tz: str,
+                   window: tuple[dt.datetime | None, dt.datetime | None]) -> Anomalies:
+    """Places' and sensors' hourly scores (the window's hours), sensor faults, and the detections they make."""
+    place_scores = score_places(_complete(places.select("place_id", "bucket", pl.col("devices").cast(pl.Float64)), ["place_id"],
+                                          "devices"), k=k, tz=tz)
+    sensor_scores = robust_z(hourly.select("sensor_id", "metric", "bucket", pl.col("mean").alias("value")),
+                             entity=["sensor_id", "metric"], tz=tz)
+    start, end = window
+    if start is not None or end is not None:
+        inside = pl.col("bucket").is_between(start or UTC_MIN, end or UTC_MAX, closed="left")
+        place_scores, sensor_scores = place_scores.filter(inside), sensor_scores.filter(inside)
+    faults = sensor_faults(raw)
+    return place_scores, sensor_scores, faults, _detections(lake, place_scores, sensor_scores, faults, k=k, tz=tz)
+
+
+def analysis_of(found: Anomalies, spots: tuple[pl.DataFrame, pl.DataFrame], /, *, k: int, tz: str) -> Analysis:
+    place_scores, sensor_scores, faults, detections = found
+    hotspots, trends = spots
     return Analysis(detections, faults, place_scores, sensor_scores, hotspots, trends, timezone=tz, k=k)
 
 
