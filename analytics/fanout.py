@@ -1,4 +1,4 @@
-"""Footfall on a Dask cluster: one task per span of whole UTC days of pings (``day_spans``), or per part of a dense day
+"""Footfall and stays on a Dask cluster. Footfall: one task per span of whole UTC days of pings (``day_spans``), or per part of a dense day
 (``day_parts``), each through the same query functions as one process (``queries.footfall``), combined and made
 k-anonymous in the client.
 
@@ -7,6 +7,11 @@ made of whole buckets: each task's groups are whole, the frames are concatenated
 one-process answer exactly. Each task opens the lake from its URI and storage settings, so a worker needs only to reach
 the lake (an ``s3://`` one: the store), and holds at most about ``TASK_PINGS`` pings (a single bucket's, if more): a
 window larger than one machine's memory fits, and a worker's memory does not grow with a day's density.
+
+Stays: one task per span of days, each finding its window's stays however short, with whether each holds its device's
+first or last ping of the window; the client joins a stay that holds a device's last ping of one window to the stay in
+the same place holding its first ping of the next (when the gap is within ``max_gap_s``), then applies the dwell. A
+window is whole days, longer than any gap allowed, so no device can go silent for a whole window inside one stay.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from citylake.analytics.detect import MIN_TASKS, TASK_PINGS, days_of
 from citylake.h3_index.buckets import BUCKETS_US
 from citylake.lake import Lake
 from citylake.lake.storage import Storage
-from citylake.queries import DEFAULT_K, Filters, QueryResult, footfall
+from citylake.queries import DEFAULT_K, Filters, QueryResult, engine, footfall, tidy_stays
 from citylake.queries.base import FootfallBy, private_result, tidy
 from citylake.queries.errors import BadFilter
 
@@ -103,3 +108,45 @@ def window_footfall(lake_uri: str, storage: Storage | None, start: dt.datetime, 
 
 def footfall_frame(lake: Lake, /, *, by: FootfallBy, freq: str, res: int | None, filters: Filters) -> pl.DataFrame:
     return pl.from_arrow(footfall(lake, by=by, freq=freq, res=res, filters=filters, k=1).table)
+
+
+def stays_on_cluster(lake: Lake, client, /, *, filters: Filters = NO_FILTERS, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+    """``queries.stays`` on ``client``'s cluster, a task per span of days (``day_spans``); the same stays as one process."""
+    if not 0 < max_gap_s < DAY_US // 10**6 or min_dwell_s < 0:
+        raise BadFilter("max_gap_s/min_dwell_s", (max_gap_s, min_dwell_s), "stays on a cluster need a gap of a second to under "
+                        "a day and a dwell not negative; run a longer gap in one process")
+    windows = [(dt.datetime.combine(first, dt.time(), UTC), dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC))
+               for first, last in day_spans(pings_per_day(lake, filters))]
+    tasks = [client.submit(window_stays, lake.uri, lake.storage, start, end, filters=filters, max_gap_s=max_gap_s, pure=False)
+             for start, end in windows]
+    pieces = [frame.with_columns(pl.lit(n, pl.Int64).alias("_window")) for n, frame in enumerate(client.gather(tasks))]
+    if not pieces:  # no pings in the window: the one-process answer (empty) gives the columns
+        pieces = [window_stays(lake.uri, lake.storage, dt.datetime.min.replace(tzinfo=UTC), dt.datetime.min.replace(tzinfo=UTC),
+                               filters=filters, max_gap_s=max_gap_s).with_columns(pl.lit(0, pl.Int64).alias("_window"))]
+    return tidy_stays(joined_stays(pl.concat(pieces, how="vertical_relaxed"), max_gap_s=max_gap_s, min_dwell_s=min_dwell_s))
+
+
+def window_stays(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, /, *, filters: Filters,
+                 max_gap_s: int) -> pl.DataFrame:
+    """One task: the stays of [``start``, ``end``) however short, with ``opens`` and ``closes`` (see ``stay_pieces``)."""
+    lake = Lake.open(lake_uri, storage=storage)
+    window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
+    return engine("polars", lake).stay_pieces(filters=window, max_gap_s=max_gap_s)
+
+
+def joined_stays(pieces: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+    """Stays of consecutive windows joined where one holds its device's last ping of a window and the next, in the same
+    place, its first ping of the next window, within ``max_gap_s``; then those lasting ``min_dwell_s``, as one process
+    gives them (device_id, place_id, start, end, pings)."""
+    # in a window, the stay that opens it first and the one that closes it last (pings of one time can start two stays)
+    pieces = pieces.sort("device_id", "place_id", "_window", "opens", "closes", "start",
+                         descending=[False, False, False, True, False, False])
+    same = (pl.col("device_id") == pl.col("device_id").shift(1)) & (pl.col("place_id") == pl.col("place_id").shift(1))
+    goes_on = (same & pl.col("closes").shift(1) & pl.col("opens") & (pl.col("_window") == pl.col("_window").shift(1) + 1)
+               & ((pl.col("start") - pl.col("end").shift(1)).dt.total_microseconds() <= max_gap_s * 10**6)).fill_null(False)
+    stays = (pieces.with_columns((~goes_on).cast(pl.Int64).cum_sum().alias("_stay"))
+             .group_by("_stay", maintain_order=True)
+             .agg(pl.col("device_id").first(), pl.col("place_id").first(), pl.col("start").min(), pl.col("end").max(),
+                  pl.col("pings").sum()))
+    return (stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
+            .select("device_id", "place_id", "start", "end", "pings"))

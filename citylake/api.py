@@ -485,6 +485,20 @@ def footfall(lake: Lake, /, *, role: str = "analyst", by: str = "place", freq: s
     return released.footfall(lake, by=by, freq=freq, res=res, filters=filters)
 
 
+def stays(lake: Lake, /, *, filters: Filters, max_gap_s: int, min_dwell_s: int, engine_name: str = S.DEFAULT_ENGINE,
+          settings: S.Settings | None = None, scheduler: str | None = None, announce: Callable[[str], None] = print):
+    """Per-device stays (the steward's data; check the role first): on a Dask cluster at ``scheduler`` a task per span of
+    days when given, the same stays as one process."""
+    from citylake import queries
+
+    if scheduler:
+        from citylake.analytics.fanout import stays_on_cluster
+
+        with cluster_for(scheduler, settings=settings or S.load(), announce=announce) as client:
+            return stays_on_cluster(lake, client, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
+    return queries.stays(lake, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s, engine_name=engine_name)
+
+
 def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filters | None = None, k: int | None = None,
        max_gap_s: int = 30 * 60, min_dwell_s: int = 5 * 60, engine_name: str = S.DEFAULT_ENGINE, settings: S.Settings | None = None):
     """Flows between zones: for the steward exact and k-anonymous between the filters' places; for anyone else the

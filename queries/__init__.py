@@ -80,7 +80,12 @@ def stays(
     no gap longer than ``max_gap_s``, lasting at least ``min_dwell_s``. Per device: for the steward only."""
     if max_gap_s <= 0 or min_dwell_s < 0:
         raise BadFilter("max_gap_s/min_dwell_s", (max_gap_s, min_dwell_s), "the gap must be positive and the dwell not negative")
-    raw = engine(engine_name, lake).stays(filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
+    return tidy_stays(engine(engine_name, lake).stays(filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s))
+
+
+def tidy_stays(raw: pl.DataFrame, /) -> pl.DataFrame:
+    """Stays (device_id, place_id, start, end, pings) as every engine and the cluster give them: in UTC, with their
+    duration, in order."""
     return (raw.with_columns(pl.col("start").dt.convert_time_zone("UTC"), pl.col("end").dt.convert_time_zone("UTC"),
                              pl.col("pings").cast(pl.Int64))
             .with_columns(((pl.col("end") - pl.col("start")).dt.total_microseconds() / 1e6).alias("duration_s"))
@@ -242,6 +247,7 @@ def save_stays(lake: Lake, stays_frame: pl.DataFrame, /, *, max_gap_s: int, min_
 __all__ = [
     "BadFilter", "DEFAULT_ENGINE",
     "ENGINES", "Filters", "QueryError", "QueryResult", "UnknownEngine", "conditions", "correlations", "dwell", "engine",
-    "footfall", "footfalls", "od", "od_cells", "trips", "profile", "save_stays", "stay_points", "stays", "visits", "with_hex_cells",
+    "footfall", "footfalls", "od", "od_cells", "trips", "profile", "save_stays", "stay_points", "stays", "tidy_stays", "visits",
+    "with_hex_cells",
     "things_near", "nearest_things", "parse_hours", "parse_weekdays", "DEFAULT_K", "PlaceFinder",
 ]

@@ -69,9 +69,18 @@ class PolarsEngine:
                      pl.col("value").max().alias("max")).collect())
 
     def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+        stays = self.stay_pieces(filters=filters, max_gap_s=max_gap_s)
+        return (stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
+                .select("device_id", "place_id", "start", "end", "pings"))
+
+    def stay_pieces(self, *, filters: Filters, max_gap_s: int) -> pl.DataFrame:
+        """Every stay of the filters' pings however short (device_id, place_id, start, end, pings), and whether it holds
+        its device's first ping there (``opens``) and its last (``closes``): where it may go on from a stay before the
+        window or into one after it (``analytics.fanout.stays_on_cluster`` joins them)."""
         # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
         pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
-                 .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq")))
+                 .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq"),
+                               pl.len().over("device_id").alias("_of")))
         hits, places = self._hits(pings, filters)
         hits = hits.sort("device_id", PLACE, "seq")
         # rows are sorted by run, so a run's previous row is the row above when it has the same device and place
@@ -80,9 +89,9 @@ class PolarsEngine:
                      & ((pl.col("ts") - pl.col("ts").shift(1)).dt.total_microseconds() <= max_gap_s * 10**6)).fill_null(False)
         stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().alias("stay"))
                  .group_by("device_id", PLACE, "stay")
-                 .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings")))
-        stays = stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
-        return stays.join(places.lazy(), on=PLACE).select("device_id", "place_id", "start", "end", "pings").collect()
+                 .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings"),
+                      (pl.col("seq").min() == 1).alias("opens"), (pl.col("seq").max() == pl.col("_of").first()).alias("closes")))
+        return stays.join(places.lazy(), on=PLACE).select("device_id", "place_id", "start", "end", "pings", "opens", "closes").collect()
 
     def _hits(self, pings: pl.LazyFrame, filters: Filters) -> tuple[pl.LazyFrame, pl.DataFrame]:
         """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each

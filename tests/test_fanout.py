@@ -1,16 +1,18 @@
-"""Footfall on a Dask cluster, one task per span of days: the same answer as one process, on a local lake and an s3:// one."""
+"""Footfall and stays on a Dask cluster, one task per span of days: the same answer as one process, on a local lake and an
+s3:// one."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import polars as pl
 import pytest
 from conftest import generated_city_lake, utc
 
 from citylake.analytics import fanout
 from citylake.analytics.cluster import dask_client
-from citylake.analytics.fanout import day_spans, days_in, footfall_on_cluster
-from citylake.queries import Filters, footfall
+from citylake.analytics.fanout import day_spans, days_in, footfall_on_cluster, stays_on_cluster
+from citylake.queries import Filters, footfall, stays
 from citylake.queries.errors import BadFilter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,6 +96,25 @@ def test_the_days_come_from_the_log_and_the_window(city_lake):
     assert days_in(city_lake, Filters(start=utc(2030, 1, 1))) == []
 
 
+@pytest.mark.parametrize("options", [dict(), dict(max_gap_s=5 * 60, min_dwell_s=0),
+                                     dict(max_gap_s=2 * 3600, min_dwell_s=20 * 60, filters=Filters(start=utc(2026, 11, 2, 3)))],
+                         ids=["defaults", "short-gap", "long-gap-window"])
+def test_stays_a_task_per_day_are_the_one_process_stays(cluster, city_lake, monkeypatch, options):
+    """Stays found a day per task and joined across midnight UTC where a device's last ping of one day and its first of
+    the next are in one place within the gap: the one-process stays, row for row — among them stays that cross midnight."""
+    monkeypatch.setattr(fanout, "TASK_PINGS", 1)  # every day its own task
+    one = stays(city_lake, **options)
+    fanned = stays_on_cluster(city_lake, cluster, **{"max_gap_s": 30 * 60, "min_dwell_s": 5 * 60, **options})
+    crossing = one.filter(pl.col("start").dt.date() != pl.col("end").dt.date())
+    assert one.height > 20 and crossing.height > 0, (one.height, crossing.height)
+    assert fanned.equals(one)
+
+
+def test_stays_on_a_cluster_refuse_a_gap_of_a_day(cluster, city_lake):
+    with pytest.raises(BadFilter, match="under a day"):
+        stays_on_cluster(city_lake, cluster, max_gap_s=86_400, min_dwell_s=0)
+
+
 def test_buckets_longer_than_a_day_are_refused(cluster, city_lake):
     with pytest.raises(BadFilter, match="divide a day"):
         footfall_on_cluster(city_lake, cluster, freq="1w")
@@ -116,7 +137,7 @@ def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_p
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(lake, freq="1h", k=2).table)
 
 
-def test_the_cli_runs_the_stewards_footfall_on_a_cluster(city_lake, tmp_path):
+def test_the_cli_runs_the_stewards_footfall_and_dwell_on_a_cluster(city_lake, tmp_path):
     import json
     import os
     import subprocess
@@ -139,11 +160,17 @@ def test_the_cli_runs_the_stewards_footfall_on_a_cluster(city_lake, tmp_path):
                                 env={**env, **tls}, timeout=300)
         plain = subprocess.run([*query, "--scheduler", cluster.scheduler_address.replace("tls://", "tcp://")], capture_output=True,
                                text=True, env={**env, **tls}, timeout=300)
+        dwell = [*query[:6], "dwell", "--role", "steward", "--format", "json", "--k", "1"]
+        dwell_fanned = subprocess.run([*dwell, "--scheduler", cluster.scheduler_address], capture_output=True, text=True,
+                                      env={**env, **tls}, timeout=300)
     assert plain.returncode == 1 and "plain-TCP" in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
     one = subprocess.run(query, capture_output=True, text=True, env=env, timeout=300)
     assert fanned.returncode == 0 and one.returncode == 0, fanned.stderr + one.stderr
     assert json.loads(fanned.stdout) == json.loads(one.stdout) and json.loads(one.stdout)
     assert "dask" in fanned.stderr
+    dwell_one = subprocess.run(dwell, capture_output=True, text=True, env=env, timeout=300)
+    assert dwell_fanned.returncode == 0 and dwell_one.returncode == 0, dwell_fanned.stderr + dwell_one.stderr
+    assert json.loads(dwell_fanned.stdout) == json.loads(dwell_one.stdout) and json.loads(dwell_one.stdout)
 
 
 def test_a_release_a_task_per_day_matches_one_process_within_its_noise(cluster, tmp_path):

@@ -63,10 +63,12 @@ def footfall(ctx: Context, by: str, res: int | None, freq: str, role: str, k_ano
 @click.option("--save", is_flag=True, help="Also write the stays as the derived table `stays` (steward data: per device).")
 @ROLE
 @K
+@click.option("--scheduler", metavar="tls://HOST:PORT", help="Find the stays on this Dask cluster (tls:// only), a task per "
+              "span of days, joined across midnight: for windows larger than one machine's memory. Same stays; --max-gap under a day.")
 @result
 @pass_context
 def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, save: bool, role: str, k_anon: int | None,
-          engine_name: str, fmt: str, out: str | None, **chosen) -> None:
+          engine_name: str, fmt: str, out: str | None, scheduler: str | None, **chosen) -> None:
     """How long people stay in places: visits, devices, median and p90 stay per place (k-anonymous; the steward's).
 
     A stay is a run of one device's consecutive pings inside a place with no silence longer than
@@ -82,7 +84,8 @@ def dwell(ctx: Context, max_gap: int, min_dwell: int, visits_freq: str | None, s
     lake = ctx.open(write=save)
     api.require_steward_role(lake, role, doing="dwell", settings=ctx.settings)
     on_the_city_clock = filters(**chosen, tz=lake.timezone)
-    found = queries.stays(lake, filters=on_the_city_clock, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name)
+    found = api.stays(lake, filters=on_the_city_clock, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, engine_name=engine_name,
+                      settings=ctx.settings, scheduler=scheduler, announce=note)
     if save:
         version = api.save_stays(lake, found, max_gap_s=max_gap * 60, min_dwell_s=min_dwell * 60, settings=ctx.settings)
         note(f"stays: {found.height:,} rows written (version {version})")
