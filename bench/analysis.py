@@ -113,3 +113,39 @@ def _analysis_on_dask(lake: Lake, cluster_sizes: tuple[int, ...], memory_limit: 
                      "warm_up_s": round(warm_up[size], 2), "peak_rss_mb_per_worker": sorted(peaks[size].values()),
                      "workers_restarted": len(started_with[size] - ended_with[size]), "detections": result.detections.height}
     return out
+
+
+def bench_stays_dask(work: Path, rounds: int = 3) -> dict:
+    """The steward's stays (30-minute gap, 5-minute dwell) in one process and on local clusters of 1 and 2 one-core
+    workers (a task per day, joined across midnight), on the two generated cities of ``dask_scaling``: 42,000 devices
+    over 4 days and 14,000 over 12. Each setting once to warm up, then ``rounds`` runs in turn; the same stays checked."""
+    out: dict = {"target": "stays a task per day on 1 -> 2 workers (issue 18: every heavy step on Dask)"}
+    for name, devices, days, seed in (("four_days", 42_000, 4, 21), ("twelve_days", 14_000, 12, 23)):
+        _, lake = city_lake(work, f"stays-{name}", devices=devices, days=days, seed=seed, pings_format="parquet")
+        out[name] = {**_lake_size(lake), "days": days, **_stays_three_ways(lake, rounds)}
+        shutil.rmtree(lake.root, ignore_errors=True)
+    return out
+
+
+def _stays_three_ways(lake: Lake, rounds: int) -> dict:
+    from citylake.analytics.cluster import dask_client
+    from citylake.analytics.fanout import stays_on_cluster
+    from citylake.queries import stays
+
+    options = {"max_gap_s": 30 * 60, "min_dwell_s": 5 * 60}
+    with dask_client(workers=1, announce=lambda _: None) as one, dask_client(workers=2, announce=lambda _: None) as two:
+        settings = {"one_process": lambda: stays(lake, **options), "workers_1": lambda: stays_on_cluster(lake, one, **options),
+                    "workers_2": lambda: stays_on_cluster(lake, two, **options)}
+        answers = {setting: run() for setting, run in settings.items()}  # the warm-up runs, kept to compare
+        runs: dict[str, list[float]] = {setting: [] for setting in settings}
+        for _ in range(rounds):  # in turns, so every setting sees the same machine
+            for setting, run in settings.items():
+                runs[setting].append(round(timed(run)[0], 2))
+    figure: dict = {"stays": answers["one_process"].height,
+                    "same_stays": all(found.equals(answers["one_process"]) for found in answers.values())}
+    for setting, seconds in runs.items():
+        figure[f"{setting}_s"] = {"best": min(seconds), "median": float(np.median(seconds)), "runs": seconds}
+    figure["speedup_1_to_2_best"] = round(min(runs["workers_1"]) / min(runs["workers_2"]), 2)
+    figure["speedup_1_to_2_median"] = round(float(np.median(runs["workers_1"]) / np.median(runs["workers_2"])), 2)
+    figure["two_workers_vs_one_process_best"] = round(min(runs["one_process"]) / min(runs["workers_2"]), 2)
+    return figure
