@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -55,15 +56,15 @@ class ReportBatch:
     the window's pings and the engines give the same answers (a district of the demo city: 2.5 s against 6.6 s)."""
 
     def __init__(self, lake: Lake, analysis: Analysis, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None,
-                 k: int = DEFAULT_K, engine_name: str = "polars") -> None:
+                 k: int = DEFAULT_K, engine_name: str = "polars", zones: dict[str, Zones] | None = None) -> None:
         self.lake, self.analysis, self.start, self.end, self.k, self.engine_name = lake, analysis, start, end, k, engine_name
-        self._zones: dict[str, Zones] = {}
+        self._zones: dict[str, Zones] = dict(zones or {})  # a category's, when computed elsewhere (a cluster's task)
 
     def build(self, place_id: str, /) -> Report:
         """The report for one place (a district, park, business district, expo or pilot boundary)."""
         place = registry.places(self.lake, place_ids=(place_id,))
         if place.is_empty():
-            raise BadFilter("district", place_id, 'no such place; see `citylake sql "SELECT place_id, name FROM places"`')
+            raise no_such_place(place_id)
         shape, name, category = registry.shapes(place)[0], place["name"][0] or place_id, place["category"][0]
         window = Filters(start=self.start, end=self.end, place_ids=(place_id,), tz=self.analysis.timezone)  # busy hours: city clock
         # one pass over the pings around the place: its hourly footfall, and its surroundings per cell and day for the map
@@ -114,12 +115,11 @@ class ReportBatch:
     def zones(self, category: str, /) -> Zones:
         """Stays in the places of ``category`` and the flows between them, computed once per batch."""
         if category not in self._zones:
-            self._zones[category] = self._zones_of(Filters(start=self.start, end=self.end, categories=(category,)))
+            self._zones[category] = zones_of(self.lake, category, start=self.start, end=self.end, k=self.k, engine_name=self.engine_name)
         return self._zones[category]
 
     def _zones_of(self, filters: Filters) -> Zones:
-        found = stays(self.lake, filters=filters, engine_name=self.engine_name)
-        return Zones(found, pl.from_arrow(od(found, freq="1d", k=self.k).table))
+        return _zones_in(self.lake, filters, k=self.k, engine_name=self.engine_name)
 
     def _detections(self, place_ids: list[str]) -> pl.DataFrame:
         """Detections at the place and at the places inside it, overlapping the window."""
@@ -140,6 +140,31 @@ def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetim
           k: int = DEFAULT_K, engine_name: str = "polars") -> Report:
     """The report for one place; for several, use one ``ReportBatch`` so they share what they can."""
     return ReportBatch(lake, analysis, start=start, end=end, k=k, engine_name=engine_name).build(place_id)
+
+
+def zones_of(lake: Lake, category: str, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, k: int = DEFAULT_K,
+             engine_name: str = "polars") -> Zones:
+    """Stays in the places of ``category`` over [start, end) and the k-anonymous flows between them."""
+    return _zones_in(lake, Filters(start=start, end=end, categories=(category,)), k=k, engine_name=engine_name)
+
+
+def _zones_in(lake: Lake, filters: Filters, /, *, k: int, engine_name: str) -> Zones:
+    found = stays(lake, filters=filters, engine_name=engine_name)
+    return Zones(found, pl.from_arrow(od(found, freq="1d", k=k).table))
+
+
+def categories_of(lake: Lake, place_ids: Sequence[str], /) -> dict[str, str | None]:
+    """Each place's category; refuses a place the lake does not hold (before any work on it)."""
+    places = registry.places(lake, place_ids=tuple(place_ids), columns=("place_id", "category"))
+    known = dict(zip(places["place_id"], places["category"]))
+    missing = next((p for p in place_ids if p not in known), None)
+    if missing is not None:
+        raise no_such_place(missing)
+    return known
+
+
+def no_such_place(place_id: str, /) -> BadFilter:
+    return BadFilter("district", place_id, 'no such place; see `citylake sql "SELECT place_id, name FROM places"`')
 
 
 def _places_inside(lake: Lake, shape, place_id: str) -> list[str]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from citylake.analytics.detect import Analysis
+    from citylake.analytics.report import Report
     from citylake.ingestion.batch import IngestReport
     from citylake.ingestion.replay import ReplayReport
     from citylake.lake import Lake
@@ -381,6 +382,31 @@ def analyse(lake: Lake, /, *, start: dt.datetime | None = None, end: dt.datetime
     with cluster_for(cluster_asked_for(scheduler, workers, settings), settings=settings, workers=workers,
                      announce=announce) as client:
         return run_analysis(lake, start=start, end=end, client=client, k=k_for_result(lake, k))
+
+
+def report(lake: Lake, place_ids: Sequence[str], /, *, out: str | Path, single: bool = False, start: dt.datetime | None = None,
+           end: dt.datetime | None = None, settings: S.Settings | None = None, scheduler: str | None = None,
+           workers: int | None = None, k: int | None = None, announce: Callable[[str], None] = print) -> list[Report]:
+    """``citylake report``: the situational analysis, its detections kept (``keep_detections``), and a report per place
+    written (``citylake.reports.write_reports``). The analysis runs on Dask as ``analyse``'s; when a cluster was asked
+    for (``scheduler``, ``workers`` or the ``analysis.scheduler`` setting) the reports are computed and drawn there too,
+    a task per place, and only written here."""
+    from citylake.analytics import analyse as run_analysis
+    from citylake.analytics.report import categories_of
+    from citylake.privacy import k_for_result
+    from citylake.reports import write_reports
+
+    settings = settings or S.load()
+    steward_key(lake, settings=settings, doing="district reports (they read raw pings)")
+    asked = cluster_asked_for(scheduler, workers, settings)
+    categories_of(lake, place_ids)  # a place the lake does not hold is refused before any work
+    k = k_for_result(lake, k)
+    with cluster_for(asked, settings=settings, workers=workers, announce=announce) as client:
+        found = run_analysis(lake, start=start, end=end, client=client, k=k)
+        if not keep_detections(lake, found, start=start, end=end):
+            announce("report: the detections table is not updated (this user cannot write the lake)")
+        return write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=announce,
+                             client=client if asked or workers else None)
 
 
 def cluster_for(scheduler: str | None, /, *, settings: S.Settings, workers: int | None = None, announce=print):

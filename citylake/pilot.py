@@ -38,8 +38,6 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
               workers: int | None = None, announce: Callable[[str], None] = print) -> Path:
     """Load ``area`` into the lake of ``settings`` (made if missing, with its key: the pilot is its steward) and write its
     first report to ``out`` (k: the lake's floor unless given)."""
-    from citylake.reports import write_reports
-
     settings = settings or S.load()
     api.cluster_asked_for(scheduler, workers, settings)  # a plain-TCP cluster is refused before any work
     lake = api.init_lake(settings=settings, timezone=area.timezone)  # opens an existing lake as it is (its zone changed if given)
@@ -47,8 +45,8 @@ def run_pilot(area: Pilot, /, *, out: str | Path, settings: S.Settings | None = 
         announce(f"pilot: {label}: {step().line()}")
     place_id = _boundary_place_id(lake, area)
     k = api.k_for(lake, k, settings=settings)
-    analysis = api.analyse(lake, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k, announce=announce)
-    write_reports(lake, analysis, [place_id], out=out, single=True, start=start, end=end, k=k, announce=announce)
+    api.report(lake, [place_id], out=out, single=True, start=start, end=end, settings=settings, scheduler=scheduler, workers=workers, k=k,
+               announce=announce)
     return Path(out)
 
 

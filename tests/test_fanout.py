@@ -3,7 +3,12 @@ s3:// one."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -124,10 +129,12 @@ def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_p
     import seaweed
     from conftest import TEST_KEY, with_key
 
+    from citylake.analytics import analyse
     from citylake.ingestion.city import generate_city
     from citylake.ingestion.location import ingest_pings
     from citylake.ingestion.map import ingest_places
     from citylake.lake import Lake
+    from citylake.reports import write_reports
 
     generate_city(tmp_path / "city", devices=100, days=3, seed=13)
     lake = with_key(Lake.init(f"s3://{seaweed.BUCKET}/fanout", storage=seaweed_s3.storage()))
@@ -135,42 +142,69 @@ def test_an_s3_lake_fans_out_with_its_uri_and_storage(cluster, seaweed_s3, tmp_p
     ingest_pings(lake, tmp_path / "city" / "pings.csv", key=TEST_KEY.encode())
     fanned = footfall_on_cluster(lake, cluster, freq="1h", k=2)
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(lake, freq="1h", k=2).table)
+    analysis = analyse(lake, client=cluster, k=2)  # and the reports: their tasks open the s3:// lake too
+    places = ["places:cbd", "places:expo"]
+    on_cluster = write_reports(lake, analysis, places, out=tmp_path / "fanned", k=2, announce=lambda _: None, client=cluster)
+    here = write_reports(lake, analysis, places, out=tmp_path / "here", k=2, announce=lambda _: None)
+    assert [r.summary() for r in on_cluster] == [r.summary() for r in here] and here[0].headline["pings"] > 0
+    assert (tmp_path / "fanned" / "places_expo.html").read_bytes() == (tmp_path / "here" / "places_expo.html").read_bytes()
 
 
-def test_the_cli_runs_the_stewards_footfall_and_dwell_on_a_cluster(city_lake, tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def tls_cluster(tmp_path, workers: int):
+    """A local TLS cluster of worker processes, and the environment a CLI run needs to reach it as the steward."""
     from conftest import TEST_KEY, self_signed
     from distributed import LocalCluster
     from distributed.security import Security
 
     cert, key = self_signed(tmp_path)
-    tls = {"CITYLAKE_ANALYSIS_TLS_CA_FILE": str(cert), "CITYLAKE_ANALYSIS_TLS_CERT": str(cert), "CITYLAKE_ANALYSIS_TLS_KEY": str(key)}
     security = Security(tls_ca_file=str(cert), tls_scheduler_cert=str(cert), tls_scheduler_key=str(key), tls_worker_cert=str(cert),
                         tls_worker_key=str(key), tls_client_cert=str(cert), tls_client_key=str(key), require_encryption=True)
-    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}
-    query = [sys.executable, "-m", "citylake.cli", "--lake", str(city_lake.root), "query", "footfall", "--role", "steward",
-             "--format", "json"]
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tls://", security=security,
+    env = {**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY, "CITYLAKE_ANALYSIS_TLS_CA_FILE": str(cert),
+           "CITYLAKE_ANALYSIS_TLS_CERT": str(cert), "CITYLAKE_ANALYSIS_TLS_KEY": str(key)}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tls://", security=security,
                       dashboard_address=None) as cluster:
-        fanned = subprocess.run([*query, "--scheduler", cluster.scheduler_address], capture_output=True, text=True,
-                                env={**env, **tls}, timeout=300)
-        plain = subprocess.run([*query, "--scheduler", cluster.scheduler_address.replace("tls://", "tcp://")], capture_output=True,
-                               text=True, env={**env, **tls}, timeout=300)
-        dwell = [*query[:6], "dwell", "--role", "steward", "--format", "json", "--k", "1"]
-        dwell_fanned = subprocess.run([*dwell, "--scheduler", cluster.scheduler_address], capture_output=True, text=True,
-                                      env={**env, **tls}, timeout=300)
+        yield cluster, env
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "citylake.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_the_cli_runs_the_stewards_footfall_and_dwell_on_a_cluster(city_lake, tmp_path):
+    query = ["--lake", str(city_lake.root), "query", "footfall", "--role", "steward", "--format", "json"]
+    dwell = [*query[:3], "dwell", "--role", "steward", "--format", "json", "--k", "1"]
+    with tls_cluster(tmp_path, workers=1) as (cluster, env):
+        fanned = cli(*query, "--scheduler", cluster.scheduler_address, env=env)
+        plain = cli(*query, "--scheduler", cluster.scheduler_address.replace("tls://", "tcp://"), env=env)
+        dwell_fanned = cli(*dwell, "--scheduler", cluster.scheduler_address, env=env)
+    env = {name: value for name, value in env.items() if not name.startswith("CITYLAKE_ANALYSIS_TLS")}
     assert plain.returncode == 1 and "plain-TCP" in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
-    one = subprocess.run(query, capture_output=True, text=True, env=env, timeout=300)
+    one = cli(*query, env=env)
     assert fanned.returncode == 0 and one.returncode == 0, fanned.stderr + one.stderr
     assert json.loads(fanned.stdout) == json.loads(one.stdout) and json.loads(one.stdout)
     assert "dask" in fanned.stderr
-    dwell_one = subprocess.run(dwell, capture_output=True, text=True, env=env, timeout=300)
+    dwell_one = cli(*dwell, env=env)
     assert dwell_fanned.returncode == 0 and dwell_one.returncode == 0, dwell_fanned.stderr + dwell_one.stderr
     assert json.loads(dwell_fanned.stdout) == json.loads(dwell_one.stdout) and json.loads(dwell_one.stdout)
+
+
+def test_reports_are_computed_and_drawn_on_the_cluster_as_in_one_process(city_lake, tmp_path):
+    """`report --scheduler`: a task per zone category and per place on the workers, the same files as one process."""
+    batch = ["--lake", str(city_lake.root), "report", "--category", "park", "--k", "3"]
+    with tls_cluster(tmp_path, workers=2) as (cluster, env):
+        fanned = cli(*batch, "--out", str(tmp_path / "fanned"), "--scheduler", cluster.scheduler_address, env=env)
+        missing = cli(*batch[:3], "--district", "places:nowhere", "--out", str(tmp_path / "x.html"), "--scheduler",
+                      cluster.scheduler_address, env=env)
+        ran = {prefix: group.state_counts["memory"] for prefix, group in cluster.scheduler.task_prefixes.items()}
+    one = cli(*batch, "--out", str(tmp_path / "one"), env=env)
+    assert fanned.returncode == 0 and one.returncode == 0, fanned.stderr + one.stderr
+    written = sorted(path.name for path in (tmp_path / "one").iterdir())
+    assert len(written) > 2 and written == sorted(path.name for path in (tmp_path / "fanned").iterdir())
+    for name in written:
+        assert (tmp_path / "fanned" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert ran["report_task"] == len(written) - 1 and ran["category_task"] == 1  # a report per park, the parks' stays once
+    assert missing.returncode != 0 and "no such place" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_a_release_a_task_per_day_matches_one_process_within_its_noise(cluster, tmp_path):

@@ -39,11 +39,9 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
     k = ctx.k(lake, k_anon)
     if for_planners and Path(out).suffix.lower() == ".md":
         raise click.UsageError("--for-planners publishes HTML reports; write them as .html (or into a directory)")
-    found = api.analyse(lake, start=start, end=end, settings=ctx.settings, scheduler=scheduler, workers=workers, k=k, announce=note)
-    if not api.keep_detections(lake, found, start=start, end=end):
-        note("report: the detections table is not updated (this user cannot write the lake)")
     single = len(place_ids) == 1 and Path(out).suffix.lower() in (".html", ".md")
-    written = reports.write_reports(lake, found, place_ids, out=out, single=single, start=start, end=end, k=k, announce=note)
+    written = api.report(lake, place_ids, out=out, single=single, start=start, end=end, settings=ctx.settings, scheduler=scheduler,
+                         workers=workers, k=k, announce=note)
     if not single:
         note(f"summary: {reports.write_summary(written, Path(out) / 'summary.json')}")
     if for_planners:
