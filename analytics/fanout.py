@@ -8,10 +8,12 @@ one-process answer exactly. Each task opens the lake from its URI and storage se
 the lake (an ``s3://`` one: the store), and holds at most about ``TASK_PINGS`` pings (a single bucket's, if more): a
 window larger than one machine's memory fits, and a worker's memory does not grow with a day's density.
 
-Stays: one task per span of days, each finding its window's stays however short, with whether each holds its device's
-first or last ping of the window; the client joins a stay that holds a device's last ping of one window to the stay in
-the same place holding its first ping of the next (when the gap is within ``max_gap_s``), then applies the dwell. A
-window is whole days, longer than any gap allowed, so no device can go silent for a whole window inside one stay.
+Stays: one task per span of days, and per share of its devices when the span holds more pings than a task's share (a
+device's stays are its own), each finding its window's stays. A stay that holds neither its device's first nor its last
+ping of the window is whole: the task applies the dwell to it. The others, however short, go to the combining step
+(``stays_of``: in the client, or in a report's task), which joins a stay holding a device's last ping of one window to
+the stay in the same place holding its first ping of the next (when the gap is within ``max_gap_s``), then applies the
+dwell. A window is whole days, longer than any gap allowed, so no device can go silent for a whole window inside one stay.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from citylake.queries.base import FootfallBy, private_result, tidy
 from citylake.queries.errors import BadFilter
 
 DAY_US = 86_400 * 10**6
+STAY_COLUMNS = ["device_id", "place_id", "start", "end", "pings"]
+PIECES = {"device_id": pl.Int64, "place_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
+          "pings": pl.UInt32, "opens": pl.Boolean, "closes": pl.Boolean, "_window": pl.Int64}
 NO_FILTERS = Filters()
 UTC = dt.timezone.utc
 
@@ -85,7 +90,7 @@ def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
     ``TASK_PINGS`` (a worker's memory) and an even share of ``MIN_TASKS`` tasks (every worker busy to the end); a day
     is never split. Each task opens the lake and loads the places' covers once, so fewer tasks cost less (on a store,
     fewer round trips); a day of more than ``TASK_PINGS`` pings is a span of its own (cut by ``task_windows``)."""
-    share = min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
+    share = task_share(per_day)
     spans: list[tuple[dt.date, dt.date]] = []
     held = 0
     for day, rows in per_day.items():
@@ -95,6 +100,11 @@ def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
             spans.append((day, day))
             held = rows
     return spans
+
+
+def task_share(per_day: dict[dt.date, int], /) -> int:
+    """Pings a task takes at most: ``TASK_PINGS``, or fewer when that leaves under ``MIN_TASKS`` tasks."""
+    return min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
 
 
 def window_footfall(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, /, *, by: FootfallBy, freq: str,
@@ -111,27 +121,61 @@ def footfall_frame(lake: Lake, /, *, by: FootfallBy, freq: str, res: int | None,
 
 
 def stays_on_cluster(lake: Lake, client, /, *, filters: Filters = NO_FILTERS, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
-    """``queries.stays`` on ``client``'s cluster, a task per span of days (``day_spans``); the same stays as one process."""
+    """``queries.stays`` on ``client``'s cluster, a task per span of days (``day_spans``) and share of its devices
+    (``stay_tasks``); the same stays as one process."""
+    return stays_of(client.gather(stay_parts(lake, client, filters=filters, max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)),
+                    max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
+
+
+def stay_parts(lake: Lake, client, /, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> list:
+    """The futures of ``window_stays`` for every task of ``stay_tasks``, for ``stays_of`` to combine (in the client, or
+    in a task of their own)."""
     if not 0 < max_gap_s < DAY_US // 10**6 or min_dwell_s < 0:
         raise BadFilter("max_gap_s/min_dwell_s", (max_gap_s, min_dwell_s), "stays on a cluster need a gap of a second to under "
                         "a day and a dwell not negative; run a longer gap in one process")
-    windows = [(dt.datetime.combine(first, dt.time(), UTC), dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC))
-               for first, last in day_spans(pings_per_day(lake, filters))]
-    tasks = [client.submit(window_stays, lake.uri, lake.storage, start, end, filters=filters, max_gap_s=max_gap_s, pure=False)
-             for start, end in windows]
-    pieces = [frame.with_columns(pl.lit(n, pl.Int64).alias("_window")) for n, frame in enumerate(client.gather(tasks))]
-    if not pieces:  # no pings in the window: the one-process answer (empty) gives the columns
-        pieces = [window_stays(lake.uri, lake.storage, dt.datetime.min.replace(tzinfo=UTC), dt.datetime.min.replace(tzinfo=UTC),
-                               filters=filters, max_gap_s=max_gap_s).with_columns(pl.lit(0, pl.Int64).alias("_window"))]
-    return tidy_stays(joined_stays(pl.concat(pieces, how="vertical_relaxed"), max_gap_s=max_gap_s, min_dwell_s=min_dwell_s))
+    return [client.submit(window_stays, lake.uri, lake.storage, start, end, number, filters=dataclasses.replace(filters, devices=share),
+                          max_gap_s=max_gap_s, min_dwell_s=min_dwell_s, pure=False)
+            for start, end, number, share in stay_tasks(pings_per_day(lake, filters))]
 
 
-def window_stays(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, /, *, filters: Filters,
-                 max_gap_s: int) -> pl.DataFrame:
-    """One task: the stays of [``start``, ``end``) however short, with ``opens`` and ``closes`` (see ``stay_pieces``)."""
+def stay_tasks(per_day: dict[dt.date, int], /) -> list[tuple[dt.datetime, dt.datetime, int, tuple[int, int] | None]]:
+    """The stays' tasks: each span of ``day_spans`` as a [start, end) window in UTC with its number, and, for a span of
+    more pings than a task's share, each share of its devices (r, of) — a device's stays are its own, so shares need no
+    joining; only windows do."""
+    tasks = []
+    share = task_share(per_day)
+    for number, (first, last) in enumerate(day_spans(per_day)):
+        start = dt.datetime.combine(first, dt.time(), UTC)
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
+        pings = sum(rows for day, rows in per_day.items() if first <= day <= last)
+        of = -(-pings // share)
+        tasks += [(start, end, number, (r, of) if of > 1 else None) for r in range(of)]
+    return tasks
+
+
+def window_stays(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, number: int, /, *, filters: Filters,
+                 max_gap_s: int, min_dwell_s: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One task: the stays of [``start``, ``end``) (see ``stay_pieces``) as two frames — those that hold neither a
+    device's first nor its last ping of the window, whole already, kept when they last ``min_dwell_s``; and those that do,
+    however short, with the window's ``number``, to be joined across the window's edges (``joined_stays``)."""
     lake = Lake.open(lake_uri, storage=storage)
     window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
-    return engine("polars", lake).stay_pieces(filters=window, max_gap_s=max_gap_s)
+    pieces = engine("polars", lake).stay_pieces(filters=window, max_gap_s=max_gap_s)
+    edge = pl.col("opens") | pl.col("closes")
+    whole = pieces.filter(~edge & lasting(min_dwell_s)).select(STAY_COLUMNS)
+    return whole, pieces.filter(edge).with_columns(pl.lit(number, pl.Int64).alias("_window"))
+
+
+def stays_of(parts: list[tuple[pl.DataFrame, pl.DataFrame]], /, *, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
+    """The stays from the tasks' ``window_stays``: the whole ones, and the edge pieces joined across windows."""
+    whole = [done for done, _ in parts]
+    edges = [pieces for _, pieces in parts] or [pl.DataFrame(schema=PIECES)]
+    joined = joined_stays(pl.concat(edges, how="vertical_relaxed"), max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
+    return tidy_stays(pl.concat([*whole, joined], how="vertical_relaxed"))
+
+
+def lasting(min_dwell_s: int, /) -> pl.Expr:
+    return (pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6
 
 
 def joined_stays(pieces: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
@@ -148,5 +192,4 @@ def joined_stays(pieces: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -
              .group_by("_stay", maintain_order=True)
              .agg(pl.col("device_id").first(), pl.col("place_id").first(), pl.col("start").min(), pl.col("end").max(),
                   pl.col("pings").sum()))
-    return (stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
-            .select("device_id", "place_id", "start", "end", "pings"))
+    return stays.filter(lasting(min_dwell_s)).select(STAY_COLUMNS)

@@ -148,9 +148,13 @@ def zones_of(lake: Lake, category: str, /, *, start: dt.datetime | None = None, 
     return _zones_in(lake, Filters(start=start, end=end, categories=(category,)), k=k, engine_name=engine_name)
 
 
-def _zones_in(lake: Lake, filters: Filters, /, *, k: int, engine_name: str) -> Zones:
-    found = stays(lake, filters=filters, engine_name=engine_name)
+def zones_from(found: pl.DataFrame, /, *, k: int) -> Zones:
+    """Zones from their stays: the k-anonymous daily flows between them."""
     return Zones(found, pl.from_arrow(od(found, freq="1d", k=k).table))
+
+
+def _zones_in(lake: Lake, filters: Filters, /, *, k: int, engine_name: str) -> Zones:
+    return zones_from(stays(lake, filters=filters, engine_name=engine_name), k=k)
 
 
 def categories_of(lake: Lake, place_ids: Sequence[str], /) -> dict[str, str | None]:

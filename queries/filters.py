@@ -28,6 +28,7 @@ class Filters:
     place_ids: tuple[str, ...] = ()
     categories: tuple[str, ...] = field(default=())
     tz: str | None = None  # the time zone of hours and weekdays (IANA name); None: UTC
+    devices: tuple[int, int] | None = None  # (r, of): only devices whose pseudonym modulo ``of`` is r (a cluster task's share)
 
     def __post_init__(self) -> None:
         if self.tz is not None:
@@ -49,6 +50,8 @@ class Filters:
             raise BadFilter("weekdays", self.weekdays, "weekdays run from 0 (Monday) to 6 (Sunday)")
         if self.bbox and not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
             raise BadFilter("bbox", self.bbox, "write it as xmin,ymin,xmax,ymax with min < max")
+        if self.devices and not 0 <= self.devices[0] < self.devices[1]:
+            raise BadFilter("devices", self.devices, "a share of devices is (r, of) with 0 <= r < of")
 
     # -- DuckDB ------------------------------------------------------------------------------
     def ping_sql(self, alias: str = "p") -> str:
@@ -67,6 +70,9 @@ class Filters:
         if self.bbox:
             x0, y0, x1, y1 = self.bbox
             parts.append(f"{a}.lon BETWEEN {x0!r} AND {x1!r} AND {a}.lat BETWEEN {y0!r} AND {y1!r}")
+        if self.devices:  # floored, as Polars' %: DuckDB's takes the dividend's sign
+            r, of = self.devices
+            parts.append(f"(({a}.device_id % {int(of)}) + {int(of)}) % {int(of)} = {int(r)}")
         return " AND ".join(parts) or "TRUE"
 
     def place_sql(self, alias: str = "pl") -> str:
@@ -91,6 +97,8 @@ class Filters:
         if self.bbox:
             x0, y0, x1, y1 = self.bbox
             expr &= pl.col("lon").is_between(x0, x1) & pl.col("lat").is_between(y0, y1)
+        if self.devices:
+            expr &= pl.col("device_id") % self.devices[1] == self.devices[0]
         return expr
 
     def clock(self, column: str) -> pl.Expr:

@@ -105,9 +105,12 @@ def test_the_days_come_from_the_log_and_the_window(city_lake):
                                      dict(max_gap_s=2 * 3600, min_dwell_s=20 * 60, filters=Filters(start=utc(2026, 11, 2, 3)))],
                          ids=["defaults", "short-gap", "long-gap-window"])
 def test_stays_a_task_per_day_are_the_one_process_stays(cluster, city_lake, monkeypatch, options):
-    """Stays found a day per task and joined across midnight UTC where a device's last ping of one day and its first of
-    the next are in one place within the gap: the one-process stays, row for row — among them stays that cross midnight."""
-    monkeypatch.setattr(fanout, "TASK_PINGS", 1)  # every day its own task
+    """Stays found a day and a share of the devices per task and joined across midnight UTC where a device's last ping of
+    one day and its first of the next are in one place within the gap: the one-process stays, row for row — among them
+    stays that cross midnight."""
+    per_day = fanout.pings_per_day(city_lake, options.get("filters", Filters()))
+    monkeypatch.setattr(fanout, "TASK_PINGS", min(per_day.values()) // 3)  # every day its own span, cut into 3-4 shares
+    assert min(share[1] for *_, share in fanout.stay_tasks(per_day)) >= 3
     one = stays(city_lake, **options)
     fanned = stays_on_cluster(city_lake, cluster, **{"max_gap_s": 30 * 60, "min_dwell_s": 5 * 60, **options})
     crossing = one.filter(pl.col("start").dt.date() != pl.col("end").dt.date())
@@ -203,7 +206,7 @@ def test_reports_are_computed_and_drawn_on_the_cluster_as_in_one_process(city_la
     assert len(written) > 2 and written == sorted(path.name for path in (tmp_path / "fanned").iterdir())
     for name in written:
         assert (tmp_path / "fanned" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
-    assert ran["report_task"] == len(written) - 1 and ran["category_task"] == 1  # a report per park, the parks' stays once
+    assert ran["report_task"] == len(written) - 1 and ran["zones_task"] == 1 and ran["window_stays"] >= 4  # the parks' stays once
     assert missing.returncode != 0 and "no such place" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
 

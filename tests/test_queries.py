@@ -213,3 +213,24 @@ def test_compiled_counts_equal_polars_group_by(freq, threads, monkeypatch):
     far = pl.DataFrame({"_n": [0, 1], "ts": [dt.datetime(1901, 1, 1, tzinfo=UTC), dt.datetime(2099, 1, 1, tzinfo=UTC)],
                         "device_id": [1, 2]}, schema=frame.schema)
     assert dense_counts(far, np.ones(2, bool), number="_n", numbers=2, freq="5min") is None
+
+
+@pytest.mark.parametrize("of", [1, 2, 7])
+def test_shares_of_devices_take_each_device_once_on_either_engine(of):
+    """A cluster task's share of the devices (``Filters.devices``): over r = 0 … of-1 every pseudonym, negative ones
+    included, falls in exactly one share — in Polars and in DuckDB, whose % keeps the dividend's sign."""
+    import duckdb
+    import numpy as np
+
+    ids = np.random.default_rng(of).integers(-2**63, 2**63 - 1, 3_000, dtype=np.int64)
+    pings = pl.DataFrame({"device_id": np.concatenate([ids, [-1, 0, 1, -2**63, 2**63 - 1]])})
+    shares = [Filters(devices=(r, of)) for r in range(of)]
+    in_polars = [pings.filter(share.ping_expr())["device_id"] for share in shares]
+    with duckdb.connect() as con:
+        con.register("pings", pings.to_arrow())
+        in_duckdb = [con.execute(f"SELECT device_id FROM pings p WHERE {share.ping_sql('p')}").pl()["device_id"] for share in shares]
+    for taken in (in_polars, in_duckdb):
+        assert sorted(pl.concat(taken).to_list()) == sorted(pings["device_id"].to_list())
+    assert [sorted(a.to_list()) for a in in_polars] == [sorted(b.to_list()) for b in in_duckdb]
+    with pytest.raises(BadFilter, match="0 <= r < of"):
+        Filters(devices=(of, of))
