@@ -539,7 +539,8 @@ def od(lake: Lake, /, *, role: str = "analyst", freq: str = "1d", filters: Filte
     if freq != "1d" or set(filters.categories) - {"district"}:
         raise queries.BadFilter("od", f"{freq}, {', '.join(filters.categories)}", "flows are released between districts per day; "
                                 f"use --category district --freq 1d (or {released.STEWARD_HINT})")
-    return released.od(lake, filters=queries.Filters(start=filters.start, end=filters.end, place_ids=filters.place_ids))
+    return released.od(lake, filters=queries.Filters(start=filters.start, end=filters.end, place_ids=filters.place_ids,
+                                                     devices=filters.devices))
 
 
 def profile(lake: Lake, /, *, role: str = "analyst", radius_m: float = 300.0, freq: str = "1h", filters: Filters | None = None,

@@ -68,6 +68,8 @@ def od(lake: Lake, /, *, filters: Filters = NO_FILTERS) -> Released:
 
 
 def _in_time(rows: pl.LazyFrame, filters: Filters) -> pl.LazyFrame:
+    if filters.devices:  # never ignored in silence: a release is everyone's count
+        raise BadFilter("devices", filters.devices, f"a release counts every device; a share of devices is for {STEWARD_HINT}")
     if filters.start:
         rows = rows.filter(pl.col("bucket") >= filters.start)
     if filters.end:

@@ -234,3 +234,12 @@ def test_shares_of_devices_take_each_device_once_on_either_engine(of):
     assert [sorted(a.to_list()) for a in in_polars] == [sorted(b.to_list()) for b in in_duckdb]
     with pytest.raises(BadFilter, match="0 <= r < of"):
         Filters(devices=(of, of))
+
+
+def test_a_release_refuses_a_share_of_devices(city_lake):
+    """A release counts everyone: asked for a share of the devices it says so rather than ignore the filter."""
+    from citylake.queries import released
+
+    for ask in (released.footfall, released.od):
+        with pytest.raises(BadFilter, match="every device"):
+            ask(city_lake, filters=Filters(devices=(0, 2)))
