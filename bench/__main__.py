@@ -18,6 +18,7 @@ Figures (see README "Benchmarks"), by their names in results.json (what --only p
 - queries_scaling: stays, OD, stay points and near-place queries at a tenth of the pings and all (bench/queries_scaling.py);
 - detection_truth, dask_scaling: detections against the injected truth, the analysis on 1 and 2 Dask workers
   (bench/analysis.py); stays_dask: the steward's stays in one process and on 1 and 2 workers, two generated cities;
+  reports_dask: district reports after one analysis, in one process and on 1 and 2 workers, the same two cities;
 - footfall_zones: footfall on the default engine over tessellating grid zones, Voronoi zones and real OSM outlines vs
   DuckDB ST_Contains, GeoPandas sjoin and SedonaDB (bench/footfall_zones.py);
 - scale_100m: ingest, publish and footfall at --rows and 10x --rows pings, each step's time and peak RSS (bench/scale.py);

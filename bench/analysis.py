@@ -1,4 +1,5 @@
-"""Figures detection_truth (detections against the injected truth) and dask_scaling (the analysis on Dask workers)."""
+"""Figures detection_truth (detections against the injected truth), dask_scaling (the analysis on Dask workers), stays_dask and
+reports_dask (the steward's stays and district reports in one process and on 1 and 2 workers)."""
 
 from __future__ import annotations
 
@@ -134,15 +135,59 @@ def _stays_three_ways(lake: Lake, rounds: int) -> dict:
 
     options = {"max_gap_s": 30 * 60, "min_dwell_s": 5 * 60}
     with dask_client(workers=1, announce=lambda _: None) as one, dask_client(workers=2, announce=lambda _: None) as two:
-        settings = {"one_process": lambda: stays(lake, **options), "workers_1": lambda: stays_on_cluster(lake, one, **options),
-                    "workers_2": lambda: stays_on_cluster(lake, two, **options)}
-        answers = {setting: run() for setting, run in settings.items()}  # the warm-up runs, kept to compare
-        runs: dict[str, list[float]] = {setting: [] for setting in settings}
-        for _ in range(rounds):  # in turns, so every setting sees the same machine
-            for setting, run in settings.items():
-                runs[setting].append(round(timed(run)[0], 2))
-    figure: dict = {"stays": answers["one_process"].height,
-                    "same_stays": all(found.equals(answers["one_process"]) for found in answers.values())}
+        answers, runs = _in_turns({"one_process": lambda: stays(lake, **options),
+                                   "workers_1": lambda: stays_on_cluster(lake, one, **options),
+                                   "workers_2": lambda: stays_on_cluster(lake, two, **options)}, rounds)
+    return {"stays": answers["one_process"].height, "same_stays": all(found.equals(answers["one_process"]) for found in answers.values()),
+            **_speedups(runs)}
+
+
+def bench_reports_dask(work: Path, rounds: int = 3, category: str = "district") -> dict:
+    """District reports (``report --category district``: 16 places) after one analysis, written in one process and by
+    local clusters of 1 and 2 one-core workers (stay tasks, a zones task, a task per place; the client writes the files),
+    on the two generated cities of ``stays_dask``. Each setting once to warm up, then ``rounds`` runs in turn; the same
+    files checked byte for byte."""
+    out: dict = {"target": "district reports on 1 -> 2 workers (issue 18: report building on the cluster)", "category": category}
+    for name, devices, days, seed in (("four_days", 42_000, 4, 21), ("twelve_days", 14_000, 12, 23)):
+        _, lake = city_lake(work, f"reports-{name}", devices=devices, days=days, seed=seed, pings_format="parquet")
+        out[name] = {**_lake_size(lake), "days": days, **_reports_three_ways(lake, work / f"reports-{name}", category, rounds)}
+        shutil.rmtree(lake.root, ignore_errors=True)
+    return out
+
+
+def _reports_three_ways(lake: Lake, folder: Path, category: str, rounds: int) -> dict:
+    from citylake import api
+    from citylake.analytics.cluster import dask_client
+    from citylake.analytics.detect import analyse
+    from citylake.reports import write_reports
+
+    places = api.place_ids_of(lake, category)
+    with dask_client(workers=1, announce=lambda _: None) as one, dask_client(workers=2, announce=lambda _: None) as two:
+        analysis = analyse(lake, client=two, k=5)
+
+        def written(setting: str, client) -> dict[str, bytes]:
+            write_reports(lake, analysis, places, out=folder / setting, k=5, announce=lambda _: None, client=client)
+            return {path.name: path.read_bytes() for path in sorted((folder / setting).iterdir())}
+
+        answers, runs = _in_turns({"one_process": lambda: written("one_process", None), "workers_1": lambda: written("workers_1", one),
+                                   "workers_2": lambda: written("workers_2", two)}, rounds)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"places": len(places), "same_files": all(files == answers["one_process"] for files in answers.values()), **_speedups(runs)}
+
+
+def _in_turns(settings: dict, rounds: int) -> tuple[dict, dict[str, list[float]]]:
+    """Each setting's answer (its warm-up run) and ``rounds`` timed runs, taken in turns so every setting sees the same
+    machine."""
+    answers = {setting: run() for setting, run in settings.items()}
+    runs: dict[str, list[float]] = {setting: [] for setting in settings}
+    for _ in range(rounds):
+        for setting, run in settings.items():
+            runs[setting].append(round(timed(run)[0], 2))
+    return answers, runs
+
+
+def _speedups(runs: dict[str, list[float]]) -> dict:
+    figure: dict = {}
     for setting, seconds in runs.items():
         figure[f"{setting}_s"] = {"best": min(seconds), "median": float(np.median(seconds)), "runs": seconds}
     figure["speedup_1_to_2_best"] = round(min(runs["workers_1"]) / min(runs["workers_2"]), 2)

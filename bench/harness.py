@@ -145,6 +145,7 @@ def figures() -> list[tuple[str, Callable[[Run], dict]]]:
         ("detection_scenarios_held_out", lambda run: detection_scenarios.bench_held_out(run.work)),
         ("dask_scaling", lambda run: analysis.bench_dask_scaling(run.work)),
         ("stays_dask", lambda run: analysis.bench_stays_dask(run.work)),
+        ("reports_dask", lambda run: analysis.bench_reports_dask(run.work)),
         ("live_alerts", lambda run: live.bench_live_alerts(run.work)),
         ("live_mqtt", lambda run: live.bench_live_mqtt(run.work)),
         ("surge_3x", lambda run: live.bench_three_times_surge(run.work)),
