@@ -184,19 +184,41 @@ def ingest_pings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings:
     """Pings files ingested on a Dask cluster (``scheduler``, else a local one of ``workers``) in one commit: the rows one
     process would land. Workers read the files where they are (a shared path, or ``s3://`` on the lake's store). The
     tasks carry the pseudonym key, so a remote cluster must be ``tls://``, its workers trusted as the steward."""
-    from citylake import ingestion
-    from citylake.ingestion.fanout import DEFAULT_ROWS_PER_TASK, plan
+    from citylake.ingestion.fanout import PINGS
+
+    return _ingest_on_cluster(lake, paths, PINGS, doing="ingesting pings", settings=settings, scheduler=scheduler, workers=workers,
+                              mapping=mapping, tz=tz, delimiter=delimiter, announce=announce)
+
+
+def ingest_readings_on_cluster(lake: Lake, paths: list[str | Path], /, *, settings: S.Settings | None = None,
+                               scheduler: str | None = None, workers: int | None = None, mapping: str | Mapping[str, str] | None = None,
+                               tz: str | None = None, delimiter: str | None = None,
+                               announce: Callable[[str], None] = print) -> IngestReport:
+    """Readings files ingested on a Dask cluster in one commit, as ``ingest_readings`` would land them (checked against
+    the sensor registry). The steward's job, as every cluster ingest: the checked rows wait in the steward zone's
+    staging area until the commit."""
+    from citylake.ingestion.fanout import READINGS
+
+    return _ingest_on_cluster(lake, paths, READINGS, doing="ingesting on a cluster (checked rows wait in the steward zone)",
+                              settings=settings, scheduler=scheduler, workers=workers, mapping=mapping, tz=tz, delimiter=delimiter,
+                              announce=announce)
+
+
+def _ingest_on_cluster(lake: Lake, paths: list[str | Path], feed, /, *, doing: str, settings: S.Settings | None, scheduler: str | None,
+                       workers: int | None, mapping: str | Mapping[str, str] | None, tz: str | None, delimiter: str | None,
+                       announce: Callable[[str], None]) -> IngestReport:
+    from citylake.ingestion.fanout import DEFAULT_ROWS_PER_TASK, PINGS, ingest_on_cluster, plan
 
     settings = settings or S.load()
     scheduler = cluster_asked_for(scheduler, workers, settings)
-    key = steward_key(lake, settings=settings, doing="ingesting pings")
-    pairs = _mapping(mapping, (*ingestion.PING_REQUIRED, *ingestion.PING_OPTIONAL))
+    key = steward_key(lake, settings=settings, doing=doing)
+    pairs = _mapping(mapping, (*feed.required, *feed.optional))
     sources = [str(p) for p in paths]
-    pieces = plan(lake, sources, rows_per_task=DEFAULT_ROWS_PER_TASK, delimiter=delimiter, mapping=pairs)  # before a cluster starts
+    pieces = plan(lake, sources, feed, rows_per_task=DEFAULT_ROWS_PER_TASK, delimiter=delimiter, mapping=pairs)  # before a cluster starts
     with cluster_for(scheduler, settings=settings, workers=workers, announce=announce) as client:
-        return ingestion.ingest_pings_on_cluster(lake, sources, client, key=key, mapping=pairs, tz=tz or settings["ingest.timezone"],
-                                                 delimiter=delimiter, batch_rows=settings["ingest.batch_rows"],
-                                                 earliest=settings["ingest.earliest"], announce=announce, pieces=pieces)
+        return ingest_on_cluster(lake, sources, client, feed, key=key if feed is PINGS else None, mapping=pairs,
+                                 tz=tz or settings["ingest.timezone"], delimiter=delimiter, batch_rows=settings["ingest.batch_rows"],
+                                 earliest=settings["ingest.earliest"], announce=announce, pieces=pieces)
 
 
 MAX_RETENTION_HOURS = 24 * 365 * 100  # a retention past a century keeps everything anyway

@@ -13,7 +13,8 @@ if __name__ != "citylake.ingestion":  # this folder installs as citylake.ingesti
     raise ImportError(f"import citylake.ingestion, not {__name__}: citylake's rooms are subpackages of citylake")
 
 _PUBLIC = {
-    "ingest_pings": "location", "ingest_pings_on_cluster": "fanout", "PING_REQUIRED": "location", "PING_OPTIONAL": "location",
+    "ingest_pings": "location", "PING_REQUIRED": "location", "PING_OPTIONAL": "location",
+    "ingest_pings_on_cluster": "fanout", "ingest_readings_on_cluster": "fanout",
     "ingest_sensors": "iot", "ingest_readings": "iot", "READING_REQUIRED": "iot",
     "ingest_places": "map",
     "ingest_mqtt": "mqtt",

@@ -1,4 +1,4 @@
-"""Pings files ingested on a Dask cluster, landing in one exactly-once commit.
+"""Pings and readings files ingested on a Dask cluster, landing in one exactly-once commit.
 
 Three steps, each task opening the lake from its URI and storage settings (a worker needs to reach the lake and the
 input files, nothing of the client's):
@@ -6,10 +6,10 @@ input files, nothing of the client's):
 1. *Stage*, a task per file, or per run of a Parquet file's row groups (about ``rows_per_task`` rows): read, check and
    pseudonymise the rows exactly as one process does (``validate_pings``), conform them to the table, drop repeats
    within the piece, and put them in the steward zone's staging area for this run, a file per UTC date. Rejected rows
-   come back to the client.
+   come back to the client. Readings are checked as ``ingest_readings`` checks them, against the sensor registry.
 2. *Settle*, a task per date — or, for a date of more than ``SETTLE_ROWS`` staged rows, per share of its partitions,
-   a partition denser than that split by device (a key's partition and device follow from the key, so a key never spans
-   two shares) — the staged rows in input order, the
+   a partition denser than that split by device (by sensor, for readings; a key's partition and device follow from the
+   key, so a key never spans two shares) — the staged rows in input order, the
    first of each key kept, less the keys the table held at the version the run read; sorted and written as the
    table's data files, which no commit names yet. A task holds a share of a day however dense the day.
 3. *Commit*, in the client under the table's writer lock: the rejected rows to quarantine, then every settled file in
@@ -41,6 +41,7 @@ from citylake.ingestion import ledger
 from citylake.ingestion import validate as V
 from citylake.ingestion.batch import IngestReport, fingerprint, quarantine, quarantine_rows
 from citylake.ingestion.errors import UnreadableInput
+from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
 from citylake.ingestion.location import OPTIONAL, REQUIRED, validate_pings
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
 from citylake.lake import Lake, Storage, TableMoved
@@ -49,7 +50,6 @@ from citylake.lake.lake import FENCED_ATTEMPTS
 from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE
 from citylake.lake.storage import ObjectLocation, locate
 
-TABLE = "pings"
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
 # a date with more staged rows than this is settled in shares of its partitions: half a stage task's rows, as settling a
 # row (concat, first of each key, sort, write) takes about twice the memory checking one does (measured: 1.65M rows settled
@@ -60,6 +60,24 @@ STAGING = "steward/.staging"  # each run's checked rows, per date, until its com
 RUN_TIME = "%Y%m%dT%H%M%S"
 STALE_AFTER = dt.timedelta(days=1)
 UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A table a cluster ingest lands rows in: its input columns, and whose rows a slice of a dense partition holds."""
+
+    table: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    who: str  # a device's pings, a sensor's readings: a slice holds all of one's rows of a partition
+    hashed: bool  # the column is text: sliced by its hash (pseudonyms are numbers, keyed hashes already)
+
+    def whose(self) -> pl.Expr:
+        return pl.col(self.who).hash(seed=0) if self.hashed else pl.col(self.who)
+
+
+PINGS = Feed("pings", REQUIRED, OPTIONAL, "device_id", hashed=False)
+READINGS = Feed("readings", READING_REQUIRED, (), "sensor_id", hashed=True)
 
 
 @dataclass(frozen=True)
@@ -79,9 +97,9 @@ class Piece:
 
 @dataclass(frozen=True)
 class Checks:
-    """How every piece is read and checked (what ``ingest_pings`` takes as options)."""
+    """How every piece is read and checked (what ``ingest_pings`` and ``ingest_readings`` take as options)."""
 
-    key: bytes = field(repr=False)
+    key: bytes | None = field(repr=False)  # the pseudonym key (pings; None for readings)
     mapping: Mapping[str, str]
     tz: str
     delimiter: str | None
@@ -108,40 +126,50 @@ class Settled:
     landed: dict[int, int]  # piece number → rows of it that landed
 
 
-def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: bytes, mapping: Mapping[str, str] | None = None,
-                            tz: str = "UTC", delimiter: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
-                            rows_per_task: int = DEFAULT_ROWS_PER_TASK, now: dt.datetime | None = None,
-                            earliest: dt.date = V.EARLIEST, announce=lambda text: None,
-                            pieces: list[Piece] | None = None) -> IngestReport:
+def ingest_pings_on_cluster(lake: Lake, sources: list[str], client, /, *, key: bytes, **options) -> IngestReport:
     """Ingest pings files (paths the workers can read, or ``s3://`` objects on the lake's store) on ``client``'s
-    cluster: the rows one process would land, exactly once, in one commit. ``pieces``: the files' ``plan`` when the
-    caller made it already (before starting a cluster)."""
+    cluster: the rows one process would land, exactly once, in one commit (``ingest_on_cluster``)."""
+    return ingest_on_cluster(lake, sources, client, PINGS, key=key, **options)
+
+
+def ingest_readings_on_cluster(lake: Lake, sources: list[str], client, /, **options) -> IngestReport:
+    """Ingest readings files on ``client``'s cluster, as ``ingest_readings`` would, in one commit (``ingest_on_cluster``)."""
+    return ingest_on_cluster(lake, sources, client, READINGS, key=None, **options)
+
+
+def ingest_on_cluster(lake: Lake, sources: list[str], client, feed: Feed, /, *, key: bytes | None,
+                      mapping: Mapping[str, str] | None = None, tz: str = "UTC", delimiter: str | None = None,
+                      batch_rows: int = DEFAULT_BATCH_ROWS, rows_per_task: int = DEFAULT_ROWS_PER_TASK,
+                      now: dt.datetime | None = None, earliest: dt.date = V.EARLIEST, announce=lambda text: None,
+                      pieces: list[Piece] | None = None) -> IngestReport:
+    """Ingest ``feed``'s files on ``client``'s cluster: stage, settle, one fenced commit (see the module). ``pieces``: the
+    files' ``plan`` when the caller made it already (before starting a cluster)."""
     started = time.perf_counter()
     V.check_timezone(tz)
     lake.require_writable()
-    ledger.repair(lake, TABLE)
+    ledger.repair(lake, feed.table)
     checks = Checks(key, dict(mapping or {}), tz, delimiter, batch_rows, V.time_window(earliest, now))
     if pieces is None:
-        pieces = plan(lake, sources, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
+        pieces = plan(lake, sources, feed, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
     _sweep_stale_runs(lake)
     run = f"{dt.datetime.now(UTC):{RUN_TIME}}-{secrets.token_hex(4)}"
     announce(f"{len(sources)} file(s) in {len(pieces)} task(s) on the cluster …")
     try:
-        staged = client.gather([client.submit(stage, lake.uri, lake.storage, run, piece, checks, pure=False) for piece in pieces])
+        staged = client.gather([client.submit(stage, lake.uri, lake.storage, run, piece, checks, feed, pure=False) for piece in pieces])
         # rejected rows first (one commit): a chunk whose rows are visible always has its rejects recorded
-        rejected = [quarantine_rows(TABLE, s.piece.source, s.piece.batch_id, s.bad) for s in staged if s.bad.height]
+        rejected = [quarantine_rows(feed.table, s.piece.source, s.piece.batch_id, s.bad) for s in staged if s.bad.height]
         quarantine(lake, pl.concat(rejected) if rejected else pl.DataFrame())
-        landed = _settle_and_commit(lake, client, run, staged, announce, started)
+        landed = _settle_and_commit(lake, client, run, feed, staged, announce, started)
     finally:
         lake.location.delete_tree(staging_area(run))
-    ledger.repair(lake, TABLE)  # the batches rows, from the commit's metadata
-    return _report(sources, staged, landed, time.perf_counter() - started)
+    ledger.repair(lake, feed.table)  # the batches rows, from the commit's metadata
+    return _report(feed, sources, staged, landed, time.perf_counter() - started)
 
 
-def plan(lake: Lake, sources: list[str], /, *, rows_per_task: int, delimiter: str | None,
+def plan(lake: Lake, sources: list[str], feed: Feed = PINGS, /, *, rows_per_task: int, delimiter: str | None,
          mapping: Mapping[str, str]) -> list[Piece]:
     """The run's pieces in input order; each file's header is checked first, so a wrong file fails before any task."""
-    check_headers(lake, sources, delimiter=delimiter, mapping=mapping)
+    check_headers(lake, sources, feed, delimiter=delimiter, mapping=mapping)
     pieces: list[Piece] = []
     for source in sources:
         file_print = _fingerprint(source, lake.storage)
@@ -150,27 +178,27 @@ def plan(lake: Lake, sources: list[str], /, *, rows_per_task: int, delimiter: st
     return pieces
 
 
-def check_headers(lake: Lake, sources: list[str], /, *, delimiter: str | None, mapping: Mapping[str, str]) -> None:
-    """Refuse a missing file, or one without the pings columns, before any work starts."""
+def check_headers(lake: Lake, sources: list[str], feed: Feed = PINGS, /, *, delimiter: str | None, mapping: Mapping[str, str]) -> None:
+    """Refuse a missing file, or one without the feed's columns, before any work starts."""
     for source in sources:
         try:
             with local_copy(source, lake.storage, header_only=True) as path:
                 V.check_columns(columns(path, delimiter=delimiter, suffix=Path(source).suffix) if path
-                                else _parquet_columns(source, lake.storage), mapping, source, REQUIRED, optional=OPTIONAL)
+                                else _parquet_columns(source, lake.storage), mapping, source, feed.required, optional=feed.optional)
         except FileNotFoundError:  # an object the store does not hold
             raise UnreadableInput(source, "no such object on the store") from None
 
 
-def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, /) -> Staged:
+def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks: Checks, feed: Feed = PINGS, /) -> Staged:
     """A stage task: the piece's rows checked, conformed and staged per date, a chunk at a time (a worker holds one chunk
     of a file however large it is); its rejected rows returned."""
     started = dt.datetime.now(UTC)
     lake = Lake.open(lake_uri, storage=storage)
+    check = _checker(lake, feed, checks)
     bad, rows_in, offered, files, partitions = [], 0, 0, defaultdict(list), Counter()
     for n, raw in enumerate(_raw_chunks(piece, storage, checks)):
-        chunk = validate_pings(raw, piece.source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
-                               window=checks.window)
-        rows = pl.from_arrow(lake.conform(TABLE, chunk.good))
+        chunk = check(raw, piece.source)
+        rows = pl.from_arrow(lake.conform(feed.table, chunk.good))
         bad.append(chunk.bad)
         rows_in, offered = rows_in + chunk.rows_in, offered + rows.height
         for (date,), day in (rows.partition_by(PARTITION_DATE, as_dict=True) if rows.height else {}).items():
@@ -182,42 +210,53 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
     return Staged(piece, rows_in, offered, rejected, dict(files), started, partitions)
 
 
+def _checker(lake: Lake, feed: Feed, checks: Checks):
+    """How a stage task checks a chunk of ``feed``: as the one-process ingest of the table does."""
+    if feed.table == READINGS.table:
+        known = sensor_cells(lake)  # once per task
+        return lambda raw, source: validate_readings(raw, source, known=known, mapping=checks.mapping, tz=checks.tz, window=checks.window)
+    return lambda raw, source: validate_pings(raw, source, key=checks.key, cell_res=lake.cell_res, mapping=checks.mapping, tz=checks.tz,
+                                              window=checks.window)
+
+
 def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[int, str]], version: int | None,
-           share: Share | None = None, /) -> Settled:
+           share: Share | None = None, feed: Feed = PINGS, /) -> Settled:
     """A settle task for one date (or its ``share``): its staged ``files`` (piece number,
     name) in input order, the first row of each key kept, less the keys the table held at ``version`` (None: it held
     none), written as data files of the table (not committed)."""
     lake = Lake.open(lake_uri, storage=storage)
-    spec = lake.spec(TABLE)
-    rows = pl.concat([_staged_rows(lake, name, share).with_columns(_piece=pl.lit(number, pl.Int64)) for number, name in files],
+    spec = lake.spec(feed.table)
+    rows = pl.concat([_staged_rows(lake, name, share, feed).with_columns(_piece=pl.lit(number, pl.Int64)) for number, name in files],
                      how="vertical_relaxed")
     keys = list(spec.key)
     rows = rows.filter(pl.struct(keys).is_first_distinct())
     if version is not None and rows.height:
-        rows = rows.join(lake.keys_present(TABLE, rows, version=version), on=keys, how="anti", nulls_equal=True)
+        rows = rows.join(lake.keys_present(feed.table, rows, version=version), on=keys, how="anti", nulls_equal=True)
     rows = rows.sort([*spec.partition_by, *spec.sort_by])
     landed = dict(rows.group_by("_piece").len().iter_rows())
-    adds = write_data_files(lake, TABLE, rows.drop("_piece"), tag=run) if rows.height else []
+    adds = write_data_files(lake, feed.table, rows.drop("_piece"), tag=run) if rows.height else []
     return Settled(adds, landed)
 
 
-def _staged_rows(lake: Lake, name: str, share: Share | None) -> pl.DataFrame:
+def _staged_rows(lake: Lake, name: str, share: Share | None, feed: Feed) -> pl.DataFrame:
     rows = pl.read_parquet(io.BytesIO(lake.location.read_bytes(name)))  # one staged file at a time: a chunk's day
-    return rows if share is None else rows.filter(share.holds())
+    return rows if share is None else rows.filter(share.holds(feed.whose()))
 
 
 @dataclass(frozen=True)
 class Share:
     """What one settle task takes of a date: whole partitions, and slices of partitions too dense for one task — a
     slice (partition cell, r, of) is the partition's devices whose pseudonym modulo ``of`` is ``r`` (pseudonyms are keyed
-    hashes, so slices are about equal however the rows crowd in space)."""
+    hashes, so slices are about equal however the rows crowd in space; a readings slice: its sensors' ids' hash)."""
 
     partitions: frozenset[int] = frozenset()
     slices: frozenset[tuple[int, int, int]] = frozenset()
 
-    def holds(self) -> pl.Expr:
+    def holds(self, whose: pl.Expr | None = None) -> pl.Expr:
+        """Rows of this share; ``whose``: the number a slice is taken by (default: the device's pseudonym)."""
+        whose = pl.col("device_id") if whose is None else whose
         whole = pl.col(PARTITION_CELL).is_in(list(self.partitions))
-        return pl.any_horizontal(whole, *((pl.col(PARTITION_CELL) == cell) & (pl.col("device_id") % of == r)
+        return pl.any_horizontal(whole, *((pl.col(PARTITION_CELL) == cell) & (whose % of == r)
                                           for cell, r, of in sorted(self.slices)))
 
     def __or__(self, other: Share) -> Share:
@@ -249,7 +288,7 @@ def _units(cell: int, rows: int) -> list[tuple[int, Share]]:
     return [(rows // of, Share(slices=frozenset([(cell, r, of)]))) for r in range(of)]
 
 
-def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], announce, began: float) -> dict[int, int]:
+def _settle_and_commit(lake: Lake, client, run: str, feed: Feed, staged: list[Staged], announce, began: float) -> dict[int, int]:
     """Settle every date on the cluster and commit the files on the version read; again if another writer came between."""
     files: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for s in staged:  # in input order
@@ -260,22 +299,22 @@ def _settle_and_commit(lake: Lake, client, run: str, staged: list[Staged], annou
     announce(f"staged {sum(s.offered for s in staged):,} checked rows ({time.perf_counter() - began:.1f}s); settling {len(files)} "
              f"day(s) in {len(shares)} task(s) …")
     for _ in range(FENCED_ATTEMPTS):
-        table = lake.table(TABLE)
+        table = lake.table(feed.table)
         version, held = table.version(), bool(table.get_add_actions(flatten=True).num_rows)
-        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, named, version if held else None, share,
+        settled = client.gather([client.submit(settle, lake.uri, lake.storage, run, named, version if held else None, share, feed,
                                                pure=False) for named, share in shares])
         landed: Counter = Counter()
         for s in settled:
             landed.update(s.landed)
         try:
             announce(f"settled ({time.perf_counter() - began:.1f}s); committing {sum(len(s.adds) for s in settled)} file(s) …")
-            with lake.writer_lock(TABLE):
-                lake.commit_files(TABLE, [a for s in settled for a in s.adds], version=version,
+            with lake.writer_lock(feed.table):
+                lake.commit_files(feed.table, [a for s in settled for a in s.adds], version=version,
                                   metadata=_commit_metadata(staged, landed))
             return dict(landed)
         except TableMoved as moved:
             announce(str(moved))
-    raise RuntimeError(f"table {TABLE!r} kept changing while this run settled its rows ({FENCED_ATTEMPTS} tries); run it when "
+    raise RuntimeError(f"table {feed.table!r} kept changing while this run settled its rows ({FENCED_ATTEMPTS} tries); run it when "
                        "other writers pause")
 
 
@@ -292,8 +331,8 @@ def _commit_metadata(staged: list[Staged], landed: Counter) -> dict[str, str]:
             "citylake.run": "dask"}
 
 
-def _report(sources: list[str], staged: list[Staged], landed: dict[int, int], seconds: float) -> IngestReport:
-    report = IngestReport(TABLE, sources[0] if len(sources) == 1 else f"{len(sources)} files", seconds=seconds)
+def _report(feed: Feed, sources: list[str], staged: list[Staged], landed: dict[int, int], seconds: float) -> IngestReport:
+    report = IngestReport(feed.table, sources[0] if len(sources) == 1 else f"{len(sources)} files", seconds=seconds)
     for s in staged:
         report.rows_in += s.rows_in
         report.rejected += s.bad.height

@@ -303,3 +303,62 @@ def test_skipping_by_the_written_statistics_finds_every_row(client, tmp_path):
         for value in (every[column].min(), every[column].max()):
             found = pl.scan_delta(lake.table_uri("pings")).filter(pl.col(column) == value).collect()
             assert found.height == every.filter(pl.col(column) == value).height > 0, (column, value)
+
+
+def write_readings(folder: Path) -> tuple[Path, list[str]]:
+    """A sensor registry of 40 sensors in a few coarse cells, and readings as a feed sends them: a CSV and a Parquet file
+    of four row groups repeating part of it, with readings of an unregistered sensor, unreadable values and times."""
+    rng = np.random.default_rng(7)
+    pl.DataFrame({"sensor_id": [f"s-{i}" for i in range(40)], "kind": ["traffic"] * 40,
+                  "lat": np.round(rng.uniform(31.20, 31.22, 40), 5), "lon": np.round(rng.uniform(121.40, 121.42, 40), 5)}
+                 ).write_csv(folder / "sensors.csv")
+
+    def readings(n: int, seed: int) -> pl.DataFrame:
+        rng = np.random.default_rng(seed)
+        ts = np.datetime64("2026-11-01", "s") + rng.integers(0, 3 * 86400, n).astype("timedelta64[s]")
+        frame = pl.DataFrame({"sensor_id": [f"s-{i}" for i in rng.integers(0, 42, n)],  # s-40, s-41: not registered
+                              "ts": [f"{t}Z" for t in ts.astype(str)], "metric": rng.choice(["count", "speed"], n),
+                              "value": np.round(rng.uniform(0, 90, n), 2).astype(str)})
+        broken = pl.int_range(n).is_in(rng.choice(n, n // 40, replace=False))
+        frame = frame.with_columns(pl.when(broken).then(pl.lit("n/a")).otherwise("value").alias("value"),
+                                   pl.when(pl.int_range(n) == 3).then(pl.lit("yesterday")).otherwise("ts").alias("ts"))
+        return pl.concat([frame, frame.sample(n // 20, seed=seed)])
+
+    csv = readings(5_000, 1)
+    csv.write_csv(folder / "r.csv")
+    pq.write_table(pl.concat([readings(7_000, 2), csv.slice(0, 1_000)]).to_arrow(), folder / "r.parquet", row_group_size=2_000)
+    return folder / "sensors.csv", [str(folder / "r.csv"), str(folder / "r.parquet")]
+
+
+def test_readings_on_a_cluster_land_what_one_process_lands_dense_days_sliced_by_sensor(client, tmp_path, monkeypatch):
+    from citylake.ingestion import fanout, ingest_readings, ingest_sensors
+
+    sensors, files = write_readings(tmp_path)
+    lakes = {name: Lake.init(tmp_path / name) for name in ("cluster", "oracle", "cli")}
+    for lake in lakes.values():
+        ingest_sensors(lake, sensors)
+    for path in files:
+        ingest_readings(lakes["oracle"], path)
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 500)  # ~4,000 readings a day in one or two partitions: sliced by sensor
+    said: list[str] = []
+    report = fanout.ingest_readings_on_cluster(lakes["cluster"], files, client, rows_per_task=3_000, announce=said.append)
+    got = lambda lake: pl.scan_delta(lake.table_uri("readings")).collect().sort("sensor_id", "metric", "ts")  # noqa: E731
+    assert got(lakes["cluster"]).equals(got(lakes["oracle"])) and got(lakes["cluster"]).height > 10_000
+    assert quarantined(lakes["cluster"]).equals(quarantined(lakes["oracle"]))
+    reasons = set(pl.from_arrow(lakes["cluster"].table("quarantine").to_pyarrow_table(columns=["reason"]))["reason"])
+    assert any("not in the registry" in reason for reason in reasons) and len(reasons) >= 3
+    days, settles = (int(word) for word in next(line for line in said if "settling" in line).replace("(s)", "").split() if word.isdigit())
+    assert settles > days >= 3 and lakes["cluster"].stats("readings").files > lakes["cluster"].stats("readings").partitions
+    assert report.accepted == got(lakes["cluster"]).height and len(lakes["cluster"].history("readings")) == 2
+    assert ledger.check(lakes["cluster"]).ok
+
+    with_key(lakes["cli"])  # the command line: the steward's, on a local cluster, every file in one commit
+    done = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lakes["cli"].root), "ingest", "readings", *files,
+                           "--workers", "1"], env={**os.environ, "CITYLAKE_PSEUDONYM_KEY": TEST_KEY}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "dask: 1 workers" in done.stderr, done.stderr
+    assert got(lakes["cli"]).equals(got(lakes["oracle"])) and len(lakes["cli"].history("readings")) == 2
+    refused = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lakes["cli"].root), "ingest", "readings", files[0],
+                              "--workers", "1"], env={k: v for k, v in os.environ.items() if k != "CITYLAKE_PSEUDONYM_KEY"},
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr

@@ -59,11 +59,16 @@ tabular = options(  # FILES… with --map, --tz and --delimiter: what every row-
 )
 
 
+on_cluster = options(
+    click.option("--scheduler", metavar="tls://HOST:PORT", help="Ingest every FILE on this Dask cluster, in one commit (tls:// only: "
+                 "the tasks carry the lake's storage keys and, for pings, the pseudonym key; workers: `citylake worker`)."),
+    click.option("--workers", type=int, help="Ingest every FILE on a local Dask cluster of this many workers, in one commit."),
+)
+
+
 @ingest.command(name="pings")
 @tabular
-@click.option("--scheduler", metavar="tls://HOST:PORT", help="Ingest every FILE on this Dask cluster, in one commit (tls:// only: "
-              "the tasks carry the pseudonym key; workers: `citylake worker`).")
-@click.option("--workers", type=int, help="Ingest every FILE on a local Dask cluster of this many workers, in one commit.")
+@on_cluster
 def pings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None, scheduler: str | None,
           workers: int | None) -> None:
     """Device pings (CSV or Parquet: device_id, ts, lat, lon[, accuracy_m]) into `pings`.
@@ -79,17 +84,26 @@ def pings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | N
     """
     from citylake import api
 
+    if _on_a_cluster(ctx, files, api.ingest_pings_on_cluster, mapping=mapping, tz=tz, delimiter=delimiter, scheduler=scheduler,
+                     workers=workers):
+        return
+    _each_merged_once(ctx, files, lambda lake, path, progress, compact: api.ingest_pings(
+        lake, path, settings=ctx.settings, mapping=mapping, tz=tz, delimiter=delimiter, progress=progress, compact=compact))
+
+
+def _on_a_cluster(ctx: Context, files: tuple[str, ...], ingest_on_cluster, /, *, scheduler: str | None, workers: int | None,
+                  **options) -> bool:
+    """Ingest ``files`` on a Dask cluster when one was asked for (True); refuse an object-store input without one."""
     if scheduler or workers:
         lake = ctx.open(write=True)
-        say(api.ingest_pings_on_cluster(lake, list(files), settings=ctx.settings, scheduler=scheduler, workers=workers,
-                                        mapping=mapping, tz=tz, delimiter=delimiter, announce=note).line())
-        return
+        say(ingest_on_cluster(lake, list(files), settings=ctx.settings, scheduler=scheduler, workers=workers, announce=note,
+                              **options).line())
+        return True
     remote = [f for f in files if f.startswith("s3://")]
     if remote:
         raise click.UsageError(f"{remote[0]} is on object storage: ingest it on a Dask cluster (--scheduler or --workers), "
                                "whose workers read it there")
-    _each_merged_once(ctx, files, lambda lake, path, progress, compact: api.ingest_pings(
-        lake, path, settings=ctx.settings, mapping=mapping, tz=tz, delimiter=delimiter, progress=progress, compact=compact))
+    return False
 
 
 @ingest.command(name="sensors")
@@ -112,17 +126,25 @@ def sensors(ctx: Context, files: tuple[str, ...]) -> None:
 
 @ingest.command(name="readings")
 @tabular
-def readings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None) -> None:
+@on_cluster
+def readings(ctx: Context, files: tuple[str, ...], mapping: str | None, tz: str | None, delimiter: str | None, scheduler: str | None,
+             workers: int | None) -> None:
     """Sensor readings (CSV, JSON Lines or Parquet: sensor_id, ts, metric, value) into `readings`.
 
-    Readings of sensors not in the registry are quarantined: register them and ingest again.
+    Readings of sensors not in the registry are quarantined: register them and ingest again. With --scheduler or
+    --workers (the steward's: checked rows wait in the steward zone until the commit) the files are checked on a Dask
+    cluster, as pings are, and land in one commit.
 
     \b
-    Example:
+    Examples:
       citylake ingest readings readings-*.csv readings.jsonl
+      citylake --lake s3://city/lake ingest readings s3://city/inbox/readings-*.parquet --scheduler tls://10.0.0.5:8786
     """
     from citylake import api
 
+    if _on_a_cluster(ctx, files, api.ingest_readings_on_cluster, mapping=mapping, tz=tz, delimiter=delimiter, scheduler=scheduler,
+                     workers=workers):
+        return
     _each_merged_once(ctx, files, lambda lake, path, progress, compact: api.ingest_readings(
         lake, path, settings=ctx.settings, mapping=mapping, tz=tz, delimiter=delimiter, progress=progress, compact=compact))
 
