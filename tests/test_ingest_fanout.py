@@ -322,7 +322,10 @@ def write_readings(folder: Path) -> tuple[Path, list[str]]:
         broken = pl.int_range(n).is_in(rng.choice(n, n // 40, replace=False))
         frame = frame.with_columns(pl.when(broken).then(pl.lit("n/a")).otherwise("value").alias("value"),
                                    pl.when(pl.int_range(n) == 3).then(pl.lit("yesterday")).otherwise("ts").alias("ts"))
-        return pl.concat([frame, frame.sample(n // 20, seed=seed)])
+        # one reading sent again later with another value, in the same chunk and beyond it: the first one counts
+        again = pl.DataFrame({"sensor_id": "s-1", "ts": f"2026-11-02T10:00:0{seed}Z", "metric": "count", "value": ["1.5", "2.5", "3.5"]})
+        return pl.concat([again.head(1), frame.head(n // 2), again.slice(1, 1), frame.tail(n - n // 2), again.tail(1),
+                          frame.sample(n // 20, seed=seed)])
 
     csv = readings(5_000, 1)
     csv.write_csv(folder / "r.csv")
@@ -344,6 +347,9 @@ def test_readings_on_a_cluster_land_what_one_process_lands_dense_days_sliced_by_
     report = fanout.ingest_readings_on_cluster(lakes["cluster"], files, client, rows_per_task=3_000, announce=said.append)
     got = lambda lake: pl.scan_delta(lake.table_uri("readings")).collect().sort("sensor_id", "metric", "ts")  # noqa: E731
     assert got(lakes["cluster"]).equals(got(lakes["oracle"])) and got(lakes["cluster"]).height > 10_000
+    sent_at = [dt.datetime(2026, 11, 2, 10, 0, second, tzinfo=dt.timezone.utc) for second in (1, 2)]
+    sent_again = got(lakes["oracle"]).filter((pl.col("sensor_id") == "s-1") & pl.col("ts").is_in(sent_at) & (pl.col("metric") == "count"))
+    assert sent_again["value"].to_list() == [1.5, 1.5]  # each file's first of the three, however the chunks sort
     assert quarantined(lakes["cluster"]).equals(quarantined(lakes["oracle"]))
     reasons = set(pl.from_arrow(lakes["cluster"].table("quarantine").to_pyarrow_table(columns=["reason"]))["reason"])
     assert any("not in the registry" in reason for reason in reasons) and len(reasons) >= 3
