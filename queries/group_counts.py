@@ -69,12 +69,17 @@ def dense_counts(frame: pl.DataFrame, keep: np.ndarray, *, number: str, numbers:
                         ).with_columns(pl.col("bucket").dt.replace_time_zone("UTC"))
 
 
-def _parts(number: pl.Series, ts: pl.Series, device: pl.Series, keep: np.ndarray) -> list[Rows]:
-    """The rows in stretches read where they lie (a Polars column's chunks), cut so every thread has some."""
-    columns = [number, ts, device]
+def aligned_chunks(columns: list[pl.Series], /) -> list[tuple[np.ndarray, ...]]:
+    """The columns' chunks as NumPy arrays, chunk by chunk (read where they lie; rechunked first when the columns'
+    chunks differ)."""
     if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
         columns = [column.rechunk() for column in columns]
-    chunks = [tuple(chunk.to_numpy() for chunk in chunks) for chunks in zip(*(column.get_chunks() for column in columns))]
+    return [tuple(chunk.to_numpy() for chunk in chunks) for chunks in zip(*(column.get_chunks() for column in columns))]
+
+
+def _parts(number: pl.Series, ts: pl.Series, device: pl.Series, keep: np.ndarray) -> list[Rows]:
+    """The rows in stretches read where they lie (a Polars column's chunks), cut so every thread has some."""
+    chunks = aligned_chunks([number, ts, device])
     ends = np.cumsum([0] + [chunk[0].size for chunk in chunks])
     parts = [Rows(*chunk, keep[start:end]) for chunk, start, end in zip(chunks, ends[:-1], ends[1:])]
     if len(parts) >= threads():

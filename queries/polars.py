@@ -13,7 +13,7 @@ from citylake.h3_index.polygons import is_polygonal
 from citylake.lake import Lake, registry, scan
 from citylake.queries.base import FootfallBy
 from citylake.queries.filters import Filters
-from citylake.queries.group_counts import dense_counts
+from citylake.queries.group_counts import aligned_chunks, dense_counts
 from citylake.queries.inside import Points, contains_each
 
 STREAMING = "streaming"  # Polars' streaming engine: scans, joins and aggregations in bounded memory, and faster here
@@ -154,8 +154,5 @@ def candidates_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray
     """``pings`` (with h3_cell, lon, lat) once per place whose cover in ``cells`` has their cell, each tested exactly."""
     cells = cells.collect().lazy()  # the covers first: the join then builds on a frame in memory (a few % faster)
     candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
-    columns = [candidates[name] for name in (PLACE, "lon", "lat", "interior")]
-    if len({tuple(column.chunk_lengths()) for column in columns}) > 1:
-        columns = [column.rechunk() for column in columns]
-    runs = [Points(*(chunk.to_numpy() for chunk in chunks)) for chunks in zip(*(column.get_chunks() for column in columns))]
+    runs = [Points(*chunks) for chunks in aligned_chunks([candidates[name] for name in (PLACE, "lon", "lat", "interior")])]
     return Candidates(candidates, contains_each(shape_of, runs))
