@@ -24,10 +24,14 @@ def report(ctx: Context, place_ids: tuple[str, ...], category: str | None, out: 
     """Decision-support summaries: what is unusual (events, sensor faults), hotspots, footfall and dwell,
     nearby sensors, flows in and out — k-anonymous, as HTML (figures embedded) or Markdown.
 
+    The analysis runs on Dask; with --scheduler or --workers (or the setting analysis.scheduler) the reports are also
+    computed and drawn there, a task per place, and only written here.
+
     \b
     Examples:
       citylake report --district places:expo --from 2026-11-04 --to 2026-11-06 --out expo.html
       citylake report --category district --out reports/        # one per district + reports/summary.json
+      citylake report --category district --workers 2 --out reports/
     """
     from citylake import api, reports
 
