@@ -119,7 +119,7 @@ class ReportBatch:
         return self._zones[category]
 
     def _zones_of(self, filters: Filters) -> Zones:
-        return _zones_in(self.lake, filters, k=self.k, engine_name=self.engine_name)
+        return zones_from(stays(self.lake, filters=filters, engine_name=self.engine_name), k=self.k)
 
     def _detections(self, place_ids: list[str]) -> pl.DataFrame:
         """Detections at the place and at the places inside it, overlapping the window."""
@@ -145,16 +145,12 @@ def build(lake: Lake, analysis: Analysis, place_id: str, /, *, start: dt.datetim
 def zones_of(lake: Lake, category: str, /, *, start: dt.datetime | None = None, end: dt.datetime | None = None, k: int = DEFAULT_K,
              engine_name: str = "polars") -> Zones:
     """Stays in the places of ``category`` over [start, end) and the k-anonymous flows between them."""
-    return _zones_in(lake, Filters(start=start, end=end, categories=(category,)), k=k, engine_name=engine_name)
+    return zones_from(stays(lake, filters=Filters(start=start, end=end, categories=(category,)), engine_name=engine_name), k=k)
 
 
 def zones_from(found: pl.DataFrame, /, *, k: int) -> Zones:
     """Zones from their stays: the k-anonymous daily flows between them."""
     return Zones(found, pl.from_arrow(od(found, freq="1d", k=k).table))
-
-
-def _zones_in(lake: Lake, filters: Filters, /, *, k: int, engine_name: str) -> Zones:
-    return zones_from(stays(lake, filters=filters, engine_name=engine_name), k=k)
 
 
 def categories_of(lake: Lake, place_ids: Sequence[str], /) -> dict[str, str | None]:
