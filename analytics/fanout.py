@@ -30,9 +30,9 @@ from citylake.lake.storage import Storage
 from citylake.queries import DEFAULT_K, Filters, QueryResult, engine, footfall, tidy_stays
 from citylake.queries.base import FootfallBy, private_result, tidy
 from citylake.queries.errors import BadFilter
+from citylake.queries.polars import STAY_COLUMNS, lasting
 
 DAY_US = 86_400 * 10**6
-STAY_COLUMNS = ["device_id", "place_id", "start", "end", "pings"]
 PIECES = {"device_id": pl.Int64, "place_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
           "pings": pl.UInt32, "opens": pl.Boolean, "closes": pl.Boolean, "_window": pl.Int64}
 NO_FILTERS = Filters()
@@ -172,10 +172,6 @@ def stays_of(parts: list[tuple[pl.DataFrame, pl.DataFrame]], /, *, max_gap_s: in
     edges = [pieces for _, pieces in parts] or [pl.DataFrame(schema=PIECES)]
     joined = joined_stays(pl.concat(edges, how="vertical_relaxed"), max_gap_s=max_gap_s, min_dwell_s=min_dwell_s)
     return tidy_stays(pl.concat([*whole, joined], how="vertical_relaxed"))
-
-
-def lasting(min_dwell_s: int, /) -> pl.Expr:
-    return (pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6
 
 
 def joined_stays(pieces: pl.DataFrame, /, *, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:

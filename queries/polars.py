@@ -69,29 +69,33 @@ class PolarsEngine:
                      pl.col("value").max().alias("max")).collect())
 
     def stays(self, *, filters: Filters, max_gap_s: int, min_dwell_s: int) -> pl.DataFrame:
-        stays = self.stay_pieces(filters=filters, max_gap_s=max_gap_s)
-        return (stays.filter((pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6)
-                .select("device_id", "place_id", "start", "end", "pings"))
+        return self._stays(filters, max_gap_s, edges=False).filter(lasting(min_dwell_s)).select(STAY_COLUMNS).collect()
 
     def stay_pieces(self, *, filters: Filters, max_gap_s: int) -> pl.DataFrame:
         """Every stay of the filters' pings however short (device_id, place_id, start, end, pings), and whether it holds
         its device's first ping there (``opens``) and its last (``closes``): where it may go on from a stay before the
         window or into one after it (``analytics.fanout.stays_on_cluster`` joins them)."""
+        return self._stays(filters, max_gap_s, edges=True).select(*STAY_COLUMNS, "opens", "closes").collect()
+
+    def _stays(self, filters: Filters, max_gap_s: int, *, edges: bool) -> pl.LazyFrame:
+        """Stays however short, with the place's id; with ``opens`` and ``closes`` when ``edges`` (a window count per
+        device the one-process stays do not need)."""
         # Number each device's pings in time order; a stay is a run of consecutive numbers in one place.
         pings = (scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
                  .with_columns(pl.int_range(1, pl.len() + 1).over("device_id", order_by=["ts", "lat", "lon"]).alias("seq"),
-                               pl.len().over("device_id").alias("_of")))
+                               *([pl.len().over("device_id").alias("_of")] if edges else [])))
         hits, places = self._hits(pings, filters)
         hits = hits.sort("device_id", PLACE, "seq")
         # rows are sorted by run, so a run's previous row is the row above when it has the same device and place
         same_run = (pl.col("device_id") == pl.col("device_id").shift(1)) & (pl.col(PLACE) == pl.col(PLACE).shift(1))
         new_stay = ~(same_run & (pl.col("seq") == pl.col("seq").shift(1) + 1)
                      & ((pl.col("ts") - pl.col("ts").shift(1)).dt.total_microseconds() <= max_gap_s * 10**6)).fill_null(False)
+        ends = [(pl.col("seq").min() == 1).alias("opens"), (pl.col("seq").max() == pl.col("_of").first()).alias("closes")]
         stays = (hits.with_columns(new_stay.cast(pl.Int64).cum_sum().alias("stay"))
                  .group_by("device_id", PLACE, "stay")
                  .agg(pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("pings"),
-                      (pl.col("seq").min() == 1).alias("opens"), (pl.col("seq").max() == pl.col("_of").first()).alias("closes")))
-        return stays.join(places.lazy(), on=PLACE).select("device_id", "place_id", "start", "end", "pings", "opens", "closes").collect()
+                      *(ends if edges else [])))
+        return stays.join(places.lazy(), on=PLACE)
 
     def _hits(self, pings: pl.LazyFrame, filters: Filters) -> tuple[pl.LazyFrame, pl.DataFrame]:
         """Pings inside each selected polygonal place (interior cells as they are, boundary cells tested exactly), each
@@ -110,6 +114,14 @@ class PolarsEngine:
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
         return places, shape_of, cells
+
+
+STAY_COLUMNS = ["device_id", "place_id", "start", "end", "pings"]  # a stay, as every engine gives it before ``tidy_stays``
+
+
+def lasting(min_dwell_s: int, /) -> pl.Expr:
+    """Stays (start, end) of at least ``min_dwell_s``."""
+    return (pl.col("end") - pl.col("start")).dt.total_microseconds() >= min_dwell_s * 10**6
 
 
 SLOT = 2**32  # a group's key: its number times SLOT plus its bucket's number, offset by SLOT / 2 (±20,000 years of 5 min)
