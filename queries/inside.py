@@ -26,6 +26,8 @@ class PolygonBands:
     """The edges of polygons by number, listed per horizontal band of each polygon's height."""
 
     shapes: np.ndarray  # shapely geometries by number (only polygonal ones have edges)
+    xmin: np.ndarray
+    xmax: np.ndarray
     ymin: np.ndarray
     ymax: np.ndarray
     band_height: np.ndarray
@@ -46,20 +48,20 @@ class PolygonBands:
         shape_of_edge = shape_of_part[part_of_ring[ring_of_point[first]]]
         bands = np.maximum(1, np.bincount(shape_of_edge, minlength=len(shapes)) // BAND_EDGES)
         bounds = shapely.bounds(shapes)
-        ymin, ymax = bounds[:, 1].copy(), bounds[:, 3].copy()
+        xmin, ymin, xmax, ymax = (bounds[:, axis].copy() for axis in range(4))
         height = (ymax - ymin) / bands
         band_height = np.where(height > 0, height, 1.0)  # a shape of no height (or none) has one band
         band_start = np.concatenate([[0], np.cumsum(bands)]).astype(np.int64)
         offsets, band_edges = kernels.band_lists(shape_of_edge, edges[1], edges[3], ymin, band_height, band_start)
         segments = np.ascontiguousarray(np.column_stack(edges)[band_edges])  # an edge copied into each band it meets
-        return cls(shapes, ymin, ymax, band_height, band_start, offsets, segments)
+        return cls(shapes, xmin, xmax, ymin, ymax, band_height, band_start, offsets, segments)
 
     def contains(self, points: list[Points]) -> np.ndarray:
         """Whether each point lies inside its polygon (GEOS's ``contains``: not on its boundary), runs in order."""
         kernels = _kernels()
         runs = points if len(points) >= threads() else [piece for run in points for piece in _split(run)]
-        answers = thread_map(lambda run: kernels.locate(run.known, run.shape, run.lon, run.lat, self.ymin, self.ymax,
-                                                        self.band_height, self.band_start, self.band_offsets,
+        answers = thread_map(lambda run: kernels.locate(run.known, run.shape, run.lon, run.lat, self.xmin, self.xmax, self.ymin,
+                                                        self.ymax, self.band_height, self.band_start, self.band_offsets,
                                                         self.band_segments), runs)
         for run, answer in zip(runs, answers):
             unsure = np.flatnonzero(answer == kernels.UNSURE)  # few: on an edge, or within rounding of one

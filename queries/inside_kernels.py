@@ -66,8 +66,9 @@ def _band_span(s: int, y1: float, y2: float, shape_ymin: np.ndarray, band_height
 
 
 @numba.njit(nogil=True, cache=True)
-def locate(known: np.ndarray, shape: np.ndarray, px: np.ndarray, py: np.ndarray, shape_ymin: np.ndarray, shape_ymax: np.ndarray,
-           band_height: np.ndarray, band_start: np.ndarray, band_offsets: np.ndarray, band_segments: np.ndarray) -> np.ndarray:
+def locate(known: np.ndarray, shape: np.ndarray, px: np.ndarray, py: np.ndarray, shape_xmin: np.ndarray, shape_xmax: np.ndarray,
+           shape_ymin: np.ndarray, shape_ymax: np.ndarray, band_height: np.ndarray, band_start: np.ndarray,
+           band_offsets: np.ndarray, band_segments: np.ndarray) -> np.ndarray:
     """For each point ``(px[i], py[i])``: OUTSIDE, INSIDE or UNSURE of polygon ``shape[i]``; INSIDE without a test where
     ``known[i]`` (a ping in an interior cell). ``band_segments`` holds each band's edges as rows of (x1, y1, x2, y2),
     a band's rows together, so a point reads one run of memory."""
@@ -77,7 +78,7 @@ def locate(known: np.ndarray, shape: np.ndarray, px: np.ndarray, py: np.ndarray,
         if known[i]:
             answer[i] = INSIDE
             continue
-        if y < shape_ymin[s] or y > shape_ymax[s]:
+        if y < shape_ymin[s] or y > shape_ymax[s] or x < shape_xmin[s] or x > shape_xmax[s]:  # outside its box
             answer[i] = OUTSIDE
             continue
         b = _band_of(s, y, shape_ymin, band_height, band_start)

@@ -13,13 +13,14 @@ from tests.test_polygons import blob
 
 
 def shapes_and_points(seed: int, shapes: list, n: int = 4_000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Points each with a polygon number: a third anywhere in its polygon's box, a third on its vertices, a third
-    on its edges (a point along an edge, rounded to doubles: on it, or within rounding of it)."""
+    """Points each with a polygon number: a third anywhere in its polygon's box and a tenth beyond each side, a third on
+    its vertices, a third on its edges (a point along an edge, rounded to doubles: on it, or within rounding of it)."""
     rng = np.random.default_rng(seed)
     shapes = np.array(shapes + [None], dtype=object)  # a number with no polygon is never asked about
     shape = rng.integers(0, len(shapes) - 1, n)
     box = shapely.bounds(shapes[shape])
-    lon, lat = rng.uniform(box[:, 0], box[:, 2]), rng.uniform(box[:, 1], box[:, 3])
+    margin_x, margin_y = (box[:, 2] - box[:, 0]) / 10, (box[:, 3] - box[:, 1]) / 10  # some beyond the box, each side
+    lon, lat = rng.uniform(box[:, 0] - margin_x, box[:, 2] + margin_x), rng.uniform(box[:, 1] - margin_y, box[:, 3] + margin_y)
     for i in range(n // 3, n):
         ring = shapely.get_coordinates(shapes[shape[i]])
         j = int(rng.integers(len(ring) - 1))
@@ -30,8 +31,8 @@ def shapes_and_points(seed: int, shapes: list, n: int = 4_000) -> tuple[np.ndarr
 
 def raw_answers(shapes: np.ndarray, shape: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     bands = inside.PolygonBands.of(shapes)
-    return inside_kernels.locate(np.zeros(shape.size, bool), shape, lon, lat, bands.ymin, bands.ymax, bands.band_height, bands.band_start,
-                                 bands.band_offsets, bands.band_segments)
+    return inside_kernels.locate(np.zeros(shape.size, bool), shape, lon, lat, bands.xmin, bands.xmax, bands.ymin, bands.ymax,
+                                 bands.band_height, bands.band_start, bands.band_offsets, bands.band_segments)
 
 
 def check_against_geos(shapes: list, seed: int) -> np.ndarray:
