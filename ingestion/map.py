@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -195,7 +196,7 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
 def _read_osm(path: Path) -> gpd.GeoDataFrame:
     import pyrosm  # only OSM extracts need it, and it is slow to import
 
-    osm = pyrosm.OSM(str(path))
+    osm = pyrosm.OSM(str(path), engine=_osm_engine())
     layers = [osm.get_pois(), osm.get_landuse(), osm.get_buildings(), osm.get_network("driving"),
               osm.get_data_by_custom_criteria({"leisure": ["park", "garden", "playground"]}, filter_type="keep", keep_nodes=False)]
     frames = [f for f in layers if f is not None and len(f)]
@@ -205,6 +206,13 @@ def _read_osm(path: Path) -> gpd.GeoDataFrame:
     merged["osm_id"] = merged["osm_type"].fillna("node").astype(str) + "/" + merged["id"].astype(str)
     merged = merged.drop_duplicates("osm_id")
     return gpd.GeoDataFrame(merged.drop(columns=["tags"], errors="ignore"), geometry="geometry", crs="EPSG:4326")
+
+
+def _osm_engine() -> str:
+    """pyrosm's bounded-memory reader sets each layer's nodes aside in a Parquet file and reads them back; once
+    geoarrow-pyarrow is imported in the process (a notebook's, say), their geometry comes back as a GeoArrow type
+    the ways' plain WKB cannot be merged with, and the read fails. Then the whole extract is read in memory instead."""
+    return "in_memory" if "geoarrow.pyarrow" in sys.modules else "out_of_core"
 
 
 def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | None, source: str, notes: list[str]) -> gpd.GeoDataFrame:

