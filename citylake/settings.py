@@ -236,6 +236,7 @@ def load(
     sources = {s.name: "default" for s in SETTINGS}
     path = Path(config or env.get("CITYLAKE_CONFIG") or "citylake.toml")
     if config or path.is_file():
+        _check_trusted(path)
         for name, value in _read_toml(path).items():
             values[name], sources[name] = value, str(path)
     for s in SETTINGS:
@@ -252,6 +253,45 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         return setting.parse(value)
     except (TypeError, ValueError, OverflowError) as err:
         raise SettingError(setting.name, "(not shown)" if setting.secret else value, source, str(err)) from None
+
+
+def _check_trusted(path: Path) -> None:
+    """A settings file another OS user can change could point the lake, its object store or the key file elsewhere (a
+    ``citylake.toml`` left in a shared working directory, say): refuse one owned by another user (root excepted) or
+    writable by others, or by a group other than its owner's own (a user private group, as a umask of 002 makes files),
+    as ssh refuses such a config."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise SettingError("config", str(path), "--config", "no such file") from None
+    if status.st_uid not in (os.geteuid(), 0):
+        raise SettingError("config", str(path), str(path), f"it belongs to {_user_name(status.st_uid)}, not you, and a settings "
+                                                          "file another user controls could point your lake, object store or "
+                                                          "key elsewhere; use a file of your own (--config FILE)")
+    if status.st_mode & 0o002 or (status.st_mode & 0o020 and not _private_group(status.st_gid, status.st_uid)):
+        raise SettingError("config", str(path), str(path), f"other users can change it (mode {status.st_mode & 0o777:o}), and it "
+                                                          "could point your lake, object store or key elsewhere; run "
+                                                          f"chmod go-w {path}")
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """Whether group ``gid`` is user ``uid``'s own: named as the user, and no one else in it."""
+    import grp
+
+    try:
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return group.gr_name == _user_name(uid) and set(group.gr_mem) <= {group.gr_name}
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

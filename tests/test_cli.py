@@ -164,6 +164,37 @@ def test_bad_setting_names_its_source(tmp_path):
     one_line_error(citylake("tables", cwd=tmp_path), "h3.cell_resolutoin", "no such setting")
 
 
+def test_a_settings_file_other_users_can_change_is_refused(tmp_path):
+    """A ``citylake.toml`` another OS user can write (left in a shared working directory) could point the lake, its object
+    store or the key file elsewhere: refused in one line that says the fix, before anything is read or written; once
+    only its owner can write it, it is taken."""
+    planted = tmp_path / "citylake.toml"
+    planted.write_text('lake = "elsewhere"\n[storage]\nendpoint = "http://127.0.0.1:9"\n')
+    for mode in (0o666, 0o646):
+        planted.chmod(mode)
+        one_line_error(citylake("settings", cwd=tmp_path), "other users can change it", f"chmod go-w {planted.name}")
+        one_line_error(citylake("--config", str(planted), "settings"), "other users can change it", f"chmod go-w {planted}")
+    planted.chmod(0o644)
+    shown = citylake("settings", cwd=tmp_path)
+    assert shown.returncode == 0 and "elsewhere" in shown.stdout, shown.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user or group needs root")
+def test_a_settings_file_of_another_user_or_group_is_refused(tmp_path):
+    """Owned by another user, or writable by a group that is not the owner's own: refused. Writable by the owner's own
+    group (a user private group, as a umask of 002 makes files): taken."""
+    planted = tmp_path / "citylake.toml"
+    planted.write_text('lake = "elsewhere"\n')
+    planted.chmod(0o664)
+    os.chown(planted, 0, 65534)  # root's file, writable by the group nogroup
+    one_line_error(citylake("settings", cwd=tmp_path), "other users can change it", "chmod go-w")
+    os.chown(planted, 0, 0)  # root's own group, no one else in it
+    assert citylake("settings", cwd=tmp_path).returncode == 0
+    planted.chmod(0o644)
+    os.chown(planted, 65534, 65534)
+    one_line_error(citylake("settings", cwd=tmp_path), "belongs to nobody, not you", "--config FILE")
+
+
 def test_help_explains_with_examples():
     top = ok("--help")
     for command in ("init", "tables", "sql", "maintain", "settings", "ingest", "generate-city", "replay"):
