@@ -236,7 +236,6 @@ def load(
     sources = {s.name: "default" for s in SETTINGS}
     path = Path(config or env.get("CITYLAKE_CONFIG") or "citylake.toml")
     if config or path.is_file():
-        _check_trusted(path)
         for name, value in _read_toml(path).items():
             values[name], sources[name] = value, str(path)
     for s in SETTINGS:
@@ -255,17 +254,16 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise SettingError(setting.name, "(not shown)" if setting.secret else value, source, str(err)) from None
 
 
-def _check_trusted(path: Path) -> None:
+def _check_trusted(path: Path, status: os.stat_result) -> None:
     """A settings file another OS user can change could point the lake, its object store or the key file elsewhere (a
     ``citylake.toml`` left in a shared working directory, say): refuse one owned by another user (root excepted) or
     writable by others, or by a group other than its owner's own (a user private group, as a umask of 002 makes files),
-    as ssh refuses such a config."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        raise SettingError("config", str(path), "--config", "no such file") from None
-    if status.st_uid not in (os.geteuid(), 0):
-        raise SettingError("config", str(path), str(path), f"it belongs to {_user_name(status.st_uid)}, not you, and a settings "
+    as ssh refuses such a config. ``status`` is the opened file's (what is read is what was checked); a symbolic link
+    another user made is refused too (it chooses which of your files is read)."""
+    link = path.lstat()
+    if status.st_uid not in (os.geteuid(), 0) or (path.is_symlink() and link.st_uid not in (os.geteuid(), 0)):
+        owner = status.st_uid if status.st_uid not in (os.geteuid(), 0) else link.st_uid
+        raise SettingError("config", str(path), str(path), f"it belongs to {_user_name(owner)}, not you, and a settings "
                                                           "file another user controls could point your lake, object store or "
                                                           "key elsewhere; use a file of your own (--config FILE)")
     if status.st_mode & 0o002 or (status.st_mode & 0o020 and not _private_group(status.st_gid, status.st_uid)):
@@ -296,9 +294,13 @@ def _user_name(uid: int) -> str:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        document = tomllib.loads(path.read_text())
+        with path.open("rb") as file:
+            _check_trusted(path, os.fstat(file.fileno()))
+            document = tomllib.loads(file.read().decode())
     except FileNotFoundError:
         raise SettingError("config", str(path), "--config", "no such file") from None
+    except UnicodeDecodeError:
+        raise SettingError("config", str(path), str(path), "not valid TOML (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as err:
         raise SettingError("config", str(path), str(path), f"not valid TOML ({err})") from None
     flat = dict(_flatten(document))

@@ -177,6 +177,8 @@ def test_a_settings_file_other_users_can_change_is_refused(tmp_path):
     planted.chmod(0o644)
     shown = citylake("settings", cwd=tmp_path)
     assert shown.returncode == 0 and "elsewhere" in shown.stdout, shown.stderr
+    (tmp_path / "mine.toml").symlink_to(planted)  # a link of your own to a file of your own: taken
+    assert "elsewhere" in citylake("--config", str(tmp_path / "mine.toml"), "settings").stdout
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user or group needs root")
@@ -191,6 +193,10 @@ def test_a_settings_file_of_another_user_or_group_is_refused(tmp_path):
     os.chown(planted, 0, 0)  # root's own group, no one else in it
     assert citylake("settings", cwd=tmp_path).returncode == 0
     planted.chmod(0o644)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "citylake.toml").symlink_to(planted)  # another user's link to a file of yours: it picks what is read
+    os.lchown(tmp_path / "linked" / "citylake.toml", 65534, 65534)
+    one_line_error(citylake("settings", cwd=tmp_path / "linked"), "belongs to nobody, not you", "--config FILE")
     os.chown(planted, 65534, 65534)
     one_line_error(citylake("settings", cwd=tmp_path), "belongs to nobody, not you", "--config FILE")
 
