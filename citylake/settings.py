@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -254,12 +255,15 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise SettingError(setting.name, "(not shown)" if setting.secret else value, source, str(err)) from None
 
 
-def _check_trusted(path: Path, status: os.stat_result) -> None:
+def _check_trusted(path: Path, status: os.stat_result, descriptor: int) -> None:
     """A settings file another OS user can change could point the lake, its object store or the key file elsewhere (a
     ``citylake.toml`` left in a shared working directory, say): refuse one owned by another user (root excepted) or
     writable by others, or by a group other than its owner's own (a user private group, as a umask of 002 makes files),
     as ssh refuses such a config. ``status`` is the opened file's (what is read is what was checked); a symbolic link
-    another user made is refused too (it chooses which of your files is read)."""
+    another user made is refused too (it chooses which of your files is read), as is an access control list (its
+    entries are not in the mode) and anything but a regular file."""
+    if not stat.S_ISREG(status.st_mode):
+        raise SettingError("config", str(path), str(path), "not a regular file; give a settings file (--config FILE)")
     link = path.lstat()
     if status.st_uid not in (os.geteuid(), 0) or (path.is_symlink() and link.st_uid not in (os.geteuid(), 0)):
         owner = status.st_uid if status.st_uid not in (os.geteuid(), 0) else link.st_uid
@@ -270,17 +274,32 @@ def _check_trusted(path: Path, status: os.stat_result) -> None:
         raise SettingError("config", str(path), str(path), f"other users can change it (mode {status.st_mode & 0o777:o}), and it "
                                                           "could point your lake, object store or key elsewhere; run "
                                                           f"chmod go-w {path}")
+    if _has_acl(descriptor):
+        raise SettingError("config", str(path), str(path), "it has an access control list, which may let other users change it "
+                                                          "and could point your lake, object store or key elsewhere; run "
+                                                          f"setfacl -b {path}")
+
+
+def _has_acl(descriptor: int) -> bool:
+    try:
+        os.getxattr(descriptor, "system.posix_acl_access")
+    except OSError:  # none, or a file system without ACLs
+        return False
+    return True
 
 
 def _private_group(gid: int, uid: int) -> bool:
-    """Whether group ``gid`` is user ``uid``'s own: named as the user, and no one else in it."""
+    """Whether group ``gid`` is user ``uid``'s own: named as the user, and no one else in it (as a member, or as the
+    group of their own account)."""
     import grp
+    import pwd
 
     try:
         group = grp.getgrgid(gid)
     except KeyError:
         return False
-    return group.gr_name == _user_name(uid) and set(group.gr_mem) <= {group.gr_name}
+    others = {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid and user.pw_uid != uid}  # theirs by /etc/passwd
+    return group.gr_name == _user_name(uid) and set(group.gr_mem) <= {group.gr_name} and not others
 
 
 def _user_name(uid: int) -> str:
@@ -294,8 +313,9 @@ def _user_name(uid: int) -> str:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as file:
-            _check_trusted(path, os.fstat(file.fileno()))
+        # non-blocking: a FIFO planted as the file would hang the open (refused below: not a regular file)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            _check_trusted(path, os.fstat(file.fileno()), file.fileno())
             document = tomllib.loads(file.read().decode())
     except FileNotFoundError:
         raise SettingError("config", str(path), "--config", "no such file") from None

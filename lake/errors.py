@@ -121,11 +121,13 @@ def _lake_root(path: Path) -> Path:
 def _why_not_writable(path: Path, root: Path, *, making: bool) -> str:
     try:
         read_only_disk = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-        owner = path.stat().st_uid
+        owner = (path.lstat() if making else path.stat()).st_uid  # making: a link's own owner, who chose where it points
     except OSError:
         return "only the lake's owner changes the lake; run the command as the lake's owner"
     if read_only_disk:
         return "it is on a read-only file system; remount it read-write, or copy the lake to a writable disk"
+    if making and owner != os.geteuid():
+        return f"it belongs to {_user_name(owner)}; make a lake only in a directory of your own (--lake DIR)"
     if making:
         return "choose a directory you can write (--lake DIR)"
     if owner != os.geteuid():

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -57,6 +58,7 @@ DEFAULT_CELL_RES = 11
 # Partition cell resolution: res 5 cells (about 250 km^2) give a city a handful of
 # partitions per day, so files stay large; measured against res 4 and 6 in `make bench`.
 DEFAULT_PARTITION_RES = 5
+LAKE_ID = re.compile(r"[0-9a-f]{16}")  # a lake's id, as `init` makes it (secrets.token_hex(8))
 FORMAT_VERSION = 3  # 3: the watcher's exact alerts moved to the steward zone; 2: tables live in zones (steward/, tables/,
 # releases/); 1 kept every table in tables/
 
@@ -171,7 +173,9 @@ class Lake:
             return lake
         if partition_res >= cell_res:
             raise SchemaMismatch("pings", PARTITION_CELL, "the partition resolution must be coarser than the cell resolution")
-        if not location.local:
+        if location.local:
+            _check_owned(location.root)
+        else:
             _refuse_nesting(location, storage)
         lake = cls(location, cell_res=cell_res, partition_res=partition_res, lake_id=secrets.token_hex(8), timezone=timezone or "UTC")
         if location.local:
@@ -201,7 +205,7 @@ class Lake:
         facts = _read_marker(f"{location.uri}/{MARKER}", text)
         lake = cls(location, cell_res=facts["cell_res"], partition_res=facts["partition_res"], lake_id=facts.get("lake_id", ""),
                    timezone=facts.get("timezone", "UTC"))
-        if location.local and os.access(location.root, os.W_OK):
+        if location.local and os.access(location.root, os.W_OK) and location.root.stat().st_uid == os.geteuid():
             if facts.get("format", 1) < FORMAT_VERSION:
                 lake._upgrade(facts)
             lake._make_zones()  # the owner's citylake adds the tables a newer citylake knows; readers make nothing
@@ -222,8 +226,8 @@ class Lake:
             self.location.probe_writable()
             return
         for path in (self.root, *(self.root / zone.directory for zone in ZONES.values())):
-            if path.exists() and not os.access(path, os.W_OK | os.X_OK):
-                raise NotWritable(None, str(path))
+            if path.exists() and (not os.access(path, os.W_OK | os.X_OK) or path.stat().st_uid != os.geteuid()):
+                raise NotWritable(None, str(path))  # another user's lake is theirs to change, root's included
 
     def _make_zones(self) -> None:
         for zone in ZONES.values() if self.location.local else ():  # a store has no directories: its policy guards the prefixes
@@ -742,6 +746,22 @@ class Lake:
         return self._delta(name).version()
 
 
+def _check_owned(root: Path) -> None:
+    """Refuse to make or complete a lake in a directory another user owns, or through a symbolic link another user made
+    (root too: a directory planted where a lake will be made, writable by all, would hand its maker the people's data,
+    and a planted link would have ``init`` open up the directory it points to)."""
+    for status in (_status(root, follow=False), _status(root, follow=True)):
+        if status is not None and status.st_uid != os.geteuid():
+            raise NotWritable(str(root), str(root), making=True)
+
+
+def _status(path: Path, *, follow: bool) -> os.stat_result | None:
+    try:
+        return path.stat() if follow else path.lstat()
+    except FileNotFoundError:
+        return None
+
+
 def _check_directory(root: Path) -> None:
     """A lake is a directory: refuse a regular file as the lake, or on the way to it."""
     for path in (root, *root.parents):
@@ -812,6 +832,8 @@ def _read_marker(marker: str, text: str) -> dict:
     for key, kind in (("lake_id", str), ("format", int)):
         if key in facts and (isinstance(facts[key], bool) or not isinstance(facts[key], kind)):
             raise BadLakeFile(marker, f"{key!r} is {facts[key]!r}, not {'text' if kind is str else 'a whole number'}")
+    if facts.get("lake_id") and not LAKE_ID.fullmatch(facts["lake_id"]):  # it names the key file: never a path
+        raise BadLakeFile(marker, f"'lake_id' is {facts['lake_id']!r}, not the 16 hex digits `citylake init` makes")
     return facts
 
 

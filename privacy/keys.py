@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from citylake.lake import Lake
-from citylake.privacy.errors import NoPseudonymKey, Refused
+from citylake.lake.lake import LAKE_ID
+from citylake.privacy.errors import BadKeyFile, NoPseudonymKey, Refused
 from citylake.privacy.policy import Policy, read_policy, write_policy
 from citylake.privacy.pseudonyms import KEY_ENV, create_key, load_key, new_key, write_key_file
 
@@ -32,6 +33,8 @@ def key_file_of(lake: Lake, configured: str | Path | None = None, /) -> Path:
     """The key file: the setting when given, else one per lake, named by the lake's id (so lakes never share a key)."""
     if configured:
         return Path(configured).expanduser()
+    if lake.lake_id and not LAKE_ID.fullmatch(lake.lake_id):  # read checked from citylake.json too: never a path
+        raise BadKeyFile(lake.lake_id, "a lake's id is 16 hex digits; its citylake.json is damaged or was changed")
     return (KEYS_DIR / f"{lake.lake_id or 'lake'}.key").expanduser()
 
 

@@ -53,11 +53,24 @@ def load_key(key_file: str | Path, /, *, env: Mapping[str, str] | None = None) -
         path = Path(key_file).expanduser()
         if not path.is_file():
             raise NoPseudonymKey(str(path))
-        key, where = path.read_bytes().strip(), str(path)
+        key, where = _read_own_key(path), str(path)
     if len(key) < MIN_KEY_BYTES:
         raise BadKeyFile(where, f"a pseudonym key is at least {MIN_KEY_BYTES} bytes ({len(key)} given); `citylake init` makes one "
                                 "of 32 random bytes")
     return key
+
+
+def _read_own_key(path: Path) -> bytes:
+    """The key file's key, if the file is this user's (or root's) and no one else can change it: a key file another
+    user planted or can swap would let them reverse every pseudonym made with it. The file read is the file checked."""
+    with path.open("rb") as file:
+        status = os.fstat(file.fileno())
+        if status.st_uid not in (os.geteuid(), 0) or path.lstat().st_uid not in (os.geteuid(), 0):
+            raise BadKeyFile(str(path), "it belongs to another user, who would know the key; make your own with `citylake init` "
+                                        "(or `citylake key rotate`)")
+        if status.st_mode & 0o022:
+            raise BadKeyFile(str(path), f"others can change it (mode {status.st_mode & 0o777:o}); run chmod 600 {path}")
+        return file.read().strip()
 
 
 def pseudonym(raw_id: str, key: bytes) -> int:

@@ -181,6 +181,28 @@ def test_a_settings_file_other_users_can_change_is_refused(tmp_path):
     assert "elsewhere" in citylake("--config", str(tmp_path / "mine.toml"), "settings").stdout
 
 
+def test_a_settings_file_with_an_acl_or_that_is_no_file_is_refused(tmp_path):
+    """An access control list can let another user write a file whose mode says no one else may: refused (its fix named).
+    A FIFO planted as the file would hang a plain open: refused at once, as anything but a regular file is."""
+    import struct
+
+    config = tmp_path / "citylake.toml"
+    config.write_text('lake = "elsewhere"\n')
+    config.chmod(0o644)
+    entries = [(0x01, 6, 0xFFFFFFFF), (0x02, 6, 65534), (0x04, 4, 0xFFFFFFFF), (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)  # user::rw-, user:nobody:rw-, …
+    try:
+        os.setxattr(config, "system.posix_acl_access", acl)
+    except OSError as err:
+        pytest.skip(f"this file system takes no ACL ({err.strerror})")
+    one_line_error(citylake("settings", cwd=tmp_path), "access control list", f"setfacl -b {config.name}")
+    os.removexattr(config, "system.posix_acl_access")
+    assert citylake("settings", cwd=tmp_path).returncode == 0
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    one_line_error(citylake("--config", str(fifo), "settings"), "not a regular file")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user or group needs root")
 def test_a_settings_file_of_another_user_or_group_is_refused(tmp_path):
     """Owned by another user, or writable by a group that is not the owner's own: refused. Writable by the owner's own

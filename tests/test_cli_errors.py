@@ -5,6 +5,7 @@ read-only and other users' lakes, a file as the lake, a damaged citylake.json, a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pty
 import select
@@ -176,14 +177,67 @@ def test_a_read_only_lake_is_refused_in_one_line_before_any_work(city, tmp_path,
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="giving the lake to another user needs root")
+@pytest.mark.parametrize("capabilities", [False, True], ids=["a user", "root"])
 @pytest.mark.parametrize("command", WRITES[:1] + WRITES[2:], ids=lambda c: " ".join(c[:2]))
-def test_another_users_lake_is_refused_in_one_line(city, tmp_path, command):
+def test_another_users_lake_is_refused_in_one_line(city, tmp_path, command, capabilities):
+    """Another user's lake is theirs to change: refused for a user, and for root too (whose permission checks all pass:
+    a lake planted by another user, writable by all, would otherwise take a root steward's rows where its maker reads)."""
     root = copy_of(city, tmp_path / "lake")
     for path in [root, *root.rglob("*")]:
         os.lchown(path, NOBODY, NOBODY)
+    before = snapshot(root)
     args = [part.format(city=city.root.parent / "city") for part in command]
-    one_line(citylake("--lake", str(root), *args, env=STEWARD, user=True), "not writable by you", "belongs to nobody",
+    one_line(citylake("--lake", str(root), *args, env=STEWARD, user=not capabilities), "not writable by you", "belongs to nobody",
              "run the command as nobody")
+    assert snapshot(root) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a directory or a link as another user needs root")
+def test_a_lake_is_not_made_in_a_directory_or_through_a_link_another_user_planted(tmp_path):
+    """Where a steward would make a lake, another user plants a directory writable by all, or a link to one of the
+    steward's private directories: `init` refuses both (as root too), and leaves the private directory as it was."""
+    planted = tmp_path / "citylake-data"
+    planted.mkdir()
+    os.chown(planted, NOBODY, NOBODY)
+    planted.chmod(0o777)
+    one_line(citylake("--lake", str(planted), "init"), "cannot make a lake", "belongs to nobody", "a directory of your own")
+    assert not any(planted.iterdir())
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    link = tmp_path / "linked-lake"
+    link.symlink_to(private)
+    os.lchown(link, NOBODY, NOBODY)
+    one_line(citylake("--lake", str(link), "init"), "cannot make a lake", "belongs to nobody")
+    assert private.stat().st_mode & 0o777 == 0o700 and not any(private.iterdir())
+
+
+def test_a_lake_id_that_is_no_id_is_refused_before_it_names_a_key_file(tmp_path):
+    """The lake's id names its key file (~/.config/citylake/keys/<id>.key): a citylake.json whose id is a path (another
+    user's planted lake, say) is refused in one line, before any key file is made or read."""
+    Lake.init(tmp_path / "lake")
+    marker = tmp_path / "lake" / "citylake.json"
+    for planted in ("../../../../tmp/planted", "/tmp/known", "0123456789abcdeg"):
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "lake_id": planted}))
+        one_line(citylake("--lake", str(tmp_path / "lake"), "init"), "'lake_id' is", "16 hex digits")
+        one_line(citylake("--lake", str(tmp_path / "lake"), "tables"), "'lake_id' is", "16 hex digits")
+
+
+def test_a_key_file_others_can_change_is_refused(city, tmp_path):
+    """A key file others can write (swap) is refused in one line with the fix; as root, one another user owns (who would
+    know the key) too."""
+    key = tmp_path / "steward.key"
+    key.write_text(TEST_KEY + "\n")
+    key.chmod(0o666)
+    settings = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(key)}
+    root = copy_of(city, tmp_path / "lake")
+    one_line(citylake("--lake", str(root), "ingest", "pings", str(city.root.parent / "city" / "pings.csv"), env=settings),
+             "others can change it (mode 666)", f"chmod 600 {key}")
+    key.chmod(0o600)
+    assert citylake("--lake", str(root), "ingest", "pings", str(city.root.parent / "city" / "pings.csv"), env=settings).returncode == 0
+    if os.geteuid() == 0:
+        os.chown(key, NOBODY, NOBODY)
+        one_line(citylake("--lake", str(root), "ingest", "pings", str(city.root.parent / "city" / "pings.csv"), env=settings),
+                 "belongs to another user")
 
 
 @needs_a_user
