@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from citylake.h3_index import ownership
 from citylake.h3_index.errors import CitylakeError
 
 # The defaults users see. The rooms keep their own for calls that pass no setting (a test holds the two equal);
@@ -257,58 +258,27 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
 
 def _check_trusted(path: Path, status: os.stat_result, descriptor: int) -> None:
     """A settings file another OS user can change could point the lake, its object store or the key file elsewhere (a
-    ``citylake.toml`` left in a shared working directory, say): refuse one owned by another user (root excepted) or
-    writable by others, or by a group other than its owner's own (a user private group, as a umask of 002 makes files),
-    as ssh refuses such a config. ``status`` is the opened file's (what is read is what was checked); a symbolic link
-    another user made is refused too (it chooses which of your files is read), as is an access control list (its
-    entries are not in the mode) and anything but a regular file."""
+    ``citylake.toml`` left in a shared working directory, say): refuse one owned by another user (root excepted), one
+    others can change (``h3_index.ownership``: mode, a group not the owner's own, an access control list), anything but a
+    regular file, and one another user could swap through a directory or link above it (ssh's StrictModes rule).
+    ``status`` is the opened file's: what is read is what was checked."""
     if not stat.S_ISREG(status.st_mode):
         raise SettingError("config", str(path), str(path), "not a regular file; give a settings file (--config FILE)")
     link = path.lstat()
-    if status.st_uid not in (os.geteuid(), 0) or (path.is_symlink() and link.st_uid not in (os.geteuid(), 0)):
-        owner = status.st_uid if status.st_uid not in (os.geteuid(), 0) else link.st_uid
-        raise SettingError("config", str(path), str(path), f"it belongs to {_user_name(owner)}, not you, and a settings "
+    if ownership.owned_by_another(status.st_uid) or (path.is_symlink() and ownership.owned_by_another(link.st_uid)):
+        owner = status.st_uid if ownership.owned_by_another(status.st_uid) else link.st_uid
+        raise SettingError("config", str(path), str(path), f"it belongs to {ownership.user_name(owner)}, not you, and a settings "
                                                           "file another user controls could point your lake, object store or "
                                                           "key elsewhere; use a file of your own (--config FILE)")
-    if status.st_mode & 0o002 or (status.st_mode & 0o020 and not _private_group(status.st_gid, status.st_uid)):
-        raise SettingError("config", str(path), str(path), f"other users can change it (mode {status.st_mode & 0o777:o}), and it "
-                                                          "could point your lake, object store or key elsewhere; run "
-                                                          f"chmod go-w {path}")
-    if _has_acl(descriptor):
-        raise SettingError("config", str(path), str(path), "it has an access control list, which may let other users change it "
-                                                          "and could point your lake, object store or key elsewhere; run "
-                                                          f"setfacl -b {path}")
-
-
-def _has_acl(descriptor: int) -> bool:
-    try:
-        os.getxattr(descriptor, "system.posix_acl_access")
-    except OSError:  # none, or a file system without ACLs
-        return False
-    return True
-
-
-def _private_group(gid: int, uid: int) -> bool:
-    """Whether group ``gid`` is user ``uid``'s own: named as the user, and no one else in it (as a member, or as the
-    group of their own account)."""
-    import grp
-    import pwd
-
-    try:
-        group = grp.getgrgid(gid)
-    except KeyError:
-        return False
-    others = {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid and user.pw_uid != uid}  # theirs by /etc/passwd
-    return group.gr_name == _user_name(uid) and set(group.gr_mem) <= {group.gr_name} and not others
-
-
-def _user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"user {uid}"
+    why = ownership.others_can_change(status, descriptor)
+    if why:
+        fix = f"setfacl -b {path}" if "access control list" in why else f"chmod go-w {path}"
+        raise SettingError("config", str(path), str(path), f"{why}, and it could point your lake, object store or key "
+                                                          f"elsewhere; run {fix}")
+    above = ownership.untrusted_above(path)
+    if above:
+        raise SettingError("config", str(path), str(path), f"another user could swap it ({above}); keep settings where only "
+                                                          "you (or root) can change the directories above them")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

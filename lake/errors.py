@@ -67,7 +67,7 @@ class NotWritable(LakeError, PermissionError):
     """A table, a lake, or the directory a new lake would go in, that this user may not change; the message says why
     (another user's, no write permission, a read-only file system) and so what to do."""
 
-    def __init__(self, name: str | None, path: str, *, making: bool = False) -> None:
+    def __init__(self, name: str | None, path: str, *, making: bool = False, reason: str | None = None) -> None:
         self.name, self.path = name, path
         root = _lake_root(Path(path))
         if making:
@@ -76,7 +76,7 @@ class NotWritable(LakeError, PermissionError):
             what = f"table {name!r} is not writable by you ({path})"
         else:
             what = f"the lake at {root} is not writable by you" + ("" if str(root) == path else f" ({path})")
-        super().__init__(f"{what}: {_why_not_writable(Path(path), root, making=making)}")
+        super().__init__(f"{what}: {reason or _why_not_writable(Path(path), root, making=making)}")
 
     @classmethod
     def inside_lake(cls, path: str) -> NotWritable | None:

@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from citylake.h3_index import check_resolution
+from citylake.h3_index import check_resolution, ownership
 from citylake.h3_index.buckets import partition_keys
 from citylake.lake.errors import (
     MARKER,
@@ -228,6 +228,7 @@ class Lake:
         for path in (self.root, *(self.root / zone.directory for zone in ZONES.values())):
             if path.exists() and (not os.access(path, os.W_OK | os.X_OK) or path.stat().st_uid != os.geteuid()):
                 raise NotWritable(None, str(path))  # another user's lake is theirs to change, root's included
+        _check_above(self.root)
 
     def _make_zones(self) -> None:
         for zone in ZONES.values() if self.location.local else ():  # a store has no directories: its policy guards the prefixes
@@ -753,6 +754,17 @@ def _check_owned(root: Path) -> None:
     for status in (_status(root, follow=False), _status(root, follow=True)):
         if status is not None and status.st_uid != os.geteuid():
             raise NotWritable(str(root), str(root), making=True)
+    _check_above(root, making=True)
+
+
+def _check_above(root: Path, *, making: bool = False) -> None:
+    """Refuse a lake another user could swap through a directory above it (``h3_index.ownership``): between this
+    command's checks and its writes, the lake would be exchanged for theirs, and the people's rows written there."""
+    above = ownership.untrusted_above(root)
+    if above:
+        raise NotWritable(str(root) if making else None, str(root), making=making,
+                          reason=f"another user could swap it ({above}); keep the lake where only you (or root) can change "
+                                 "the directories above it")
 
 
 def _status(path: Path, *, follow: bool) -> os.stat_result | None:

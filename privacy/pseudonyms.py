@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from citylake.h3_index import ownership
 from citylake.privacy.errors import BadKeyFile, NoPseudonymKey
 
 KEY_ENV = "CITYLAKE_PSEUDONYM_KEY"
@@ -26,6 +27,7 @@ def create_key(key_file: str | Path, /, *, lake_root: str | Path | None = None) 
     path = Path(key_file).expanduser()
     if lake_root is not None and _inside(path, Path(lake_root)):
         raise BadKeyFile(str(path), "the key must live outside the lake directory; choose a path outside it")
+    _check_above(path)
     if not path.exists():
         write_key_file(path, new_key())
     return path
@@ -61,16 +63,27 @@ def load_key(key_file: str | Path, /, *, env: Mapping[str, str] | None = None) -
 
 
 def _read_own_key(path: Path) -> bytes:
-    """The key file's key, if the file is this user's (or root's) and no one else can change it: a key file another
-    user planted or can swap would let them reverse every pseudonym made with it. The file read is the file checked."""
+    """The key file's key, if the file is this user's (or root's) and no one else can change or swap it
+    (``h3_index.ownership``): a key file another user planted, can change, or can swap through a directory above it would
+    let them know the key and reverse every pseudonym made with it. The file read is the file checked."""
     with path.open("rb") as file:
         status = os.fstat(file.fileno())
-        if status.st_uid not in (os.geteuid(), 0) or path.lstat().st_uid not in (os.geteuid(), 0):
+        if ownership.owned_by_another(status.st_uid) or ownership.owned_by_another(path.lstat().st_uid):
             raise BadKeyFile(str(path), "it belongs to another user, who would know the key; make your own with `citylake init` "
                                         "(or `citylake key rotate`)")
-        if status.st_mode & 0o022:
-            raise BadKeyFile(str(path), f"others can change it (mode {status.st_mode & 0o777:o}); run chmod 600 {path}")
+        why = ownership.others_can_change(status, file.fileno())
+        if why:
+            raise BadKeyFile(str(path), f"{why}; run chmod 600 {path}" + (
+                f" and setfacl -b {path}" if "access control list" in why else ""))
+        _check_above(path)
         return file.read().strip()
+
+
+def _check_above(path: Path) -> None:
+    above = ownership.untrusted_above(path)
+    if above:
+        raise BadKeyFile(str(path), f"another user could swap it ({above}); keep the key where only you (or root) can change "
+                                    "the directories above it")
 
 
 def pseudonym(raw_id: str, key: bytes) -> int:

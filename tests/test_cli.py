@@ -172,8 +172,8 @@ def test_a_settings_file_other_users_can_change_is_refused(tmp_path):
     planted.write_text('lake = "elsewhere"\n[storage]\nendpoint = "http://127.0.0.1:9"\n')
     for mode in (0o666, 0o646):
         planted.chmod(mode)
-        one_line_error(citylake("settings", cwd=tmp_path), "other users can change it", f"chmod go-w {planted.name}")
-        one_line_error(citylake("--config", str(planted), "settings"), "other users can change it", f"chmod go-w {planted}")
+        one_line_error(citylake("settings", cwd=tmp_path), "anyone can change it", f"chmod go-w {planted.name}")
+        one_line_error(citylake("--config", str(planted), "settings"), "anyone can change it", f"chmod go-w {planted}")
     planted.chmod(0o644)
     shown = citylake("settings", cwd=tmp_path)
     assert shown.returncode == 0 and "elsewhere" in shown.stdout, shown.stderr
@@ -211,7 +211,7 @@ def test_a_settings_file_of_another_user_or_group_is_refused(tmp_path):
     planted.write_text('lake = "elsewhere"\n')
     planted.chmod(0o664)
     os.chown(planted, 0, 65534)  # root's file, writable by the group nogroup
-    one_line_error(citylake("settings", cwd=tmp_path), "other users can change it", "chmod go-w")
+    one_line_error(citylake("settings", cwd=tmp_path), "group nogroup can change it", "chmod go-w")
     os.chown(planted, 0, 0)  # root's own group, no one else in it
     assert citylake("settings", cwd=tmp_path).returncode == 0
     planted.chmod(0o644)

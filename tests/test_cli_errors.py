@@ -211,6 +211,44 @@ def test_a_lake_is_not_made_in_a_directory_or_through_a_link_another_user_plante
     assert private.stat().st_mode & 0o777 == 0o700 and not any(private.iterdir())
 
 
+def test_a_lake_key_or_settings_file_another_user_could_swap_is_refused(city, tmp_path):
+    """A directory above the lake, its key file or a settings file that anyone can change (and is not sticky) lets
+    another user exchange what is below it between a command's checks and its writes (the lake for theirs, the key for
+    one they know): each is refused in one line, before any work; under a sticky directory (as /tmp is), taken. As
+    root, a link on the way that another user made is refused too."""
+    pings = str(city.root.parent / "city" / "pings.csv")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    root = copy_of(city, shared / "lake")
+    before = snapshot(root)
+    one_line(citylake("--lake", str(root), "ingest", "pings", pings, env=STEWARD), "another user could swap it", f"in {shared}",
+             "anyone can change it (mode 777)")
+    assert snapshot(root) == before
+    one_line(citylake("--lake", str(shared / "new"), "init"), "cannot make a lake", "another user could swap it")
+    assert not (shared / "new").exists()
+    key = shared / "steward.key"
+    key.write_text(TEST_KEY + "\n")
+    key.chmod(0o600)
+    with_key_file = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(key)}
+    one_line(citylake("--lake", str(copy_of(city, tmp_path / "lake")), "ingest", "pings", pings, env=with_key_file),
+             "another user could swap it", "keep the key where only you")
+    settings = shared / "citylake.toml"
+    settings.write_text('lake = "elsewhere"\n')
+    settings.chmod(0o644)
+    one_line(citylake("--config", str(settings), "settings"), "another user could swap it", "keep settings where only you")
+    shared.chmod(0o1777)  # sticky: others may add entries here, not rename or remove these
+    assert citylake("--lake", str(root), "ingest", "pings", pings, env=with_key_file).returncode == 0
+    assert citylake("--config", str(settings), "settings").returncode == 0
+    if os.geteuid() == 0:
+        (tmp_path / "mine").mkdir()
+        link = tmp_path / "mine" / "keys"
+        link.symlink_to(shared)
+        os.lchown(link, NOBODY, NOBODY)
+        one_line(citylake("--lake", str(root), "ingest", "pings", pings, env={"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(link / key.name)}),
+                 "is a link nobody made")
+
+
 def test_a_lake_id_that_is_no_id_is_refused_before_it_names_a_key_file(tmp_path):
     """The lake's id names its key file (~/.config/citylake/keys/<id>.key): a citylake.json whose id is a path (another
     user's planted lake, say) is refused in one line, before any key file is made or read."""
@@ -231,7 +269,7 @@ def test_a_key_file_others_can_change_is_refused(city, tmp_path):
     settings = {"CITYLAKE_PRIVACY_PSEUDONYM_KEY_FILE": str(key)}
     root = copy_of(city, tmp_path / "lake")
     one_line(citylake("--lake", str(root), "ingest", "pings", str(city.root.parent / "city" / "pings.csv"), env=settings),
-             "others can change it (mode 666)", f"chmod 600 {key}")
+             "anyone can change it (mode 666)", f"chmod 600 {key}")
     key.chmod(0o600)
     assert citylake("--lake", str(root), "ingest", "pings", str(city.root.parent / "city" / "pings.csv"), env=settings).returncode == 0
     if os.geteuid() == 0:
