@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from citylake.h3_index.errors import CitylakeError
+from citylake.h3_index.ownership import user_name
 
 MARKER = "citylake.json"  # the lake's own file at its root: id, format and H3 resolutions
 
@@ -127,22 +128,13 @@ def _why_not_writable(path: Path, root: Path, *, making: bool) -> str:
     if read_only_disk:
         return "it is on a read-only file system; remount it read-write, or copy the lake to a writable disk"
     if making and owner != os.geteuid():
-        return f"it belongs to {_user_name(owner)}; make a lake only in a directory of your own (--lake DIR)"
+        return f"it belongs to {user_name(owner)}; make a lake only in a directory of your own (--lake DIR)"
     if making:
         return "choose a directory you can write (--lake DIR)"
     if owner != os.geteuid():
-        who = _user_name(owner)
+        who = user_name(owner)
         return f"it belongs to {who}, and only the lake's owner changes the lake; run the command as {who}"
     return f"it is read-only; make the lake writable again with `chmod -R u+w {root}`"
-
-
-def _user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"user {uid}"
 
 
 class DiskFull(LakeError, OSError):

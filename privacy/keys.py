@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 
 from citylake.lake import Lake
-from citylake.lake.lake import LAKE_ID
-from citylake.privacy.errors import BadKeyFile, NoPseudonymKey, Refused
+from citylake.privacy.errors import NoPseudonymKey, Refused
 from citylake.privacy.policy import Policy, read_policy, write_policy
 from citylake.privacy.pseudonyms import KEY_ENV, create_key, load_key, new_key, write_key_file
 
@@ -30,11 +29,10 @@ def key_check(key: bytes, /) -> str:
 
 
 def key_file_of(lake: Lake, configured: str | Path | None = None, /) -> Path:
-    """The key file: the setting when given, else one per lake, named by the lake's id (so lakes never share a key)."""
+    """The key file: the setting when given, else one per lake, named by the lake's id (so lakes never share a key; the
+    id is 16 hex digits, checked where ``citylake.json`` is read, so it never names a path)."""
     if configured:
         return Path(configured).expanduser()
-    if lake.lake_id and not LAKE_ID.fullmatch(lake.lake_id):  # read checked from citylake.json too: never a path
-        raise BadKeyFile(lake.lake_id, "a lake's id is 16 hex digits; its citylake.json is damaged or was changed")
     return (KEYS_DIR / f"{lake.lake_id or 'lake'}.key").expanduser()
 
 
