@@ -31,6 +31,7 @@ from citylake.h3_index.threads import thread_map
 from citylake.lake import Lake, registry, scan
 from citylake.lake.storage import Storage
 from citylake.queries import DEFAULT_K, Filters, engine, footfalls
+from citylake.queries.windows import days_of
 
 UTC = dt.timezone.utc
 HOTSPOT_RES = 9
@@ -58,13 +59,6 @@ class Analysis:
 HISTORY_DAYS = 28  # days of pings either side of an analysed window that teach the places' usual (as the watcher's default)
 UTC_MIN, UTC_MAX = dt.datetime.min.replace(tzinfo=UTC), dt.datetime.max.replace(tzinfo=UTC)
 MAX_GRID_ROWS = 200_000_000  # place-hours scored at once (about 5 GB of series); beyond it, say how to narrow the window
-
-
-def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> dict[dt.date, int]:
-    """Pings per UTC day in the window, from the lake's log (no scan)."""
-    per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
-    return {d: per_day[d] for d in sorted(per_day)
-            if (start is None or d >= start.date()) and (end is None or d < end.date() or (d == end.date() and end.time() != dt.time()))}
 
 
 def _history_days(lake: Lake, start: dt.datetime | None, end: dt.datetime | None, *, analysed: set[dt.date]) -> list[dt.date]:

@@ -1,10 +1,7 @@
-"""Footfall and stays on a Dask cluster. Footfall: one task per span of whole UTC days of pings (``day_spans``), or per part of a dense day
-(``day_parts``), each through the same query functions as one process (``queries.footfall``), combined and made
-k-anonymous in the client.
-
-Buckets divide a day and are aligned to the epoch, so a bucket never crosses midnight UTC or the edge of a day's part
-made of whole buckets: each task's groups are whole, the frames are concatenated, never merged, and the answer is the
-one-process answer exactly. Each task opens the lake from its URI and storage settings, so a worker needs only to reach
+"""Footfall and stays on a Dask cluster. Footfall: one task per window of ``queries.windows`` (a span of whole UTC days of
+pings, or a part of a dense day), each through the same query functions as one process (``queries.footfall``), combined
+and made k-anonymous in the client: each task's groups are whole, the frames are concatenated, never merged, and the
+answer is the one-process answer exactly. Each task opens the lake from its URI and storage settings, so a worker needs only to reach
 the lake (an ``s3://`` one: the store), and holds at most about ``TASK_PINGS`` pings (a single bucket's, if more): a
 window larger than one machine's memory fits, and a worker's memory does not grow with a day's density.
 
@@ -23,7 +20,7 @@ import datetime as dt
 
 import polars as pl
 
-from citylake.analytics.detect import MIN_TASKS, TASK_PINGS, days_of
+from citylake.analytics.detect import MIN_TASKS, TASK_PINGS
 from citylake.h3_index.buckets import BUCKETS_US
 from citylake.lake import Lake
 from citylake.lake.storage import Storage
@@ -31,8 +28,8 @@ from citylake.queries import DEFAULT_K, Filters, QueryResult, engine, footfall, 
 from citylake.queries.base import FootfallBy, private_result, tidy
 from citylake.queries.errors import BadFilter
 from citylake.queries.polars import STAY_COLUMNS, lasting
+from citylake.queries.windows import DAY_US, day_spans, day_windows, days_of
 
-DAY_US = 86_400 * 10**6
 PIECES = {"device_id": pl.Int64, "place_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
           "pings": pl.UInt32, "opens": pl.Boolean, "closes": pl.Boolean, "_window": pl.Int64}
 NO_FILTERS = Filters()
@@ -65,45 +62,15 @@ def days_in(lake: Lake, filters: Filters) -> list[dt.date]:
 
 
 def task_windows(per_day: dict[dt.date, int], bucket_us: int, /) -> list[tuple[dt.datetime, dt.datetime]]:
-    """The tasks' [start, end) windows in UTC: each span of ``day_spans``, and a day of more than ``TASK_PINGS`` pings
-    cut into equal parts of whole buckets (``day_parts``), so a task holds at most about ``TASK_PINGS`` pings unless a
-    single bucket holds more."""
-    windows = []
-    for first, last in day_spans(per_day):
-        start = dt.datetime.combine(first, dt.time(), UTC)
-        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
-        parts = day_parts(per_day[first], bucket_us) if first == last else 1
-        step = (end - start) / parts
-        windows += [(start + step * n, start + step * (n + 1)) for n in range(parts)]
-    return windows
-
-
-def day_parts(pings: int, bucket_us: int, /) -> int:
-    """Into how many equal parts to cut a day of ``pings``: the fewest (of those whose length is whole buckets) that
-    hold at most ``TASK_PINGS`` each; the most there are when none does."""
-    fits = [parts for parts in range(1, DAY_US // bucket_us + 1) if (DAY_US // parts) % bucket_us == 0 and DAY_US % parts == 0]
-    return next((parts for parts in fits if pings / parts <= TASK_PINGS), fits[-1])
-
-
-def day_spans(per_day: dict[dt.date, int]) -> list[tuple[dt.date, dt.date]]:
-    """Days in order, grouped into (first, last) spans a task each: as many days as keep a span's pings under both
-    ``TASK_PINGS`` (a worker's memory) and an even share of ``MIN_TASKS`` tasks (every worker busy to the end); a day
-    is never split. Each task opens the lake and loads the places' covers once, so fewer tasks cost less (on a store,
-    fewer round trips); a day of more than ``TASK_PINGS`` pings is a span of its own (cut by ``task_windows``)."""
-    share = task_share(per_day)
-    spans: list[tuple[dt.date, dt.date]] = []
-    held = 0
-    for day, rows in per_day.items():
-        if spans and held + rows <= share:
-            spans[-1], held = (spans[-1][0], day), held + rows
-        else:
-            spans.append((day, day))
-            held = rows
-    return spans
+    """The tasks' [start, end) windows in UTC (``queries.windows.day_windows``): days together up to ``task_share``, a
+    day of more than ``TASK_PINGS`` cut into parts of whole buckets."""
+    return day_windows(per_day, bucket_us, share=task_share(per_day), most=TASK_PINGS)
 
 
 def task_share(per_day: dict[dt.date, int], /) -> int:
-    """Pings a task takes at most: ``TASK_PINGS``, or fewer when that leaves under ``MIN_TASKS`` tasks."""
+    """Pings a task takes at most: ``TASK_PINGS`` (a worker's memory), or fewer when that leaves under ``MIN_TASKS``
+    tasks (every worker busy to the end). Each task opens the lake and loads the places' covers once, so fewer tasks
+    cost less (on a store, fewer round trips)."""
     return min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
 
 
@@ -144,7 +111,7 @@ def stay_tasks(per_day: dict[dt.date, int], /) -> list[tuple[dt.datetime, dt.dat
     joining; only windows do."""
     tasks = []
     share = task_share(per_day)
-    for number, (first, last) in enumerate(day_spans(per_day)):
+    for number, (first, last) in enumerate(day_spans(per_day, share=share)):
         start = dt.datetime.combine(first, dt.time(), UTC)
         end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), UTC)
         pings = sum(rows for day, rows in per_day.items() if first <= day <= last)

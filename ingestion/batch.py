@@ -103,6 +103,8 @@ def _digest_and_close(source) -> str:
         return hashlib.file_digest(source, "sha256").hexdigest()
 
 
+STAGED_ABOVE_ROWS = 2_000_000  # a Parquet file of more rows is ingested by stage and settle (``ingestion.fanout``) in one
+# process too: its memory is two tasks' rows however large the file, where a buffered run's grows with it (issue 18)
 DEFAULT_BUFFER_MB = 1024  # checked rows a file's run holds before committing them (setting ingest.buffer_mb)
 
 

@@ -30,16 +30,19 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+from rich.markup import escape
+from rich.progress import MofNCompleteColumn, Progress
 
 from citylake.ingestion import ledger
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import IngestReport, fingerprint, quarantine, quarantine_rows
+from citylake.ingestion.batch import IngestReport, fingerprint, progress_bar, quarantine, quarantine_rows
 from citylake.ingestion.errors import UnreadableInput
 from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_readings
 from citylake.ingestion.location import OPTIONAL, REQUIRED, validate_pings
@@ -153,7 +156,7 @@ def ingest_on_cluster(lake: Lake, sources: list[str], client, feed: Feed, /, *, 
         pieces = plan(lake, sources, feed, rows_per_task=rows_per_task, delimiter=delimiter, mapping=checks.mapping)
     _sweep_stale_runs(lake)
     run = f"{dt.datetime.now(UTC):{RUN_TIME}}-{secrets.token_hex(4)}"
-    announce(f"{len(sources)} file(s) in {len(pieces)} task(s) on the cluster …")
+    announce(f"{len(sources)} file(s) in {len(pieces)} task(s) …")
     try:
         staged = client.gather([client.submit(stage, lake.uri, lake.storage, run, piece, checks, feed, pure=False) for piece in pieces])
         # rejected rows first (one commit): a chunk whose rows are visible always has its rejects recorded
@@ -164,6 +167,47 @@ def ingest_on_cluster(lake: Lake, sources: list[str], client, feed: Feed, /, *, 
         lake.location.delete_tree(staging_area(run))
     ledger.repair(lake, feed.table)  # the batches rows, from the commit's metadata
     return _report(feed, sources, staged, landed, time.perf_counter() - started)
+
+
+LOCAL_THREADS = 2  # tasks at once in one process: two cores busy, two tasks' rows in memory (~1.2 GB for pings)
+
+
+def ingest_in_process(lake: Lake, source: str | Path, feed: Feed = PINGS, /, *, progress: bool = False, **options) -> IngestReport:
+    """One file ingested in this process by the stage–settle–commit protocol above, its tasks on ``LOCAL_THREADS``
+    threads: the process holds two tasks' rows however large the file (a buffered run, ``ingestion.batch``, holds a
+    buffer's and a hash of every key it committed), and the file lands in one commit. ``options``: ``ingest_on_cluster``'s."""
+    name = escape(Path(source).name).replace("{", "{{").replace("}", "}}")
+    with progress_bar(f"[bold]{feed.table}[/] {name}{{task.description}}", MofNCompleteColumn(), progress=progress) as bar, \
+            LocalTasks(bar) as tasks:
+        return ingest_on_cluster(lake, [str(source)], tasks, feed, announce=tasks.say, **options)
+
+
+class LocalTasks:
+    """What ``ingest_on_cluster`` asks of a Dask client (``submit``, ``gather``), in this process on ``threads`` threads;
+    each ``gather`` a line of ``bar`` named by the last ``say``."""
+
+    def __init__(self, bar: Progress, threads: int = LOCAL_THREADS) -> None:
+        self.bar, self.pool, self.phase = bar, ThreadPoolExecutor(max_workers=threads), ""
+
+    def __enter__(self) -> LocalTasks:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.pool.shutdown(cancel_futures=True)  # a failed task: the others not yet begun never start
+
+    def say(self, text: str) -> None:
+        self.phase = text.rstrip(" …")
+
+    def submit(self, task, /, *args, pure: bool = True, **kwargs) -> Future:
+        return self.pool.submit(task, *args, **kwargs)
+
+    def gather(self, futures: list[Future]) -> list:
+        line = self.bar.add_task(f": {self.phase}", total=len(futures))
+        for done in as_completed(futures):
+            done.result()  # the first failure, as a cluster reports it
+            self.bar.advance(line)
+        self.bar.remove_task(line)
+        return [future.result() for future in futures]
 
 
 def plan(lake: Lake, sources: list[str], feed: Feed = PINGS, /, *, rows_per_task: int, delimiter: str | None,
@@ -328,7 +372,7 @@ def _commit_metadata(staged: list[Staged], landed: Counter) -> dict[str, str]:
     sources = sorted({s.piece.source for s in staged})
     return {"citylake.source": sources[0] if len(sources) == 1 else f"{len(sources)} files", "citylake.chunks": json.dumps(entries),
             "citylake.inserted": str(sum(landed.values())), "citylake.duplicates": str(sum(e["duplicates"] for e in entries)),
-            "citylake.run": "dask"}
+            "citylake.run": "staged"}
 
 
 def _report(feed: Feed, sources: list[str], staged: list[Staged], landed: dict[int, int], seconds: float) -> IngestReport:
@@ -340,6 +384,9 @@ def _report(feed: Feed, sources: list[str], staged: list[Staged], landed: dict[i
         report.duplicates += s.offered - landed.get(s.piece.number, 0)
         if s.bad.height:
             report.reasons.update(dict(s.bad["kind"].value_counts().iter_rows()))
+        for date, cell in s.partitions:  # what a merge after several files may take (``Lake.merge_ingested``)
+            report.touched.setdefault(PARTITION_DATE, set()).add(dt.date.fromisoformat(date))
+            report.touched.setdefault(PARTITION_CELL, set()).add(cell)
     return report
 
 

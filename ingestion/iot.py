@@ -18,9 +18,19 @@ import pyarrow as pa
 
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint, fingerprint_soon, run, validated
+from citylake.ingestion.batch import (
+    DEFAULT_BUFFER_MB,
+    STAGED_ABOVE_ROWS,
+    BatchWriter,
+    Chunk,
+    IngestReport,
+    fingerprint,
+    fingerprint_soon,
+    run,
+    validated,
+)
 from citylake.ingestion.errors import UnreadableInput
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_rows
 from citylake.lake import Lake, registry
 
 SENSOR_REQUIRED = ("sensor_id", "kind", "lat", "lon")
@@ -150,9 +160,15 @@ def ingest_readings(
     buffer_mb: int = DEFAULT_BUFFER_MB, compact: bool = True,
 ) -> IngestReport:
     """Ingest a readings file (CSV, JSON Lines, Parquet): exactly once, bad rows quarantined (times before ``earliest`` too); the run's
-    files are merged per partition at its end unless ``compact=False``."""
+    files are merged per partition at its end unless ``compact=False``. A Parquet file of more than ``STAGED_ABOVE_ROWS``
+    rows is staged and settled in this process instead (``ingestion.fanout``), as ``ingest_pings`` does."""
     path = Path(path)
     V.check_timezone(tz)
+    if (parquet_rows(path) or 0) > STAGED_ABOVE_ROWS:
+        from citylake.ingestion.fanout import READINGS, ingest_in_process  # fanout checks rows with this module's functions
+
+        return ingest_in_process(lake, path, READINGS, progress=progress, key=None, mapping=mapping, tz=tz, batch_rows=batch_rows,
+                                 now=now, earliest=earliest)
     V.check_columns(columns(path, delimiter=delimiter), mapping or {}, str(path), READING_REQUIRED)
     writer = BatchWriter(lake, "readings", str(path), fingerprint_soon(path), one_run=True, buffer_mb=buffer_mb)
     known = sensor_cells(lake)

@@ -17,8 +17,17 @@ import pyarrow as pa
 
 from citylake.h3_index import latlng_to_cells
 from citylake.ingestion import validate as V
-from citylake.ingestion.batch import DEFAULT_BUFFER_MB, BatchWriter, Chunk, IngestReport, fingerprint_soon, run, validated
-from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns
+from citylake.ingestion.batch import (
+    DEFAULT_BUFFER_MB,
+    STAGED_ABOVE_ROWS,
+    BatchWriter,
+    Chunk,
+    IngestReport,
+    fingerprint_soon,
+    run,
+    validated,
+)
+from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_rows
 from citylake.ingestion.validate import parse_mapping
 from citylake.lake import Lake
 from citylake.privacy.pseudonyms import pseudonym, pseudonymise
@@ -46,9 +55,16 @@ def ingest_pings(
     earliest: dt.date = V.EARLIEST, buffer_mb: int = DEFAULT_BUFFER_MB, compact: bool = True,
 ) -> IngestReport:
     """Ingest a pings file into the lake: exactly once, bad rows quarantined (times before ``earliest`` too); the run's
-    files are merged per partition at its end unless ``compact=False`` (the bench measures both)."""
+    files are merged per partition at its end unless ``compact=False`` (the bench measures both). A Parquet file of more
+    than ``STAGED_ABOVE_ROWS`` rows is staged and settled in this process instead (``ingestion.fanout``): one commit, and
+    memory that does not grow with the file."""
     path = Path(path)
     V.check_timezone(tz)
+    if (parquet_rows(path) or 0) > STAGED_ABOVE_ROWS:
+        from citylake.ingestion.fanout import PINGS, ingest_in_process  # fanout checks rows with this module's functions
+
+        return ingest_in_process(lake, path, PINGS, progress=progress, key=key, mapping=mapping, tz=tz, batch_rows=batch_rows,
+                                 now=now, earliest=earliest)
     writer = BatchWriter(lake, "pings", str(path), fingerprint_soon(path), one_run=True, buffer_mb=buffer_mb)
     parts = _pings_chunks(path, key=key, cell_res=lake.cell_res, mapping=mapping or {}, tz=tz,
                           delimiter=delimiter, batch_rows=batch_rows, window=V.time_window(earliest, now))

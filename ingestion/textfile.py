@@ -465,6 +465,17 @@ def _jsonl_chunk(records: list[dict], positions: list[int], rejected: list, done
     return RawChunk(table, np.asarray(positions, dtype=np.int64), rejected, done, delimiter=None)
 
 
+def parquet_rows(path: str | Path, /) -> int | None:
+    """The rows a Parquet file's footer declares; None for any other file, or one whose footer cannot be read (reading
+    its chunks then says why)."""
+    if Path(path).suffix.lower() not in (".parquet", ".pq"):
+        return None
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowInvalid, OSError):
+        return None
+
+
 def parquet_chunks(path: Path, *, batch_rows: int, row_groups: range | None = None,
                    opened: pq.ParquetFile | None = None) -> Iterator[RawChunk]:
     """A Parquet file's chunks; only ``row_groups`` (a run of them: a Dask task's share), their rows numbered as in the

@@ -5,18 +5,23 @@ from __future__ import annotations
 if __name__ != "citylake.queries":  # this folder installs as citylake.queries; a checkout on sys.path must not make it `queries`
     raise ImportError(f"import citylake.queries, not {__name__}: citylake's rooms are subpackages of citylake")
 
+import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 
 import polars as pl
 import pyarrow as pa
 
+from citylake.h3_index import BUCKETS_US
 from citylake.lake import Lake
 from citylake.queries.base import DEFAULT_ENGINE, DEFAULT_K, Engine, FootfallBy, QueryResult, private_result, tidy
 from citylake.queries.errors import BadFilter, QueryError, UnknownEngine
 from citylake.queries.filters import Filters, check_freq, parse_hours, parse_weekdays
 from citylake.queries.live import PlaceFinder
+from citylake.queries.windows import day_windows, days_of
 
 ENGINES = ("duckdb", "polars")
+UTC = dt.timezone.utc
 NO_FILTERS = Filters()
 
 
@@ -50,13 +55,37 @@ def footfalls(
 ) -> list[QueryResult]:
     """``footfall`` grouped several ways over the same pings — ``views`` are (by, res) pairs, or (by, res, freq) for a
     bucket other than ``freq``, e.g. ``[("place", None), ("cell", 9, "1d")]`` — each k-anonymous; the Polars engine
-    reads the pings once and holds them, so keep the window to what fits in memory (a day of a city is a few hundred MB)."""
+    reads the pings once for all views and holds them, a window of ``ONE_WINDOW_PINGS`` at a time."""
     checked = [(view[0], _footfall_res(lake, view[0], view[1]), check_freq(view[2] if len(view) > 2 else freq)) for view in views]
     if k < 1:
         raise BadFilter("k", k, "k-anonymity needs k >= 1")
     runner = engine(engine_name, lake)
-    raw = runner.footfalls(views=checked, filters=filters)
+    raw = footfalls_by_window(lake, runner, views=checked, filters=filters)
     return [private_result(tidy(frame, by), k=k, engine=runner.name) for (by, _, _), frame in zip(checked, raw)]
+
+
+ONE_WINDOW_PINGS = 12_000_000  # pings one footfall reads at once (10M: ~1.2 GB at its peak); a larger window is cut
+
+
+def footfalls_by_window(lake: Lake, runner: Engine, /, *, views: list[tuple[FootfallBy, int, str]], filters: Filters) -> list[pl.DataFrame]:
+    """``runner``'s footfalls of ``views`` (before k-anonymity), the filters' window cut into windows of whole buckets
+    of at most about ``ONE_WINDOW_PINGS`` pings (``queries.windows``) when it holds more, their groups concatenated:
+    the same answer, with memory bounded by a window rather than by the lake."""
+    start, end = (filters.start and filters.start.astimezone(UTC)), (filters.end and filters.end.astimezone(UTC))
+    per_day = days_of(lake, start, end)
+    if sum(per_day.values()) <= ONE_WINDOW_PINGS:
+        return runner.footfalls(views=views, filters=filters)
+    widest = max(BUCKETS_US[freq] for _, _, freq in views)  # the bucket widths divide one another
+    windows = [(max(start or first, first), min(end or last, last))
+               for first, last in day_windows(per_day, widest, share=ONE_WINDOW_PINGS)]
+    parts = [runner.footfalls(views=views, filters=dataclasses.replace(filters, start=first, end=last))
+             for first, last in windows if first < last]
+    return [_concatenated([part[n] for part in parts]) for n in range(len(views))]
+
+
+def _concatenated(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    held = [frame for frame in frames if frame.height] or frames[:1]  # an empty window's frame may lack its columns' types
+    return pl.concat(held, how="vertical_relaxed")
 
 
 def _footfall_res(lake: Lake, by: FootfallBy, res: int | None) -> int:

@@ -26,6 +26,8 @@ class PolarsEngine:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
+        self._covers: dict[tuple, tuple[pl.DataFrame, np.ndarray, pl.LazyFrame]] = {}  # by selection: a footfall cut into
+        # windows (``queries.windows``) loads the places once
 
     def footfalls(self, *, views: list[tuple[FootfallBy, int, str]], filters: Filters) -> list[pl.DataFrame]:
         pings = scan(self.lake, "pings").filter(filters.ping_expr()).select("device_id", "ts", "lat", "lon", "h3_cell")
@@ -106,14 +108,20 @@ class PolarsEngine:
 
     def covers(self, filters: Filters) -> tuple[pl.DataFrame, np.ndarray, pl.LazyFrame]:
         """The selected polygonal places numbered in ``PLACE`` (place_id, name, category), their shapes by number, and
-        their H3 covers (h3_cell, ``PLACE``, interior)."""
+        their H3 covers (h3_cell, ``PLACE``, interior), in memory; loaded once per selection of places."""
+        selection = (filters.place_ids, filters.categories)
+        if selection not in self._covers:
+            self._covers[selection] = self._load_covers(filters)
+        return self._covers[selection]
+
+    def _load_covers(self, filters: Filters) -> tuple[pl.DataFrame, np.ndarray, pl.LazyFrame]:
         places = registry.places(self.lake, place_ids=filters.place_ids, categories=filters.categories).sort("place_id")
         shape_of = registry.shapes(places)  # by place number
         places = places.drop("geometry").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias(PLACE))  # in place_id order
         places = places.filter(pl.Series(is_polygonal(shape_of)))
         cells = (scan(self.lake, "place_cells").filter(pl.col("place_id").is_in(places["place_id"].implode()))
                  .join(places.lazy().select("place_id", PLACE), on="place_id").select("h3_cell", PLACE, "interior"))
-        return places, shape_of, cells
+        return places, shape_of, cells.collect().lazy()
 
 
 STAY_COLUMNS = ["device_id", "place_id", "start", "end", "pings"]  # a stay, as every engine gives it before ``tidy_stays``
@@ -164,7 +172,7 @@ def hits_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> p
 
 def candidates_in(pings: pl.LazyFrame, cells: pl.LazyFrame, shape_of: np.ndarray) -> Candidates:
     """``pings`` (with h3_cell, lon, lat) once per place whose cover in ``cells`` has their cell, each tested exactly."""
-    cells = cells.collect().lazy()  # the covers first: the join then builds on a frame in memory (a few % faster)
+    cells = cells.collect().lazy()  # the covers first (if not yet): the join then builds on a frame in memory (a few % faster)
     candidates = pings.join(cells, on="h3_cell").drop("h3_cell").collect(engine=STREAMING)
     runs = [Points(*chunks) for chunks in aligned_chunks([candidates[name] for name in (PLACE, "lon", "lat", "interior")])]
     return Candidates(candidates, contains_each(shape_of, runs))

@@ -16,8 +16,8 @@ from conftest import generated_city_lake, utc
 
 from citylake.analytics import fanout
 from citylake.analytics.cluster import dask_client
-from citylake.analytics.fanout import day_spans, days_in, footfall_on_cluster, stays_on_cluster
-from citylake.queries import Filters, footfall, stays
+from citylake.analytics.fanout import days_in, footfall_on_cluster, stays_on_cluster
+from citylake.queries import Filters, footfall, stays, windows
 from citylake.queries.errors import BadFilter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,12 +66,14 @@ def test_days_cut_into_parts_answer_as_one_process(cluster, city_lake, monkeypat
 
 
 def test_a_dense_day_is_cut_into_equal_parts_of_whole_buckets(monkeypatch):
-    from citylake.analytics.fanout import day_parts, task_windows
+    from citylake.analytics.fanout import task_windows
+    from citylake.queries.windows import day_parts
 
     monkeypatch.setattr(fanout, "TASK_PINGS", 2_000_000)
-    hour, day = 3600 * 10**6, 86_400 * 10**6
-    assert day_parts(5_000_000, hour) == 3 and day_parts(1_000_000, hour) == 1 and day_parts(5_000_000, day) == 1
-    assert day_parts(10**9, hour) == 24 and day_parts(5_000_000, 5 * 60 * 10**6) == 3
+    hour, day, share = 3600 * 10**6, 86_400 * 10**6, 2_000_000
+    assert day_parts(5_000_000, hour, share=share) == 3 and day_parts(1_000_000, hour, share=share) == 1
+    assert day_parts(5_000_000, day, share=share) == 1  # a day bucket is never cut
+    assert day_parts(10**9, hour, share=share) == 24 and day_parts(5_000_000, 5 * 60 * 10**6, share=share) == 3
     days = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(3)]
     windows = task_windows({days[0]: 10, days[1]: 5_000_000, days[2]: 10}, hour)
     assert [(start.hour, end - start) for start, end in windows[1:4]] == [(h, dt.timedelta(hours=8)) for h in (0, 8, 16)]
@@ -80,6 +82,9 @@ def test_a_dense_day_is_cut_into_equal_parts_of_whole_buckets(monkeypatch):
 
 
 def test_days_are_grouped_into_spans_whole_and_in_order():
+    def day_spans(per_day):
+        return windows.day_spans(per_day, share=fanout.task_share(per_day))
+
     days = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(16)]
     even = day_spans(dict.fromkeys(days, 100))
     assert len(even) == fanout.MIN_TASKS and all((last - first).days == 1 for first, last in even)

@@ -95,6 +95,35 @@ def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
     assert rows(lake).height == report.accepted and quarantined(lake).height == report.rejected and ledger.check(lake).ok
 
 
+def test_a_large_parquet_file_is_staged_and_settled_in_one_process_and_lands_what_a_buffered_run_lands(tmp_path, monkeypatch):
+    """One process ingests a Parquet file of more than ``STAGED_ABOVE_ROWS`` rows by stage and settle on two threads
+    (memory two tasks' rows, not a buffer's): the rows, rejects, duplicates and ledger of the buffered run, in one commit."""
+    import functools
+
+    from citylake.ingestion import fanout, location
+
+    files = write_inputs(tmp_path)
+    oracle = one_process(tmp_path / "oracle", files)  # both files buffered: under the threshold
+    monkeypatch.setattr(location, "STAGED_ABOVE_ROWS", 5_000)  # the Parquet file (10,950 rows) above it, the CSV not read as one
+    monkeypatch.setattr(fanout, "ingest_on_cluster", functools.partial(fanout.ingest_on_cluster, rows_per_task=3_000))
+    staged_tasks = []
+    monkeypatch.setattr(fanout, "stage", lambda *args, _stage=fanout.stage: staged_tasks.append(args[3]) or _stage(*args))
+    lake = Lake.init(tmp_path / "lake")
+    reports = [ingest_pings(lake, path, key=KEY) for path in files]
+    assert [p.source for p in staged_tasks] == [files[1]] * 3  # the Parquet file in 3 tasks; the CSV buffered
+    assert rows(lake).equals(rows(oracle)) and quarantined(lake).equals(quarantined(oracle))
+    runs = [commit.get("citylake.run") for commit in lake.history("pings")]
+    assert len(runs) == 3 and runs.count("staged") == 1  # the table's creation, the CSV's commit, the Parquet file's one commit
+    assert reports[1].rows_in == 10_950 and sum(r.accepted + r.rejected + r.duplicates for r in reports) == 6_300 + 10_950
+    assert sum(r.accepted for r in reports) == rows(lake).height and sum(r.rejected for r in reports) == quarantined(lake).height
+    assert ledger.check(lake).ok
+    assert reports[1].touched["date"] and reports[1].touched["partition_cell"]  # what a merge after several files takes
+
+    again = ingest_pings(lake, files[1], key=KEY)
+    assert again.accepted == 0 and again.duplicates == reports[1].accepted + reports[1].duplicates
+    assert rows(lake).equals(rows(oracle)) and ledger.check(lake).ok
+
+
 def test_a_dense_day_is_settled_in_shares_of_its_partitions_or_their_slices_and_lands_as_one_process(client, tmp_path, monkeypatch):
     from citylake.ingestion import fanout
 
@@ -337,7 +366,7 @@ def test_readings_on_a_cluster_land_what_one_process_lands_dense_days_sliced_by_
     from citylake.ingestion import fanout, ingest_readings, ingest_sensors
 
     sensors, files = write_readings(tmp_path)
-    lakes = {name: Lake.init(tmp_path / name) for name in ("cluster", "oracle", "cli")}
+    lakes = {name: Lake.init(tmp_path / name) for name in ("cluster", "oracle", "cli", "staged")}
     for lake in lakes.values():
         ingest_sensors(lake, sensors)
     for path in files:
@@ -357,6 +386,15 @@ def test_readings_on_a_cluster_land_what_one_process_lands_dense_days_sliced_by_
     assert settles > days >= 3 and lakes["cluster"].stats("readings").files > lakes["cluster"].stats("readings").partitions
     assert report.accepted == got(lakes["cluster"]).height and len(lakes["cluster"].history("readings")) == 2
     assert ledger.check(lakes["cluster"]).ok
+
+    from citylake.ingestion import iot  # one process: the Parquet file above the threshold staged and settled, the CSV buffered
+
+    monkeypatch.setattr(iot, "STAGED_ABOVE_ROWS", 1_000)
+    staged = [ingest_readings(lakes["staged"], path) for path in files]
+    assert got(lakes["staged"]).equals(got(lakes["oracle"])) and quarantined(lakes["staged"]).equals(quarantined(lakes["oracle"]))
+    runs = [commit.get("citylake.run") for commit in lakes["staged"].history("readings")]
+    assert runs.count("staged") == 1 and len(runs) == 3 and sum(r.accepted for r in staged) == got(lakes["staged"]).height
+    assert ledger.check(lakes["staged"]).ok
 
     with_key(lakes["cli"])  # the command line: the steward's, on a local cluster, every file in one commit
     done = subprocess.run([sys.executable, "-m", "citylake.cli", "--lake", str(lakes["cli"].root), "ingest", "readings", *files,

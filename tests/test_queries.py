@@ -112,6 +112,38 @@ def test_several_views_of_one_window_equal_one_query_each(city_lake, engine):
         assert got.table.num_rows > 0 and got.table.equals(alone.table) and got.suppressed == alone.suppressed
 
 
+@pytest.mark.parametrize("views", [[("place", None, "15min"), ("cell", 8, "1h"), ("category", None, "1h")],
+                                   [("place", None, "1d"), ("cell", 8, "1h")]], ids=["parts-of-days", "whole-days"])
+@pytest.mark.parametrize("window", [Filters(), Filters(start=dt.datetime(2026, 11, 2, 5, 30, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+                                                       end=dt.datetime(2026, 11, 4, 7, 45, tzinfo=UTC), hours=(8, 9, 17))],
+                         ids=["whole-lake", "mid-day-edges"])
+def test_a_window_of_more_pings_than_one_read_is_cut_into_windows_with_the_same_answer(city_lake, engine, views, window,
+                                                                                       monkeypatch):
+    """A footfall over more than ``ONE_WINDOW_PINGS`` pings runs window by window (``queries.windows``) so its memory is a
+    window's: the answer, suppressed groups included, is the uncut one for every view and bucket."""
+    import citylake.queries as queries
+    from citylake.queries.windows import days_of
+
+    whole = footfalls(city_lake, views=views, filters=window, k=3, engine_name=engine)
+    days = days_of(city_lake, window.start and window.start.astimezone(UTC), window.end)
+    monkeypatch.setattr(queries, "ONE_WINDOW_PINGS", min(days.values()) // 5)  # every day too large for one read
+    runner, reads = queries.engine(engine, city_lake), []
+    read = runner.footfalls
+
+    def counted(*, views, filters):
+        reads.append(filters)
+        return read(views=views, filters=filters)
+
+    monkeypatch.setattr(runner, "footfalls", counted)
+    monkeypatch.setattr(queries, "engine", lambda name, lake: runner)
+    cut = footfalls(city_lake, views=views, filters=window, k=3, engine_name=engine)
+    daily = any(freq == "1d" for _, _, freq in views)
+    assert len(reads) == len(days) if daily else len(reads) > len(days)  # a day bucket is never cut
+    assert all(window.start <= read.start < read.end <= window.end for read in reads if window.start)
+    for got, want in zip(cut, whole):
+        assert want.table.num_rows > 0 and got.table.equals(want.table) and got.suppressed == want.suppressed
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda lk: footfall(lk, res=12), BadFilter), (lambda lk: footfall(lk, freq="2h"), BadFilter),
     (lambda lk: footfall(lk, engine_name="spark"), UnknownEngine), (lambda lk: footfall(lk, k=0), BadFilter),
