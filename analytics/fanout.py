@@ -28,7 +28,7 @@ from citylake.queries import DEFAULT_K, Filters, QueryResult, engine, footfall, 
 from citylake.queries.base import FootfallBy, private_result, tidy
 from citylake.queries.errors import BadFilter
 from citylake.queries.polars import STAY_COLUMNS, lasting
-from citylake.queries.windows import DAY_US, day_spans, day_windows, days_of
+from citylake.queries.windows import DAY_US, day_spans, day_windows, narrowed, pings_per_day
 
 PIECES = {"device_id": pl.Int64, "place_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
           "pings": pl.UInt32, "opens": pl.Boolean, "closes": pl.Boolean, "_window": pl.Int64}
@@ -42,18 +42,13 @@ def footfall_on_cluster(lake: Lake, client, /, *, by: FootfallBy = "place", freq
     as one process."""
     if freq not in BUCKETS_US or DAY_US % BUCKETS_US[freq]:
         raise BadFilter("freq", freq, "footfall on a cluster needs buckets that divide a day (5min … 1d); run it in one process")
-    windows = task_windows(pings_per_day(lake, filters), BUCKETS_US[freq])
-    tasks = [client.submit(window_footfall, lake.uri, lake.storage, start, end, by=by, freq=freq, res=res, filters=filters,
-                           pure=False) for start, end in windows]
+    windows = [narrowed(filters, start, end) for start, end in task_windows(pings_per_day(lake, filters), BUCKETS_US[freq])]
+    tasks = [client.submit(window_footfall, lake.uri, lake.storage, by=by, freq=freq, res=res, filters=window, pure=False)
+             for window in windows if window]  # a part of a day outside the filters' window is no task
     frames = [frame for frame in client.gather(tasks) if frame.height]
     if not frames:  # no pings in the window: the one-process answer (empty) gives the columns
         frames = [footfall_frame(lake, by=by, freq=freq, res=res, filters=filters)]
     return private_result(tidy(pl.concat(frames, how="vertical_relaxed"), by), k=k, engine=f"polars on dask ({len(tasks)} tasks)")
-
-
-def pings_per_day(lake: Lake, filters: Filters) -> dict[dt.date, int]:
-    """Pings per UTC date holding pings within the filters' window (from the Delta log; a date's whole count)."""
-    return days_of(lake, filters.start and filters.start.astimezone(UTC), filters.end and filters.end.astimezone(UTC))
 
 
 def days_in(lake: Lake, filters: Filters) -> list[dt.date]:
@@ -74,13 +69,11 @@ def task_share(per_day: dict[dt.date, int], /) -> int:
     return min(TASK_PINGS, max(1, -(-sum(per_day.values()) // MIN_TASKS)))
 
 
-def window_footfall(lake_uri: str, storage: Storage | None, start: dt.datetime, end: dt.datetime, /, *, by: FootfallBy, freq: str,
-                    res: int | None, filters: Filters) -> pl.DataFrame:
-    """One task: the groups of [``start``, ``end``), before k-anonymity (the client applies it to the whole answer).
-    The window's edges fall on bucket edges, so its groups are whole."""
-    lake = Lake.open(lake_uri, storage=storage)
-    window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
-    return footfall_frame(lake, by=by, freq=freq, res=res, filters=window)
+def window_footfall(lake_uri: str, storage: Storage | None, /, *, by: FootfallBy, freq: str, res: int | None,
+                    filters: Filters) -> pl.DataFrame:
+    """One task: the groups of the ``filters``' window, before k-anonymity (the client applies it to the whole answer).
+    The window's edges fall on bucket edges (or the caller's), so its groups are whole."""
+    return footfall_frame(Lake.open(lake_uri, storage=storage), by=by, freq=freq, res=res, filters=filters)
 
 
 def footfall_frame(lake: Lake, /, *, by: FootfallBy, freq: str, res: int | None, filters: Filters) -> pl.DataFrame:
@@ -126,7 +119,7 @@ def window_stays(lake_uri: str, storage: Storage | None, start: dt.datetime, end
     device's first nor its last ping of the window, whole already, kept when they last ``min_dwell_s``; and those that do,
     however short, with the window's ``number``, to be joined across the window's edges (``joined_stays``)."""
     lake = Lake.open(lake_uri, storage=storage)
-    window = dataclasses.replace(filters, start=max(filters.start or start, start), end=min(filters.end or end, end))
+    window = narrowed(filters, start, end)  # whole days holding pings within the filters' window: they always meet
     pieces = engine("polars", lake).stay_pieces(filters=window, max_gap_s=max_gap_s)
     edge = pl.col("opens") | pl.col("closes")
     whole = pieces.filter(~edge & lasting(min_dwell_s)).select(STAY_COLUMNS)

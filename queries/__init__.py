@@ -5,8 +5,6 @@ from __future__ import annotations
 if __name__ != "citylake.queries":  # this folder installs as citylake.queries; a checkout on sys.path must not make it `queries`
     raise ImportError(f"import citylake.queries, not {__name__}: citylake's rooms are subpackages of citylake")
 
-import dataclasses
-import datetime as dt
 from collections.abc import Sequence
 
 import polars as pl
@@ -18,10 +16,9 @@ from citylake.queries.base import DEFAULT_ENGINE, DEFAULT_K, Engine, FootfallBy,
 from citylake.queries.errors import BadFilter, QueryError, UnknownEngine
 from citylake.queries.filters import Filters, check_freq, parse_hours, parse_weekdays
 from citylake.queries.live import PlaceFinder
-from citylake.queries.windows import day_windows, days_of
+from citylake.queries.windows import day_windows, narrowed, pings_per_day
 
 ENGINES = ("duckdb", "polars")
-UTC = dt.timezone.utc
 NO_FILTERS = Filters()
 
 
@@ -71,15 +68,12 @@ def footfalls_by_window(lake: Lake, runner: Engine, /, *, views: list[tuple[Foot
     """``runner``'s footfalls of ``views`` (before k-anonymity), the filters' window cut into windows of whole buckets
     of at most about ``ONE_WINDOW_PINGS`` pings (``queries.windows``) when it holds more, their groups concatenated:
     the same answer, with memory bounded by a window rather than by the lake."""
-    start, end = (filters.start and filters.start.astimezone(UTC)), (filters.end and filters.end.astimezone(UTC))
-    per_day = days_of(lake, start, end)
+    per_day = pings_per_day(lake, filters)
     if sum(per_day.values()) <= ONE_WINDOW_PINGS:
         return runner.footfalls(views=views, filters=filters)
     widest = max(BUCKETS_US[freq] for _, _, freq in views)  # the bucket widths divide one another
-    windows = [(max(start or first, first), min(end or last, last))
-               for first, last in day_windows(per_day, widest, share=ONE_WINDOW_PINGS)]
-    parts = [runner.footfalls(views=views, filters=dataclasses.replace(filters, start=first, end=last))
-             for first, last in windows if first < last]
+    windows = [narrowed(filters, start, end) for start, end in day_windows(per_day, widest, share=ONE_WINDOW_PINGS)]
+    parts = [runner.footfalls(views=views, filters=window) for window in windows if window]
     return [_concatenated([part[n] for part in parts]) for n in range(len(views))]
 
 

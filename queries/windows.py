@@ -9,9 +9,11 @@ the one-window answer exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from citylake.lake import Lake
+from citylake.queries.filters import Filters
 
 DAY_US = 86_400 * 10**6
 UTC = dt.timezone.utc
@@ -22,6 +24,18 @@ def days_of(lake: Lake, start: dt.datetime | None, end: dt.datetime | None) -> d
     per_day = {dt.date.fromisoformat(day): rows for day, rows in lake.rows_per_partition("pings", "date").items()}
     return {d: per_day[d] for d in sorted(per_day)
             if (start is None or d >= start.date()) and (end is None or d < end.date() or (d == end.date() and end.time() != dt.time()))}
+
+
+def pings_per_day(lake: Lake, filters: Filters) -> dict[dt.date, int]:
+    """Pings per UTC date holding pings within the filters' window (from the Delta log; a date's whole count)."""
+    return days_of(lake, filters.start and filters.start.astimezone(UTC), filters.end and filters.end.astimezone(UTC))
+
+
+def narrowed(filters: Filters, start: dt.datetime, end: dt.datetime, /) -> Filters | None:
+    """``filters`` with their window narrowed to [``start``, ``end``); None where the two do not meet (a part of a day
+    before the filters' start, say)."""
+    first, last = max(filters.start or start, start), min(filters.end or end, end)
+    return dataclasses.replace(filters, start=first, end=last) if first < last else None
 
 
 def day_windows(per_day: dict[dt.date, int], bucket_us: int, /, *, share: int,

@@ -54,12 +54,13 @@ def test_spans_of_several_days_answer_as_one_process(cluster, city_lake, monkeyp
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(city_lake, **view).table)
 
 
-@pytest.mark.parametrize("view", [dict(by="place", freq="1h"), dict(by="category", freq="15min"), dict(by="place", freq="1d")],
-                         ids=lambda v: f"{v['by']}-{v['freq']}")
+@pytest.mark.parametrize("view", [dict(by="place", freq="1h"), dict(by="category", freq="15min"), dict(by="place", freq="1d"),
+                                  dict(by="place", freq="1h", filters=Filters(start=utc(2026, 11, 2, 19, 30), end=utc(2026, 11, 4, 3)))],
+                         ids=lambda v: f"{v['by']}-{v['freq']}{'-mid-day-edges' if 'filters' in v else ''}")
 def test_days_cut_into_parts_answer_as_one_process(cluster, city_lake, monkeypatch, view):
     monkeypatch.setattr(fanout, "TASK_PINGS", 500)  # every day of this small lake too dense for one task
     fanned = footfall_on_cluster(city_lake, cluster, **view)
-    days = len(days_in(city_lake, Filters()))
+    days = len(days_in(city_lake, view.get("filters", Filters())))
     tasks = int(fanned.engine.split("(")[1].split()[0])
     assert tasks == days if view["freq"] == "1d" else tasks > days  # a day bucket is never cut
     assert fanned.table.num_rows > 0 and fanned.table.equals(footfall(city_lake, **view).table)
@@ -113,7 +114,7 @@ def test_stays_a_task_per_day_are_the_one_process_stays(cluster, city_lake, monk
     """Stays found a day and a share of the devices per task and joined across midnight UTC where a device's last ping of
     one day and its first of the next are in one place within the gap: the one-process stays, row for row — among them
     stays that cross midnight."""
-    per_day = fanout.pings_per_day(city_lake, options.get("filters", Filters()))
+    per_day = windows.pings_per_day(city_lake, options.get("filters", Filters()))
     monkeypatch.setattr(fanout, "TASK_PINGS", min(per_day.values()) // 3)  # every day its own span, cut into 3-4 shares
     assert min(share[1] for *_, share in fanout.stay_tasks(per_day)) >= 3
     one = stays(city_lake, **options)
