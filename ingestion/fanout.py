@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,9 +203,15 @@ class LocalTasks:
 
     def gather(self, futures: list[Future]) -> list:
         line = self.bar.add_task(f": {self.phase}", total=len(futures))
-        for done in as_completed(futures):
-            done.result()  # the first failure, as a cluster reports it
-            self.bar.advance(line)
+        try:
+            for done in as_completed(futures):
+                done.result()  # the first failure, as a cluster reports it
+                self.bar.advance(line)
+        except BaseException:  # a failed task, or Ctrl-C: the caller removes the run's staged files next, so no task may
+            for future in futures:  # still be writing them
+                future.cancel()
+            wait(futures)
+            raise
         self.bar.remove_task(line)
         return [future.result() for future in futures]
 

@@ -124,6 +124,30 @@ def test_a_large_parquet_file_is_staged_and_settled_in_one_process_and_lands_wha
     assert rows(lake).equals(rows(oracle)) and ledger.check(lake).ok
 
 
+def test_a_failed_task_in_one_process_leaves_no_staged_rows_behind(tmp_path, monkeypatch):
+    """One task of an in-process staged ingest fails while another is still staging: the error reaches the caller only
+    after the running task has stopped, so the run's staging area is removed whole and nothing lands."""
+    import functools
+
+    from citylake.ingestion import fanout, location
+
+    files = write_inputs(tmp_path)
+    monkeypatch.setattr(location, "STAGED_ABOVE_ROWS", 5_000)
+    monkeypatch.setattr(fanout, "ingest_on_cluster", functools.partial(fanout.ingest_on_cluster, rows_per_task=3_000))
+
+    def stage(*args, _stage=fanout.stage):
+        if args[3].number == 1:
+            raise OSError("the input disk went away")
+        time.sleep(0.5)  # still staging when the other task fails
+        return _stage(*args)
+
+    monkeypatch.setattr(fanout, "stage", stage)
+    lake = Lake.init(tmp_path / "lake")
+    with pytest.raises(OSError, match="went away"):
+        ingest_pings(lake, files[1], key=KEY)
+    assert rows(lake).height == 0 and not any((tmp_path / "lake" / "steward" / ".staging").rglob("*.parquet"))
+
+
 def test_a_dense_day_is_settled_in_shares_of_its_partitions_or_their_slices_and_lands_as_one_process(client, tmp_path, monkeypatch):
     from citylake.ingestion import fanout
 
