@@ -108,7 +108,7 @@ def _what_if(lake: Lake, exact: pl.DataFrame, presence: dict[dt.date, pl.DataFra
         threshold = max(10, int(np.ceil(Policy().threshold_sigmas * noise.deviation)))
         frames = []
         for day, seen in presence.items():
-            parts = R._place_hours(seen, day, Policy(max_place_hours=bound, bound_share=0), public, (epsilon, 1e-6 * epsilon))
+            parts = R._place_hours([seen], day, Policy(max_place_hours=bound, bound_share=0), public, (epsilon, 1e-6 * epsilon))
             frames.append(parts.keys.with_columns(pl.Series("released", noise.add(parts.counts))).filter(pl.col("released") >= threshold))
         found = _utility(exact, pl.concat(frames).select("place_id", "bucket", "released"))
         out[f"epsilon_{epsilon:g}_max_{bound}_place_hours"] = {"noise_sd": round(noise.deviation, 1), "threshold": threshold,

@@ -31,12 +31,16 @@ from citylake.privacy.ledger import check_budget, record
 from citylake.privacy.noise import Noise, calibrate, dp_quantile
 from citylake.queries import Filters, engine, stays, trips
 from citylake.queries.errors import BadFilter
+from citylake.queries.windows import pings_per_day
 
 OD_ZONES = "district"
 # How a release's epsilon and delta are shared between its tables (hourly footfall per place is what planners read most).
 SHARES = {"footfall_hourly": 0.6, "footfall_cells_hourly": 0.25, "od_daily": 0.15}
 DAY = dt.timedelta(days=1)
 BOUND_QUANTILE = 0.95  # a day's bound keeps every place-hour of 95% of its devices; the other 5% lose their extra hours
+SHARE_PINGS = 1_000_000  # a day of more pings is released a share of its devices at a time (``device_shares``): a release
+# holds a few hundred bytes per ping of the day it reads, so a share bounds a process's memory however dense the days grow
+Share = tuple[int, int] | None  # (r, of): the devices whose pseudonym modulo ``of`` is r; None: every device
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,11 @@ def release_day(lake: Lake, day: dt.date, /, *, policy: Policy, epsilon: float, 
     runner = runner or engine(engine_name, lake)
     public = public or _public_partitions(lake, policy)
     budget = {table: (epsilon * share, delta * share) for table, share in SHARES.items()}
-    rows = {"footfall_hourly": _place_hours(presence_on(runner, day), day, policy, public, budget["footfall_hourly"]),
-            "footfall_cells_hourly": _cell_hours(runner, day, policy, public),
-            "od_daily": _district_pairs(lake, day, policy, public, engine_name)}
+    shares = device_shares(lake, day)
+    rows = {"footfall_hourly": _place_hours([presence_on(runner, day, share) for share in shares], day, policy, public,
+                                            budget["footfall_hourly"]),
+            "footfall_cells_hourly": _cell_hours(runner, day, policy, public, shares),
+            "od_daily": _district_pairs(lake, day, policy, public, engine_name, shares)}
     released, described = {}, []
     for table, partitions in rows.items():
         noise = partitions.noise or _noise(table, policy, *budget[table])
@@ -152,13 +158,22 @@ def _hours(day: dt.date) -> pl.Series:
     return pl.datetime_range(start, start + DAY, "1h", closed="left", eager=True, time_unit="us", time_zone="UTC").alias("bucket")
 
 
-def _window(day: dt.date, categories: tuple[str, ...] = ()) -> Filters:
-    return Filters(start=_day_start(day), end=_day_start(day) + DAY, categories=categories)
+def _window(day: dt.date, categories: tuple[str, ...] = (), devices: Share = None) -> Filters:
+    return Filters(start=_day_start(day), end=_day_start(day) + DAY, categories=categories, devices=devices)
 
 
-def presence_on(runner, day: dt.date) -> pl.DataFrame:
-    """device_id, place_id, bucket: the day's place-hours of every device (what the footfall release counts)."""
-    return runner.presence(filters=_window(day)).with_columns(_utc_us(pl.col("bucket")))
+
+def device_shares(lake: Lake, day: dt.date) -> list[Share]:
+    """The shares of its devices a day is released in, each of about ``SHARE_PINGS`` pings at most (counted from the
+    lake's log): a device's bounded contribution lies wholly in its share, so the shares' counts add up to the day's."""
+    pings = pings_per_day(lake, _window(day)).get(day, 0)
+    of = -(-pings // SHARE_PINGS)
+    return [(r, of) for r in range(of)] if of > 1 else [None]
+
+
+def presence_on(runner, day: dt.date, share: Share = None) -> pl.DataFrame:
+    """device_id, place_id, bucket: the day's place-hours of every device (of ``share``; what the footfall release counts)."""
+    return runner.presence(filters=_window(day, devices=share)).with_columns(_utc_us(pl.col("bucket")))
 
 
 def _bounded(rows: pl.DataFrame, most: int, key: list[str]) -> pl.DataFrame:
@@ -173,45 +188,59 @@ def _counts_on(grid: pl.DataFrame, found: pl.DataFrame, on: list[str]) -> np.nda
     return grid.join(counts, on=on, how="left", maintain_order="left")["n"].fill_null(0).to_numpy()
 
 
-def _place_hours(presence: pl.DataFrame, day: dt.date, policy: Policy, public: Public, budget: tuple[float, float]) -> Partitions:
-    """Devices per place-hour of the day's ``presence``, each device-day bounded; the bound is the policy's cap, or
-    (``bound_share`` > 0) the day's 95th percentile of place-hours per device, chosen privately with a share of the
-    table's epsilon."""
+def _place_hours(presences: list[pl.DataFrame], day: dt.date, policy: Policy, public: Public, budget: tuple[float, float]) -> Partitions:
+    """Devices per place-hour of the day's presence (one frame per share of devices), each device-day bounded; the bound
+    is the policy's cap, or (``bound_share`` > 0) the day's 95th percentile of place-hours per device, chosen privately
+    with a share of the table's epsilon."""
     epsilon, delta = budget
     bound, noise, how = policy.max_place_hours, None, "the policy's bound"
     if policy.bound_share > 0:
-        per_device = presence.group_by("device_id").len()["len"].to_numpy()
+        per_device = np.concatenate([presence.group_by("device_id").len()["len"].to_numpy() for presence in presences])
         bound = dp_quantile(per_device, candidates=list(range(1, policy.max_place_hours + 1)), alpha=BOUND_QUANTILE,
                             epsilon=epsilon * policy.bound_share)
         noise = calibrate(epsilon=epsilon * (1 - policy.bound_share), delta=delta, l1=bound, l2=float(np.sqrt(bound)))
         how = f"the day's {BOUND_QUANTILE:.0%} quantile, chosen privately (epsilon {epsilon * policy.bound_share:.3g})"
-    found = _bounded(presence, bound, ["device_id", "place_id", "bucket"])
     grid = public.places.join(_hours(day).to_frame(), how="cross")
-    return Partitions(grid, _counts_on(grid, found, ["place_id", "bucket"]),
+    counts = sum(_counts_on(grid, _bounded(presence, bound, ["device_id", "place_id", "bucket"]), ["place_id", "bucket"])
+                 for presence in presences)
+    return Partitions(grid, counts,
                       {"per_device_day": f"{bound} place-hours ({how}; at most {policy.max_place_hours})"}, noise)
 
 
-def _cell_hours(runner, day: dt.date, policy: Policy, public: Public) -> Partitions:
-    pings = runner.pings(filters=_window(day))
+def _cell_hours(runner, day: dt.date, policy: Policy, public: Public, shares: list[Share]) -> Partitions:
     res = policy.release_cell_res
+    grid = pl.DataFrame({"h3_cell": public.cells}, schema={"h3_cell": pl.Int64}).join(_hours(day).to_frame(), how="cross")
+    counts = sum(_counts_on(grid, _bounded(_likeliest_cells(runner.pings(filters=_window(day, devices=share)), res),
+                                           policy.max_cell_hours, ["device_id", "h3_cell", "bucket"]), ["h3_cell", "bucket"])
+                 for share in shares)
+    return Partitions(grid, counts,
+                      {"per_device_day": f"{policy.max_cell_hours} cell-hours (its likeliest cell each hour)", "cell_resolution": res})
+
+
+def _likeliest_cells(pings: pl.DataFrame, res: int) -> pl.DataFrame:
+    """device_id, bucket, h3_cell: each device's cell at ``res`` with most of its ``pings`` in each hour (the lower cell
+    on a tie)."""
     cells = latlng_to_cells(pings["lat"].to_numpy(), pings["lon"].to_numpy(), res) if pings.height else np.empty(0, np.int64)
     per_hour = (pings.select("device_id", _utc_us(pl.col("ts").dt.truncate("1h")).alias("bucket"))
                 .with_columns(pl.Series("h3_cell", cells, pl.Int64))
                 .group_by("device_id", "bucket", "h3_cell").agg(pl.len().alias("pings")))
     likeliest = per_hour.sort("pings", "h3_cell", descending=[True, False]).unique(["device_id", "bucket"], keep="first")
-    found = _bounded(likeliest.drop("pings"), policy.max_cell_hours, ["device_id", "h3_cell", "bucket"])
-    grid = pl.DataFrame({"h3_cell": public.cells}, schema={"h3_cell": pl.Int64}).join(_hours(day).to_frame(), how="cross")
-    return Partitions(grid, _counts_on(grid, found, ["h3_cell", "bucket"]),
-                      {"per_device_day": f"{policy.max_cell_hours} cell-hours (its likeliest cell each hour)", "cell_resolution": res})
+    return likeliest.drop("pings")
 
 
-def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, engine_name: str) -> Partitions:
-    zones = stays(lake, filters=_window(day, categories=(OD_ZONES,)), engine_name=engine_name)
-    moved = trips(zones).select("device_id", "origin", "destination").unique()
-    found = _bounded(moved, policy.max_trips, ["device_id", "origin", "destination"])
+def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, engine_name: str, shares: list[Share]) -> Partitions:
     grid = public.pairs.with_columns(pl.lit(_day_start(day)).dt.cast_time_unit("us").alias("bucket"))
+    counts = sum(_counts_on(grid, _bounded(_pairs_travelled(lake, day, share, engine_name), policy.max_trips,
+                                           ["device_id", "origin", "destination"]), ["origin", "destination"])
+                 for share in shares)
     bounds = {"per_device_day": f"{policy.max_trips} district pairs travelled"}
-    return Partitions(grid, _counts_on(grid, found, ["origin", "destination"]), bounds)
+    return Partitions(grid, counts, bounds)
+
+
+def _pairs_travelled(lake: Lake, day: dt.date, share: Share, engine_name: str) -> pl.DataFrame:
+    """device_id, origin, destination: each pair of districts a device (of ``share``) travelled between that day."""
+    zones = stays(lake, filters=_window(day, categories=(OD_ZONES,), devices=share), engine_name=engine_name)
+    return trips(zones).select("device_id", "origin", "destination").unique()
 
 
 def _noisy_rows(partitions: Partitions, noise: Noise, threshold: int) -> pl.DataFrame:

@@ -147,11 +147,49 @@ def test_bounded_counts_before_noise_are_the_exact_counts(city):
     """With bounds no device reaches, the counts a release adds noise to are the exact distinct devices per place-hour."""
     runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
     day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
-    found = R._place_hours(R.presence_on(runner, day), day, Policy(max_place_hours=10_000, bound_share=0), public, (1.0, 1e-6))
+    found = R._place_hours([R.presence_on(runner, day)], day, Policy(max_place_hours=10_000, bound_share=0), public, (1.0, 1e-6))
     exact = pl.from_arrow(footfall(city, by="place", freq="1h", filters=R._window(day), k=1, engine_name="duckdb").table)
     counted = found.keys.with_columns(pl.Series("n", found.counts)).filter(pl.col("n") > 0)
     assert counted.join(exact, on=["place_id", "bucket"], how="full").filter(pl.col("n") != pl.col("devices")).height == 0
     assert counted.height == exact.height > 0
+
+
+def test_a_day_released_a_share_of_its_devices_at_a_time_counts_what_the_whole_day_counts(city, monkeypatch):
+    """A day denser than ``SHARE_PINGS`` is read a share of its devices at a time (bounded memory): every table's counts
+    before noise are the whole day's — exactly when no device reaches its bound, and when bounds cut, the sum of each
+    device's rows up to its bound (a device split across shares would add its bound per share)."""
+    runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
+    day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
+    monkeypatch.setattr(R, "SHARE_PINGS", 5_000)
+    shares = R.device_shares(city, day)
+    assert len(shares) == 4 and R.device_shares(city, day - dt.timedelta(days=9)) == [None]
+    whole = {"place": R.presence_on(runner, day), "cell": R._likeliest_cells(runner.pings(filters=R._window(day)), 8),
+             "pairs": R._pairs_travelled(city, day, None, "polars")}
+    assert all(rows.height for rows in whole.values())
+    counted = {"place": lambda split, policy: R._place_hours([R.presence_on(runner, day, s) for s in split], day, policy, public,
+                                                             (1.0, 1e-6)),
+               "cell": lambda split, policy: R._cell_hours(runner, day, policy, public, split),
+               "pairs": lambda split, policy: R._district_pairs(city, day, policy, public, "polars", split)}
+    unbounded = Policy(max_place_hours=10_000, max_cell_hours=10_000, max_trips=10_000, bound_share=0, release_cell_res=8)
+    for table, count in counted.items():
+        assert np.array_equal(count(shares, unbounded).counts, count([None], unbounded).counts), table
+        most = 2
+        cut = Policy(max_place_hours=most, max_cell_hours=most, max_trips=most, bound_share=0, release_cell_res=8)
+        kept = int(whole[table].group_by("device_id").len()["len"].clip(upper_bound=most).sum())
+        assert kept < whole[table].height, table  # the bound cuts some devices
+        assert count(shares, cut).counts.sum() == count([None], cut).counts.sum() == kept, table
+
+
+def test_a_days_bound_is_chosen_from_every_share_of_its_devices(city, monkeypatch):
+    """The private 95th percentile of place-hours per device sees each device of the day once, whatever the shares."""
+    runner, public = R.engine("polars", city), R._public_partitions(city, Policy())
+    day = dt.date.fromisoformat(min(city.rows_per_partition("pings", "date")))
+    seen = []
+    monkeypatch.setattr(R, "dp_quantile", lambda values, **_: seen.append(np.sort(values)) or 5)
+    for share_pings in (5_000, 10**9):
+        monkeypatch.setattr(R, "SHARE_PINGS", share_pings)
+        R._place_hours([R.presence_on(runner, day, s) for s in R.device_shares(city, day)], day, Policy(), public, (1.0, 1e-6))
+    assert len(seen) == 2 and seen[0].size > 100 and np.array_equal(*seen)
 
 
 def test_the_days_bound_is_chosen_privately_near_its_95th_percentile():
