@@ -54,10 +54,13 @@ from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE
 from citylake.lake.storage import ObjectLocation, locate
 
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
-# a date with more staged rows than this is settled in shares of its partitions: half a stage task's rows, as settling a
-# row (concat, first of each key, sort, write) takes about twice the memory checking one does (measured: 1.65M rows settled
-# peaked at 1.03 GB, 2M rows staged at 0.77 GB), so a worker's peak is a stage task's however dense the days
-SETTLE_ROWS = 1_000_000
+# a date with more staged rows than this is settled in shares of its partitions: a quarter of a stage task's rows, as
+# settling a row (concat, first of each key, sort, write) takes about twice the memory checking one does, and a process
+# may run two settle tasks at once (measured, 40M time-ordered pings in one process, peak RSS of the settle phase against
+# the stage phase's ~1.35 GB: 1.45 GB at 1M, 1.34 GB at 500k; with staged files read a row group at a time, 1.40 / 1.18 GB),
+# so a worker's peak is a stage task's however dense the days
+SETTLE_ROWS = 500_000
+STAGED_GROUP_ROWS = 100_000  # a staged file's row groups: a settle task decodes one at a time and keeps its share's rows
 PARQUET = (".parquet", ".pq")
 STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
 RUN_TIME = "%Y%m%dT%H%M%S"
@@ -253,7 +256,7 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
         rows_in, offered = rows_in + chunk.rows_in, offered + rows.height
         for (date,), day in (rows.partition_by(PARTITION_DATE, as_dict=True) if rows.height else {}).items():
             name = _staged_file(run, date.isoformat(), piece.number, n)
-            lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4"), private=True)
+            lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4", row_group_rows=STAGED_GROUP_ROWS), private=True)
             files[date.isoformat()].append(name)
             partitions.update({(date.isoformat(), cell): count for cell, count in day.group_by(PARTITION_CELL).len().iter_rows()})
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
@@ -289,8 +292,14 @@ def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[i
 
 
 def _staged_rows(lake: Lake, name: str, share: Share | None, feed: Feed) -> pl.DataFrame:
-    rows = pl.read_parquet(io.BytesIO(lake.location.read_bytes(name)))  # one staged file at a time: a chunk's day
-    return rows if share is None else rows.filter(share.holds(feed.whose()))
+    """A staged file's rows of ``share``, read a row group at a time (a file holds a stage chunk's rows of one date: as
+    many as a whole dense date, of which a share keeps a part)."""
+    staged = pq.ParquetFile(io.BytesIO(lake.location.read_bytes(name)))
+    if share is None:
+        return pl.from_arrow(staged.read())
+    held = share.holds(feed.whose())
+    return pl.concat([pl.from_arrow(staged.read_row_group(group)).filter(held) for group in range(staged.num_row_groups)],
+                     how="vertical_relaxed")
 
 
 @dataclass(frozen=True)

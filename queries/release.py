@@ -38,7 +38,7 @@ OD_ZONES = "district"
 SHARES = {"footfall_hourly": 0.6, "footfall_cells_hourly": 0.25, "od_daily": 0.15}
 DAY = dt.timedelta(days=1)
 BOUND_QUANTILE = 0.95  # a day's bound keeps every place-hour of 95% of its devices; the other 5% lose their extra hours
-SHARE_PINGS = 1_000_000  # a day of more pings is released a share of its devices at a time (``device_shares``): a release
+SHARE_PINGS = 500_000  # a day of more pings is released a share of its devices at a time (``device_shares``): a release
 # holds a few hundred bytes per ping of the day it reads, so a share bounds a process's memory however dense the days grow
 Share = tuple[int, int] | None  # (r, of): the devices whose pseudonym modulo ``of`` is r; None: every device
 

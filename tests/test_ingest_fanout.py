@@ -97,7 +97,8 @@ def test_a_cluster_lands_what_one_process_lands_once(client, tmp_path):
 
 def test_a_large_parquet_file_is_staged_and_settled_in_one_process_and_lands_what_a_buffered_run_lands(tmp_path, monkeypatch):
     """One process ingests a Parquet file of more than ``STAGED_ABOVE_ROWS`` rows by stage and settle on two threads
-    (memory two tasks' rows, not a buffer's): the rows, rejects, duplicates and ledger of the buffered run, in one commit."""
+    (memory two tasks' rows, not a buffer's; dense days in shares, read from the staged files a row group at a time): the
+    rows, rejects, duplicates and ledger of the buffered run, in one commit."""
     import functools
 
     from citylake.ingestion import fanout, location
@@ -106,6 +107,8 @@ def test_a_large_parquet_file_is_staged_and_settled_in_one_process_and_lands_wha
     oracle = one_process(tmp_path / "oracle", files)  # both files buffered: under the threshold
     monkeypatch.setattr(location, "STAGED_ABOVE_ROWS", 5_000)  # the Parquet file (10,950 rows) above it, the CSV not read as one
     monkeypatch.setattr(fanout, "ingest_on_cluster", functools.partial(fanout.ingest_on_cluster, rows_per_task=3_000))
+    monkeypatch.setattr(fanout, "SETTLE_ROWS", 500)  # dense days settled in shares, sliced by device,
+    monkeypatch.setattr(fanout, "STAGED_GROUP_ROWS", 200)  # from staged files read a row group at a time
     staged_tasks = []
     monkeypatch.setattr(fanout, "stage", lambda *args, _stage=fanout.stage: staged_tasks.append(args[3]) or _stage(*args))
     lake = Lake.init(tmp_path / "lake")
