@@ -48,7 +48,7 @@ from citylake.ingestion.iot import READING_REQUIRED, sensor_cells, validate_read
 from citylake.ingestion.location import OPTIONAL, REQUIRED, validate_pings
 from citylake.ingestion.textfile import DEFAULT_BATCH_ROWS, RawChunk, chunks, columns, parquet_chunks
 from citylake.lake import Lake, Storage, TableMoved
-from citylake.lake.data_files import parquet_bytes, write_data_files
+from citylake.lake.data_files import write_data_files
 from citylake.lake.lake import FENCED_ATTEMPTS
 from citylake.lake.schemas import PARTITION_CELL, PARTITION_DATE
 from citylake.lake.storage import ObjectLocation, locate
@@ -57,10 +57,11 @@ DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out 
 # a date with more staged rows than this is settled in shares of its partitions: a quarter of a stage task's rows, as
 # settling a row (concat, first of each key, sort, write) takes about twice the memory checking one does, and a process
 # may run two settle tasks at once (measured, 40M time-ordered pings in one process, peak RSS of the settle phase against
-# the stage phase's ~1.35 GB: 1.45 GB at 1M, 1.34 GB at 500k; with staged files read a row group at a time, 1.40 / 1.18 GB),
+# the stage phase's ~1.35 GB: 1.45 GB at 1M, 1.34 GB at 500k; with staged files read a row group at a time, 1.40 / 1.18 GB;
+# a row group per cell, only the share's read: 1.15-1.40 GB at 500k, this host's noise),
 # so a worker's peak is a stage task's however dense the days
 SETTLE_ROWS = 500_000
-STAGED_GROUP_ROWS = 100_000  # a staged file's row groups: a settle task decodes one at a time and keeps its share's rows
+STAGED_GROUP_ROWS = 100_000  # rows of a staged file's row group at most (a group per partition cell: ``_staged_bytes``)
 PARQUET = (".parquet", ".pq")
 STAGING = "steward/.staging"  # each run's checked rows, per date, until its commit; in the steward zone, as pings are
 RUN_TIME = "%Y%m%dT%H%M%S"
@@ -256,7 +257,7 @@ def stage(lake_uri: str, storage: Storage | None, run: str, piece: Piece, checks
         rows_in, offered = rows_in + chunk.rows_in, offered + rows.height
         for (date,), day in (rows.partition_by(PARTITION_DATE, as_dict=True) if rows.height else {}).items():
             name = _staged_file(run, date.isoformat(), piece.number, n)
-            lake.location.write_bytes(name, parquet_bytes(day.to_arrow(), "lz4", row_group_rows=STAGED_GROUP_ROWS), private=True)
+            lake.location.write_bytes(name, _staged_bytes(day), private=True)
             files[date.isoformat()].append(name)
             partitions.update({(date.isoformat(), cell): count for cell, count in day.group_by(PARTITION_CELL).len().iter_rows()})
     rejected = pl.concat(bad, how="vertical_relaxed") if any(b.height for b in bad) else pl.DataFrame()
@@ -291,15 +292,37 @@ def settle(lake_uri: str, storage: Storage | None, run: str, files: list[tuple[i
     return Settled(adds, landed)
 
 
+def _staged_bytes(day: pl.DataFrame) -> bytes:
+    """A stage chunk's rows of one date as a Parquet file, in row groups of one partition cell each (of at most
+    ``STAGED_GROUP_ROWS`` rows), so a settle task reads only its share's cells. In input order within a cell: a key's
+    rows all lie in one cell, so the first of each key stays first."""
+    sink = io.BytesIO()
+    cells = day.sort(PARTITION_CELL, maintain_order=True).partition_by(PARTITION_CELL, maintain_order=True)
+    with pq.ParquetWriter(sink, cells[0].to_arrow().schema, compression="lz4") as writer:
+        for cell in cells:
+            writer.write_table(cell.to_arrow(), row_group_size=STAGED_GROUP_ROWS)
+    return sink.getvalue()
+
+
 def _staged_rows(lake: Lake, name: str, share: Share | None, feed: Feed) -> pl.DataFrame:
-    """A staged file's rows of ``share``, read a row group at a time (a file holds a stage chunk's rows of one date: as
-    many as a whole dense date, of which a share keeps a part)."""
+    """A staged file's rows of ``share``: the row groups of its cells (by their statistics), a group at a time (a file
+    holds a stage chunk's rows of one date, up to a whole dense date, of which a share keeps a part)."""
     staged = pq.ParquetFile(io.BytesIO(lake.location.read_bytes(name)))
     if share is None:
         return pl.from_arrow(staged.read())
-    held = share.holds(feed.whose())
-    return pl.concat([pl.from_arrow(staged.read_row_group(group)).filter(held) for group in range(staged.num_row_groups)],
-                     how="vertical_relaxed")
+    held, cells = share.holds(feed.whose()), share.cells()
+    column = staged.schema_arrow.get_field_index(PARTITION_CELL)
+    groups = [group for group in range(staged.num_row_groups) if _may_hold(staged.metadata.row_group(group).column(column), cells)]
+    return pl.concat([pl.from_arrow(staged.read_row_group(group)).filter(held) for group in groups]
+                     or [pl.from_arrow(staged.schema_arrow.empty_table())], how="vertical_relaxed")
+
+
+def _may_hold(chunk: pq.ColumnChunkMetaData, cells: frozenset[int]) -> bool:
+    """Whether a row group's partition cells (``chunk``'s statistics) may include one of ``cells``."""
+    stats = chunk.statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    return any(stats.min <= cell <= stats.max for cell in cells)
 
 
 @dataclass(frozen=True)
@@ -317,6 +340,10 @@ class Share:
         whole = pl.col(PARTITION_CELL).is_in(list(self.partitions))
         return pl.any_horizontal(whole, *((pl.col(PARTITION_CELL) == cell) & (whose % of == r)
                                           for cell, r, of in sorted(self.slices)))
+
+    def cells(self) -> frozenset[int]:
+        """The partition cells this share takes rows of, whole or sliced."""
+        return self.partitions | {cell for cell, _, _ in self.slices}
 
     def __or__(self, other: Share) -> Share:
         return Share(self.partitions | other.partitions, self.slices | other.slices)

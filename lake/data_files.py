@@ -49,12 +49,10 @@ def _partition_text(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def parquet_bytes(table: pa.Table, compression: str, *, row_group_rows: int | None = None) -> bytes:
-    """``table`` as the bytes of a Parquet file (``compression`` as the table specs name it, e.g. UNCOMPRESSED, lz4), in
-    row groups of ``row_group_rows`` (default: pyarrow's)."""
+def parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    """``table`` as the bytes of a Parquet file (``compression`` as the table specs name it, e.g. UNCOMPRESSED, lz4)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=compression.lower() if compression != "UNCOMPRESSED" else "none",
-                   row_group_size=row_group_rows)
+    pq.write_table(table, sink, compression=compression.lower() if compression != "UNCOMPRESSED" else "none")
     return sink.getvalue()
 
 

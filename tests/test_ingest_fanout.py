@@ -207,6 +207,45 @@ def test_a_partition_denser_than_a_share_is_sliced_by_device_and_each_row_is_in_
     assert max(len(t) for t in taken) < 2 * 5_000 * 1_050 / 1_110 / 11
 
 
+def test_a_staged_file_holds_a_row_group_per_cell_in_input_order_and_a_share_reads_its_cells(monkeypatch):
+    """A stage chunk's date is staged a row group per partition cell (at most ``STAGED_GROUP_ROWS`` rows each), rows in
+    input order within a cell (the first of a key stays first); a settle share decodes only its cells' groups."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from citylake.ingestion import fanout
+    from citylake.lake.schemas import PARTITION_CELL
+
+    monkeypatch.setattr(fanout, "STAGED_GROUP_ROWS", 300)
+    rng = np.random.default_rng(5)
+    day = pl.DataFrame({PARTITION_CELL: rng.choice([30, 10, 20], 2_000), "device_id": rng.integers(-99, 99, 2_000),
+                        "order": np.arange(2_000)})
+    staged = pq.ParquetFile(io.BytesIO(fanout._staged_bytes(day)))
+    column = staged.schema_arrow.get_field_index(PARTITION_CELL)
+    groups = [staged.read_row_group(g).to_pydict() for g in range(staged.num_row_groups)]
+    assert all(len(set(g[PARTITION_CELL])) == 1 and len(g["order"]) <= 300 for g in groups)
+    assert [g[PARTITION_CELL][0] for g in groups] == sorted(g[PARTITION_CELL][0] for g in groups)
+    for cell in (10, 20, 30):
+        staged_order = sum((g["order"] for g in groups if g[PARTITION_CELL][0] == cell), [])
+        assert staged_order == day.filter(pl.col(PARTITION_CELL) == cell)["order"].to_list()
+
+    class Location:
+        def read_bytes(self, _):
+            return fanout._staged_bytes(day)
+
+    read, decode = [], pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: read.append(g) or decode(self, g, **kw))
+    share = fanout.Share(partitions=frozenset([20]), slices=frozenset([(30, 1, 2)]))
+    lake = type("Lake", (), {"location": Location()})()
+    rows = fanout._staged_rows(lake, "staged.parquet", share, fanout.PINGS)
+    want = day.filter((pl.col(PARTITION_CELL) == 20) | ((pl.col(PARTITION_CELL) == 30) & (pl.col("device_id") % 2 == 1)))
+    assert rows.sort("order").equals(want.sort("order")) and want.height
+    assert sorted(staged.metadata.row_group(g).column(column).statistics.min for g in read) == sorted(
+        g[PARTITION_CELL][0] for g in groups if g[PARTITION_CELL][0] != 10)  # no group of cell 10 was decoded
+
+
 def test_the_staged_and_settled_files_stay_in_the_steward_zone(client, tmp_path):
     files = write_inputs(tmp_path)
     lake = Lake.init(tmp_path / "lake")
