@@ -305,16 +305,15 @@ def _staged_bytes(day: pl.DataFrame) -> bytes:
 
 
 def _staged_rows(lake: Lake, name: str, share: Share | None, feed: Feed) -> pl.DataFrame:
-    """A staged file's rows of ``share``: the row groups of its cells (by their statistics), a group at a time (a file
-    holds a stage chunk's rows of one date, up to a whole dense date, of which a share keeps a part)."""
+    """A staged file's rows of ``share``: only the row groups of its cells (by their statistics) decoded, in one read (a
+    file holds a stage chunk's rows of one date, up to a whole dense date, of which a share keeps a part)."""
     staged = pq.ParquetFile(io.BytesIO(lake.location.read_bytes(name)))
     if share is None:
         return pl.from_arrow(staged.read())
     held, cells = share.holds(feed.whose()), share.cells()
     column = staged.schema_arrow.get_field_index(PARTITION_CELL)
     groups = [group for group in range(staged.num_row_groups) if _may_hold(staged.metadata.row_group(group).column(column), cells)]
-    return pl.concat([pl.from_arrow(staged.read_row_group(group)).filter(held) for group in groups]
-                     or [pl.from_arrow(staged.schema_arrow.empty_table())], how="vertical_relaxed")
+    return pl.from_arrow(staged.read_row_groups(groups) if groups else staged.schema_arrow.empty_table()).filter(held)
 
 
 def _may_hold(chunk: pq.ColumnChunkMetaData, cells: frozenset[int]) -> bool:

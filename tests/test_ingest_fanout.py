@@ -235,8 +235,8 @@ def test_a_staged_file_holds_a_row_group_per_cell_in_input_order_and_a_share_rea
         def read_bytes(self, _):
             return fanout._staged_bytes(day)
 
-    read, decode = [], pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: read.append(g) or decode(self, g, **kw))
+    read, decode = [], pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda self, g, **kw: read.extend(g) or decode(self, g, **kw))
     share = fanout.Share(partitions=frozenset([20]), slices=frozenset([(30, 1, 2)]))
     lake = type("Lake", (), {"location": Location()})()
     rows = fanout._staged_rows(lake, "staged.parquet", share, fanout.PINGS)
