@@ -40,8 +40,8 @@ DAY = dt.timedelta(days=1)
 BOUND_QUANTILE = 0.95  # a day's bound keeps every place-hour of 95% of its devices; the other 5% lose their extra hours
 SHARE_PINGS = 500_000  # a day of more pings is released a share of its devices at a time (``device_shares``): a release
 # holds a few hundred bytes per ping of the day it reads, so a share bounds a process's memory however dense the days grow
-# (measured, one day of 3.3M pings: 1.29 GB read whole, 0.66 GB in shares of 1M, 0.61 GB of 500k, 0.53 GB of 250k — what
-# stays is the day's place-hours per device, held for the private bound, and the process's own)
+# (measured, one day of 3.3M pings: 1.29 GB read whole, 0.66 GB in shares of 1M, 0.61 GB of 500k, 0.53 GB of 250k; a
+# day of 0.33M: 0.45-0.53 GB. The place-hours per device held across shares for the private bound are ~3% of it)
 Share = tuple[int, int] | None  # (r, of): the devices whose pseudonym modulo ``of`` is r; None: every device
 
 
