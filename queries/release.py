@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,7 +164,6 @@ def _window(day: dt.date, categories: tuple[str, ...] = (), devices: Share = Non
     return Filters(start=_day_start(day), end=_day_start(day) + DAY, categories=categories, devices=devices)
 
 
-
 def device_shares(lake: Lake, day: dt.date) -> list[Share]:
     """The shares of its devices a day is released in, each of about ``SHARE_PINGS`` pings at most (counted from the
     lake's log): a device's bounded contribution lies wholly in its share, so the shares' counts add up to the day's."""
@@ -185,6 +184,12 @@ def _bounded(rows: pl.DataFrame, most: int, key: list[str]) -> pl.DataFrame:
     return ranked.filter(pl.col("_draw").rank("ordinal").over("device_id") <= most).drop("_draw")
 
 
+def _bounded_counts(grid: pl.DataFrame, shares: Iterable[pl.DataFrame], most: int, on: list[str]) -> np.ndarray:
+    """Devices per partition of ``grid`` (by the columns ``on``) over the rows of each share of devices, each device's
+    bounded to ``most`` rows first (a device lies in one share, so the shares' counts add up)."""
+    return sum(_counts_on(grid, _bounded(rows, most, ["device_id", *on]), on) for rows in shares)
+
+
 def _counts_on(grid: pl.DataFrame, found: pl.DataFrame, on: list[str]) -> np.ndarray:
     counts = found.group_by(on).agg(pl.len().alias("n"))
     return grid.join(counts, on=on, how="left", maintain_order="left")["n"].fill_null(0).to_numpy()
@@ -203,19 +208,15 @@ def _place_hours(presences: list[pl.DataFrame], day: dt.date, policy: Policy, pu
         noise = calibrate(epsilon=epsilon * (1 - policy.bound_share), delta=delta, l1=bound, l2=float(np.sqrt(bound)))
         how = f"the day's {BOUND_QUANTILE:.0%} quantile, chosen privately (epsilon {epsilon * policy.bound_share:.3g})"
     grid = public.places.join(_hours(day).to_frame(), how="cross")
-    counts = sum(_counts_on(grid, _bounded(presence, bound, ["device_id", "place_id", "bucket"]), ["place_id", "bucket"])
-                 for presence in presences)
-    return Partitions(grid, counts,
+    return Partitions(grid, _bounded_counts(grid, presences, bound, ["place_id", "bucket"]),
                       {"per_device_day": f"{bound} place-hours ({how}; at most {policy.max_place_hours})"}, noise)
 
 
 def _cell_hours(runner, day: dt.date, policy: Policy, public: Public, shares: list[Share]) -> Partitions:
     res = policy.release_cell_res
     grid = pl.DataFrame({"h3_cell": public.cells}, schema={"h3_cell": pl.Int64}).join(_hours(day).to_frame(), how="cross")
-    counts = sum(_counts_on(grid, _bounded(_likeliest_cells(runner.pings(filters=_window(day, devices=share)), res),
-                                           policy.max_cell_hours, ["device_id", "h3_cell", "bucket"]), ["h3_cell", "bucket"])
-                 for share in shares)
-    return Partitions(grid, counts,
+    likeliest = (_likeliest_cells(runner.pings(filters=_window(day, devices=share)), res) for share in shares)
+    return Partitions(grid, _bounded_counts(grid, likeliest, policy.max_cell_hours, ["h3_cell", "bucket"]),
                       {"per_device_day": f"{policy.max_cell_hours} cell-hours (its likeliest cell each hour)", "cell_resolution": res})
 
 
@@ -232,11 +233,9 @@ def _likeliest_cells(pings: pl.DataFrame, res: int) -> pl.DataFrame:
 
 def _district_pairs(lake: Lake, day: dt.date, policy: Policy, public: Public, engine_name: str, shares: list[Share]) -> Partitions:
     grid = public.pairs.with_columns(pl.lit(_day_start(day)).dt.cast_time_unit("us").alias("bucket"))
-    counts = sum(_counts_on(grid, _bounded(_pairs_travelled(lake, day, share, engine_name), policy.max_trips,
-                                           ["device_id", "origin", "destination"]), ["origin", "destination"])
-                 for share in shares)
+    travelled = (_pairs_travelled(lake, day, share, engine_name) for share in shares)
     bounds = {"per_device_day": f"{policy.max_trips} district pairs travelled"}
-    return Partitions(grid, counts, bounds)
+    return Partitions(grid, _bounded_counts(grid, travelled, policy.max_trips, ["origin", "destination"]), bounds)
 
 
 def _pairs_travelled(lake: Lake, day: dt.date, share: Share, engine_name: str) -> pl.DataFrame:
