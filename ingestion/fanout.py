@@ -55,11 +55,10 @@ from citylake.lake.storage import ObjectLocation, locate
 
 DEFAULT_ROWS_PER_TASK = 2_000_000  # a Parquet file's row groups are shared out in runs of about this many rows
 # a date with more staged rows than this is settled in shares of its partitions: a quarter of a stage task's rows, as
-# settling a row (concat, first of each key, sort, write) takes about twice the memory checking one does, and a process
-# may run two settle tasks at once (measured, 40M time-ordered pings in one process, peak RSS of the settle phase against
-# the stage phase's ~1.35 GB: 1.45 GB at 1M, 1.34 GB at 500k; with staged files read a row group at a time, 1.40 / 1.18 GB;
-# a row group per cell, only the share's read: 1.15-1.40 GB at 500k, this host's noise),
-# so a worker's peak is a stage task's however dense the days
+# settling a row (concat, first of each key, sort, write) takes about twice the memory checking one does and a process
+# may run two settle tasks at once, so a worker's peak is a stage task's however dense the days (measured, 40M
+# time-ordered pings in one process: the settle phase's peak 1.15-1.40 GB against the stage phase's ~1.35 GB; 1.45 GB in
+# shares of 1M reading whole staged files)
 SETTLE_ROWS = 500_000
 STAGED_GROUP_ROWS = 100_000  # rows of a staged file's row group at most (a group per partition cell: ``_staged_bytes``)
 PARQUET = (".parquet", ".pq")
@@ -298,7 +297,7 @@ def _staged_bytes(day: pl.DataFrame) -> bytes:
     rows all lie in one cell, so the first of each key stays first."""
     sink = io.BytesIO()
     cells = day.sort(PARTITION_CELL, maintain_order=True).partition_by(PARTITION_CELL, maintain_order=True)
-    with pq.ParquetWriter(sink, cells[0].to_arrow().schema, compression="lz4") as writer:
+    with pq.ParquetWriter(sink, day.head(0).to_arrow().schema, compression="lz4") as writer:
         for cell in cells:
             writer.write_table(cell.to_arrow(), row_group_size=STAGED_GROUP_ROWS)
     return sink.getvalue()
